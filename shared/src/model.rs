@@ -1,0 +1,386 @@
+//! The license model shared by server and agent.
+//!
+//! Serde names are part of the wire format (license files, activation tokens, the HTTP API): they are stable and
+//! pinned by the test vectors in `keys/test/vectors`. Enum values are `SCREAMING_SNAKE_CASE`, fields `snake_case`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::fingerprint::MatchPolicy;
+
+/// Commercial type of a license.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LicenseType {
+    Perpetual,
+    Subscription,
+    Trial,
+    Evaluation,
+    Concurrent,
+    NamedUser,
+}
+
+impl LicenseType {
+    pub const ALL: [LicenseType; 6] = [
+        LicenseType::Perpetual,
+        LicenseType::Subscription,
+        LicenseType::Trial,
+        LicenseType::Evaluation,
+        LicenseType::Concurrent,
+        LicenseType::NamedUser,
+    ];
+
+    /// Floating licenses hold seats only while heartbeats keep coming.
+    pub fn is_floating(self) -> bool {
+        matches!(self, LicenseType::Concurrent)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LicenseType::Perpetual => "PERPETUAL",
+            LicenseType::Subscription => "SUBSCRIPTION",
+            LicenseType::Trial => "TRIAL",
+            LicenseType::Evaluation => "EVALUATION",
+            LicenseType::Concurrent => "CONCURRENT",
+            LicenseType::NamedUser => "NAMED_USER",
+        }
+    }
+}
+
+/// How seats are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LicenseModel {
+    PerSeat,
+    PerDevice,
+    PerCpu,
+    PerCore,
+    SiteLicense,
+    Enterprise,
+}
+
+impl LicenseModel {
+    pub const ALL: [LicenseModel; 6] = [
+        LicenseModel::PerSeat,
+        LicenseModel::PerDevice,
+        LicenseModel::PerCpu,
+        LicenseModel::PerCore,
+        LicenseModel::SiteLicense,
+        LicenseModel::Enterprise,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LicenseModel::PerSeat => "PER_SEAT",
+            LicenseModel::PerDevice => "PER_DEVICE",
+            LicenseModel::PerCpu => "PER_CPU",
+            LicenseModel::PerCore => "PER_CORE",
+            LicenseModel::SiteLicense => "SITE_LICENSE",
+            LicenseModel::Enterprise => "ENTERPRISE",
+        }
+    }
+}
+
+/// Lifecycle state of a license.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LicenseStatus {
+    Active,
+    Suspended,
+    Revoked,
+    Expired,
+}
+
+impl LicenseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LicenseStatus::Active => "ACTIVE",
+            LicenseStatus::Suspended => "SUSPENDED",
+            LicenseStatus::Revoked => "REVOKED",
+            LicenseStatus::Expired => "EXPIRED",
+        }
+    }
+}
+
+/// What a feature's limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LimitType {
+    #[default]
+    Count,
+    Size,
+    Duration,
+    Bandwidth,
+}
+
+impl LimitType {
+    pub const ALL: [LimitType; 4] = [
+        LimitType::Count,
+        LimitType::Size,
+        LimitType::Duration,
+        LimitType::Bandwidth,
+    ];
+}
+
+/// `limit_value` meaning "no limit".
+pub const UNLIMITED: i64 = -1;
+
+/// The feature id that entitles every feature not listed explicitly.
+pub const WILDCARD_FEATURE: &str = "*";
+
+/// One feature entitlement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feature {
+    /// Stable identifier the vendor's code checks, e.g. `export_pdf`; `*` for "all features".
+    pub id: String,
+    /// Human-readable name; defaults to the id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Quota; [`UNLIMITED`] (-1) means no limit.
+    #[serde(default = "default_unlimited")]
+    pub limit_value: i64,
+    #[serde(default)]
+    pub limit_type: LimitType,
+    /// The feature alone stops at this instant, independent of the license window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_unlimited() -> i64 {
+    UNLIMITED
+}
+
+impl Feature {
+    /// An enabled, unlimited, non-expiring feature.
+    pub fn new(id: impl Into<String>) -> Self {
+        Feature {
+            id: id.into(),
+            name: String::new(),
+            enabled: true,
+            limit_value: UNLIMITED,
+            limit_type: LimitType::Count,
+            expires_at: None,
+        }
+    }
+
+    pub fn with_limit(mut self, limit: i64, limit_type: LimitType) -> Self {
+        self.limit_value = limit;
+        self.limit_type = limit_type;
+        self
+    }
+
+    pub fn is_unlimited(&self) -> bool {
+        self.limit_value < 0
+    }
+
+    /// Checks the id: 1..=64 characters of `A-Z a-z 0-9 _ - . :`, or exactly `*`.
+    pub fn validate_id(id: &str) -> Result<(), String> {
+        if id == WILDCARD_FEATURE {
+            return Ok(());
+        }
+        if id.is_empty() || id.len() > 64 {
+            return Err(format!(
+                "feature id must be 1 to 64 characters, got {}",
+                id.len()
+            ));
+        }
+        if let Some(bad) = id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
+        {
+            return Err(format!(
+                "feature id {id:?} contains {bad:?}; use letters, digits, '_', '-', '.' or ':'"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Restriction kinds. Facts for them (country, domain, IP) are known on the server and, when the vendor's
+/// application supplies them, on the agent; an unknown fact never denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RestrictionKind {
+    Geographic,
+    Domain,
+    IpRange,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RestrictionMode {
+    Allow,
+    Deny,
+}
+
+/// `GEOGRAPHIC` values are ISO 3166 alpha-2 codes, `DOMAIN` values domain suffixes, `IP_RANGE` values CIDRs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restriction {
+    pub kind: RestrictionKind,
+    pub mode: RestrictionMode,
+    pub values: Vec<String>,
+}
+
+/// A license as signed into license files and as returned by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct License {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub product_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<Uuid>,
+    pub license_type: LicenseType,
+    pub license_model: LicenseModel,
+    pub status: LicenseStatus,
+    /// Seats; 0 means unlimited (site and enterprise licenses).
+    pub max_activations: u32,
+    pub issued_at: DateTime<Utc>,
+    pub starts_at: DateTime<Utc>,
+    /// `None`: perpetual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Builds released after this instant are not covered (perpetual fallback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub grace_days: u32,
+    #[serde(default)]
+    pub features: Vec<Feature>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restrictions: Vec<Restriction>,
+    #[serde(default)]
+    pub fingerprint_policy: MatchPolicy,
+    /// How often an activated device must check in; also sets the lease for floating licenses.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_interval_secs: u32,
+    /// How long an activation works without reaching the server.
+    #[serde(default = "default_lease")]
+    pub lease_secs: u32,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+pub const DEFAULT_HEARTBEAT_SECS: u32 = 3600;
+pub const DEFAULT_LEASE_SECS: u32 = 7 * 24 * 3600;
+
+fn default_heartbeat() -> u32 {
+    DEFAULT_HEARTBEAT_SECS
+}
+fn default_lease() -> u32 {
+    DEFAULT_LEASE_SECS
+}
+
+impl License {
+    /// The entitlement for `feature_id`: an exact match first, then the wildcard.
+    pub fn feature(&self, feature_id: &str) -> Option<&Feature> {
+        let mut wildcard = None;
+        for f in &self.features {
+            if f.id == feature_id {
+                return Some(f);
+            }
+            if f.id == WILDCARD_FEATURE {
+                wildcard = Some(f);
+            }
+        }
+        wildcard
+    }
+
+    /// The end of the grace period, if the license expires.
+    pub fn grace_ends_at(&self) -> Option<DateTime<Utc>> {
+        self.expires_at
+            .map(|e| e + chrono::Duration::days(i64::from(self.grace_days)))
+    }
+}
+
+/// What to do with a license's activations when it moves to another customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TransferPolicy {
+    /// Existing devices keep working for the new owner.
+    Keep,
+    /// Every activation is released; the new owner activates afresh.
+    #[default]
+    Release,
+}
+
+/// What an emergency code unlocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EmergencyScope {
+    /// The features of the license file already on the machine.
+    #[default]
+    LicensedFeatures,
+    /// Every feature (for a machine that has no license file yet).
+    AllFeatures,
+}
+
+/// Emergency code policy of a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmergencyPolicy {
+    pub enabled: bool,
+    /// Default validity of a code; at most [`EmergencyPolicy::MAX_VALIDITY_HOURS`].
+    pub validity_hours: u32,
+    /// Codes per license in a rolling 30 days.
+    pub max_per_30_days: u32,
+    pub scope: EmergencyScope,
+}
+
+impl EmergencyPolicy {
+    pub const MAX_VALIDITY_HOURS: u32 = 7 * 24;
+}
+
+impl Default for EmergencyPolicy {
+    fn default() -> Self {
+        EmergencyPolicy {
+            enabled: true,
+            validity_hours: 24,
+            max_per_30_days: 3,
+            scope: EmergencyScope::LicensedFeatures,
+        }
+    }
+}
+
+/// Defaults from which licenses are created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub product_id: Uuid,
+    pub name: String,
+    pub license_type: LicenseType,
+    pub license_model: LicenseModel,
+    pub max_activations: u32,
+    /// Validity from issue; `None`: perpetual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_days: Option<u32>,
+    #[serde(default)]
+    pub grace_days: u32,
+    #[serde(default)]
+    pub features: Vec<Feature>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restrictions: Vec<Restriction>,
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_interval_secs: u32,
+    #[serde(default = "default_lease")]
+    pub lease_secs: u32,
+    #[serde(default)]
+    pub fingerprint_policy: MatchPolicy,
+    #[serde(default)]
+    pub emergency: EmergencyPolicy,
+    #[serde(default)]
+    pub transfer_policy: TransferPolicy,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
