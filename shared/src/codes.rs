@@ -42,12 +42,8 @@ pub enum CodeKind {
 }
 
 impl CodeKind {
-    pub const ALL: [CodeKind; 4] = [
-        CodeKind::OfflineRequest,
-        CodeKind::OfflineResponse,
-        CodeKind::DeactivationReceipt,
-        CodeKind::Emergency,
-    ];
+    pub const ALL: [CodeKind; 4] =
+        [CodeKind::OfflineRequest, CodeKind::OfflineResponse, CodeKind::DeactivationReceipt, CodeKind::Emergency];
 
     /// Type letters and format version.
     pub fn prefix(self) -> &'static str {
@@ -70,14 +66,8 @@ impl CodeKind {
 
     /// The kind a code text claims to be, from its prefix.
     pub fn detect(text: &str) -> Option<CodeKind> {
-        let head: String = text
-            .chars()
-            .filter(|c| !c.is_whitespace() && *c != '-')
-            .take(4)
-            .collect();
-        CodeKind::ALL
-            .into_iter()
-            .find(|k| head.eq_ignore_ascii_case(k.prefix()))
+        let head: String = text.chars().filter(|c| !c.is_whitespace() && *c != '-').take(4).collect();
+        CodeKind::ALL.into_iter().find(|k| head.eq_ignore_ascii_case(k.prefix()))
     }
 }
 
@@ -93,18 +83,12 @@ pub enum CodeError {
     Empty,
     #[error("the code is too long to be a Tessera code ({0} characters)")]
     Oversized(usize),
-    #[error(
-        "unknown code prefix {found:?}: Tessera codes start with REQ1-, RSP1-, RCT1- or EMG1-"
-    )]
+    #[error("unknown code prefix {found:?}: Tessera codes start with REQ1-, RSP1-, RCT1- or EMG1-")]
     UnknownPrefix { found: String },
     #[error("this is an {found}, but an {expected} is needed here")]
     WrongKind { expected: CodeKind, found: CodeKind },
     #[error("invalid character {ch:?} in group {group}, position {position}: codes use 0-9 and A-Z except U")]
-    InvalidCharacter {
-        ch: char,
-        group: usize,
-        position: usize,
-    },
+    InvalidCharacter { ch: char, group: usize, position: usize },
     #[error("the code is cut short: {missing} characters are missing after group {last_group}; copy the whole code")]
     Truncated { missing: usize, last_group: usize },
     #[error("the code has {extra} characters too many after group {last_group}: was something pasted twice?")]
@@ -112,10 +96,7 @@ pub enum CodeError {
     #[error("typo in group {group}: compare that group with the original")]
     Typo { group: usize },
     #[error("two characters are swapped in group {group}{}: compare that group with the original", alternative.map(|g| format!(" (or group {g})")).unwrap_or_default())]
-    Swapped {
-        group: usize,
-        alternative: Option<usize>,
-    },
+    Swapped { group: usize, alternative: Option<usize> },
     #[error("the code has several typos: compare it with the original group by group")]
     Damaged,
     #[error("the {kind} is not valid: {reason}")]
@@ -123,9 +104,14 @@ pub enum CodeError {
 }
 
 /// Encodes data symbols (5-bit values) as a code text with prefix, length, check symbols and groups.
-pub fn encode_symbols(kind: CodeKind, data: &[u8]) -> String {
-    debug_assert!(data.len() <= MAX_DATA_SYMBOLS);
-    let m = data.len().min(MAX_DATA_SYMBOLS);
+pub fn encode_symbols(kind: CodeKind, data: &[u8]) -> Result<String, CodeError> {
+    if data.len() > MAX_DATA_SYMBOLS {
+        return Err(CodeError::Payload {
+            kind,
+            reason: format!("{} characters of data is more than a code can carry ({MAX_DATA_SYMBOLS})", data.len()),
+        });
+    }
+    let m = data.len();
     let mut sym = Vec::with_capacity(m + 2 + CHECKS);
     sym.push(((m >> 5) & 31) as u8);
     sym.push((m & 31) as u8);
@@ -144,27 +130,23 @@ pub fn encode_symbols(kind: CodeKind, data: &[u8]) -> String {
         }
         out.push(CROCKFORD[*v as usize] as char);
     }
-    out
+    Ok(out)
 }
 
 /// Encodes bytes as a code.
-pub fn encode(kind: CodeKind, bytes: &[u8]) -> String {
+pub fn encode(kind: CodeKind, bytes: &[u8]) -> Result<String, CodeError> {
     encode_symbols(kind, &crate::encoding::bytes_to_symbols(bytes))
 }
 
 /// Decodes a code of the expected kind to its bytes.
 pub fn decode(expected: CodeKind, text: &str) -> Result<Vec<u8>, CodeError> {
     let symbols = decode_symbols(expected, text)?;
-    crate::encoding::symbols_to_bytes(&symbols).ok_or(CodeError::Payload {
-        kind: expected,
-        reason: "non-canonical padding".into(),
-    })
+    crate::encoding::symbols_to_bytes(&symbols)
+        .ok_or(CodeError::Payload { kind: expected, reason: "non-canonical padding".into() })
 }
 
 fn c2_of(covered: &[u8]) -> u16 {
-    covered.iter().enumerate().fold(0u16, |acc, (i, &v)| {
-        acc ^ gf32k::mul(data_weight(i), u16::from(v))
-    })
+    covered.iter().enumerate().fold(0u16, |acc, (i, &v)| acc ^ gf32k::mul(data_weight(i), u16::from(v)))
 }
 
 fn data_weight(i: usize) -> u16 {
@@ -183,8 +165,7 @@ fn locate(sym: &[u8]) -> Option<Fault> {
     let n = sym.len();
     let k = n - CHECKS;
     let dx = sym.iter().fold(0u8, |a, v| a ^ v);
-    let stored =
-        (u16::from(sym[k + 1]) << 10) | (u16::from(sym[k + 2]) << 5) | u16::from(sym[k + 3]);
+    let stored = (u16::from(sym[k + 1]) << 10) | (u16::from(sym[k + 2]) << 5) | u16::from(sym[k + 3]);
     let d2 = c2_of(&sym[..k]) ^ stored;
     // Weight of each position in C2's syndrome (C1 has none).
     let weight = |j: usize| -> u16 {
@@ -229,17 +210,11 @@ fn normalize_prefix_char(c: char) -> char {
 
 /// The kind named by the first four characters of a compacted code.
 fn prefix_kind(head: &[char]) -> Result<CodeKind, CodeError> {
-    let norm: String = head
-        .iter()
-        .take(4)
-        .map(|&c| normalize_prefix_char(c))
-        .collect();
+    let norm: String = head.iter().take(4).map(|&c| normalize_prefix_char(c)).collect();
     CodeKind::ALL
         .into_iter()
         .find(|k| norm == k.prefix())
-        .ok_or_else(|| CodeError::UnknownPrefix {
-            found: head.iter().take(4).collect(),
-        })
+        .ok_or_else(|| CodeError::UnknownPrefix { found: head.iter().take(4).collect() })
 }
 
 /// Decodes a code of the expected kind to its data symbols.
@@ -247,10 +222,7 @@ pub fn decode_symbols(expected: CodeKind, text: &str) -> Result<Vec<u8>, CodeErr
     if text.len() > MAX_INPUT_LEN {
         return Err(CodeError::Oversized(text.len()));
     }
-    let compact: Vec<char> = text
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .collect();
+    let compact: Vec<char> = text.chars().filter(|c| !c.is_whitespace() && *c != '-').collect();
     if compact.is_empty() {
         return Err(CodeError::Empty);
     }
@@ -261,25 +233,18 @@ pub fn decode_symbols(expected: CodeKind, text: &str) -> Result<Vec<u8>, CodeErr
     let body = &compact[4.min(compact.len())..];
     let mut sym = Vec::with_capacity(body.len());
     for (i, &ch) in body.iter().enumerate() {
-        let v =
-            u8::try_from(ch)
-                .ok()
-                .and_then(crockford_value)
-                .ok_or(CodeError::InvalidCharacter {
-                    ch,
-                    group: group_of(i),
-                    position: i % GROUP + 1,
-                })?;
+        let v = u8::try_from(ch).ok().and_then(crockford_value).ok_or(CodeError::InvalidCharacter {
+            ch,
+            group: group_of(i),
+            position: i % GROUP + 1,
+        })?;
         sym.push(v);
     }
     let n = sym.len();
     let last_group = group_of(n.saturating_sub(1));
     let overhead = 2 + CHECKS;
     if n < overhead {
-        return Err(CodeError::Truncated {
-            missing: overhead - n,
-            last_group,
-        });
+        return Err(CodeError::Truncated { missing: overhead - n, last_group });
     }
     let declared = (usize::from(sym[0]) << 5) | usize::from(sym[1]);
     let actual = n - overhead;
@@ -287,27 +252,14 @@ pub fn decode_symbols(expected: CodeKind, text: &str) -> Result<Vec<u8>, CodeErr
     if declared != actual {
         // A typo in the length symbols themselves is a typo, not a truncation.
         match fault {
-            Some(Fault::Substitution(i @ 0..=1)) => {
-                return Err(CodeError::Typo { group: group_of(i) })
-            }
-            Some(Fault::Transposition(0..=1, _)) => {
-                return Err(CodeError::Swapped {
-                    group: 1,
-                    alternative: None,
-                })
-            }
+            Some(Fault::Substitution(i @ 0..=1)) => return Err(CodeError::Typo { group: group_of(i) }),
+            Some(Fault::Transposition(0..=1, _)) => return Err(CodeError::Swapped { group: 1, alternative: None }),
             _ => {}
         }
         return Err(if declared > actual {
-            CodeError::Truncated {
-                missing: declared - actual,
-                last_group,
-            }
+            CodeError::Truncated { missing: declared - actual, last_group }
         } else {
-            CodeError::TooLong {
-                extra: actual - declared,
-                last_group,
-            }
+            CodeError::TooLong { extra: actual - declared, last_group }
         });
     }
     match fault {
@@ -315,10 +267,7 @@ pub fn decode_symbols(expected: CodeKind, text: &str) -> Result<Vec<u8>, CodeErr
         Some(Fault::Substitution(i)) => Err(CodeError::Typo { group: group_of(i) }),
         Some(Fault::Transposition(j, alt)) => {
             let group = group_of(j);
-            Err(CodeError::Swapped {
-                group,
-                alternative: alt.map(group_of).filter(|g| *g != group),
-            })
+            Err(CodeError::Swapped { group, alternative: alt.map(group_of).filter(|g| *g != group) })
         }
         Some(Fault::Unplaced) => Err(CodeError::Damaged),
     }
@@ -354,28 +303,20 @@ mod tests {
 
     #[test]
     fn round_trip_and_tolerant_input() {
+        assert!(encode_symbols(CodeKind::OfflineRequest, &sample(MAX_DATA_SYMBOLS + 1)).is_err());
         for len in [0, 1, 4, 5, 6, 100, 300, MAX_DATA_SYMBOLS] {
             let data = sample(len);
-            let code = encode_symbols(CodeKind::OfflineRequest, &data);
-            assert_eq!(
-                decode_symbols(CodeKind::OfflineRequest, &code).expect("decode"),
-                data
-            );
-            let sloppy = wrap(&code, 40)
-                .to_lowercase()
-                .replace('0', "o")
-                .replace('1', "l");
-            assert_eq!(
-                decode_symbols(CodeKind::OfflineRequest, &format!("  {sloppy}\n")).expect("sloppy"),
-                data
-            );
+            let code = encode_symbols(CodeKind::OfflineRequest, &data).expect("fits");
+            assert_eq!(decode_symbols(CodeKind::OfflineRequest, &code).expect("decode"), data);
+            let sloppy = wrap(&code, 40).to_lowercase().replace('0', "o").replace('1', "l");
+            assert_eq!(decode_symbols(CodeKind::OfflineRequest, &format!("  {sloppy}\n")).expect("sloppy"), data);
         }
     }
 
     #[test]
     fn every_substitution_located() {
         let data = sample(60);
-        let code = encode_symbols(CodeKind::Emergency, &data);
+        let code = encode_symbols(CodeKind::Emergency, &data).expect("fits");
         let body_start = 5;
         let chars: Vec<char> = code.chars().collect();
         let mut body_index = 0;
@@ -392,13 +333,7 @@ mod tests {
                 t[pos] = c;
                 let t: String = t.into_iter().collect();
                 let err = decode_symbols(CodeKind::Emergency, &t).expect_err("must fail");
-                assert_eq!(
-                    err,
-                    CodeError::Typo {
-                        group: body_index / GROUP + 1
-                    },
-                    "at {pos} -> {c}"
-                );
+                assert_eq!(err, CodeError::Typo { group: body_index / GROUP + 1 }, "at {pos} -> {c}");
             }
             body_index += 1;
         }
@@ -407,7 +342,7 @@ mod tests {
     #[test]
     fn every_adjacent_transposition_located() {
         let data = sample(60);
-        let code = encode_symbols(CodeKind::Emergency, &data);
+        let code = encode_symbols(CodeKind::Emergency, &data).expect("fits");
         let body: Vec<char> = code[5..].chars().filter(|c| *c != '-').collect();
         for i in 0..body.len() - 1 {
             if body[i] == body[i + 1] {
@@ -420,10 +355,7 @@ mod tests {
             match err {
                 CodeError::Swapped { group, alternative } => {
                     let expected = i / GROUP + 1;
-                    assert!(
-                        group == expected || alternative == Some(expected),
-                        "swap at {i}: {err:?}"
-                    );
+                    assert!(group == expected || alternative == Some(expected), "swap at {i}: {err:?}");
                 }
                 other => panic!("swap at {i}: {other:?}"),
             }
@@ -440,45 +372,28 @@ mod tests {
 
     #[test]
     fn truncation_reported() {
-        let code = encode_symbols(CodeKind::OfflineResponse, &sample(100));
+        let code = encode_symbols(CodeKind::OfflineResponse, &sample(100)).expect("fits");
         for cut in [1, 3, 6, 50] {
             let t = &code[..code.len() - cut];
             let err = decode_symbols(CodeKind::OfflineResponse, t).expect_err("truncated");
-            assert!(
-                matches!(err, CodeError::Truncated { .. }),
-                "cut {cut}: {err:?}"
-            );
+            assert!(matches!(err, CodeError::Truncated { .. }), "cut {cut}: {err:?}");
         }
-        let err =
-            decode_symbols(CodeKind::OfflineResponse, &format!("{code}-ABCDE")).expect_err("long");
+        let err = decode_symbols(CodeKind::OfflineResponse, &format!("{code}-ABCDE")).expect_err("long");
         assert!(matches!(err, CodeError::TooLong { extra: 5, .. }));
     }
 
     #[test]
     fn kind_and_prefix() {
-        let code = encode_symbols(CodeKind::OfflineRequest, &sample(10));
+        let code = encode_symbols(CodeKind::OfflineRequest, &sample(10)).expect("fits");
         assert_eq!(
             decode_symbols(CodeKind::Emergency, &code),
-            Err(CodeError::WrongKind {
-                expected: CodeKind::Emergency,
-                found: CodeKind::OfflineRequest
-            })
+            Err(CodeError::WrongKind { expected: CodeKind::Emergency, found: CodeKind::OfflineRequest })
         );
-        assert!(matches!(
-            decode_symbols(CodeKind::Emergency, "XYZ1-ABCDE"),
-            Err(CodeError::UnknownPrefix { .. })
-        ));
-        assert_eq!(
-            CodeKind::detect(" rsp1-abc"),
-            Some(CodeKind::OfflineResponse)
-        );
+        assert!(matches!(decode_symbols(CodeKind::Emergency, "XYZ1-ABCDE"), Err(CodeError::UnknownPrefix { .. })));
+        assert_eq!(CodeKind::detect(" rsp1-abc"), Some(CodeKind::OfflineResponse));
         assert!(matches!(
             decode_symbols(CodeKind::OfflineRequest, "REQ1-ABCDU"),
-            Err(CodeError::InvalidCharacter {
-                ch: 'U',
-                group: 1,
-                position: 5
-            })
+            Err(CodeError::InvalidCharacter { ch: 'U', group: 1, position: 5 })
         ));
     }
 }

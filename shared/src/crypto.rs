@@ -25,11 +25,7 @@ pub enum CryptoError {
     #[error("unknown signing key {0}: this key is not in the trusted keyset (was it rotated out, or is the artefact from another vendor?)")]
     UnknownKey(String),
     #[error("the artefact names algorithm {found} but key {kid} is {expected}")]
-    AlgorithmMismatch {
-        kid: String,
-        expected: Algorithm,
-        found: Algorithm,
-    },
+    AlgorithmMismatch { kid: String, expected: Algorithm, found: Algorithm },
     #[error("signature invalid")]
     BadSignature,
     #[error("invalid key: {0}")]
@@ -137,7 +133,11 @@ impl KeyId {
         self.0[0]
     }
 
+    /// Parses the canonical form: 16 lower-case hex digits (upper case is refused so one id has one spelling).
     pub fn parse(s: &str) -> Option<KeyId> {
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return None;
+        }
         let mut id = [0u8; 8];
         hex::decode_to_slice(s, &mut id).ok()?;
         Some(KeyId(id))
@@ -165,19 +165,12 @@ impl Serialize for KeyId {
 impl<'de> Deserialize<'de> for KeyId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        KeyId::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom("key id must be 16 hexadecimal digits"))
+        KeyId::parse(&s).ok_or_else(|| serde::de::Error::custom("key id must be 16 hexadecimal digits"))
     }
 }
 
 /// Builds the exact byte string a signature covers.
-fn signed_message(
-    domain: Domain,
-    alg: Algorithm,
-    kid: &KeyId,
-    context: &[&[u8]],
-    payload: &[u8],
-) -> Vec<u8> {
+fn signed_message(domain: Domain, alg: Algorithm, kid: &KeyId, context: &[&[u8]], payload: &[u8]) -> Vec<u8> {
     let ctx_len: usize = context.iter().map(|c| c.len() + 4).sum();
     let mut m = Vec::with_capacity(48 + ctx_len + payload.len());
     m.extend_from_slice(b"tessera/v1/");
@@ -195,6 +188,7 @@ fn signed_message(
 }
 
 /// A private signing key. Zeroised on drop; `Debug` shows only the algorithm and key id.
+#[allow(clippy::large_enum_variant)] // a process holds one or two keys; boxing the hot Ed25519 one buys nothing
 pub enum SigningKey {
     Ed25519(ed25519_dalek::SigningKey),
     Rsa(Box<rsa::RsaPrivateKey>),
@@ -202,12 +196,7 @@ pub enum SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "SigningKey({} {}, secret redacted)",
-            self.algorithm(),
-            self.key_id()
-        )
+        write!(f, "SigningKey({} {}, secret redacted)", self.algorithm(), self.key_id())
     }
 }
 
@@ -219,12 +208,9 @@ impl SigningKey {
     /// RSA-PSS key of 2048 or 3072 bits.
     pub fn generate_rsa(bits: usize) -> Result<SigningKey, CryptoError> {
         if bits != 2048 && bits != 3072 {
-            return Err(CryptoError::InvalidKey(format!(
-                "RSA keys must be 2048 or 3072 bits, not {bits}"
-            )));
+            return Err(CryptoError::InvalidKey(format!("RSA keys must be 2048 or 3072 bits, not {bits}")));
         }
-        let k = rsa::RsaPrivateKey::new(&mut OsRng, bits)
-            .map_err(|e| CryptoError::InvalidKey(e.to_string()))?;
+        let k = rsa::RsaPrivateKey::new(&mut OsRng, bits).map_err(|e| CryptoError::InvalidKey(e.to_string()))?;
         Ok(SigningKey::Rsa(Box::new(k)))
     }
 
@@ -267,9 +253,7 @@ impl SigningKey {
     pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, CryptoError> {
         let r = match self {
             SigningKey::Ed25519(k) => k.to_pkcs8_pem(LineEnding::LF),
-            SigningKey::Rsa(k) => {
-                rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(k.as_ref(), LineEnding::LF)
-            }
+            SigningKey::Rsa(k) => rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(k.as_ref(), LineEnding::LF),
         };
         r.map_err(|e| CryptoError::InvalidKey(e.to_string()))
     }
@@ -283,32 +267,23 @@ impl SigningKey {
             Ok(k) => {
                 let bits = k.size() * 8;
                 if bits != 2048 && bits != 3072 {
-                    return Err(CryptoError::InvalidKey(format!(
-                        "RSA key of {bits} bits; use 2048 or 3072"
-                    )));
+                    return Err(CryptoError::InvalidKey(format!("RSA key of {bits} bits; use 2048 or 3072")));
                 }
                 Ok(SigningKey::Rsa(Box::new(k)))
             }
-            Err(_) => Err(CryptoError::InvalidKey(
-                "not a PKCS#8 PEM Ed25519 or RSA private key".into(),
-            )),
+            Err(_) => Err(CryptoError::InvalidKey("not a PKCS#8 PEM Ed25519 or RSA private key".into())),
         }
     }
 
     /// Writes the private key as PKCS#8 PEM, readable by the owner only (0600), atomically.
     pub fn save(&self, path: &Path) -> Result<(), CryptoError> {
         let pem = self.to_pkcs8_pem()?;
-        write_private_file(path, pem.as_bytes()).map_err(|e| CryptoError::KeyFile {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })
+        write_private_file(path, pem.as_bytes())
+            .map_err(|e| CryptoError::KeyFile { path: path.display().to_string(), reason: e.to_string() })
     }
 
     pub fn load(path: &Path) -> Result<SigningKey, CryptoError> {
-        let err = |reason: String| CryptoError::KeyFile {
-            path: path.display().to_string(),
-            reason,
-        };
+        let err = |reason: String| CryptoError::KeyFile { path: path.display().to_string(), reason };
         let pem = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
         SigningKey::from_pkcs8_pem(&pem).map_err(|e| err(e.to_string()))
     }
@@ -317,14 +292,8 @@ impl SigningKey {
 /// Writes `bytes` to `path` with mode 0600 (on Unix) via a temporary file and a rename.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -366,47 +335,34 @@ impl fmt::Debug for VerifyingKey {
 
 impl VerifyingKey {
     fn from_ed25519(k: ed25519_dalek::VerifyingKey) -> VerifyingKey {
-        VerifyingKey {
-            kid: KeyId::derive(Algorithm::Ed25519, k.as_bytes()),
-            inner: VerifyingInner::Ed25519(k),
-        }
+        VerifyingKey { kid: KeyId::derive(Algorithm::Ed25519, k.as_bytes()), inner: VerifyingInner::Ed25519(k) }
     }
 
     fn from_rsa(k: rsa::RsaPublicKey) -> VerifyingKey {
-        let der = k
-            .to_public_key_der()
-            .map(|d| d.as_bytes().to_vec())
-            .unwrap_or_default();
-        VerifyingKey {
-            kid: KeyId::derive(Algorithm::RsaPssSha256, &der),
-            inner: VerifyingInner::Rsa(Box::new(k)),
-        }
+        let der = k.to_public_key_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default();
+        VerifyingKey { kid: KeyId::derive(Algorithm::RsaPssSha256, &der), inner: VerifyingInner::Rsa(Box::new(k)) }
     }
 
     /// From the public encoding: 32 raw bytes for Ed25519, SubjectPublicKeyInfo DER for RSA.
     pub fn from_public_bytes(alg: Algorithm, bytes: &[u8]) -> Result<VerifyingKey, CryptoError> {
         match alg {
             Algorithm::Ed25519 => {
-                let arr: [u8; 32] = bytes.try_into().map_err(|_| {
-                    CryptoError::InvalidKey("an Ed25519 public key is 32 bytes".into())
-                })?;
-                let k = ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| {
-                    CryptoError::InvalidKey("not a valid Ed25519 public key".into())
-                })?;
+                let arr: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| CryptoError::InvalidKey("an Ed25519 public key is 32 bytes".into()))?;
+                let k = ed25519_dalek::VerifyingKey::from_bytes(&arr)
+                    .map_err(|_| CryptoError::InvalidKey("not a valid Ed25519 public key".into()))?;
                 if k.is_weak() {
                     return Err(CryptoError::InvalidKey("weak Ed25519 public key".into()));
                 }
                 Ok(VerifyingKey::from_ed25519(k))
             }
             Algorithm::RsaPssSha256 => {
-                let k = rsa::RsaPublicKey::from_public_key_der(bytes).map_err(|_| {
-                    CryptoError::InvalidKey("not an RSA SubjectPublicKeyInfo".into())
-                })?;
+                let k = rsa::RsaPublicKey::from_public_key_der(bytes)
+                    .map_err(|_| CryptoError::InvalidKey("not an RSA SubjectPublicKeyInfo".into()))?;
                 let bits = k.size() * 8;
                 if bits != 2048 && bits != 3072 {
-                    return Err(CryptoError::InvalidKey(format!(
-                        "RSA key of {bits} bits; use 2048 or 3072"
-                    )));
+                    return Err(CryptoError::InvalidKey(format!("RSA key of {bits} bits; use 2048 or 3072")));
                 }
                 Ok(VerifyingKey::from_rsa(k))
             }
@@ -416,10 +372,7 @@ impl VerifyingKey {
     pub fn public_bytes(&self) -> Vec<u8> {
         match &self.inner {
             VerifyingInner::Ed25519(k) => k.as_bytes().to_vec(),
-            VerifyingInner::Rsa(k) => k
-                .to_public_key_der()
-                .map(|d| d.as_bytes().to_vec())
-                .unwrap_or_default(),
+            VerifyingInner::Rsa(k) => k.to_public_key_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default(),
         }
     }
 
@@ -435,13 +388,7 @@ impl VerifyingKey {
     }
 
     /// Verifies a signature made by [`SigningKey::sign`] with the same domain, context and payload.
-    pub fn verify(
-        &self,
-        domain: Domain,
-        context: &[&[u8]],
-        payload: &[u8],
-        sig: &[u8],
-    ) -> Result<(), CryptoError> {
+    pub fn verify(&self, domain: Domain, context: &[&[u8]], payload: &[u8], sig: &[u8]) -> Result<(), CryptoError> {
         let msg = signed_message(domain, self.algorithm(), &self.kid, context, payload);
         match &self.inner {
             VerifyingInner::Ed25519(k) => {
@@ -450,8 +397,7 @@ impl VerifyingKey {
                     .map_err(|_| CryptoError::BadSignature)
             }
             VerifyingInner::Rsa(k) => {
-                let sig =
-                    rsa::pss::Signature::try_from(sig).map_err(|_| CryptoError::BadSignature)?;
+                let sig = rsa::pss::Signature::try_from(sig).map_err(|_| CryptoError::BadSignature)?;
                 rsa::pss::VerifyingKey::<Sha256>::new((**k).clone())
                     .verify(&msg, &sig)
                     .map_err(|_| CryptoError::BadSignature)
@@ -504,17 +450,12 @@ impl PublicKeyset {
 
     /// The key with this id; unknown ids fail here, before any signature work.
     pub fn get(&self, kid: &KeyId) -> Result<&VerifyingKey, CryptoError> {
-        self.keys
-            .iter()
-            .find(|k| k.kid == *kid)
-            .ok_or_else(|| CryptoError::UnknownKey(kid.to_string()))
+        self.keys.iter().find(|k| k.kid == *kid).ok_or_else(|| CryptoError::UnknownKey(kid.to_string()))
     }
 
     /// Ed25519 keys whose id starts with `tag` (short codes carry one byte of the key id).
     pub fn by_tag(&self, tag: u8) -> impl Iterator<Item = &VerifyingKey> {
-        self.keys
-            .iter()
-            .filter(move |k| k.kid.tag() == tag && k.algorithm() == Algorithm::Ed25519)
+        self.keys.iter().filter(move |k| k.kid.tag() == tag && k.algorithm() == Algorithm::Ed25519)
     }
 
     /// `{"keys":[{"kid":"…","alg":"ed25519","public_key":"<base64url>"}]}`
@@ -523,11 +464,7 @@ impl PublicKeyset {
             keys: self
                 .keys
                 .iter()
-                .map(|k| KeyJson {
-                    kid: k.kid,
-                    alg: k.algorithm(),
-                    public_key: b64url(&k.public_bytes()),
-                })
+                .map(|k| KeyJson { kid: k.kid, alg: k.algorithm(), public_key: b64url(&k.public_bytes()) })
                 .collect(),
         };
         serde_json::to_string_pretty(&j).unwrap_or_default()
@@ -535,13 +472,12 @@ impl PublicKeyset {
 
     /// Parses a keyset; each stated key id must be the one derived from its public key.
     pub fn from_json(s: &str) -> Result<PublicKeyset, CryptoError> {
-        let j: KeysetJson = serde_json::from_str(s)
-            .map_err(|e| CryptoError::InvalidKey(format!("keyset JSON: {e}")))?;
+        let j: KeysetJson =
+            serde_json::from_str(s).map_err(|e| CryptoError::InvalidKey(format!("keyset JSON: {e}")))?;
         let mut ks = PublicKeyset::default();
         for k in j.keys {
-            let bytes = b64url_decode(&k.public_key).ok_or_else(|| {
-                CryptoError::InvalidKey(format!("key {}: public_key is not base64url", k.kid))
-            })?;
+            let bytes = b64url_decode(&k.public_key)
+                .ok_or_else(|| CryptoError::InvalidKey(format!("key {}: public_key is not base64url", k.kid)))?;
             let vk = VerifyingKey::from_public_bytes(k.alg, &bytes)?;
             if vk.kid != k.kid {
                 return Err(CryptoError::InvalidKey(format!(
@@ -568,10 +504,7 @@ pub struct Keyset {
 impl Keyset {
     pub fn new(active: SigningKey, retired: impl IntoIterator<Item = VerifyingKey>) -> Self {
         let kid = active.key_id();
-        Keyset {
-            active,
-            retired: retired.into_iter().filter(|k| k.kid != kid).collect(),
-        }
+        Keyset { active, retired: retired.into_iter().filter(|k| k.kid != kid).collect() }
     }
 
     pub fn signer(&self) -> &SigningKey {
@@ -580,9 +513,7 @@ impl Keyset {
 
     /// Every key an agent should trust: the active one first.
     pub fn public(&self) -> PublicKeyset {
-        PublicKeyset::new(
-            std::iter::once(self.active.verifying_key()).chain(self.retired.iter().cloned()),
-        )
+        PublicKeyset::new(std::iter::once(self.active.verifying_key()).chain(self.retired.iter().cloned()))
     }
 }
 
@@ -595,21 +526,10 @@ mod tests {
         let k = SigningKey::generate_ed25519();
         let vk = k.verifying_key();
         let sig = k.sign(Domain::LicenseFile, &[b"ctx"], b"payload");
-        assert!(vk
-            .verify(Domain::LicenseFile, &[b"ctx"], b"payload", &sig)
-            .is_ok());
-        assert_eq!(
-            vk.verify(Domain::ActivationToken, &[b"ctx"], b"payload", &sig),
-            Err(CryptoError::BadSignature)
-        );
-        assert_eq!(
-            vk.verify(Domain::LicenseFile, &[b"ctX"], b"payload", &sig),
-            Err(CryptoError::BadSignature)
-        );
-        assert_eq!(
-            vk.verify(Domain::LicenseFile, &[], b"ctxpayload", &sig),
-            Err(CryptoError::BadSignature)
-        );
+        assert!(vk.verify(Domain::LicenseFile, &[b"ctx"], b"payload", &sig).is_ok());
+        assert_eq!(vk.verify(Domain::ActivationToken, &[b"ctx"], b"payload", &sig), Err(CryptoError::BadSignature));
+        assert_eq!(vk.verify(Domain::LicenseFile, &[b"ctX"], b"payload", &sig), Err(CryptoError::BadSignature));
+        assert_eq!(vk.verify(Domain::LicenseFile, &[], b"ctxpayload", &sig), Err(CryptoError::BadSignature));
     }
 
     #[test]

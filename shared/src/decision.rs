@@ -19,9 +19,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::fingerprint::MatchOutcome;
-use crate::model::{
-    EmergencyScope, License, LicenseStatus, Restriction, RestrictionKind, RestrictionMode,
-};
+use crate::model::{EmergencyScope, License, LicenseStatus, Restriction, RestrictionKind, RestrictionMode};
 
 /// Stable reason codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -93,47 +91,26 @@ impl Reason {
     }
 
     pub fn is_allowed(self) -> bool {
-        matches!(
-            self,
-            Reason::Valid | Reason::InGrace | Reason::EmergencyAccess
-        )
+        matches!(self, Reason::Valid | Reason::InGrace | Reason::EmergencyAccess)
     }
 
     /// One sentence for people: what happened and what to do.
     pub fn explain(self) -> &'static str {
         match self {
             Reason::Valid => "the license allows this",
-            Reason::InGrace => {
-                "the license has expired but is within its grace period: renew it soon"
-            }
-            Reason::EmergencyAccess => {
-                "allowed by an emergency code until it expires: restore normal activation"
-            }
-            Reason::NotActivated => {
-                "this machine is not activated: run `tessera-agent activate` or apply a code"
-            }
-            Reason::SignatureInvalid => {
-                "the cached license or token failed its signature check: activate again"
-            }
-            Reason::ClockTampered => {
-                "the system clock is behind the last trusted time: correct the clock"
-            }
+            Reason::InGrace => "the license has expired but is within its grace period: renew it soon",
+            Reason::EmergencyAccess => "allowed by an emergency code until it expires: restore normal activation",
+            Reason::NotActivated => "this machine is not activated: run `tessera-agent activate` or apply a code",
+            Reason::SignatureInvalid => "the cached license or token failed its signature check: activate again",
+            Reason::ClockTampered => "the system clock is behind the last trusted time: correct the clock",
             Reason::Revoked => "the license was revoked by the vendor",
             Reason::Suspended => "the license is suspended: contact the vendor",
             Reason::Expired => "the license has expired: renew it",
             Reason::NotYetValid => "the license is not valid yet",
-            Reason::FingerprintMismatch => {
-                "this machine differs from the one activated: activate it again"
-            }
-            Reason::LeaseExpired => {
-                "the activation lease ran out: connect to the license server to renew it"
-            }
-            Reason::Restricted => {
-                "the license does not allow use from this location, domain or network"
-            }
-            Reason::MaintenanceExpired => {
-                "this version was released after maintenance ended: renew maintenance"
-            }
+            Reason::FingerprintMismatch => "this machine differs from the one activated: activate it again",
+            Reason::LeaseExpired => "the activation lease ran out: connect to the license server to renew it",
+            Reason::Restricted => "the license does not allow use from this location, domain or network",
+            Reason::MaintenanceExpired => "this version was released after maintenance ended: renew maintenance",
             Reason::NotEntitled => "the license does not include this feature",
             Reason::FeatureDisabled => "this feature is disabled on the license",
             Reason::FeatureExpired => "this feature's entitlement has expired",
@@ -245,20 +222,12 @@ pub struct Query<'a> {
 
 impl<'a> Query<'a> {
     pub fn feature(id: &'a str) -> Self {
-        Query {
-            feature: Some(id),
-            amount: 0,
-            used: 0,
-        }
+        Query { feature: Some(id), amount: 0, used: 0 }
     }
 }
 
 fn deny(reason: Reason, facts: Facts) -> Decision {
-    Decision {
-        allowed: false,
-        reason,
-        facts,
-    }
+    Decision { allowed: false, reason, facts }
 }
 
 /// Decides. See the module documentation for the order of checks.
@@ -283,11 +252,9 @@ pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
     }
     let Some(license) = inputs.license else {
         return match emergency {
-            Some(e) if e.scope == EmergencyScope::AllFeatures => Decision {
-                allowed: true,
-                reason: Reason::EmergencyAccess,
-                facts,
-            },
+            Some(e) if e.scope == EmergencyScope::AllFeatures => {
+                Decision { allowed: true, reason: Reason::EmergencyAccess, facts }
+            }
             _ => deny(Reason::NotActivated, facts),
         };
     };
@@ -324,9 +291,7 @@ pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
     if emergency.is_some() {
         ok_reason = Reason::EmergencyAccess;
     }
-    if !license.restrictions.is_empty()
-        && !restrictions_allow(&license.restrictions, &inputs.environment)
-    {
+    if !license.restrictions.is_empty() && !restrictions_allow(&license.restrictions, &inputs.environment) {
         return deny(Reason::Restricted, facts);
     }
     if let (Some(maint), Some(build)) = (license.maintenance_expires_at, inputs.build_date) {
@@ -336,20 +301,12 @@ pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
     }
 
     let Some(feature_id) = query.feature else {
-        return Decision {
-            allowed: true,
-            reason: ok_reason,
-            facts,
-        };
+        return Decision { allowed: true, reason: ok_reason, facts };
     };
     let feature = match license.feature(feature_id) {
         Some(f) => f,
         None if emergency.is_some_and(|e| e.scope == EmergencyScope::AllFeatures) => {
-            return Decision {
-                allowed: true,
-                reason: ok_reason,
-                facts,
-            };
+            return Decision { allowed: true, reason: ok_reason, facts };
         }
         None => return deny(Reason::NotEntitled, facts),
     };
@@ -366,35 +323,21 @@ pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
         let after = used.saturating_add(query.amount);
         facts.limit = Some(limit);
         facts.used = Some(used);
-        facts.remaining = Some(
-            limit
-                .saturating_sub(i64::try_from(used).unwrap_or(i64::MAX))
-                .max(0),
-        );
+        facts.remaining = Some(limit.saturating_sub(i64::try_from(used).unwrap_or(i64::MAX)).max(0));
         if after > limit as u64 {
             return deny(Reason::QuotaExceeded, facts);
         }
     }
-    Decision {
-        allowed: true,
-        reason: ok_reason,
-        facts,
-    }
+    Decision { allowed: true, reason: ok_reason, facts }
 }
 
 /// Every restriction whose fact is known must pass.
 pub fn restrictions_allow(restrictions: &[Restriction], env: &Environment<'_>) -> bool {
     restrictions.iter().all(|r| {
         let hit = match r.kind {
-            RestrictionKind::Geographic => env
-                .country
-                .map(|c| r.values.iter().any(|v| v.eq_ignore_ascii_case(c))),
-            RestrictionKind::Domain => env
-                .domain
-                .map(|d| r.values.iter().any(|v| domain_matches(d, v))),
-            RestrictionKind::IpRange => env
-                .ip
-                .map(|ip| r.values.iter().any(|v| cidr_contains(v, ip))),
+            RestrictionKind::Geographic => env.country.map(|c| r.values.iter().any(|v| v.eq_ignore_ascii_case(c))),
+            RestrictionKind::Domain => env.domain.map(|d| r.values.iter().any(|v| domain_matches(d, v))),
+            RestrictionKind::IpRange => env.ip.map(|ip| r.values.iter().any(|v| cidr_contains(v, ip))),
         };
         match (hit, r.mode) {
             (None, _) => true,
@@ -428,11 +371,7 @@ pub fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
             if bits > 32 {
                 return false;
             }
-            let mask = if bits == 0 {
-                0
-            } else {
-                u32::MAX << (32 - bits)
-            };
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
             u32::from(n) & mask == u32::from(a) & mask
         }
         (IpAddr::V6(n), IpAddr::V6(a)) => {
@@ -440,11 +379,7 @@ pub fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
             if bits > 128 {
                 return false;
             }
-            let mask = if bits == 0 {
-                0
-            } else {
-                u128::MAX << (128 - bits)
-            };
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
             u128::from(n) & mask == u128::from(a) & mask
         }
         _ => false,

@@ -99,8 +99,7 @@ pub mod b64bytes {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        super::b64url_decode(&s)
-            .ok_or_else(|| serde::de::Error::custom("expected base64url without padding"))
+        super::b64url_decode(&s).ok_or_else(|| serde::de::Error::custom("expected base64url without padding"))
     }
 }
 

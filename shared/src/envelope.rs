@@ -20,10 +20,7 @@ pub enum EnvelopeError {
     #[error("malformed {what}: {reason}")]
     Malformed { what: &'static str, reason: String },
     #[error("this is a {found}, not a {expected}")]
-    WrongKind {
-        expected: &'static str,
-        found: String,
-    },
+    WrongKind { expected: &'static str, found: String },
     #[error("unsupported format version {0}; upgrade Tessera")]
     Version(String),
     #[error(transparent)]
@@ -31,10 +28,7 @@ pub enum EnvelopeError {
 }
 
 fn malformed(what: &'static str, reason: impl Into<String>) -> EnvelopeError {
-    EnvelopeError::Malformed {
-        what,
-        reason: reason.into(),
-    }
+    EnvelopeError::Malformed { what, reason: reason.into() }
 }
 
 /// A signed artefact before (or after) verification.
@@ -51,22 +45,13 @@ impl Envelope {
     /// Signs `payload` as an artefact of `kind`.
     pub fn seal(key: &SigningKey, kind: Domain, payload: Vec<u8>) -> Envelope {
         let signature = key.sign(kind, &[], &payload);
-        Envelope {
-            kind,
-            alg: key.algorithm(),
-            kid: key.key_id(),
-            payload,
-            signature,
-        }
+        Envelope { kind, alg: key.algorithm(), kid: key.key_id(), payload, signature }
     }
 
     /// Verifies and returns the payload bytes exactly as they were signed.
     pub fn open(&self, keys: &PublicKeyset, expected: Domain) -> Result<&[u8], EnvelopeError> {
         if self.kind != expected {
-            return Err(EnvelopeError::WrongKind {
-                expected: expected.label(),
-                found: self.kind.label().into(),
-            });
+            return Err(EnvelopeError::WrongKind { expected: expected.label(), found: self.kind.label().into() });
         }
         let key = keys.get(&self.kid)?;
         if key.algorithm() != self.alg {
@@ -100,24 +85,17 @@ impl Envelope {
         }
         let parts: Vec<&str> = s.split('.').collect();
         let [version, kind, alg, kid, payload, sig] = parts[..] else {
-            return Err(malformed(
-                WHAT,
-                format!("expected 6 dot-separated parts, found {}", parts.len()),
-            ));
+            return Err(malformed(WHAT, format!("expected 6 dot-separated parts, found {}", parts.len())));
         };
         if version != "v1" {
             return Err(EnvelopeError::Version(version.into()));
         }
         Ok(Envelope {
-            kind: Domain::from_label(kind)
-                .ok_or_else(|| malformed(WHAT, format!("unknown kind {kind:?}")))?,
-            alg: Algorithm::parse(alg)
-                .ok_or_else(|| malformed(WHAT, format!("unknown algorithm {alg:?}")))?,
+            kind: Domain::from_label(kind).ok_or_else(|| malformed(WHAT, format!("unknown kind {kind:?}")))?,
+            alg: Algorithm::parse(alg).ok_or_else(|| malformed(WHAT, format!("unknown algorithm {alg:?}")))?,
             kid: KeyId::parse(kid).ok_or_else(|| malformed(WHAT, "bad key id"))?,
-            payload: b64url_decode(payload)
-                .ok_or_else(|| malformed(WHAT, "payload is not base64url"))?,
-            signature: b64url_decode(sig)
-                .ok_or_else(|| malformed(WHAT, "signature is not base64url"))?,
+            payload: b64url_decode(payload).ok_or_else(|| malformed(WHAT, "payload is not base64url"))?,
+            signature: b64url_decode(sig).ok_or_else(|| malformed(WHAT, "signature is not base64url"))?,
         })
     }
 
@@ -126,10 +104,7 @@ impl Envelope {
         let mut out = String::with_capacity(self.payload.len() * 4 / 3 + 400);
         out.push_str(ARMOR_BEGIN);
         out.push('\n');
-        out.push_str(&format!(
-            "Version: {FORMAT_VERSION}\nAlgorithm: {}\nKey-Id: {}\n",
-            self.alg, self.kid
-        ));
+        out.push_str(&format!("Version: {FORMAT_VERSION}\nAlgorithm: {}\nKey-Id: {}\n", self.alg, self.kid));
         out.push_str(&format!("Signature: {}\n\n", b64(&self.signature)));
         let body = b64(&self.payload);
         for chunk in body.as_bytes().chunks(64) {
@@ -141,20 +116,19 @@ impl Envelope {
         out
     }
 
-    /// Parses an armored license file. Tolerates CRLF line ends, indentation and surrounding text.
+    /// Parses an armored license file. Tolerates CRLF line ends, trailing spaces and text around the block;
+    /// nothing inside the block may change.
     pub fn from_armored(s: &str) -> Result<Envelope, EnvelopeError> {
         const WHAT: &str = "license file";
         if s.len() > MAX_ENVELOPE_LEN {
             return Err(malformed(WHAT, "too long"));
         }
-        let start = s
-            .find(ARMOR_BEGIN)
-            .ok_or_else(|| malformed(WHAT, format!("no {ARMOR_BEGIN} line")))?;
+        let start = s.find(ARMOR_BEGIN).ok_or_else(|| malformed(WHAT, format!("no {ARMOR_BEGIN} line")))?;
         let rest = &s[start + ARMOR_BEGIN.len()..];
-        let end = rest
-            .find(ARMOR_END)
-            .ok_or_else(|| malformed(WHAT, "truncated: no END line"))?;
-        let mut lines = rest[..end].lines().map(str::trim);
+        let end = rest.find(ARMOR_END).ok_or_else(|| malformed(WHAT, "truncated: no END line"))?;
+        let inner = rest[..end].strip_prefix("\r\n").or_else(|| rest[..end].strip_prefix('\n'));
+        let inner = inner.ok_or_else(|| malformed(WHAT, format!("{ARMOR_BEGIN} must be on a line of its own")))?;
+        let mut lines = inner.lines().map(|l| l.trim_end_matches(['\r', ' ', '\t']));
         let (mut version, mut alg, mut kid, mut sig) = (None, None, None, None);
         for line in lines.by_ref() {
             if line.is_empty() {
@@ -163,23 +137,13 @@ impl Envelope {
                 }
                 continue;
             }
-            let (k, v) = line
-                .split_once(':')
-                .ok_or_else(|| malformed(WHAT, format!("bad header {line:?}")))?;
+            let (k, v) = line.split_once(':').ok_or_else(|| malformed(WHAT, format!("bad header {line:?}")))?;
             let v = v.trim();
             match k.trim() {
                 "Version" => version = Some(v.to_string()),
-                "Algorithm" => {
-                    alg = Some(
-                        Algorithm::parse(v).ok_or_else(|| malformed(WHAT, "unknown algorithm"))?,
-                    )
-                }
-                "Key-Id" => {
-                    kid = Some(KeyId::parse(v).ok_or_else(|| malformed(WHAT, "bad Key-Id"))?)
-                }
-                "Signature" => {
-                    sig = Some(b64_decode(v).ok_or_else(|| malformed(WHAT, "bad Signature"))?)
-                }
+                "Algorithm" => alg = Some(Algorithm::parse(v).ok_or_else(|| malformed(WHAT, "unknown algorithm"))?),
+                "Key-Id" => kid = Some(KeyId::parse(v).ok_or_else(|| malformed(WHAT, "bad Key-Id"))?),
+                "Signature" => sig = Some(b64_decode(v).ok_or_else(|| malformed(WHAT, "bad Signature"))?),
                 other => return Err(malformed(WHAT, format!("unknown header {other:?}"))),
             }
         }
@@ -211,13 +175,9 @@ mod tests {
         let c = Envelope::from_compact(&e.to_compact()).expect("compact");
         assert_eq!(c, e);
         let crlf = e.to_armored().replace('\n', "\r\n");
-        let a = Envelope::from_armored(&format!("Dear customer,\r\n\r\n{crlf}\r\nRegards"))
-            .expect("armored");
+        let a = Envelope::from_armored(&format!("Dear customer,\r\n\r\n{crlf}\r\nRegards")).expect("armored");
         assert_eq!(a, e);
-        assert_eq!(
-            a.open(&keys, Domain::LicenseFile).expect("open"),
-            b"{\"hello\":1}"
-        );
+        assert_eq!(a.open(&keys, Domain::LicenseFile).expect("open"), b"{\"hello\":1}");
     }
 
     #[test]
@@ -226,16 +186,10 @@ mod tests {
         let other = SigningKey::generate_ed25519();
         let e = Envelope::seal(&k, Domain::ActivationToken, b"x".to_vec());
         let keys = PublicKeyset::new([k.verifying_key()]);
-        assert!(matches!(
-            e.open(&keys, Domain::LicenseFile),
-            Err(EnvelopeError::WrongKind { .. })
-        ));
+        assert!(matches!(e.open(&keys, Domain::LicenseFile), Err(EnvelopeError::WrongKind { .. })));
         let mut relabeled = e.clone();
         relabeled.kind = Domain::LicenseFile;
-        assert_eq!(
-            relabeled.open(&keys, Domain::LicenseFile),
-            Err(CryptoError::BadSignature.into())
-        );
+        assert_eq!(relabeled.open(&keys, Domain::LicenseFile), Err(CryptoError::BadSignature.into()));
         let untrusted = PublicKeyset::new([other.verifying_key()]);
         assert!(matches!(
             e.open(&untrusted, Domain::ActivationToken),

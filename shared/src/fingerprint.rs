@@ -77,10 +77,7 @@ impl Component {
         h.update(kind.as_str().as_bytes());
         h.update(b"\0");
         h.update(raw.as_bytes());
-        Component {
-            kind,
-            hash: h.finalize().into(),
-        }
+        Component { kind, hash: h.finalize().into() }
     }
 }
 
@@ -138,10 +135,7 @@ pub struct MatchPolicy {
 impl Default for MatchPolicy {
     /// Three matching components, and the machine id (or pinned identity) must not change.
     fn default() -> Self {
-        MatchPolicy {
-            required: 3,
-            deal_breakers: vec![ComponentKind::MachineId, ComponentKind::Pinned],
-        }
+        MatchPolicy { required: 3, deal_breakers: vec![ComponentKind::MachineId, ComponentKind::Pinned] }
     }
 }
 
@@ -153,10 +147,7 @@ impl MatchPolicy {
     pub fn from_mask(required: u8, mask: u8) -> Self {
         MatchPolicy {
             required,
-            deal_breakers: ComponentKind::ALL
-                .into_iter()
-                .filter(|k| mask & k.bit() != 0)
-                .collect(),
+            deal_breakers: ComponentKind::ALL.into_iter().filter(|k| mask & k.bit() != 0).collect(),
         }
     }
 }
@@ -179,11 +170,7 @@ impl MatchOutcome {
 }
 
 /// Compares `current` with `bound` under `policy`. A deal-breaker only counts when it was bound.
-pub fn match_fingerprint(
-    policy: &MatchPolicy,
-    bound: &Fingerprint,
-    current: &Fingerprint,
-) -> MatchOutcome {
+pub fn match_fingerprint(policy: &MatchPolicy, bound: &Fingerprint, current: &Fingerprint) -> MatchOutcome {
     let mut matched = 0u8;
     let mut broken = None;
     for b in bound.components() {
@@ -195,12 +182,7 @@ pub fn match_fingerprint(
         }
     }
     let bound_n = u8::try_from(bound.components().len()).unwrap_or(u8::MAX);
-    MatchOutcome {
-        matched,
-        required: policy.required.min(bound_n),
-        bound: bound_n,
-        broken_deal_breaker: broken,
-    }
+    MatchOutcome { matched, required: policy.required.min(bound_n), bound: bound_n, broken_deal_breaker: broken }
 }
 
 #[cfg(test)]
@@ -208,55 +190,27 @@ mod tests {
     use super::*;
 
     fn fp(values: &[(ComponentKind, &str)]) -> Fingerprint {
-        Fingerprint::new(
-            values
-                .iter()
-                .map(|(k, v)| Component::hash_raw(*k, b"salt", v)),
-        )
+        Fingerprint::new(values.iter().map(|(k, v)| Component::hash_raw(*k, b"salt", v)))
     }
 
     #[test]
     fn k_of_n_with_deal_breakers() {
         use ComponentKind::*;
-        let bound = fp(&[
-            (MachineId, "m1"),
-            (Mac, "aa"),
-            (Cpu, "x"),
-            (Memory, "16"),
-            (Hostname, "h"),
-        ]);
+        let bound = fp(&[(MachineId, "m1"), (Mac, "aa"), (Cpu, "x"), (Memory, "16"), (Hostname, "h")]);
         let policy = MatchPolicy::default();
         assert!(match_fingerprint(&policy, &bound, &bound).is_match());
 
         // Two non-critical components changed: 3 of 5 still match.
-        let moved = fp(&[
-            (MachineId, "m1"),
-            (Mac, "bb"),
-            (Cpu, "x"),
-            (Memory, "32"),
-            (Hostname, "h"),
-        ]);
+        let moved = fp(&[(MachineId, "m1"), (Mac, "bb"), (Cpu, "x"), (Memory, "32"), (Hostname, "h")]);
         let out = match_fingerprint(&policy, &bound, &moved);
         assert_eq!((out.matched, out.required, out.is_match()), (3, 3, true));
 
         // Three changed: only 2 match.
-        let worse = fp(&[
-            (MachineId, "m1"),
-            (Mac, "bb"),
-            (Cpu, "y"),
-            (Memory, "32"),
-            (Hostname, "h"),
-        ]);
+        let worse = fp(&[(MachineId, "m1"), (Mac, "bb"), (Cpu, "y"), (Memory, "32"), (Hostname, "h")]);
         assert!(!match_fingerprint(&policy, &bound, &worse).is_match());
 
         // The machine id is a deal-breaker even when everything else matches.
-        let other = fp(&[
-            (MachineId, "m2"),
-            (Mac, "aa"),
-            (Cpu, "x"),
-            (Memory, "16"),
-            (Hostname, "h"),
-        ]);
+        let other = fp(&[(MachineId, "m2"), (Mac, "aa"), (Cpu, "x"), (Memory, "16"), (Hostname, "h")]);
         let out = match_fingerprint(&policy, &bound, &other);
         assert_eq!(out.broken_deal_breaker, Some(MachineId));
         assert!(!out.is_match());
@@ -271,10 +225,7 @@ mod tests {
 
     #[test]
     fn mask_round_trip() {
-        let p = MatchPolicy {
-            required: 2,
-            deal_breakers: vec![ComponentKind::Disk, ComponentKind::MachineId],
-        };
+        let p = MatchPolicy { required: 2, deal_breakers: vec![ComponentKind::Disk, ComponentKind::MachineId] };
         let q = MatchPolicy::from_mask(2, p.deal_breaker_mask());
         assert_eq!(q.deal_breaker_mask(), p.deal_breaker_mask());
     }

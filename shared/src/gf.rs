@@ -108,10 +108,7 @@ mod tests {
     fn fields_are_primitive() {
         let mut seen = std::collections::HashSet::new();
         for i in 0..31 {
-            assert!(
-                seen.insert(gf32::exp(i)),
-                "α^{i} repeats: polynomial not primitive"
-            );
+            assert!(seen.insert(gf32::exp(i)), "α^{i} repeats: polynomial not primitive");
         }
         let mut seen = std::collections::HashSet::new();
         for i in 0..gf32k::ORDER {

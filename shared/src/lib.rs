@@ -24,9 +24,7 @@ pub mod model;
 pub mod offline;
 pub mod token;
 
-pub use crypto::{
-    Algorithm, CryptoError, Domain, KeyId, Keyset, PublicKeyset, SigningKey, VerifyingKey,
-};
+pub use crypto::{Algorithm, CryptoError, Domain, KeyId, Keyset, PublicKeyset, SigningKey, VerifyingKey};
 pub use decision::{decide, Decision, Inputs, Query, Reason};
 pub use license_key::LicenseKey;
 pub use model::{Feature, License, LicenseModel, LicenseStatus, LicenseType, Template};

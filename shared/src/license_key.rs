@@ -22,7 +22,9 @@ pub enum KeyError {
     Prefix,
     #[error("invalid character {ch:?} at position {position} of the license key")]
     Character { ch: char, position: usize },
-    #[error("the license key has {got} characters after {PREFIX}-, expected 25: check for a missing or extra character")]
+    #[error(
+        "the license key has {got} characters after {PREFIX}-, expected 25: check for a missing or extra character"
+    )]
     Length { got: usize },
     #[error("the license key has a typo (check symbol mismatch): compare it with the original character by character")]
     Checksum,
@@ -53,10 +55,7 @@ impl fmt::Display for LicenseKey {
 
 fn check_symbol(values: &[u8]) -> u8 {
     // Weight of position i is α^(i+1); the check symbol has weight 1 so that sum over all is zero.
-    values
-        .iter()
-        .enumerate()
-        .fold(0u8, |acc, (i, &v)| acc ^ gf32::mul(gf32::exp(i + 1), v))
+    values.iter().enumerate().fold(0u8, |acc, (i, &v)| acc ^ gf32::mul(gf32::exp(i + 1), v))
 }
 
 impl LicenseKey {
@@ -71,19 +70,11 @@ impl LicenseKey {
         let mut values = crate::encoding::bytes_to_symbols(bytes);
         values.truncate(RANDOM_SYMBOLS);
         values.push(check_symbol(&values));
-        LicenseKey {
-            symbols: values
-                .iter()
-                .map(|&v| CROCKFORD[v as usize] as char)
-                .collect(),
-        }
+        LicenseKey { symbols: values.iter().map(|&v| CROCKFORD[v as usize] as char).collect() }
     }
 
     pub fn parse(input: &str) -> Result<LicenseKey, KeyError> {
-        let compact: String = input
-            .chars()
-            .filter(|c| !c.is_whitespace() && *c != '-')
-            .collect();
+        let compact: String = input.chars().filter(|c| !c.is_whitespace() && *c != '-').collect();
         let rest = compact
             .get(..PREFIX.len())
             .filter(|p| p.eq_ignore_ascii_case(PREFIX))
@@ -91,13 +82,8 @@ impl LicenseKey {
             .ok_or(KeyError::Prefix)?;
         let mut values = Vec::with_capacity(RANDOM_SYMBOLS + 1);
         for (i, ch) in rest.chars().enumerate() {
-            let v = u8::try_from(ch)
-                .ok()
-                .and_then(crockford_value)
-                .ok_or(KeyError::Character {
-                    ch,
-                    position: i + 1,
-                })?;
+            let v =
+                u8::try_from(ch).ok().and_then(crockford_value).ok_or(KeyError::Character { ch, position: i + 1 })?;
             values.push(v);
         }
         if values.len() != RANDOM_SYMBOLS + 1 {
@@ -107,12 +93,7 @@ impl LicenseKey {
         if check_symbol(data) != check[0] {
             return Err(KeyError::Checksum);
         }
-        Ok(LicenseKey {
-            symbols: values
-                .iter()
-                .map(|&v| CROCKFORD[v as usize] as char)
-                .collect(),
-        })
+        Ok(LicenseKey { symbols: values.iter().map(|&v| CROCKFORD[v as usize] as char).collect() })
     }
 
     /// The key as the customer sees it; treat as a secret.
@@ -165,11 +146,7 @@ mod tests {
             let text = k.to_string();
             assert_eq!(text.len(), 3 + 5 * 6);
             assert_eq!(LicenseKey::parse(&text).expect("parse"), k);
-            let sloppy = text
-                .to_lowercase()
-                .replace('-', " ")
-                .replace('0', "o")
-                .replace('1', "l");
+            let sloppy = text.to_lowercase().replace('-', " ").replace('0', "o").replace('1', "l");
             assert_eq!(LicenseKey::parse(&sloppy).expect("sloppy"), k);
         }
     }
@@ -186,35 +163,18 @@ mod tests {
                 let mut s = sym.clone();
                 s[i] = c;
                 let text = format!("TSK{}", String::from_utf8_lossy(&s));
-                assert!(
-                    LicenseKey::parse(&text).is_err(),
-                    "substitution at {i} to {}",
-                    c as char
-                );
+                assert!(LicenseKey::parse(&text).is_err(), "substitution at {i} to {}", c as char);
             }
             if i + 1 < sym.len() && sym[i] != sym[i + 1] {
                 let mut s = sym.clone();
                 s.swap(i, i + 1);
                 let text = format!("TSK{}", String::from_utf8_lossy(&s));
-                assert_eq!(
-                    LicenseKey::parse(&text),
-                    Err(KeyError::Checksum),
-                    "transposition at {i}"
-                );
+                assert_eq!(LicenseKey::parse(&text), Err(KeyError::Checksum), "transposition at {i}");
             }
         }
-        assert_eq!(
-            LicenseKey::parse("TSK-ABC"),
-            Err(KeyError::Length { got: 3 })
-        );
+        assert_eq!(LicenseKey::parse("TSK-ABC"), Err(KeyError::Length { got: 3 }));
         assert_eq!(LicenseKey::parse("XYZ-ABC"), Err(KeyError::Prefix));
-        assert!(matches!(
-            LicenseKey::parse("TSK-ABCDU"),
-            Err(KeyError::Character {
-                ch: 'U',
-                position: 5
-            })
-        ));
+        assert!(matches!(LicenseKey::parse("TSK-ABCDU"), Err(KeyError::Character { ch: 'U', position: 5 })));
     }
 
     #[test]

@@ -117,12 +117,7 @@ pub enum LimitType {
 }
 
 impl LimitType {
-    pub const ALL: [LimitType; 4] = [
-        LimitType::Count,
-        LimitType::Size,
-        LimitType::Duration,
-        LimitType::Bandwidth,
-    ];
+    pub const ALL: [LimitType; 4] = [LimitType::Count, LimitType::Size, LimitType::Duration, LimitType::Bandwidth];
 }
 
 /// `limit_value` meaning "no limit".
@@ -187,18 +182,10 @@ impl Feature {
             return Ok(());
         }
         if id.is_empty() || id.len() > 64 {
-            return Err(format!(
-                "feature id must be 1 to 64 characters, got {}",
-                id.len()
-            ));
+            return Err(format!("feature id must be 1 to 64 characters, got {}", id.len()));
         }
-        if let Some(bad) = id
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
-        {
-            return Err(format!(
-                "feature id {id:?} contains {bad:?}; use letters, digits, '_', '-', '.' or ':'"
-            ));
+        if let Some(bad) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))) {
+            return Err(format!("feature id {id:?} contains {bad:?}; use letters, digits, '_', '-', '.' or ':'"));
         }
         Ok(())
     }
@@ -297,8 +284,7 @@ impl License {
 
     /// The end of the grace period, if the license expires.
     pub fn grace_ends_at(&self) -> Option<DateTime<Utc>> {
-        self.expires_at
-            .map(|e| e + chrono::Duration::days(i64::from(self.grace_days)))
+        self.expires_at.map(|e| e + chrono::Duration::days(i64::from(self.grace_days)))
     }
 }
 

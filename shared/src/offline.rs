@@ -29,9 +29,7 @@ fn to_secs(t: DateTime<Utc>) -> u64 {
 }
 
 fn from_secs(s: u64) -> DateTime<Utc> {
-    Utc.timestamp_opt(CODE_EPOCH + s as i64, 0)
-        .single()
-        .unwrap_or_default()
+    Utc.timestamp_opt(CODE_EPOCH + s as i64, 0).single().unwrap_or_default()
 }
 
 #[derive(Default)]
@@ -73,18 +71,11 @@ struct BitReader<'a> {
 
 impl<'a> BitReader<'a> {
     fn new(bytes: &'a [u8], kind: CodeKind) -> Self {
-        BitReader {
-            bytes,
-            pos: 0,
-            kind,
-        }
+        BitReader { bytes, pos: 0, kind }
     }
 
     fn err(&self, reason: &str) -> CodeError {
-        CodeError::Payload {
-            kind: self.kind,
-            reason: reason.into(),
-        }
+        CodeError::Payload { kind: self.kind, reason: reason.into() }
     }
 
     fn get(&mut self, width: u32) -> Result<u64, CodeError> {
@@ -126,10 +117,7 @@ impl<'a> BitReader<'a> {
 /// Splits `payload || signature` and checks the payload is fully consumed.
 fn split_signed(bytes: &[u8], kind: CodeKind) -> Result<(&[u8], [u8; SIG_LEN]), CodeError> {
     if bytes.len() < SIG_LEN + 1 {
-        return Err(CodeError::Payload {
-            kind,
-            reason: "too short to hold a signature".into(),
-        });
+        return Err(CodeError::Payload { kind, reason: "too short to hold a signature".into() });
     }
     let (payload, sig) = bytes.split_at(bytes.len() - SIG_LEN);
     let mut s = [0u8; SIG_LEN];
@@ -139,9 +127,7 @@ fn split_signed(bytes: &[u8], kind: CodeKind) -> Result<(&[u8], [u8; SIG_LEN]), 
 
 fn require_ed25519(key: &SigningKey) -> Result<(), CryptoError> {
     if key.algorithm() != Algorithm::Ed25519 {
-        return Err(CryptoError::InvalidKey(
-            "codes are signed with Ed25519 keys only".into(),
-        ));
+        return Err(CryptoError::InvalidKey("codes are signed with Ed25519 keys only".into()));
     }
     Ok(())
 }
@@ -152,11 +138,12 @@ fn seal(
     key: &SigningKey,
     ctx: &[&[u8]],
     payload: Vec<u8>,
-) -> (String, Vec<u8>) {
+) -> Result<(String, Vec<u8>), CryptoError> {
     let sig = key.sign(domain, ctx, &payload);
     let mut bytes = payload;
     bytes.extend_from_slice(&sig);
-    (codes::encode(kind, &bytes), bytes)
+    let code = codes::encode(kind, &bytes).map_err(|e| CryptoError::InvalidKey(e.to_string()))?;
+    Ok((code, bytes))
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -192,31 +179,14 @@ impl OfflineRequest {
     }
 
     /// Signs with the device key (which must be the key named in the request). Returns the code and its bytes.
-    pub fn sign(
-        &self,
-        key_hash: &[u8; 32],
-        device_key: &SigningKey,
-    ) -> Result<(String, SignedRequest), CryptoError> {
+    pub fn sign(&self, key_hash: &[u8; 32], device_key: &SigningKey) -> Result<(String, SignedRequest), CryptoError> {
         require_ed25519(device_key)?;
         if device_key.verifying_key().public_bytes() != self.device_public_key {
-            return Err(CryptoError::InvalidKey(
-                "the request names another device key".into(),
-            ));
+            return Err(CryptoError::InvalidKey("the request names another device key".into()));
         }
-        let (code, bytes) = seal(
-            CodeKind::OfflineRequest,
-            Domain::OfflineRequest,
-            device_key,
-            &[key_hash],
-            self.payload(),
-        );
-        Ok((
-            code,
-            SignedRequest {
-                request: self.clone(),
-                bytes,
-            },
-        ))
+        let (code, bytes) =
+            seal(CodeKind::OfflineRequest, Domain::OfflineRequest, device_key, &[key_hash], self.payload())?;
+        Ok((code, SignedRequest { request: self.clone(), bytes }))
     }
 }
 
@@ -245,7 +215,8 @@ impl SignedRequest {
     }
 
     pub fn code(&self) -> String {
-        codes::encode(CodeKind::OfflineRequest, &self.bytes)
+        // A decoded or signed request always fits: its size is fixed.
+        codes::encode(CodeKind::OfflineRequest, &self.bytes).unwrap_or_default()
     }
 
     pub fn device_key(&self) -> Result<VerifyingKey, CryptoError> {
@@ -257,10 +228,9 @@ impl SignedRequest {
         if crate::license_key::hint_of(key_hash) != self.request.key_hint {
             return Err(CryptoError::BadSignature);
         }
-        let (payload, sig) = split_signed(&self.bytes, CodeKind::OfflineRequest)
-            .map_err(|_| CryptoError::BadSignature)?;
-        self.device_key()?
-            .verify(Domain::OfflineRequest, &[key_hash], payload, &sig)
+        let (payload, sig) =
+            split_signed(&self.bytes, CodeKind::OfflineRequest).map_err(|_| CryptoError::BadSignature)?;
+        self.device_key()?.verify(Domain::OfflineRequest, &[key_hash], payload, &sig)
     }
 }
 
@@ -297,11 +267,7 @@ fn put_time_opt(w: &mut BitWriter, t: Option<DateTime<Utc>>) {
 }
 
 fn get_time_opt(r: &mut BitReader<'_>) -> Result<Option<DateTime<Utc>>, CodeError> {
-    Ok(if r.flag()? {
-        Some(from_secs(r.get(32)?))
-    } else {
-        None
-    })
+    Ok(if r.flag()? { Some(from_secs(r.get(32)?)) } else { None })
 }
 
 fn type_index<T: PartialEq + Copy>(all: &[T], v: T) -> u64 {
@@ -312,9 +278,7 @@ impl OfflineGrant {
     fn payload(&self, kid_tag: u8) -> Result<Vec<u8>, CryptoError> {
         let bad = |m: String| CryptoError::InvalidKey(m);
         if self.features.len() > MAX_FEATURES {
-            return Err(bad(format!(
-                "an offline response carries at most {MAX_FEATURES} features"
-            )));
+            return Err(bad(format!("an offline response carries at most {MAX_FEATURES} features")));
         }
         let mut w = BitWriter::default();
         w.put(u64::from(kid_tag), 8);
@@ -333,10 +297,7 @@ impl OfflineGrant {
         for f in &self.features {
             let id = f.id.as_bytes();
             if id.is_empty() || id.len() > 64 || !id.is_ascii() {
-                return Err(bad(format!(
-                    "feature id {:?} cannot be carried in a code",
-                    f.id
-                )));
+                return Err(bad(format!("feature id {:?} cannot be carried in a code", f.id)));
             }
             let packed = id.iter().all(|c| ID_ALPHABET.contains(c));
             w.flag(packed);
@@ -367,12 +328,8 @@ impl OfflineGrant {
         let kid_tag = r.get(8)? as u8;
         let issued_at = from_secs(r.get(32)?);
         let license_id = Uuid::from_bytes(r.bytes()?);
-        let license_type = *LicenseType::ALL
-            .get(r.get(3)? as usize)
-            .ok_or_else(|| r.err("unknown license type"))?;
-        let license_model = *LicenseModel::ALL
-            .get(r.get(3)? as usize)
-            .ok_or_else(|| r.err("unknown license model"))?;
+        let license_type = *LicenseType::ALL.get(r.get(3)? as usize).ok_or_else(|| r.err("unknown license type"))?;
+        let license_model = *LicenseModel::ALL.get(r.get(3)? as usize).ok_or_else(|| r.err("unknown license model"))?;
         let starts_at = from_secs(r.get(32)?);
         let expires_at = get_time_opt(&mut r)?;
         let maintenance_expires_at = get_time_opt(&mut r)?;
@@ -387,11 +344,7 @@ impl OfflineGrant {
             let len = r.get(6)? as usize + 1;
             let mut id = String::with_capacity(len);
             for _ in 0..len {
-                let c = if packed {
-                    ID_ALPHABET[r.get(6)? as usize]
-                } else {
-                    r.get(7)? as u8
-                };
+                let c = if packed { ID_ALPHABET[r.get(6)? as usize] } else { r.get(7)? as u8 };
                 id.push(char::from(c));
             }
             let enabled = r.flag()?;
@@ -403,14 +356,7 @@ impl OfflineGrant {
                 (crate::model::UNLIMITED, LimitType::Count)
             };
             let expires_at = get_time_opt(&mut r)?;
-            features.push(Feature {
-                id,
-                name: String::new(),
-                enabled,
-                limit_value,
-                limit_type,
-                expires_at,
-            });
+            features.push(Feature { id, name: String::new(), enabled, limit_value, limit_type, expires_at });
         }
         if r.finish()? != payload.len() {
             return Err(r.err("unexpected trailing data"));
@@ -432,22 +378,10 @@ impl OfflineGrant {
     }
 
     /// Signs the response to `request` (whose key hash the server looked up).
-    pub fn sign(
-        &self,
-        key: &SigningKey,
-        key_hash: &[u8; 32],
-        request: &SignedRequest,
-    ) -> Result<String, CryptoError> {
+    pub fn sign(&self, key: &SigningKey, key_hash: &[u8; 32], request: &SignedRequest) -> Result<String, CryptoError> {
         require_ed25519(key)?;
         let payload = self.payload(key.key_id().tag())?;
-        Ok(seal(
-            CodeKind::OfflineResponse,
-            Domain::OfflineResponse,
-            key,
-            &[key_hash, &request.bytes],
-            payload,
-        )
-        .0)
+        Ok(seal(CodeKind::OfflineResponse, Domain::OfflineResponse, key, &[key_hash, &request.bytes], payload)?.0)
     }
 }
 
@@ -464,11 +398,7 @@ impl SignedResponse {
         let bytes = codes::decode(CodeKind::OfflineResponse, text)?;
         let (payload, _) = split_signed(&bytes, CodeKind::OfflineResponse)?;
         let (kid_tag, grant) = OfflineGrant::parse(payload)?;
-        Ok(SignedResponse {
-            grant,
-            kid_tag,
-            bytes,
-        })
+        Ok(SignedResponse { grant, kid_tag, bytes })
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -476,29 +406,12 @@ impl SignedResponse {
     }
 
     /// Verifies against the pending request it must answer; fails for any other request or device.
-    pub fn verify(
-        &self,
-        keys: &PublicKeyset,
-        key_hash: &[u8; 32],
-        request: &SignedRequest,
-    ) -> Result<(), CryptoError> {
-        verify_tagged(
-            keys,
-            self.kid_tag,
-            Domain::OfflineResponse,
-            &[key_hash, &request.bytes],
-            &self.bytes,
-        )
+    pub fn verify(&self, keys: &PublicKeyset, key_hash: &[u8; 32], request: &SignedRequest) -> Result<(), CryptoError> {
+        verify_tagged(keys, self.kid_tag, Domain::OfflineResponse, &[key_hash, &request.bytes], &self.bytes)
     }
 }
 
-fn verify_tagged(
-    keys: &PublicKeyset,
-    tag: u8,
-    domain: Domain,
-    ctx: &[&[u8]],
-    bytes: &[u8],
-) -> Result<(), CryptoError> {
+fn verify_tagged(keys: &PublicKeyset, tag: u8, domain: Domain, ctx: &[&[u8]], bytes: &[u8]) -> Result<(), CryptoError> {
     let (payload, sig) = bytes.split_at(bytes.len().saturating_sub(SIG_LEN));
     let mut candidates = keys.by_tag(tag).peekable();
     if candidates.peek().is_none() {
@@ -532,25 +445,13 @@ impl DeactivationReceipt {
         w.bytes
     }
 
-    pub fn for_device(
-        key_hash: &[u8; 32],
-        device_public: &[u8; 32],
-        at: DateTime<Utc>,
-    ) -> DeactivationReceipt {
+    pub fn for_device(key_hash: &[u8; 32], device_public: &[u8; 32], at: DateTime<Utc>) -> DeactivationReceipt {
         let mut device_tag = [0u8; 4];
         device_tag.copy_from_slice(&device_public[..4]);
-        DeactivationReceipt {
-            key_hint: crate::license_key::hint_of(key_hash),
-            device_tag,
-            created_at: at,
-        }
+        DeactivationReceipt { key_hint: crate::license_key::hint_of(key_hash), device_tag, created_at: at }
     }
 
-    pub fn sign(
-        &self,
-        key_hash: &[u8; 32],
-        device_key: &SigningKey,
-    ) -> Result<String, CryptoError> {
+    pub fn sign(&self, key_hash: &[u8; 32], device_key: &SigningKey) -> Result<String, CryptoError> {
         require_ed25519(device_key)?;
         let public = device_key.verifying_key().public_bytes();
         Ok(seal(
@@ -559,7 +460,7 @@ impl DeactivationReceipt {
             device_key,
             &[key_hash, &public],
             self.payload(),
-        )
+        )?
         .0)
     }
 }
@@ -576,11 +477,8 @@ impl SignedReceipt {
         let bytes = codes::decode(kind, text)?;
         let (payload, _) = split_signed(&bytes, kind)?;
         let mut r = BitReader::new(payload, kind);
-        let receipt = DeactivationReceipt {
-            key_hint: r.bytes()?,
-            device_tag: r.bytes()?,
-            created_at: from_secs(r.get(32)?),
-        };
+        let receipt =
+            DeactivationReceipt { key_hint: r.bytes()?, device_tag: r.bytes()?, created_at: from_secs(r.get(32)?) };
         if r.finish()? != payload.len() {
             return Err(r.err("unexpected trailing data"));
         }
@@ -594,12 +492,7 @@ impl SignedReceipt {
         }
         let vk = crate::crypto::ed25519_public_from_bytes(device_public)?;
         let (payload, sig) = self.bytes.split_at(self.bytes.len() - SIG_LEN);
-        vk.verify(
-            Domain::DeactivationReceipt,
-            &[key_hash, device_public],
-            payload,
-            sig,
-        )
+        vk.verify(Domain::DeactivationReceipt, &[key_hash, device_public], payload, sig)
     }
 }
 
@@ -627,10 +520,7 @@ impl EmergencyCode {
         w.flag(self.bound);
         w.flag(self.scope == EmergencyScope::AllFeatures);
         w.put(to_secs(self.expires_at).div_ceil(60), 26);
-        w.put(
-            u64::from(self.serial) & ((1 << EMERGENCY_SERIAL_BITS) - 1),
-            EMERGENCY_SERIAL_BITS,
-        );
+        w.put(u64::from(self.serial) & ((1 << EMERGENCY_SERIAL_BITS) - 1), EMERGENCY_SERIAL_BITS);
         w.bytes
     }
 
@@ -643,23 +533,14 @@ impl EmergencyCode {
     ) -> Result<String, CryptoError> {
         require_ed25519(key)?;
         if self.bound != device_public.is_some() {
-            return Err(CryptoError::InvalidKey(
-                "a bound emergency code needs the device key".into(),
-            ));
+            return Err(CryptoError::InvalidKey("a bound emergency code needs the device key".into()));
         }
         let payload = self.payload(key.key_id().tag());
         let ctx: Vec<&[u8]> = match device_public {
             Some(d) => vec![key_hash, d],
             None => vec![key_hash],
         };
-        Ok(seal(
-            CodeKind::Emergency,
-            Domain::EmergencyCode,
-            key,
-            &ctx,
-            payload,
-        )
-        .0)
+        Ok(seal(CodeKind::Emergency, Domain::EmergencyCode, key, &ctx, payload)?.0)
     }
 }
 
@@ -678,26 +559,13 @@ impl SignedEmergency {
         let mut r = BitReader::new(payload, kind);
         let kid_tag = r.get(8)? as u8;
         let bound = r.flag()?;
-        let scope = if r.flag()? {
-            EmergencyScope::AllFeatures
-        } else {
-            EmergencyScope::LicensedFeatures
-        };
+        let scope = if r.flag()? { EmergencyScope::AllFeatures } else { EmergencyScope::LicensedFeatures };
         let expires_at = from_secs(r.get(26)? * 60);
         let serial = r.get(EMERGENCY_SERIAL_BITS)? as u32;
         if r.finish()? != payload.len() {
             return Err(r.err("unexpected trailing data"));
         }
-        Ok(SignedEmergency {
-            code: EmergencyCode {
-                bound,
-                scope,
-                expires_at,
-                serial,
-            },
-            kid_tag,
-            bytes,
-        })
+        Ok(SignedEmergency { code: EmergencyCode { bound, scope, expires_at, serial }, kid_tag, bytes })
     }
 
     /// Verifies for this license and device. An unbound code verifies on any device of the license.
@@ -707,11 +575,7 @@ impl SignedEmergency {
         key_hash: &[u8; 32],
         device_public: &[u8; 32],
     ) -> Result<(), CryptoError> {
-        let ctx: Vec<&[u8]> = if self.code.bound {
-            vec![key_hash, device_public]
-        } else {
-            vec![key_hash]
-        };
+        let ctx: Vec<&[u8]> = if self.code.bound { vec![key_hash, device_public] } else { vec![key_hash] };
         verify_tagged(keys, self.kid_tag, Domain::EmergencyCode, &ctx, &self.bytes)
     }
 }

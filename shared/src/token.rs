@@ -22,9 +22,7 @@ impl ArtefactError {
     pub fn is_signature_failure(&self) -> bool {
         matches!(
             self,
-            ArtefactError::Envelope(EnvelopeError::Crypto(
-                CryptoError::BadSignature | CryptoError::UnknownKey(_)
-            ))
+            ArtefactError::Envelope(EnvelopeError::Crypto(CryptoError::BadSignature | CryptoError::UnknownKey(_)))
         )
     }
 }
@@ -38,25 +36,16 @@ pub struct LicenseFileClaims {
 
 /// Signs a license as an armored license file.
 pub fn sign_license_file(key: &SigningKey, license: &License, now: DateTime<Utc>) -> String {
-    let claims = LicenseFileClaims {
-        license: license.clone(),
-        signed_at: now,
-    };
+    let claims = LicenseFileClaims { license: license.clone(), signed_at: now };
     let payload = serde_json::to_vec(&claims).unwrap_or_default();
     Envelope::seal(key, Domain::LicenseFile, payload).to_armored()
 }
 
 /// Verifies an armored license file and returns its claims.
-pub fn verify_license_file(
-    text: &str,
-    keys: &PublicKeyset,
-) -> Result<LicenseFileClaims, ArtefactError> {
+pub fn verify_license_file(text: &str, keys: &PublicKeyset) -> Result<LicenseFileClaims, ArtefactError> {
     let env = Envelope::from_armored(text)?;
     let payload = env.open(keys, Domain::LicenseFile)?;
-    serde_json::from_slice(payload).map_err(|e| ArtefactError::Content {
-        what: "license file",
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(payload).map_err(|e| ArtefactError::Content { what: "license file", reason: e.to_string() })
 }
 
 /// Signed content of an activation token: a license bound to one device until the lease ends.
@@ -81,14 +70,9 @@ pub fn sign_activation_token(key: &SigningKey, claims: &ActivationClaims) -> Str
     Envelope::seal(key, Domain::ActivationToken, payload).to_compact()
 }
 
-pub fn verify_activation_token(
-    text: &str,
-    keys: &PublicKeyset,
-) -> Result<ActivationClaims, ArtefactError> {
+pub fn verify_activation_token(text: &str, keys: &PublicKeyset) -> Result<ActivationClaims, ArtefactError> {
     let env = Envelope::from_compact(text)?;
     let payload = env.open(keys, Domain::ActivationToken)?;
-    serde_json::from_slice(payload).map_err(|e| ArtefactError::Content {
-        what: "activation token",
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(payload)
+        .map_err(|e| ArtefactError::Content { what: "activation token", reason: e.to_string() })
 }
