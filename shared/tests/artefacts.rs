@@ -148,7 +148,8 @@ fn every_bit_flip_of_every_code_is_rejected() {
     let dpub = device_public(&device);
     let request = SignedRequest::decode(&vector("request.code")).unwrap();
 
-    let cases: [(&str, CodeKind, Box<dyn Fn(&str) -> bool>); 4] = [
+    type Accepts<'a> = Box<dyn Fn(&str) -> bool + 'a>;
+    let cases: [(&str, CodeKind, Accepts); 4] = [
         (
             "request.code",
             CodeKind::OfflineRequest,

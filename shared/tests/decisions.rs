@@ -1,0 +1,242 @@
+//! One row per decision reason code: the inputs that produce it, and the facts it reports.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use chrono::Duration;
+use common::*;
+use tessera_core::decision::{decide, ClockGuard, EmergencyGrant, Environment, Inputs, Query, Reason};
+use tessera_core::fingerprint::{ComponentKind, MatchOutcome};
+use tessera_core::model::{EmergencyScope, LicenseStatus, Restriction, RestrictionKind, RestrictionMode};
+use tessera_core::License;
+
+struct Row {
+    name: &'static str,
+    license: Option<License>,
+    tweak: fn(&mut Inputs<'_>),
+    query: Query<'static>,
+    expect: Reason,
+}
+
+fn base() -> License {
+    sample_license()
+}
+
+fn with(f: fn(&mut License)) -> Option<License> {
+    let mut l = base();
+    f(&mut l);
+    Some(l)
+}
+
+fn mismatch() -> MatchOutcome {
+    MatchOutcome { matched: 1, required: 3, bound: 6, broken_deal_breaker: Some(ComponentKind::MachineId) }
+}
+
+#[test]
+fn every_reason_code_has_a_row() {
+    let now = at(2026, 6, 1);
+    let q = Query::feature("export_pdf_docs");
+    let rows = [
+        Row { name: "valid", license: Some(base()), tweak: |_| {}, query: q, expect: Reason::Valid },
+        Row {
+            name: "in grace",
+            license: Some(base()),
+            tweak: |i| i.now = at(2027, 1, 10),
+            query: q,
+            expect: Reason::InGrace,
+        },
+        Row {
+            name: "emergency lifts an expired lease",
+            license: Some(base()),
+            tweak: |i| {
+                i.lease_expires_at = Some(at(2026, 5, 1));
+                i.emergency =
+                    Some(EmergencyGrant { expires_at: at(2026, 6, 2), scope: EmergencyScope::LicensedFeatures });
+            },
+            query: q,
+            expect: Reason::EmergencyAccess,
+        },
+        Row { name: "no license", license: None, tweak: |_| {}, query: q, expect: Reason::NotActivated },
+        Row {
+            name: "bad signature",
+            license: Some(base()),
+            tweak: |i| i.signatures_valid = false,
+            query: q,
+            expect: Reason::SignatureInvalid,
+        },
+        Row {
+            name: "clock rolled back",
+            license: Some(base()),
+            tweak: |i| i.clock = Some(ClockGuard { high_water: at(2026, 6, 3), tolerance: Duration::hours(1) }),
+            query: q,
+            expect: Reason::ClockTampered,
+        },
+        Row {
+            name: "revoked",
+            license: with(|l| l.status = LicenseStatus::Revoked),
+            tweak: |_| {},
+            query: q,
+            expect: Reason::Revoked,
+        },
+        Row {
+            name: "suspended",
+            license: with(|l| l.status = LicenseStatus::Suspended),
+            tweak: |_| {},
+            query: q,
+            expect: Reason::Suspended,
+        },
+        Row {
+            name: "expired past grace",
+            license: Some(base()),
+            tweak: |i| i.now = at(2027, 2, 1),
+            query: q,
+            expect: Reason::Expired,
+        },
+        Row {
+            name: "not yet valid",
+            license: Some(base()),
+            tweak: |i| i.now = at(2025, 12, 1),
+            query: q,
+            expect: Reason::NotYetValid,
+        },
+        Row {
+            name: "other machine",
+            license: Some(base()),
+            tweak: |i| i.fingerprint = Some(mismatch()),
+            query: q,
+            expect: Reason::FingerprintMismatch,
+        },
+        Row {
+            name: "lease over",
+            license: Some(base()),
+            tweak: |i| i.lease_expires_at = Some(at(2026, 5, 31)),
+            query: q,
+            expect: Reason::LeaseExpired,
+        },
+        Row {
+            name: "denied country",
+            license: with(|l| {
+                l.restrictions = vec![Restriction {
+                    kind: RestrictionKind::Geographic,
+                    mode: RestrictionMode::Deny,
+                    values: vec!["KP".into()],
+                }]
+            }),
+            tweak: |i| i.environment = Environment { country: Some("kp"), ..Environment::default() },
+            query: q,
+            expect: Reason::Restricted,
+        },
+        Row {
+            name: "build after maintenance",
+            license: Some(base()),
+            tweak: |i| i.build_date = Some(at(2027, 1, 2)),
+            query: q,
+            expect: Reason::MaintenanceExpired,
+        },
+        Row {
+            name: "feature not on license",
+            license: Some(base()),
+            tweak: |_| {},
+            query: Query::feature("teleportation"),
+            expect: Reason::NotEntitled,
+        },
+        Row {
+            name: "feature disabled",
+            license: Some(base()),
+            tweak: |_| {},
+            query: Query::feature("sso_integration"),
+            expect: Reason::FeatureDisabled,
+        },
+        Row {
+            name: "feature expired",
+            license: with(|l| l.features[4].expires_at = Some(at(2026, 6, 15))),
+            tweak: |i| i.now = at(2026, 7, 1),
+            query: Query::feature("multi_user_edit"),
+            expect: Reason::FeatureExpired,
+        },
+        Row {
+            name: "quota used up",
+            license: Some(base()),
+            tweak: |_| {},
+            query: Query { feature: Some("export_pdf_docs"), amount: 1, used: 10_000 },
+            expect: Reason::QuotaExceeded,
+        },
+    ];
+    for reason in Reason::ALL {
+        assert!(rows.iter().any(|r| r.expect == reason), "no table row for {reason:?}");
+    }
+    for row in &rows {
+        let mut inputs = Inputs::new(now, row.license.as_ref());
+        (row.tweak)(&mut inputs);
+        let d = decide(&inputs, &row.query);
+        assert_eq!(d.reason, row.expect, "{}", row.name);
+        assert_eq!(d.allowed, row.expect.is_allowed(), "{}", row.name);
+        let json = serde_json::to_value(d.reason).unwrap();
+        assert_eq!(json, row.expect.as_str(), "stable wire name");
+    }
+}
+
+#[test]
+fn facts_explain_the_decision() {
+    let l = base();
+    let inputs = Inputs::new(at(2026, 6, 1), Some(&l));
+    let d = decide(&inputs, &Query { feature: Some("export_pdf_docs"), amount: 5, used: 9_990 });
+    assert!(d.allowed);
+    assert_eq!((d.facts.limit, d.facts.used, d.facts.remaining), (Some(10_000), Some(9_990), Some(10)));
+    assert_eq!(d.facts.expires_at, l.expires_at);
+    assert_eq!(d.facts.grace_ends_at, Some(at(2027, 1, 15)));
+    let d = decide(&inputs, &Query { feature: Some("export_pdf_docs"), amount: 11, used: 9_990 });
+    assert_eq!(d.reason, Reason::QuotaExceeded);
+}
+
+#[test]
+fn order_of_checks_puts_trust_first() {
+    // Revoked and rolled back and mismatched: the clock speaks first, then status, then binding.
+    let mut l = base();
+    l.status = LicenseStatus::Revoked;
+    let mut inputs = Inputs::new(at(2026, 6, 1), Some(&l));
+    inputs.fingerprint = Some(mismatch());
+    inputs.clock = Some(ClockGuard { high_water: at(2026, 7, 1), tolerance: Duration::minutes(5) });
+    assert_eq!(decide(&inputs, &Query::feature("x")).reason, Reason::ClockTampered);
+    inputs.clock = None;
+    assert_eq!(decide(&inputs, &Query::feature("x")).reason, Reason::Revoked);
+    // An emergency never overrides revocation.
+    inputs.emergency = Some(EmergencyGrant { expires_at: at(2026, 6, 2), scope: EmergencyScope::AllFeatures });
+    assert_eq!(decide(&inputs, &Query::feature("x")).reason, Reason::Revoked);
+}
+
+#[test]
+fn emergency_ends_at_its_expiry_and_all_features_scope() {
+    let grant = EmergencyGrant { expires_at: at(2026, 6, 2), scope: EmergencyScope::AllFeatures };
+    let mut inputs = Inputs::new(at(2026, 6, 1), None);
+    inputs.emergency = Some(grant);
+    assert_eq!(decide(&inputs, &Query::feature("anything")).reason, Reason::EmergencyAccess);
+    inputs.now = at(2026, 6, 2);
+    assert_eq!(decide(&inputs, &Query::feature("anything")).reason, Reason::NotActivated);
+    // Licensed-features scope keeps the license's entitlements.
+    let l = base();
+    let mut inputs = Inputs::new(at(2026, 6, 1), Some(&l));
+    inputs.lease_expires_at = Some(at(2026, 5, 1));
+    inputs.emergency = Some(EmergencyGrant { expires_at: at(2026, 6, 2), scope: EmergencyScope::LicensedFeatures });
+    assert_eq!(decide(&inputs, &Query::feature("teleportation")).reason, Reason::NotEntitled);
+}
+
+#[test]
+fn wildcard_and_restrictions() {
+    let mut l = base();
+    l.features.push(tessera_core::Feature::new("*"));
+    l.restrictions = vec![
+        Restriction { kind: RestrictionKind::IpRange, mode: RestrictionMode::Allow, values: vec!["10.0.0.0/8".into()] },
+        Restriction { kind: RestrictionKind::Domain, mode: RestrictionMode::Allow, values: vec!["example.com".into()] },
+    ];
+    let mut inputs = Inputs::new(at(2026, 6, 1), Some(&l));
+    assert_eq!(decide(&inputs, &Query::feature("unlisted")).reason, Reason::Valid, "unknown facts never deny");
+    inputs.environment.ip = Some("10.1.2.3".parse().unwrap());
+    inputs.environment.domain = Some("eu.example.com");
+    assert_eq!(decide(&inputs, &Query::feature("unlisted")).reason, Reason::Valid);
+    inputs.environment.domain = Some("badexample.com");
+    assert_eq!(decide(&inputs, &Query::feature("unlisted")).reason, Reason::Restricted);
+    inputs.environment.domain = None;
+    inputs.environment.ip = Some("192.168.1.1".parse().unwrap());
+    assert_eq!(decide(&inputs, &Query::feature("unlisted")).reason, Reason::Restricted);
+}
