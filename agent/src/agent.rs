@@ -1,0 +1,1201 @@
+//! The agent: opens the state, verifies what is cached, and answers checks from an in-memory snapshot.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tessera_core::codes::CodeKind;
+use tessera_core::decision::{ClockGuard, EmergencyGrant, Environment};
+use tessera_core::encoding::b64url;
+use tessera_core::fingerprint::{match_fingerprint, Fingerprint, MatchOutcome};
+use tessera_core::model::{
+    EmergencyScope, Feature, LicenseModel, LicenseType, DEFAULT_HEARTBEAT_SECS, DEFAULT_LEASE_SECS,
+};
+use tessera_core::offline::{
+    DeactivationReceipt, OfflineGrant, OfflineRequest, SignedEmergency, SignedRequest, SignedResponse,
+};
+use tessera_core::token::{verify_activation_token, verify_license_file};
+use tessera_core::{
+    decide, Decision, Inputs, License, LicenseKey, LicenseStatus, PublicKeyset, Query, Reason, SigningKey,
+};
+use uuid::Uuid;
+
+use crate::client::{self, Client};
+use crate::clock::{Clock, HighWater, SystemClock};
+use crate::error::AgentError;
+use crate::identity::{self, Collected, IdentityMode, RawComponent};
+use crate::state::{self, ActivationRow, Mode, PendingRequest, Store, UsageEvent};
+
+/// How the agent is set up. Build with [`AgentConfig::new`] and adjust the public fields.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// The SQLite state file (created with mode 0600).
+    pub state_path: PathBuf,
+    /// Base URL of the license server, e.g. `https://licensing.example.com`; `None`: fully offline.
+    pub server_url: Option<String>,
+    /// The vendor's public keys: every signed artefact is verified against them.
+    pub keyset: PublicKeyset,
+    /// The product this agent licenses; also the fingerprint salt.
+    pub product_id: Uuid,
+    /// Where time comes from (the system clock; a [`crate::TestClock`] in tests).
+    pub clock: Arc<dyn Clock>,
+    /// Hardware fingerprint or a pinned identity (containers).
+    pub identity: IdentityMode,
+    /// How far behind the trusted-time high-water mark the clock may be before checks deny with CLOCK_TAMPERED.
+    pub clock_tolerance: Duration,
+    /// Release date of the vendor's build, for the maintenance check.
+    pub build_date: Option<DateTime<Utc>>,
+    /// Sent as activation metadata.
+    pub app_version: Option<String>,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("state_path", &self.state_path)
+            .field("server_url", &self.server_url)
+            .field("keyset", &self.keyset)
+            .field("product_id", &self.product_id)
+            .field("identity", &self.identity)
+            .field("clock_tolerance", &self.clock_tolerance)
+            .field("build_date", &self.build_date)
+            .field("app_version", &self.app_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default clock tolerance: one hour.
+pub const DEFAULT_CLOCK_TOLERANCE_SECS: i64 = 3600;
+
+impl AgentConfig {
+    /// Offline, system clock, hardware identity, one hour clock tolerance.
+    pub fn new(state_path: impl Into<PathBuf>, keyset: PublicKeyset, product_id: Uuid) -> Self {
+        AgentConfig {
+            state_path: state_path.into(),
+            server_url: None,
+            keyset,
+            product_id,
+            clock: Arc::new(SystemClock),
+            identity: IdentityMode::Hardware,
+            clock_tolerance: Duration::seconds(DEFAULT_CLOCK_TOLERANCE_SECS),
+            build_date: None,
+            app_version: None,
+        }
+    }
+
+    pub fn with_server(mut self, url: impl Into<String>) -> Self {
+        self.server_url = Some(url.into());
+        self
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn with_identity(mut self, identity: IdentityMode) -> Self {
+        self.identity = identity;
+        self
+    }
+}
+
+/// Everything a check needs, precomputed and verified at open / refresh.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    license: Option<License>,
+    signatures_valid: bool,
+    fingerprint: Option<MatchOutcome>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    clock: ClockGuard,
+    build_date: Option<DateTime<Utc>>,
+    emergency: Option<EmergencyGrant>,
+    emergency_serial: Option<u32>,
+    usage: HashMap<String, u64>,
+    mode: Option<Mode>,
+    activation_id: Option<Uuid>,
+    key_hash: Option<[u8; 32]>,
+    heartbeat_interval_secs: u32,
+    problem: Option<String>,
+    pending_usage: u64,
+    pending_requests: usize,
+}
+
+impl Snapshot {
+    #[inline]
+    fn decide(&self, now: DateTime<Utc>, feature: Option<&str>, amount: u64) -> Decision {
+        let used = match feature {
+            Some(f) if !self.usage.is_empty() => self.usage.get(f).copied().unwrap_or(0),
+            _ => 0,
+        };
+        let inputs = Inputs {
+            now,
+            license: self.license.as_ref(),
+            signatures_valid: self.signatures_valid,
+            fingerprint: self.fingerprint,
+            lease_expires_at: self.lease_expires_at,
+            clock: Some(self.clock),
+            build_date: self.build_date,
+            environment: Environment::default(),
+            emergency: self.emergency,
+        };
+        decide(&inputs, &Query { feature, amount, used })
+    }
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub state_path: PathBuf,
+    pub server_url: Option<String>,
+    pub product_id: Uuid,
+    pub activated: bool,
+    pub mode: Option<Mode>,
+    pub activation_id: Option<Uuid>,
+    pub license: Option<LicenseSummary>,
+    /// The decision for the license as a whole (no feature).
+    pub decision: Decision,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub fingerprint: Option<MatchOutcome>,
+    pub trusted_time: DateTime<Utc>,
+    pub clock_tolerance_secs: i64,
+    pub emergency: Option<EmergencyStatus>,
+    /// Quota units used per feature (server totals plus events not yet acknowledged).
+    pub usage: BTreeMap<String, u64>,
+    /// Usage events waiting to be sent to the server.
+    pub pending_usage: u64,
+    /// Offline requests waiting for a response code.
+    pub pending_requests: usize,
+    pub heartbeat_interval_secs: u32,
+    /// This device's Ed25519 public key, base64url.
+    pub device_public_key: String,
+    /// What is wrong with the cached state, if anything.
+    pub problem: Option<String>,
+    /// What to do when the license is not usable.
+    pub recovery: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LicenseSummary {
+    pub id: Uuid,
+    pub status: LicenseStatus,
+    pub license_type: LicenseType,
+    pub license_model: LicenseModel,
+    pub starts_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub grace_ends_at: Option<DateTime<Utc>>,
+    pub features: Vec<Feature>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EmergencyStatus {
+    pub serial: Option<u32>,
+    pub expires_at: DateTime<Utc>,
+    pub scope: EmergencyScope,
+}
+
+/// The outcome of an online activation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Activated {
+    pub activation_id: Uuid,
+    pub license_id: Uuid,
+    pub reused: bool,
+    pub lease_expires_at: DateTime<Utc>,
+    pub heartbeat_interval_secs: u32,
+    pub features: Vec<Feature>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The outcome of a heartbeat.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeartbeatOutcome {
+    pub activation_status: String,
+    pub license_status: Option<LicenseStatus>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub next_heartbeat_secs: u32,
+    /// Usage events sent in this heartbeat.
+    pub usage_sent: usize,
+    /// Usage events the server acknowledged (removed from the local queue).
+    pub usage_acknowledged: usize,
+    pub server_time: DateTime<Utc>,
+}
+
+/// What an applied code granted.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Applied {
+    /// An offline response: the device is activated.
+    Activation {
+        license_id: Uuid,
+        license_type: LicenseType,
+        features: Vec<Feature>,
+        expires_at: Option<DateTime<Utc>>,
+        lease_expires_at: Option<DateTime<Utc>>,
+    },
+    /// An emergency code: access until it expires.
+    Emergency { serial: u32, scope: EmergencyScope, bound: bool, expires_at: DateTime<Utc> },
+}
+
+#[derive(Deserialize)]
+struct ActivateResult {
+    activation_id: Uuid,
+    activation_token: String,
+    license_file: String,
+    #[serde(default)]
+    heartbeat_interval_secs: Option<u32>,
+    #[serde(default)]
+    reused: bool,
+}
+
+#[derive(Deserialize)]
+struct HeartbeatResult {
+    activation_status: String,
+    #[serde(default)]
+    license_status: Option<LicenseStatus>,
+    #[serde(default)]
+    activation_token: Option<String>,
+    #[serde(default)]
+    license_file: Option<String>,
+    #[serde(default)]
+    next_heartbeat_secs: Option<u32>,
+    #[serde(default)]
+    accepted_usage: Vec<Uuid>,
+    #[serde(default)]
+    usage_totals: HashMap<String, u64>,
+}
+
+#[derive(Deserialize)]
+struct StoredHeartbeat {
+    #[serde(default)]
+    license_status: Option<LicenseStatus>,
+}
+
+#[derive(Deserialize)]
+struct DeactivateResult {
+    #[serde(default)]
+    deactivated: bool,
+}
+
+/// Usage events sent per heartbeat at most.
+const USAGE_BATCH: usize = 500;
+
+struct Inner {
+    config: AgentConfig,
+    store: Mutex<Store>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    device: SigningKey,
+    device_public: [u8; 32],
+    identity: Collected,
+    client: Option<Client>,
+}
+
+/// An open agent. Cheap to clone (shared state); `Send + Sync`.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+fn bad_key(e: impl std::fmt::Display) -> AgentError {
+    AgentError::BadKey(e.to_string())
+}
+
+impl Agent {
+    /// Opens (or creates) the state, makes the device key on first run, collects the fingerprint and verifies
+    /// every cached artefact. A damaged cache does not fail here: checks deny with SIGNATURE_INVALID and
+    /// [`Agent::status`] says what to do. A state file that is not a database, or from a newer agent, fails.
+    pub fn open(config: AgentConfig) -> Result<Agent, AgentError> {
+        let mut store = Store::open(&config.state_path)?;
+        let now = config.clock.now();
+        let device = match store.device_pem()? {
+            Some(pem) => SigningKey::from_pkcs8_pem(&pem).map_err(|e| AgentError::StateCorrupt {
+                path: config.state_path.clone(),
+                reason: format!("the device key cannot be read ({e})"),
+            })?,
+            None => {
+                let key = SigningKey::generate_ed25519();
+                let pem = key.to_pkcs8_pem().map_err(AgentError::internal)?;
+                store.insert_device(&pem, now)?;
+                key
+            }
+        };
+        let device_public: [u8; 32] =
+            device.verifying_key().public_bytes().try_into().map_err(|_| AgentError::StateCorrupt {
+                path: config.state_path.clone(),
+                reason: "the device key is not an Ed25519 key".into(),
+            })?;
+        let identity = identity::collect(&config.identity, config.product_id)?;
+        let client = config.server_url.as_deref().map(Client::new).transpose()?;
+        let mut inner = Inner {
+            config,
+            store: Mutex::new(store),
+            snapshot: RwLock::new(Arc::new(Snapshot {
+                license: None,
+                signatures_valid: false,
+                fingerprint: None,
+                lease_expires_at: None,
+                clock: ClockGuard { high_water: now, tolerance: Duration::zero() },
+                build_date: None,
+                emergency: None,
+                emergency_serial: None,
+                usage: HashMap::new(),
+                mode: None,
+                activation_id: None,
+                key_hash: None,
+                heartbeat_interval_secs: DEFAULT_HEARTBEAT_SECS,
+                problem: None,
+                pending_usage: 0,
+                pending_requests: 0,
+            })),
+            device,
+            device_public,
+            identity,
+            client,
+        };
+        let snap = {
+            let store = inner.store.get_mut().map_err(|_| AgentError::internal("state lock poisoned"))?;
+            load(&inner.config, store, &inner.device_public, &inner.identity.fingerprint)?
+        };
+        *inner.snapshot.get_mut().map_err(|_| AgentError::internal("snapshot lock poisoned"))? = Arc::new(snap);
+        Ok(Agent { inner: Arc::new(inner) })
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.inner.config
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.inner.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the snapshot; call with the store lock held so updates do not interleave.
+    fn publish(&self, snap: Snapshot) {
+        *self.inner.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
+    }
+
+    fn reload_locked(&self, store: &mut Store) -> Result<(), AgentError> {
+        let snap = load(&self.inner.config, store, &self.inner.device_public, &self.inner.identity.fingerprint)?;
+        self.publish(snap);
+        Ok(())
+    }
+
+    /// Re-reads the state file (e.g. after another process applied a code) and re-verifies everything.
+    pub fn refresh(&self) -> Result<(), AgentError> {
+        let mut store = self.store();
+        self.reload_locked(&mut store)
+    }
+
+    /// Is `feature` allowed now? Served from memory.
+    #[inline]
+    pub fn check(&self, feature: &str) -> Decision {
+        let now = self.inner.config.clock.now();
+        let guard = self.inner.snapshot.read().unwrap_or_else(|p| p.into_inner());
+        guard.decide(now, Some(feature), 0)
+    }
+
+    /// Is the license usable at all (no particular feature)?
+    pub fn check_license(&self) -> Decision {
+        let now = self.inner.config.clock.now();
+        self.snapshot().decide(now, None, 0)
+    }
+
+    /// Uses `amount` units of `feature`'s quota. When allowed, the usage event (with an idempotency id) is in the
+    /// state file's queue before this returns; heartbeats send it to the server exactly once. If the state file
+    /// cannot be written, the use is denied (SIGNATURE_INVALID; the cause is logged) rather than left unrecorded.
+    pub fn consume(&self, feature: &str, amount: u64) -> Decision {
+        match self.try_consume(feature, amount) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, feature, "usage could not be recorded; denying");
+                Decision { allowed: false, reason: Reason::SignatureInvalid, facts: Default::default() }
+            }
+        }
+    }
+
+    /// [`Agent::consume`] that reports a state-file failure as an error.
+    pub fn try_consume(&self, feature: &str, amount: u64) -> Result<Decision, AgentError> {
+        let mut store = self.store();
+        let now = self.inner.config.clock.now();
+        let snap = self.snapshot();
+        let mut d = snap.decide(now, Some(feature), amount);
+        if !d.allowed || amount == 0 {
+            return Ok(d);
+        }
+        let ev = UsageEvent { id: Uuid::now_v7(), feature: feature.to_string(), amount, recorded_at: now };
+        let mut hw = HighWater(snap.clock.high_water);
+        let raised = hw.observe_local(now);
+        store.tx(|tx| {
+            state::enqueue_usage(tx, &ev)?;
+            if raised {
+                state::set_high_water(tx, hw.0)?;
+            }
+            Ok(())
+        })?;
+        let mut next = (*snap).clone();
+        *next.usage.entry(feature.to_string()).or_insert(0) += amount;
+        next.pending_usage += 1;
+        next.clock.high_water = hw.0;
+        self.publish(next);
+        if let Some(used) = d.facts.used.as_mut() {
+            *used = used.saturating_add(amount);
+        }
+        if let Some(rem) = d.facts.remaining.as_mut() {
+            *rem = rem.saturating_sub(i64::try_from(amount).unwrap_or(i64::MAX)).max(0);
+        }
+        Ok(d)
+    }
+
+    /// Status for people and scripts.
+    pub fn status(&self) -> Status {
+        let snap = self.snapshot();
+        let cfg = &self.inner.config;
+        let decision = snap.decide(cfg.clock.now(), None, 0);
+        let recovery = (!decision.allowed).then(|| recovery_hint(&decision, &snap, cfg));
+        Status {
+            state_path: cfg.state_path.clone(),
+            server_url: cfg.server_url.clone(),
+            product_id: cfg.product_id,
+            activated: snap.mode.is_some(),
+            mode: snap.mode,
+            activation_id: snap.activation_id,
+            license: snap.license.as_ref().map(|l| LicenseSummary {
+                id: l.id,
+                status: l.status,
+                license_type: l.license_type,
+                license_model: l.license_model,
+                starts_at: l.starts_at,
+                expires_at: l.expires_at,
+                grace_ends_at: l.grace_ends_at(),
+                features: l.features.clone(),
+            }),
+            decision,
+            lease_expires_at: snap.lease_expires_at,
+            fingerprint: snap.fingerprint,
+            trusted_time: snap.clock.high_water,
+            clock_tolerance_secs: cfg.clock_tolerance.num_seconds(),
+            emergency: snap.emergency.map(|e| EmergencyStatus {
+                serial: snap.emergency_serial,
+                expires_at: e.expires_at,
+                scope: e.scope,
+            }),
+            usage: snap.usage.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            pending_usage: snap.pending_usage,
+            pending_requests: snap.pending_requests,
+            heartbeat_interval_secs: snap.heartbeat_interval_secs,
+            device_public_key: b64url(&self.inner.device_public),
+            problem: snap.problem.clone(),
+            recovery,
+        }
+    }
+
+    /// The hashed fingerprint of this device (what is sent to the server).
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.inner.identity.fingerprint
+    }
+
+    /// Raw component values: for local display only, never sent anywhere.
+    pub fn raw_components(&self) -> &[RawComponent] {
+        &self.inner.identity.raw
+    }
+
+    /// This device's Ed25519 public key.
+    pub fn device_public_key(&self) -> [u8; 32] {
+        self.inner.device_public
+    }
+
+    /// Seconds until the next heartbeat is due (the server's setting).
+    pub fn heartbeat_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.snapshot().heartbeat_interval_secs.max(1)))
+    }
+
+    fn client(&self) -> Result<&Client, AgentError> {
+        self.inner.client.as_ref().ok_or(AgentError::NoServer)
+    }
+
+    /// Records a verified server time as the trusted-time mark.
+    fn trust_server_time(tx: &rusqlite::Connection, t: DateTime<Utc>) -> rusqlite::Result<()> {
+        state::set_high_water(tx, t)
+    }
+
+    /// Activates this device online with a license key.
+    pub async fn activate(&self, key: &str) -> Result<Activated, AgentError> {
+        let key = LicenseKey::parse(key).map_err(bad_key)?;
+        let client = self.client()?;
+        let cfg = &self.inner.config;
+        let nonce = client::nonce();
+        let body = json!({
+            "license_key": key.expose(),
+            "product_id": cfg.product_id,
+            "fingerprint": self.inner.identity.fingerprint,
+            "device_public_key": b64url(&self.inner.device_public),
+            "metadata": {
+                "hostname": sysinfo::System::host_name().unwrap_or_default(),
+                "os": std::env::consts::OS,
+                "app_version": cfg.app_version.clone().unwrap_or_default(),
+                "agent_version": env!("CARGO_PKG_VERSION"),
+            },
+            "nonce": nonce,
+        });
+        let v = client.post::<ActivateResult>("/v1/client/activate", &body, &nonce, None, &cfg.keyset).await?;
+        let r = v.result;
+        let license = verify_license_file(&r.license_file, &cfg.keyset)
+            .map_err(|e| AgentError::UntrustedResponse(format!("license file: {e}")))?
+            .license;
+        let token = verify_activation_token(&r.activation_token, &cfg.keyset)
+            .map_err(|e| AgentError::UntrustedResponse(format!("activation token: {e}")))?;
+        if token.device_public_key != self.inner.device_public
+            || token.license_id != license.id
+            || token.activation_id != r.activation_id
+        {
+            return Err(AgentError::UntrustedResponse("the activation token is for another device or license".into()));
+        }
+        if license.product_id != cfg.product_id {
+            return Err(AgentError::Refused(format!(
+                "this license is for product {}, not {}: check --product / TESSERA_PRODUCT_ID",
+                license.product_id, cfg.product_id
+            )));
+        }
+        let row = ActivationRow {
+            mode: Mode::Online,
+            key_hash: key.hash(),
+            activation_id: Some(r.activation_id),
+            license_file: Some(r.license_file),
+            activation_token: Some(r.activation_token),
+            request_bytes: None,
+            response_code: None,
+            fingerprint: None,
+            last_response: None,
+            heartbeat_interval_secs: r.heartbeat_interval_secs,
+            activated_at: cfg.clock.now(),
+        };
+        let mut store = self.store();
+        store.tx(|tx| {
+            state::put_activation(tx, &row)?;
+            state::delete_pending(tx, &row.key_hash)?;
+            Self::trust_server_time(tx, v.server_time)
+        })?;
+        self.reload_locked(&mut store)?;
+        Ok(Activated {
+            activation_id: r.activation_id,
+            license_id: license.id,
+            reused: r.reused,
+            lease_expires_at: token.lease_expires_at,
+            heartbeat_interval_secs: token.heartbeat_interval_secs,
+            features: license.features,
+            expires_at: license.expires_at,
+        })
+    }
+
+    /// One heartbeat: sends queued usage, refreshes lease and license, applies status changes at once.
+    pub async fn heartbeat(&self) -> Result<HeartbeatOutcome, AgentError> {
+        let client = self.client()?;
+        let cfg = &self.inner.config;
+        let (activation, queue) = {
+            let store = self.store();
+            let a = store.activation()?.ok_or(AgentError::NotActivated)?;
+            (a, store.usage_queue(USAGE_BATCH)?)
+        };
+        let activation_id = match (activation.mode, activation.activation_id) {
+            (Mode::Online, Some(id)) => id,
+            _ => {
+                return Err(AgentError::Refused(
+                    "this device was activated offline: there is no server activation to heartbeat; use request-code / apply-code to renew".into(),
+                ))
+            }
+        };
+        let nonce = client::nonce();
+        let body = json!({
+            "activation_id": activation_id,
+            "nonce": nonce,
+            "sent_at": cfg.clock.now(),
+            "usage": queue,
+            "metrics": {"agent_version": env!("CARGO_PKG_VERSION")},
+        });
+        let v = client
+            .post::<HeartbeatResult>("/v1/client/heartbeat", &body, &nonce, Some(&self.inner.device), &cfg.keyset)
+            .await?;
+        let r = v.result;
+        let deactivated = r.activation_status.eq_ignore_ascii_case("DEACTIVATED");
+        // Verify everything before storing anything.
+        let mut new_license_file = None;
+        let mut new_token = None;
+        let mut interval = r.next_heartbeat_secs;
+        let mut lease = None;
+        if !deactivated {
+            if let Some(lf) = &r.license_file {
+                let l = verify_license_file(lf, &cfg.keyset)
+                    .map_err(|e| AgentError::UntrustedResponse(format!("license file: {e}")))?;
+                new_license_file = Some((lf.clone(), l.license.id));
+            }
+            if let Some(tok) = &r.activation_token {
+                let t = verify_activation_token(tok, &cfg.keyset)
+                    .map_err(|e| AgentError::UntrustedResponse(format!("activation token: {e}")))?;
+                if t.device_public_key != self.inner.device_public || t.activation_id != activation_id {
+                    return Err(AgentError::UntrustedResponse(
+                        "the refreshed activation token is for another device".into(),
+                    ));
+                }
+                lease = Some(t.lease_expires_at);
+                interval = interval.or(Some(t.heartbeat_interval_secs));
+                new_token = Some(tok.clone());
+            }
+        }
+        let sent = queue.len();
+        let mut store = self.store();
+        let acknowledged = store.tx(|tx| {
+            let n = state::ack_usage(tx, &r.accepted_usage)?;
+            for (feature, total) in &r.usage_totals {
+                state::set_usage_total(tx, feature, *total)?;
+            }
+            Self::trust_server_time(tx, v.server_time)?;
+            if deactivated {
+                state::delete_activation(tx)?;
+            } else if let Some(mut row) =
+                tx.query_row("SELECT 1 FROM activation", [], |_| Ok(())).ok().map(|_| activation.clone())
+            {
+                if let Some((lf, _)) = &new_license_file {
+                    row.license_file = Some(lf.clone());
+                }
+                if let Some(tok) = &new_token {
+                    row.activation_token = Some(tok.clone());
+                }
+                row.last_response = Some(v.signed.clone());
+                if interval.is_some() {
+                    row.heartbeat_interval_secs = interval;
+                }
+                state::put_activation(tx, &row)?;
+            }
+            Ok(n)
+        })?;
+        self.reload_locked(&mut store)?;
+        Ok(HeartbeatOutcome {
+            activation_status: r.activation_status,
+            license_status: r.license_status,
+            lease_expires_at: lease,
+            next_heartbeat_secs: interval.unwrap_or(DEFAULT_HEARTBEAT_SECS),
+            usage_sent: sent,
+            usage_acknowledged: acknowledged,
+            server_time: v.server_time,
+        })
+    }
+
+    /// Deactivates online (frees the seat) after a last attempt to send queued usage; then removes the
+    /// activation locally.
+    pub async fn deactivate(&self) -> Result<(), AgentError> {
+        let client = self.client()?;
+        let cfg = &self.inner.config;
+        let activation = self.store().activation()?.ok_or(AgentError::NotActivated)?;
+        let Some(activation_id) = activation.activation_id.filter(|_| activation.mode == Mode::Online) else {
+            return Err(AgentError::Refused(
+                "this device was activated offline: use `tessera-agent deactivate --offline` and hand the receipt code to the vendor".into(),
+            ));
+        };
+        if let Err(e) = self.heartbeat().await {
+            tracing::warn!(error = %e, "could not flush usage before deactivating");
+        }
+        let nonce = client::nonce();
+        let body = json!({"activation_id": activation_id, "nonce": nonce, "sent_at": cfg.clock.now()});
+        let v = client
+            .post::<DeactivateResult>("/v1/client/deactivate", &body, &nonce, Some(&self.inner.device), &cfg.keyset)
+            .await?;
+        if !v.result.deactivated {
+            return Err(AgentError::Refused("the server did not confirm the deactivation: try again".into()));
+        }
+        let mut store = self.store();
+        store.tx(|tx| {
+            state::delete_activation(tx)?;
+            Self::trust_server_time(tx, v.server_time)
+        })?;
+        self.reload_locked(&mut store)
+    }
+
+    /// Makes an offline request code for `key` and records it as pending.
+    pub fn request_code(&self, key: &str) -> Result<String, AgentError> {
+        let key = LicenseKey::parse(key).map_err(bad_key)?;
+        let key_hash = key.hash();
+        let now = self.inner.config.clock.now();
+        let fp = &self.inner.identity.fingerprint;
+        let mut commitment = [0u8; 10];
+        commitment.copy_from_slice(&fp.digest()[..10]);
+        let mut nonce = [0u8; 2];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+        let req = OfflineRequest {
+            key_hint: key.hint(),
+            device_public_key: self.inner.device_public,
+            fingerprint_commitment: commitment,
+            created_at: now,
+            nonce: u16::from_be_bytes(nonce),
+        };
+        let (code, signed) = req.sign(&key_hash, &self.inner.device).map_err(AgentError::internal)?;
+        let pending = PendingRequest {
+            key_hash,
+            request_bytes: signed.bytes,
+            fingerprint: serde_json::to_string(fp).map_err(AgentError::internal)?,
+            code: code.clone(),
+            created_at: now,
+        };
+        let mut store = self.store();
+        store.tx(|tx| state::put_pending(tx, &pending))?;
+        self.reload_locked(&mut store)?;
+        Ok(code)
+    }
+
+    /// Applies a response code (answering a pending request) or an emergency code.
+    pub fn apply_code(&self, text: &str) -> Result<Applied, AgentError> {
+        self.apply_code_with_key(text, None)
+    }
+
+    /// [`Agent::apply_code`]; `key` names the license of an emergency code on a machine that has neither an
+    /// activation nor a pending request for it.
+    pub fn apply_code_with_key(&self, text: &str, key: Option<&str>) -> Result<Applied, AgentError> {
+        match CodeKind::detect(text) {
+            Some(CodeKind::OfflineResponse) => self.apply_response(text),
+            Some(CodeKind::Emergency) => self.apply_emergency(text, key),
+            Some(other) => Err(AgentError::BadCode(format!(
+                "this is an {other}; apply-code takes an offline response code (RSP1-…) or an emergency code (EMG1-…)"
+            ))),
+            None => Err(AgentError::BadCode(
+                "not a Tessera code: apply-code takes an offline response code (RSP1-…) or an emergency code (EMG1-…)"
+                    .into(),
+            )),
+        }
+    }
+
+    fn apply_response(&self, text: &str) -> Result<Applied, AgentError> {
+        let resp = SignedResponse::decode(text).map_err(|e| AgentError::BadCode(e.to_string()))?;
+        let cfg = &self.inner.config;
+        let now = cfg.clock.now();
+        let mut store = self.store();
+        let pending = store.pending_requests()?;
+        let matched = pending.into_iter().find(|p| {
+            SignedRequest::from_bytes(p.request_bytes.clone())
+                .ok()
+                .is_some_and(|req| resp.verify(&cfg.keyset, &p.key_hash, &req).is_ok())
+        });
+        let Some(p) = matched else {
+            return Err(AgentError::Refused(
+                "this response code does not answer a pending request of this device: it was made for another device or request, or it was applied already. Run `tessera-agent request-code --key ...` and get a response for the new request".into(),
+            ));
+        };
+        let grant = &resp.grant;
+        if let Some(lease) = grant.lease_expires_at.filter(|l| *l <= now) {
+            return Err(AgentError::Refused(format!(
+                "this response's lease ended at {lease}: request a new response code"
+            )));
+        }
+        let row = ActivationRow {
+            mode: Mode::Offline,
+            key_hash: p.key_hash,
+            activation_id: None,
+            license_file: None,
+            activation_token: None,
+            request_bytes: Some(p.request_bytes.clone()),
+            response_code: Some(text.trim().to_string()),
+            fingerprint: Some(p.fingerprint.clone()),
+            last_response: None,
+            heartbeat_interval_secs: None,
+            activated_at: now,
+        };
+        let mut hw = HighWater(self.snapshot().clock.high_water);
+        hw.observe_local(now);
+        store.tx(|tx| {
+            state::put_activation(tx, &row)?;
+            state::delete_pending(tx, &p.key_hash)?;
+            state::set_high_water(tx, hw.0)
+        })?;
+        self.reload_locked(&mut store)?;
+        Ok(Applied::Activation {
+            license_id: grant.license_id,
+            license_type: grant.license_type,
+            features: grant.features.clone(),
+            expires_at: grant.expires_at,
+            lease_expires_at: grant.lease_expires_at,
+        })
+    }
+
+    fn apply_emergency(&self, text: &str, key: Option<&str>) -> Result<Applied, AgentError> {
+        let code = SignedEmergency::decode(text).map_err(|e| AgentError::BadCode(e.to_string()))?;
+        let cfg = &self.inner.config;
+        let now = cfg.clock.now();
+        let snap = self.snapshot();
+        if HighWater(snap.clock.high_water).is_rolled_back(now, cfg.clock_tolerance) {
+            return Err(AgentError::Refused(format!(
+                "the system clock is behind the last trusted time ({}): correct the clock, then apply the code",
+                snap.clock.high_water
+            )));
+        }
+        let mut store = self.store();
+        let mut candidates: Vec<[u8; 32]> = Vec::new();
+        if let Some(k) = key {
+            candidates.push(LicenseKey::parse(k).map_err(bad_key)?.hash());
+        }
+        if let Some(a) = store.activation()? {
+            candidates.push(a.key_hash);
+        }
+        candidates.extend(store.pending_requests()?.into_iter().map(|p| p.key_hash));
+        if candidates.is_empty() {
+            return Err(AgentError::Refused(
+                "this machine has no activation or pending request naming a license: pass the license key (`apply-code --key TSK-…`)".into(),
+            ));
+        }
+        let Some(key_hash) =
+            candidates.into_iter().find(|kh| code.verify(&cfg.keyset, kh, &self.inner.device_public).is_ok())
+        else {
+            return Err(AgentError::Refused(
+                "this emergency code is not valid for this license and device (it was issued for another license or bound to another device, or it is damaged)".into(),
+            ));
+        };
+        let c = &code.code;
+        if c.expires_at <= now {
+            return Err(AgentError::Refused(format!(
+                "this emergency code expired at {}: ask vendor support for a new one",
+                c.expires_at
+            )));
+        }
+        let canonical = text.trim().to_string();
+        let inserted = store.tx(|tx| {
+            let ok = state::insert_emergency(tx, &key_hash, c.serial, &canonical, c.expires_at, now)?;
+            if ok {
+                let mut hw = HighWater(snap.clock.high_water);
+                hw.observe_local(now);
+                state::set_high_water(tx, hw.0)?;
+            }
+            Ok(ok)
+        })?;
+        if !inserted {
+            return Err(AgentError::Refused(format!(
+                "emergency code serial {} was already applied on this device; each code works once per device: ask vendor support for a new one",
+                c.serial
+            )));
+        }
+        self.reload_locked(&mut store)?;
+        Ok(Applied::Emergency { serial: c.serial, scope: c.scope, bound: c.bound, expires_at: c.expires_at })
+    }
+
+    /// Removes the activation locally and returns a deactivation receipt code, signed by the device key, that the
+    /// customer hands back to the vendor to free the seat.
+    pub fn deactivate_offline(&self) -> Result<String, AgentError> {
+        let now = self.inner.config.clock.now();
+        let mut store = self.store();
+        let a = store.activation()?.ok_or(AgentError::NotActivated)?;
+        let receipt = DeactivationReceipt::for_device(&a.key_hash, &self.inner.device_public, now)
+            .sign(&a.key_hash, &self.inner.device)
+            .map_err(AgentError::internal)?;
+        store.tx(|tx| state::delete_activation(tx))?;
+        self.reload_locked(&mut store)?;
+        Ok(receipt)
+    }
+
+    /// Persists the current local time into the trusted-time mark when it is later.
+    pub fn touch_clock(&self) -> Result<(), AgentError> {
+        let now = self.inner.config.clock.now();
+        let mut store = self.store();
+        let snap = self.snapshot();
+        let mut hw = HighWater(snap.clock.high_water);
+        if hw.observe_local(now) {
+            store.set_high_water(hw.0)?;
+            let mut next = (*snap).clone();
+            next.clock.high_water = hw.0;
+            self.publish(next);
+        }
+        Ok(())
+    }
+
+    /// True when the device holds an online activation (heartbeats apply).
+    pub fn is_online_activated(&self) -> bool {
+        let s = self.snapshot();
+        s.mode == Some(Mode::Online) && self.inner.client.is_some()
+    }
+
+    /// Runs heartbeats in the background at the server-set interval, with ±10 % jitter and exponential
+    /// backoff (from 15 s, capped at the interval) while the server is unreachable. Also refreshes the snapshot
+    /// from the state file every minute (picks up codes applied by another process) and persists local time.
+    pub fn spawn_heartbeats(&self) -> tokio::task::JoinHandle<()> {
+        let agent = self.clone();
+        tokio::spawn(async move { agent.heartbeat_loop().await })
+    }
+
+    async fn heartbeat_loop(&self) {
+        let mut failures: u32 = 0;
+        let mut next_beat = tokio::time::Instant::now();
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= next_beat {
+                if self.is_online_activated() {
+                    match self.heartbeat().await {
+                        Ok(o) => {
+                            failures = 0;
+                            tracing::info!(
+                                status = %o.activation_status,
+                                usage_acknowledged = o.usage_acknowledged,
+                                "heartbeat"
+                            );
+                            next_beat =
+                                now + jitter(std::time::Duration::from_secs(u64::from(o.next_heartbeat_secs.max(1))));
+                        }
+                        Err(e) => {
+                            failures = failures.saturating_add(1);
+                            let delay = backoff(failures, self.heartbeat_interval());
+                            tracing::warn!(error = %e, retry_in_secs = delay.as_secs(), "heartbeat failed");
+                            next_beat = now + delay;
+                        }
+                    }
+                } else {
+                    next_beat = now + std::time::Duration::from_secs(60);
+                }
+            } else {
+                if let Err(e) = self.refresh() {
+                    tracing::warn!(error = %e, "could not re-read the state file");
+                }
+                if let Err(e) = self.touch_clock() {
+                    tracing::warn!(error = %e, "could not persist the trusted time");
+                }
+            }
+            let wait = next_beat
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(std::time::Duration::from_secs(60));
+            tokio::time::sleep(wait.max(std::time::Duration::from_millis(50))).await;
+        }
+    }
+}
+
+fn random_unit() -> f64 {
+    let mut b = [0u8; 4];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    f64::from(u32::from_be_bytes(b)) / f64::from(u32::MAX)
+}
+
+/// `d` ± 10 %.
+pub fn jitter(d: std::time::Duration) -> std::time::Duration {
+    d.mul_f64(0.9 + 0.2 * random_unit())
+}
+
+/// Exponential backoff after `failures` consecutive failures: 15 s, 30 s, 60 s … capped at `cap`, with jitter.
+pub fn backoff(failures: u32, cap: std::time::Duration) -> std::time::Duration {
+    let base = std::time::Duration::from_secs(15).saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    jitter(base.min(cap.max(std::time::Duration::from_secs(1))))
+}
+
+fn recovery_hint(d: &Decision, snap: &Snapshot, cfg: &AgentConfig) -> String {
+    match d.reason {
+        Reason::SignatureInvalid => format!(
+            "{}{}. Activate again (`tessera-agent activate --key …` or a new offline response code); if that fails, move {} away and activate again",
+            snap.problem.as_deref().map(|p| format!("{p}: ")).unwrap_or_default(),
+            Reason::SignatureInvalid.explain(),
+            cfg.state_path.display()
+        ),
+        Reason::ClockTampered => format!(
+            "the system clock is more than {} s behind the last trusted time {}: correct the clock (or run `tessera-agent heartbeat` to resynchronise with the server)",
+            cfg.clock_tolerance.num_seconds(),
+            snap.clock.high_water
+        ),
+        other => other.explain().to_string(),
+    }
+}
+
+/// The license an offline response grants, in the model the decision function takes.
+pub fn license_from_grant(g: &OfflineGrant, product_id: Uuid) -> License {
+    License {
+        id: g.license_id,
+        tenant_id: Uuid::nil(),
+        product_id,
+        customer_id: None,
+        template_id: None,
+        license_type: g.license_type,
+        license_model: g.license_model,
+        status: LicenseStatus::Active,
+        max_activations: 0,
+        issued_at: g.issued_at,
+        starts_at: g.starts_at,
+        expires_at: g.expires_at,
+        maintenance_expires_at: g.maintenance_expires_at,
+        grace_days: u32::from(g.grace_days),
+        features: g.features.clone(),
+        restrictions: Vec::new(),
+        fingerprint_policy: g.fingerprint_policy.clone(),
+        heartbeat_interval_secs: DEFAULT_HEARTBEAT_SECS,
+        lease_secs: DEFAULT_LEASE_SECS,
+        metadata: BTreeMap::new(),
+    }
+}
+
+/// What a verified activation contributes to the snapshot.
+struct Bound {
+    license: License,
+    fingerprint: MatchOutcome,
+    lease_expires_at: Option<DateTime<Utc>>,
+    activation_id: Option<Uuid>,
+    heartbeat_interval_secs: u32,
+}
+
+fn verify_activation(
+    cfg: &AgentConfig,
+    a: &ActivationRow,
+    device_public: &[u8; 32],
+    current: &Fingerprint,
+) -> Result<Bound, String> {
+    let keys = &cfg.keyset;
+    match a.mode {
+        Mode::Online => {
+            let lf = a.license_file.as_deref().ok_or("the cached license file is missing")?;
+            let license = verify_license_file(lf, keys)
+                .map_err(|e| format!("the cached license file failed verification ({e})"))?
+                .license;
+            let tok = a.activation_token.as_deref().ok_or("the cached activation token is missing")?;
+            let claims = verify_activation_token(tok, keys)
+                .map_err(|e| format!("the cached activation token failed verification ({e})"))?;
+            if claims.device_public_key != device_public {
+                return Err("the cached activation token belongs to another device key".into());
+            }
+            if claims.license_id != license.id || Some(claims.activation_id) != a.activation_id {
+                return Err("the cached activation token and license file do not belong together".into());
+            }
+            if license.product_id != cfg.product_id {
+                return Err(format!(
+                    "the cached license is for product {}, not {}",
+                    license.product_id, cfg.product_id
+                ));
+            }
+            let mut license = license;
+            if let Some(lr) = &a.last_response {
+                let (r, _): (StoredHeartbeat, _) = client::open_signed(lr, keys, None)
+                    .map_err(|e| format!("the cached server answer failed verification ({e})"))?;
+                if let Some(s) = r.license_status {
+                    license.status = s;
+                }
+            }
+            Ok(Bound {
+                fingerprint: match_fingerprint(&claims.fingerprint_policy, &claims.fingerprint, current),
+                lease_expires_at: Some(claims.lease_expires_at),
+                activation_id: Some(claims.activation_id),
+                heartbeat_interval_secs: a.heartbeat_interval_secs.unwrap_or(claims.heartbeat_interval_secs),
+                license,
+            })
+        }
+        Mode::Offline => {
+            let req = a
+                .request_bytes
+                .clone()
+                .ok_or("the cached offline request is missing")
+                .and_then(|b| SignedRequest::from_bytes(b).map_err(|_| "the cached offline request is damaged"))?;
+            let resp = a
+                .response_code
+                .as_deref()
+                .ok_or("the cached offline response is missing")
+                .and_then(|c| SignedResponse::decode(c).map_err(|_| "the cached offline response is damaged"))?;
+            resp.verify(keys, &a.key_hash, &req)
+                .map_err(|e| format!("the cached offline response failed verification ({e})"))?;
+            if req.request.device_public_key != *device_public {
+                return Err("the cached offline activation belongs to another device key".into());
+            }
+            let bound: Fingerprint = a
+                .fingerprint
+                .as_deref()
+                .and_then(|f| serde_json::from_str(f).ok())
+                .ok_or("the cached fingerprint is missing or damaged")?;
+            if bound.digest()[..10] != req.request.fingerprint_commitment {
+                return Err("the cached fingerprint does not match the signed request".into());
+            }
+            let g = &resp.grant;
+            Ok(Bound {
+                fingerprint: match_fingerprint(&g.fingerprint_policy, &bound, current),
+                lease_expires_at: g.lease_expires_at,
+                activation_id: None,
+                heartbeat_interval_secs: DEFAULT_HEARTBEAT_SECS,
+                license: license_from_grant(g, cfg.product_id),
+            })
+        }
+    }
+}
+
+/// Reads and verifies the whole state into a snapshot. Nothing fails open: any verification failure clears the
+/// license and marks signatures invalid.
+fn load(
+    cfg: &AgentConfig,
+    store: &mut Store,
+    device_public: &[u8; 32],
+    current: &Fingerprint,
+) -> Result<Snapshot, AgentError> {
+    let now = cfg.clock.now();
+    let stored = store.high_water()?;
+    let mut hw = HighWater(stored.unwrap_or(now));
+    if hw.observe_local(now) || stored.is_none() {
+        store.set_high_water(hw.0)?;
+    }
+    let mut snap = Snapshot {
+        license: None,
+        signatures_valid: true,
+        fingerprint: None,
+        lease_expires_at: None,
+        clock: ClockGuard { high_water: hw.0, tolerance: cfg.clock_tolerance },
+        build_date: cfg.build_date,
+        emergency: None,
+        emergency_serial: None,
+        usage: store.usage_by_feature()?.into_iter().collect(),
+        mode: None,
+        activation_id: None,
+        key_hash: None,
+        heartbeat_interval_secs: DEFAULT_HEARTBEAT_SECS,
+        problem: None,
+        pending_usage: store.pending_usage_count()?,
+        pending_requests: store.pending_requests()?.len(),
+    };
+    let activation = store.activation()?;
+    if let Some(a) = &activation {
+        snap.mode = Some(a.mode);
+        snap.key_hash = Some(a.key_hash);
+        snap.activation_id = a.activation_id;
+        match verify_activation(cfg, a, device_public, current) {
+            Ok(b) => {
+                snap.license = Some(b.license);
+                snap.fingerprint = Some(b.fingerprint);
+                snap.lease_expires_at = b.lease_expires_at;
+                snap.activation_id = b.activation_id.or(a.activation_id);
+                snap.heartbeat_interval_secs = b.heartbeat_interval_secs.max(1);
+            }
+            Err(problem) => {
+                tracing::warn!(%problem, "cached activation rejected");
+                snap.signatures_valid = false;
+                snap.problem = Some(problem);
+            }
+        }
+    }
+    for row in store.emergencies()? {
+        if row.ended || activation.as_ref().is_some_and(|a| a.key_hash != row.key_hash) {
+            continue;
+        }
+        let Ok(code) = SignedEmergency::decode(&row.code) else {
+            snap.signatures_valid = false;
+            snap.problem = Some("a cached emergency code is damaged".into());
+            continue;
+        };
+        if code.code.expires_at <= now {
+            continue;
+        }
+        if code.code.serial != row.serial || code.verify(&cfg.keyset, &row.key_hash, device_public).is_err() {
+            snap.signatures_valid = false;
+            snap.problem = Some("a cached emergency code failed verification".into());
+            continue;
+        }
+        if snap.emergency.is_none_or(|e| e.expires_at < code.code.expires_at) {
+            snap.emergency = Some(EmergencyGrant { expires_at: code.code.expires_at, scope: code.code.scope });
+            snap.emergency_serial = Some(code.code.serial);
+        }
+    }
+    if !snap.signatures_valid {
+        snap.license = None;
+        snap.emergency = None;
+    }
+    Ok(snap)
+}

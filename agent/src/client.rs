@@ -1,0 +1,136 @@
+//! The client side of docs/PROTOCOL.md: nonces, device-signed requests, signed and nonce-checked answers.
+
+use chrono::{DateTime, Utc};
+use rand_core::{OsRng, RngCore};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tessera_core::encoding::b64url;
+use tessera_core::envelope::Envelope;
+use tessera_core::{Domain, PublicKeyset, SigningKey};
+
+use crate::error::AgentError;
+
+pub const SIGNATURE_HEADER: &str = "X-Tessera-Signature";
+
+/// A fresh nonce: 16 random bytes, base64url.
+pub fn nonce() -> String {
+    let mut b = [0u8; 16];
+    OsRng.fill_bytes(&mut b);
+    b64url(&b)
+}
+
+/// A verified answer.
+#[derive(Debug)]
+pub struct Verified<T> {
+    pub result: T,
+    pub server_time: DateTime<Utc>,
+    /// The compact envelope as received (kept to re-verify later).
+    pub signed: String,
+}
+
+#[derive(Deserialize)]
+struct SignedBody {
+    signed: String,
+}
+
+#[derive(Deserialize)]
+struct SignedPayload<T> {
+    nonce: String,
+    server_time: DateTime<Utc>,
+    result: T,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorInner,
+}
+
+#[derive(Deserialize)]
+struct ErrorInner {
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// Verifies a `server-response` envelope and returns its payload's `result` and `server_time`.
+/// `nonce`: the nonce that must be echoed (`None` when re-verifying a stored answer).
+pub fn open_signed<T: DeserializeOwned>(
+    signed: &str,
+    keys: &PublicKeyset,
+    nonce: Option<&str>,
+) -> Result<(T, DateTime<Utc>), AgentError> {
+    let env = Envelope::from_compact(signed).map_err(|e| AgentError::UntrustedResponse(e.to_string()))?;
+    let payload = env.open(keys, Domain::ServerResponse).map_err(|e| AgentError::UntrustedResponse(e.to_string()))?;
+    let p: SignedPayload<T> = serde_json::from_slice(payload)
+        .map_err(|e| AgentError::UntrustedResponse(format!("unexpected signed content: {e}")))?;
+    if let Some(n) = nonce {
+        if p.nonce != n {
+            return Err(AgentError::UntrustedResponse(
+                "the answer does not echo this request's nonce (a replayed answer?)".into(),
+            ));
+        }
+    }
+    Ok((p.result, p.server_time))
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Result<Client, AgentError> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .user_agent(concat!("tessera-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(AgentError::internal)?;
+        Ok(Client { http, base: base.trim_end_matches('/').to_string() })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// POSTs `body` to `path`; signs it with `device` when given; verifies the signed answer.
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        nonce: &str,
+        device: Option<&SigningKey>,
+        keys: &PublicKeyset,
+    ) -> Result<Verified<T>, AgentError> {
+        let bytes = serde_json::to_vec(body).map_err(AgentError::internal)?;
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.post(&url).header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(dev) = device {
+            let sig = dev.sign(Domain::DeviceMessage, &[path.as_bytes()], &bytes);
+            req = req.header(SIGNATURE_HEADER, b64url(&sig));
+        }
+        let resp = req
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| AgentError::Unreachable { url: self.base.clone(), reason: e.to_string() })?;
+        let status = resp.status();
+        let text =
+            resp.text().await.map_err(|e| AgentError::Unreachable { url: self.base.clone(), reason: e.to_string() })?;
+        if !status.is_success() {
+            return Err(match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(b) => AgentError::Server { status: status.as_u16(), code: b.error.code, message: b.error.message },
+                Err(_) => AgentError::Server {
+                    status: status.as_u16(),
+                    code: "HTTP_ERROR".into(),
+                    message: format!("unexpected answer from {url}: {}", text.chars().take(200).collect::<String>()),
+                },
+            });
+        }
+        let body: SignedBody = serde_json::from_str(&text)
+            .map_err(|_| AgentError::UntrustedResponse(format!("{url} did not answer with a signed body")))?;
+        let (result, server_time) = open_signed(&body.signed, keys, Some(nonce))?;
+        Ok(Verified { result, server_time, signed: body.signed })
+    }
+}

@@ -1,0 +1,134 @@
+//! The daemon's local HTTP API: status, feature checks and usage records, answered from memory.
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /v1/status` | [`crate::Status`] |
+//! | `GET /v1/check/{feature}` | a decision; 200 when allowed, 403 when denied |
+//! | `POST /v1/usage` `{"feature": "...", "amount": 1}` | a decision; 200 when recorded, 403 when denied |
+//! | `GET /healthz` | `ok` |
+//!
+//! Listen on loopback only: the API has no authentication of its own.
+
+use std::net::SocketAddr;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tessera_core::Decision;
+
+use crate::agent::Agent;
+
+#[derive(Debug, Deserialize)]
+pub struct UsageBody {
+    pub feature: String,
+    #[serde(default = "one")]
+    pub amount: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn decision_response(d: Decision) -> Response {
+    let status = if d.allowed { StatusCode::OK } else { StatusCode::FORBIDDEN };
+    let body = serde_json::json!({
+        "allowed": d.allowed,
+        "reason": d.reason,
+        "explanation": d.reason.explain(),
+        "facts": d.facts,
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn status(State(agent): State<Agent>) -> Response {
+    Json(agent.status()).into_response()
+}
+
+async fn check(State(agent): State<Agent>, Path(feature): Path<String>) -> Response {
+    decision_response(agent.check(&feature))
+}
+
+async fn usage(State(agent): State<Agent>, Json(body): Json<UsageBody>) -> Response {
+    if body.amount == 0 {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": {"code": "INVALID_AMOUNT", "message": "amount must be at least 1"}})),
+        )
+            .into_response();
+    }
+    let result = tokio::task::spawn_blocking(move || agent.try_consume(&body.feature, body.amount)).await;
+    match result {
+        Ok(Ok(d)) => decision_response(d),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": {"code": "STATE_UNAVAILABLE", "message": e.to_string()}})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({"error": {"code": "INTERNAL", "message": e.to_string()}})),
+        )
+            .into_response(),
+    }
+}
+
+/// The router, testable without a port.
+pub fn router(agent: Agent) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/status", get(status))
+        .route("/v1/check/{feature}", get(check))
+        .route("/v1/usage", post(usage))
+        .with_state(agent)
+}
+
+/// Serves the local API on `addr` and runs heartbeats until the process is stopped.
+pub async fn serve(agent: Agent, addr: SocketAddr) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "tessera-agent daemon listening");
+    let beats = agent.spawn_heartbeats();
+    let result = axum::serve(listener, router(agent)).with_graceful_shutdown(shutdown_signal()).await;
+    beats.abort();
+    result
+}
+
+/// Serves the local API on a Unix socket (mode 0600) and runs heartbeats.
+#[cfg(unix)]
+pub async fn serve_unix(agent: Agent, path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!(path = %path.display(), "tessera-agent daemon listening");
+    let beats = agent.spawn_heartbeats();
+    let result = axum::serve(listener, router(agent)).with_graceful_shutdown(shutdown_signal()).await;
+    beats.abort();
+    result
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

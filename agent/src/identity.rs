@@ -1,0 +1,325 @@
+//! Device fingerprint collection and the pinned identity mode for containers.
+//!
+//! Raw values never leave this module except through [`RawComponent`] (shown locally by
+//! `tessera-agent fingerprint --show-raw`); what is sent and stored is the salted hash from
+//! [`tessera_core::fingerprint::Component::hash_raw`].
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tessera_core::fingerprint::{Component, ComponentKind, Fingerprint};
+use uuid::Uuid;
+
+use crate::error::AgentError;
+
+/// Environment variable holding a pinned identity value (containers).
+pub const IDENTITY_ENV: &str = "TESSERA_AGENT_IDENTITY";
+/// Environment variable naming a file whose content is the pinned identity (containers).
+pub const IDENTITY_FILE_ENV: &str = "TESSERA_AGENT_IDENTITY_FILE";
+
+/// How the device is identified.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum IdentityMode {
+    /// Hardware components (machine id, MACs, CPU, memory, OS, hostname, root disk).
+    #[default]
+    Hardware,
+    /// A pinned identity read from a file (e.g. a mounted `/etc/machine-id` or a Kubernetes secret).
+    PinnedFile(PathBuf),
+    /// A pinned identity given directly (e.g. from `TESSERA_AGENT_IDENTITY`).
+    PinnedValue(String),
+}
+
+impl IdentityMode {
+    /// `TESSERA_AGENT_IDENTITY` (a value) or `TESSERA_AGENT_IDENTITY_FILE` (a path) when set, else hardware.
+    pub fn from_env() -> IdentityMode {
+        if let Ok(v) = std::env::var(IDENTITY_ENV) {
+            if !v.trim().is_empty() {
+                return IdentityMode::PinnedValue(v);
+            }
+        }
+        if let Ok(p) = std::env::var(IDENTITY_FILE_ENV) {
+            if !p.trim().is_empty() {
+                return IdentityMode::PinnedFile(PathBuf::from(p));
+            }
+        }
+        IdentityMode::Hardware
+    }
+}
+
+/// One raw component value, for local display only.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawComponent {
+    pub kind: ComponentKind,
+    pub raw: String,
+}
+
+/// The collected identity: raw values and their salted hashes.
+#[derive(Debug, Clone)]
+pub struct Collected {
+    pub raw: Vec<RawComponent>,
+    pub fingerprint: Fingerprint,
+}
+
+/// Collects the fingerprint for `mode`, salted with the product id.
+pub fn collect(mode: &IdentityMode, product_id: Uuid) -> Result<Collected, AgentError> {
+    let raw = match mode {
+        IdentityMode::Hardware => hardware_components(),
+        IdentityMode::PinnedValue(v) => vec![pinned(v, "the identity value")?],
+        IdentityMode::PinnedFile(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                AgentError::Identity(format!(
+                    "cannot read the identity file {}: {e}. Mount it (e.g. a Kubernetes secret or the host's /etc/machine-id) or unset {IDENTITY_FILE_ENV}",
+                    p.display()
+                ))
+            })?;
+            vec![pinned(&text, &format!("the identity file {}", p.display()))?]
+        }
+    };
+    if raw.is_empty() {
+        return Err(AgentError::Identity(format!(
+            "no hardware identity could be read on this machine: set {IDENTITY_ENV} or {IDENTITY_FILE_ENV} to pin one"
+        )));
+    }
+    Ok(hash_components(raw, product_id))
+}
+
+/// Hashes raw components with the product salt.
+pub fn hash_components(raw: Vec<RawComponent>, product_id: Uuid) -> Collected {
+    let salt = product_id.as_bytes();
+    let fingerprint = Fingerprint::new(raw.iter().map(|r| Component::hash_raw(r.kind, salt, &r.raw)));
+    Collected { raw, fingerprint }
+}
+
+fn pinned(value: &str, what: &str) -> Result<RawComponent, AgentError> {
+    let v = value.trim();
+    if v.len() < 8 {
+        return Err(AgentError::Identity(format!(
+            "{what} is empty or shorter than 8 characters: use a stable random value, e.g. the output of `uuidgen`"
+        )));
+    }
+    Ok(RawComponent { kind: ComponentKind::Pinned, raw: v.to_string() })
+}
+
+fn hardware_components() -> Vec<RawComponent> {
+    let mut out = Vec::new();
+    let mut push = |kind, raw: Option<String>| {
+        if let Some(raw) = raw.map(|r| r.trim().to_string()).filter(|r| !r.is_empty()) {
+            out.push(RawComponent { kind, raw });
+        }
+    };
+    push(ComponentKind::MachineId, machine_id());
+    push(ComponentKind::Mac, permanent_macs());
+    push(ComponentKind::Cpu, cpu());
+    push(ComponentKind::Memory, memory_bucket());
+    push(ComponentKind::Os, Some(std::env::consts::OS.to_string()));
+    push(ComponentKind::Hostname, sysinfo::System::host_name().ok().map(|h| h.to_lowercase()));
+    push(ComponentKind::Disk, root_disk_id());
+    out
+}
+
+#[cfg(target_os = "linux")]
+fn machine_id() -> Option<String> {
+    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+#[cfg(target_os = "macos")]
+fn machine_id() -> Option<String> {
+    let out = std::process::Command::new("ioreg").args(["-rd1", "-c", "IOPlatformExpertDevice"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find(|l| l.contains("IOPlatformUUID")).and_then(|l| l.split('"').nth(3)).map(str::to_string)
+}
+
+#[cfg(windows)]
+fn machine_id() -> Option<String> {
+    let out = std::process::Command::new("reg")
+        .args(["query", r"HKLM\SOFTWARE\Microsoft\Cryptography", "/v", "MachineGuid"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find(|l| l.contains("MachineGuid")).and_then(|l| l.split_whitespace().last()).map(str::to_string)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+fn machine_id() -> Option<String> {
+    None
+}
+
+/// Interface names that are virtual whatever the platform says.
+fn is_virtual_name(name: &str) -> bool {
+    const PREFIXES: [&str; 14] = [
+        "lo", "docker", "veth", "br-", "virbr", "vmnet", "vboxnet", "tun", "tap", "wg", "zt", "cni", "flannel", "cali",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || name.starts_with("bridge")
+}
+
+/// A MAC is usable when it is not all-zero, not multicast and not locally administered (randomised).
+pub fn is_permanent_mac(bytes: &[u8; 6]) -> bool {
+    bytes != &[0u8; 6] && bytes[0] & 0x01 == 0 && bytes[0] & 0x02 == 0
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.trim().split(':');
+    for b in &mut out {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+fn format_macs(mut macs: Vec<[u8; 6]>) -> Option<String> {
+    macs.sort_unstable();
+    macs.dedup();
+    if macs.is_empty() {
+        return None;
+    }
+    Some(
+        macs.iter()
+            .map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
+#[cfg(target_os = "linux")]
+fn permanent_macs() -> Option<String> {
+    // Physical interfaces have a `device` link in sysfs; addr_assign_type 0 means the burned-in address.
+    let mut macs = Vec::new();
+    for entry in std::fs::read_dir("/sys/class/net").ok()?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let dir = entry.path();
+        if is_virtual_name(&name) || !dir.join("device").exists() {
+            continue;
+        }
+        let assign = std::fs::read_to_string(dir.join("addr_assign_type")).unwrap_or_default();
+        if !matches!(assign.trim(), "0" | "") {
+            continue;
+        }
+        if let Some(mac) =
+            std::fs::read_to_string(dir.join("address")).ok().and_then(|s| parse_mac(&s)).filter(is_permanent_mac)
+        {
+            macs.push(mac);
+        }
+    }
+    format_macs(macs)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn permanent_macs() -> Option<String> {
+    let _ = is_virtual_name;
+    let _ = parse_mac;
+    let macs = mac_address::MacAddressIterator::new().ok()?.map(|m| m.bytes()).filter(is_permanent_mac).collect();
+    format_macs(macs)
+}
+
+fn cpu() -> Option<String> {
+    let mut sys = sysinfo::System::new().ok()?;
+    sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
+    let brand = sys.cpus().first().map(|c| c.brand().trim().to_string()).unwrap_or_default();
+    let cores = sysinfo::System::physical_core_count().ok()?;
+    Some(format!("{brand}/{cores}"))
+}
+
+/// Total memory rounded up to a power-of-two number of GiB, so small reservations do not change it.
+pub fn memory_bucket_of(bytes: u64) -> String {
+    let gib = bytes.div_ceil(1 << 30).max(1);
+    format!("{}GiB", gib.next_power_of_two())
+}
+
+fn memory_bucket() -> Option<String> {
+    let mut sys = sysinfo::System::new().ok()?;
+    sys.refresh_memory();
+    let total = sys.total_memory();
+    (total > 0).then(|| memory_bucket_of(total))
+}
+
+#[cfg(target_os = "linux")]
+fn root_disk_id() -> Option<String> {
+    // The root filesystem's UUID: the /dev/disk/by-uuid link that points at the device mounted on /.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    let dev = mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let dev = f.next()?;
+        (f.next()? == "/" && dev.starts_with("/dev/")).then(|| dev.to_string())
+    })?;
+    let dev = std::fs::canonicalize(&dev).ok()?;
+    std::fs::read_dir("/dev/disk/by-uuid")
+        .ok()?
+        .flatten()
+        .find(|e| std::fs::canonicalize(e.path()).ok().as_deref() == Some(Path::new(&dev)))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn root_disk_id() -> Option<String> {
+    let _ = Path::new("");
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_core::fingerprint::{match_fingerprint, MatchPolicy};
+
+    #[test]
+    fn mac_filter_skips_randomised_and_multicast() {
+        assert!(is_permanent_mac(&[0x00, 0x1b, 0x21, 1, 2, 3]));
+        assert!(!is_permanent_mac(&[0x02, 0x42, 0xac, 0x11, 0, 2])); // docker, locally administered
+        assert!(!is_permanent_mac(&[0x01, 0, 0x5e, 0, 0, 1])); // multicast
+        assert!(!is_permanent_mac(&[0; 6]));
+        assert!(is_virtual_name("veth12ab") && is_virtual_name("docker0") && !is_virtual_name("eth0"));
+        assert_eq!(parse_mac("00:1B:21:01:02:03\n"), Some([0, 0x1b, 0x21, 1, 2, 3]));
+    }
+
+    #[test]
+    fn memory_buckets_absorb_small_differences() {
+        let gib = 1u64 << 30;
+        assert_eq!(memory_bucket_of(15 * gib + gib / 2), "16GiB");
+        assert_eq!(memory_bucket_of(16 * gib), "16GiB");
+        assert_eq!(memory_bucket_of(17 * gib), "32GiB");
+    }
+
+    fn raw(v: &[(ComponentKind, &str)]) -> Vec<RawComponent> {
+        v.iter().map(|(k, r)| RawComponent { kind: *k, raw: r.to_string() }).collect()
+    }
+
+    #[test]
+    fn matching_tolerates_minor_changes_but_not_a_new_machine_id() {
+        use ComponentKind::*;
+        let p = Uuid::from_u128(7);
+        let base = [
+            (MachineId, "abc"),
+            (Mac, "00:11:22:33:44:55"),
+            (Cpu, "x/8"),
+            (Memory, "16GiB"),
+            (Os, "linux"),
+            (Hostname, "box"),
+        ];
+        let bound = hash_components(raw(&base), p).fingerprint;
+        let mut upgraded = base;
+        upgraded[3] = (Memory, "32GiB");
+        upgraded[5] = (Hostname, "renamed");
+        let now = hash_components(raw(&upgraded), p).fingerprint;
+        assert!(match_fingerprint(&MatchPolicy::default(), &bound, &now).is_match());
+        let mut cloned = base;
+        cloned[0] = (MachineId, "other");
+        let now = hash_components(raw(&cloned), p).fingerprint;
+        let out = match_fingerprint(&MatchPolicy::default(), &bound, &now);
+        assert!(!out.is_match());
+        assert_eq!(out.broken_deal_breaker, Some(MachineId));
+    }
+
+    #[test]
+    fn pinned_identity_is_stable_and_validated() {
+        let p = Uuid::from_u128(9);
+        let a = collect(&IdentityMode::PinnedValue("pod-identity-0001".into()), p).unwrap();
+        let b = collect(&IdentityMode::PinnedValue(" pod-identity-0001\n".into()), p).unwrap();
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_eq!(a.fingerprint.components().len(), 1);
+        assert!(collect(&IdentityMode::PinnedValue("short".into()), p).is_err());
+        assert!(collect(&IdentityMode::PinnedFile("/nonexistent/id".into()), p).is_err());
+    }
+}
