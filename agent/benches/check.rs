@@ -1,0 +1,57 @@
+//! In-process feature check on an open agent (target: ≤ 100 ns median). Results: docs/PERFORMANCE.md.
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use criterion::{criterion_group, criterion_main, Criterion};
+use tessera_agent::{Agent, AgentConfig, IdentityMode, SystemClock};
+use tessera_core::fingerprint::MatchPolicy;
+use tessera_core::model::{Feature, LicenseModel, LicenseType, LimitType};
+use tessera_core::offline::{OfflineGrant, SignedRequest};
+use tessera_core::{LicenseKey, PublicKeyset, SigningKey};
+use uuid::Uuid;
+
+fn activated_agent(dir: &std::path::Path) -> Agent {
+    let server = SigningKey::generate_ed25519();
+    let product = Uuid::from_u128(1);
+    let cfg = AgentConfig::new(dir.join("bench.db"), PublicKeyset::new([server.verifying_key()]), product)
+        .with_clock(Arc::new(SystemClock))
+        .with_identity(IdentityMode::PinnedValue("bench-identity-0001".into()));
+    let agent = Agent::open(cfg).expect("open");
+    let key = LicenseKey::generate();
+    let req = SignedRequest::decode(&agent.request_code(&key.expose()).expect("request")).expect("decode");
+    let now = Utc::now();
+    let mut features: Vec<Feature> = (0..8).map(|i| Feature::new(format!("feature_{i}"))).collect();
+    features.push(Feature::new("export_pdf"));
+    features.push(Feature::new("api_calls").with_limit(1_000_000, LimitType::Count));
+    let grant = OfflineGrant {
+        license_id: Uuid::from_u128(2),
+        issued_at: now,
+        license_type: LicenseType::Subscription,
+        license_model: LicenseModel::PerDevice,
+        starts_at: now - Duration::days(1),
+        expires_at: Some(now + Duration::days(365)),
+        maintenance_expires_at: None,
+        lease_expires_at: Some(now + Duration::days(30)),
+        grace_days: 0,
+        fingerprint_policy: MatchPolicy::default(),
+        features,
+    };
+    let rsp = grant.sign(&server, &key.hash(), &req).expect("sign");
+    agent.apply_code(&rsp).expect("apply");
+    assert!(agent.check("export_pdf").allowed);
+    agent
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = activated_agent(dir.path());
+    c.bench_function("agent_check_allowed", |b| b.iter(|| black_box(agent.check(black_box("export_pdf")))));
+    c.bench_function("agent_check_quota_feature", |b| b.iter(|| black_box(agent.check(black_box("api_calls")))));
+    c.bench_function("agent_check_not_entitled", |b| b.iter(|| black_box(agent.check(black_box("missing")))));
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,567 @@
+//! Agent tests against real SQLite files in temp dirs: offline codes signed here acting as the server, and a
+//! small in-process mock of the client protocol (docs/PROTOCOL.md) for the online paths.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Value};
+use tessera_agent::{Agent, AgentConfig, AgentError, Applied, IdentityMode, Reason, TestClock};
+use tessera_core::encoding::{b64url, b64url_decode};
+use tessera_core::envelope::Envelope;
+use tessera_core::fingerprint::{Fingerprint, MatchPolicy};
+use tessera_core::model::{EmergencyScope, Feature, LicenseModel, LicenseStatus, LicenseType, LimitType};
+use tessera_core::offline::{EmergencyCode, OfflineGrant, SignedRequest};
+use tessera_core::token::{sign_activation_token, sign_license_file, ActivationClaims};
+use tessera_core::{Domain, License, LicenseKey, PublicKeyset, SigningKey};
+use uuid::Uuid;
+
+const PRODUCT: Uuid = Uuid::from_u128(0x07e5_5e7a_0000_4000_8000_0000_0000_0001);
+
+fn t0() -> DateTime<Utc> {
+    "2026-06-01T12:00:00Z".parse().unwrap()
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    server_key: Arc<SigningKey>,
+    clock: Arc<TestClock>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            server_key: Arc::new(SigningKey::generate_ed25519()),
+            clock: Arc::new(TestClock::new(t0())),
+        }
+    }
+
+    fn keyset(&self) -> PublicKeyset {
+        PublicKeyset::new([self.server_key.verifying_key()])
+    }
+
+    fn config(&self, name: &str, server: Option<String>) -> AgentConfig {
+        let mut c = AgentConfig::new(self.dir.path().join(name), self.keyset(), PRODUCT)
+            .with_clock(self.clock.clone())
+            .with_identity(IdentityMode::PinnedValue(format!("identity-of-{name}")));
+        c.server_url = server;
+        c.clock_tolerance = Duration::minutes(10);
+        c
+    }
+
+    fn agent(&self, name: &str) -> Agent {
+        Agent::open(self.config(name, None)).unwrap()
+    }
+
+    fn grant(&self) -> OfflineGrant {
+        OfflineGrant {
+            license_id: Uuid::from_u128(42),
+            issued_at: t0(),
+            license_type: LicenseType::Subscription,
+            license_model: LicenseModel::PerDevice,
+            starts_at: t0() - Duration::days(1),
+            expires_at: Some(t0() + Duration::days(365)),
+            maintenance_expires_at: None,
+            lease_expires_at: Some(t0() + Duration::days(30)),
+            grace_days: 7,
+            fingerprint_policy: MatchPolicy::default(),
+            features: vec![Feature::new("export_pdf"), Feature::new("api_calls").with_limit(3, LimitType::Count)],
+        }
+    }
+
+    /// Acts as the server: answers a request code.
+    fn respond(&self, key: &LicenseKey, request_code: &str) -> String {
+        let req = SignedRequest::decode(request_code).unwrap();
+        req.verify(&key.hash()).unwrap();
+        self.grant().sign(&self.server_key, &key.hash(), &req).unwrap()
+    }
+
+    fn emergency(
+        &self,
+        key: &LicenseKey,
+        device: Option<&[u8; 32]>,
+        serial: u32,
+        hours: i64,
+        scope: EmergencyScope,
+    ) -> String {
+        EmergencyCode { bound: device.is_some(), scope, expires_at: self.clock_now() + Duration::hours(hours), serial }
+            .sign(&self.server_key, &key.hash(), device)
+            .unwrap()
+    }
+
+    fn clock_now(&self) -> DateTime<Utc> {
+        use tessera_agent::Clock;
+        self.clock.now()
+    }
+}
+
+#[test]
+fn fresh_agent_is_not_activated_and_says_what_to_do() {
+    let f = Fixture::new();
+    let a = f.agent("a.db");
+    let d = a.check("export_pdf");
+    assert!(!d.allowed);
+    assert_eq!(d.reason, Reason::NotActivated);
+    let s = a.status();
+    assert!(!s.activated);
+    assert!(s.recovery.unwrap().contains("activate"));
+}
+
+#[test]
+fn offline_request_response_apply_allows_then_misuse_fails() {
+    let f = Fixture::new();
+    let key = LicenseKey::generate();
+    let a = f.agent("a.db");
+    let req = a.request_code(&key.expose()).unwrap();
+    assert!(req.starts_with("REQ1"));
+    assert_eq!(a.status().pending_requests, 1);
+    let rsp = f.respond(&key, &req);
+    assert!(rsp.len() <= 500, "response budget: {}", rsp.len());
+
+    let applied = a.apply_code(&rsp).unwrap();
+    assert!(matches!(applied, Applied::Activation { license_id, .. } if license_id == Uuid::from_u128(42)));
+    let d = a.check("export_pdf");
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(d.reason, Reason::Valid);
+    assert_eq!(a.check("other").reason, Reason::NotEntitled);
+
+    // Survives a restart: everything re-verified from the state file.
+    drop(a);
+    let a = f.agent("a.db");
+    assert!(a.check("export_pdf").allowed);
+
+    // Applied twice fails.
+    let err = a.apply_code(&rsp).unwrap_err();
+    assert!(matches!(err, AgentError::Refused(_)), "{err}");
+
+    // The same response on another device (with its own pending request for the same key) fails.
+    let b = f.agent("b.db");
+    b.request_code(&key.expose()).unwrap();
+    assert!(b.apply_code(&rsp).is_err());
+    assert_eq!(b.check("export_pdf").reason, Reason::NotActivated);
+
+    // A typo is reported with its group, and nothing is applied.
+    let mut typo: Vec<char> = rsp.chars().collect();
+    let i = typo.len() / 2;
+    typo[i] = if typo[i] == 'A' { 'B' } else { 'A' };
+    let typo: String = typo.into_iter().collect();
+    let c = f.agent("c.db");
+    c.request_code(&key.expose()).unwrap();
+    let err = c.apply_code(&typo).unwrap_err();
+    assert!(err.to_string().contains("group"), "{err}");
+    assert_eq!(c.check("export_pdf").reason, Reason::NotActivated);
+
+    // Lease end → LEASE_EXPIRED.
+    f.clock.advance(Duration::days(31));
+    assert_eq!(a.check("export_pdf").reason, Reason::LeaseExpired);
+}
+
+#[test]
+fn quota_is_enforced_and_recorded_with_idempotency_ids() {
+    let f = Fixture::new();
+    let key = LicenseKey::generate();
+    let a = f.agent("a.db");
+    let rsp = f.respond(&key, &a.request_code(&key.expose()).unwrap());
+    a.apply_code(&rsp).unwrap();
+    assert!(a.consume("api_calls", 2).allowed);
+    let d = a.consume("api_calls", 2);
+    assert_eq!(d.reason, Reason::QuotaExceeded);
+    assert!(a.consume("api_calls", 1).allowed);
+    assert_eq!(a.check("api_calls").facts.remaining, Some(0));
+    drop(a);
+    let a = f.agent("a.db");
+    assert_eq!(a.status().pending_usage, 2);
+    assert_eq!(a.consume("api_calls", 1).reason, Reason::QuotaExceeded);
+}
+
+#[test]
+fn edited_cached_response_denies_signature_invalid() {
+    let f = Fixture::new();
+    let key = LicenseKey::generate();
+    let a = f.agent("a.db");
+    let rsp = f.respond(&key, &a.request_code(&key.expose()).unwrap());
+    a.apply_code(&rsp).unwrap();
+    drop(a);
+    // Flip the grace days byte region: re-encode a tampered code is hard; edit the stored request instead.
+    let conn = rusqlite::Connection::open(f.dir.path().join("a.db")).unwrap();
+    let mut bytes: Vec<u8> = conn.query_row("SELECT request_bytes FROM activation", [], |r| r.get(0)).unwrap();
+    bytes[3] ^= 0x01;
+    conn.execute("UPDATE activation SET request_bytes = ?1", [bytes]).unwrap();
+    drop(conn);
+    let a = f.agent("a.db");
+    let d = a.check("export_pdf");
+    assert!(!d.allowed);
+    assert_eq!(d.reason, Reason::SignatureInvalid);
+    let s = a.status();
+    assert!(s.problem.is_some());
+    assert!(s.recovery.unwrap().contains("activate again"));
+}
+
+#[test]
+fn clock_rollback_beyond_tolerance_is_clock_tampered() {
+    let f = Fixture::new();
+    let key = LicenseKey::generate();
+    let a = f.agent("a.db");
+    a.apply_code(&f.respond(&key, &a.request_code(&key.expose()).unwrap())).unwrap();
+    f.clock.advance(Duration::days(2));
+    a.touch_clock().unwrap();
+    f.clock.advance(Duration::minutes(-5));
+    assert!(a.check("export_pdf").allowed, "within tolerance");
+    f.clock.advance(Duration::hours(-3));
+    assert_eq!(a.check("export_pdf").reason, Reason::ClockTampered);
+    // Also after a restart (the mark is persisted).
+    drop(a);
+    let a = f.agent("a.db");
+    assert_eq!(a.check("export_pdf").reason, Reason::ClockTampered);
+    assert!(a.status().recovery.unwrap().contains("clock"));
+    f.clock.advance(Duration::hours(3));
+    assert!(a.check("export_pdf").allowed);
+}
+
+#[test]
+fn emergency_code_grants_until_expiry_once_per_device() {
+    let f = Fixture::new();
+    let key = LicenseKey::generate();
+    let a = f.agent("a.db");
+    // A machine with only a pending request (no activation yet) and an all-features code bound to it.
+    a.request_code(&key.expose()).unwrap();
+    let dev = a.device_public_key();
+    let code = f.emergency(&key, Some(&dev), 7, 24, EmergencyScope::AllFeatures);
+    assert!(code.len() <= 150, "emergency budget: {}", code.len());
+    let applied = a.apply_code(&code).unwrap();
+    assert!(matches!(applied, Applied::Emergency { serial: 7, .. }));
+    let d = a.check("anything");
+    assert!(d.allowed);
+    assert_eq!(d.reason, Reason::EmergencyAccess);
+
+    // Once per device.
+    assert!(a.apply_code(&code).is_err());
+    // Bound to another device: refused there.
+    let b = f.agent("b.db");
+    b.request_code(&key.expose()).unwrap();
+    assert!(b.apply_code(&code).is_err());
+    // Another license's code: refused.
+    let other = LicenseKey::generate();
+    let wrong = f.emergency(&other, None, 8, 24, EmergencyScope::AllFeatures);
+    assert!(a.apply_code(&wrong).is_err());
+
+    // Expiry: back to the normal state, no feature kept (also after restart).
+    f.clock.advance(Duration::hours(25));
+    assert_eq!(a.check("anything").reason, Reason::NotActivated);
+    drop(a);
+    let a = f.agent("a.db");
+    assert_eq!(a.check("anything").reason, Reason::NotActivated);
+    // An expired code is refused.
+    let late = EmergencyCode {
+        bound: false,
+        scope: EmergencyScope::AllFeatures,
+        expires_at: f.clock_now() - Duration::hours(1),
+        serial: 9,
+    }
+    .sign(&f.server_key, &key.hash(), None)
+    .unwrap();
+    assert!(a.apply_code(&late).is_err());
+}
+
+#[test]
+fn emergency_lifts_lease_expiry_for_licensed_features_then_ends() {
+    let f = Fixture::new();
+    let key = LicenseKey::generate();
+    let a = f.agent("a.db");
+    a.apply_code(&f.respond(&key, &a.request_code(&key.expose()).unwrap())).unwrap();
+    f.clock.advance(Duration::days(31));
+    assert_eq!(a.check("export_pdf").reason, Reason::LeaseExpired);
+    let code = f.emergency(&key, None, 1, 2, EmergencyScope::LicensedFeatures);
+    a.apply_code(&code).unwrap();
+    assert_eq!(a.check("export_pdf").reason, Reason::EmergencyAccess);
+    assert_eq!(a.check("not_licensed").reason, Reason::NotEntitled);
+    f.clock.advance(Duration::hours(3));
+    assert_eq!(a.check("export_pdf").reason, Reason::LeaseExpired);
+}
+
+#[test]
+fn offline_deactivation_prints_a_receipt_and_removes_everything() {
+    let f = Fixture::new();
+    let key = LicenseKey::generate();
+    let a = f.agent("a.db");
+    a.apply_code(&f.respond(&key, &a.request_code(&key.expose()).unwrap())).unwrap();
+    let receipt = a.deactivate_offline().unwrap();
+    assert!(receipt.starts_with("RCT1") && receipt.len() <= 200, "{receipt}");
+    let r = tessera_core::offline::SignedReceipt::decode(&receipt).unwrap();
+    r.verify(&key.hash(), &a.device_public_key()).unwrap();
+    assert_eq!(a.check("export_pdf").reason, Reason::NotActivated);
+    assert!(matches!(a.deactivate_offline(), Err(AgentError::NotActivated)));
+}
+
+#[test]
+fn newer_schema_is_refused_with_advice() {
+    let f = Fixture::new();
+    drop(f.agent("a.db"));
+    let conn = rusqlite::Connection::open(f.dir.path().join("a.db")).unwrap();
+    conn.pragma_update(None, "user_version", 7).unwrap();
+    drop(conn);
+    let err = Agent::open(f.config("a.db", None)).unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Online: a mock of the client protocol.
+
+struct Mock {
+    key: Arc<SigningKey>,
+    clock: Arc<TestClock>,
+    license: License,
+    device: Option<Vec<u8>>,
+    activation_id: Uuid,
+    fingerprint: Fingerprint,
+    seen_usage: HashSet<Uuid>,
+    totals: HashMap<String, u64>,
+    down: bool,
+    wrong_nonce: bool,
+    heartbeats: usize,
+}
+
+type Shared = Arc<Mutex<Mock>>;
+
+fn signed(m: &Mock, nonce: &str, result: Value) -> Response {
+    use tessera_agent::Clock;
+    let payload = json!({"nonce": nonce, "server_time": m.clock.now(), "result": result});
+    let env = Envelope::seal(&m.key, Domain::ServerResponse, serde_json::to_vec(&payload).unwrap());
+    Json(json!({"signed": env.to_compact()})).into_response()
+}
+
+fn token(m: &Mock) -> String {
+    use tessera_agent::Clock;
+    let now = m.clock.now();
+    sign_activation_token(
+        &m.key,
+        &ActivationClaims {
+            activation_id: m.activation_id,
+            license_id: m.license.id,
+            tenant_id: m.license.tenant_id,
+            product_id: m.license.product_id,
+            device_public_key: m.device.clone().unwrap_or_default(),
+            fingerprint: m.fingerprint.clone(),
+            fingerprint_policy: m.license.fingerprint_policy.clone(),
+            issued_at: now,
+            lease_expires_at: now + Duration::days(7),
+            heartbeat_interval_secs: 3600,
+        },
+    )
+}
+
+async fn activate(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
+    use tessera_agent::Clock;
+    let mut m = s.lock().unwrap();
+    if m.down {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    m.device = Some(b64url_decode(body["device_public_key"].as_str().unwrap()).unwrap());
+    m.fingerprint = serde_json::from_value(body["fingerprint"].clone()).unwrap();
+    let now = m.clock.now();
+    let result = json!({
+        "activation_id": m.activation_id,
+        "activation_token": token(&m),
+        "license_file": sign_license_file(&m.key, &m.license, now),
+        "lease_expires_at": now + Duration::days(7),
+        "heartbeat_interval_secs": 3600,
+        "reused": false,
+    });
+    signed(&m, body["nonce"].as_str().unwrap(), result)
+}
+
+async fn heartbeat(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    use tessera_agent::Clock;
+    let mut m = s.lock().unwrap();
+    if m.down {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let sig = b64url_decode(headers["x-tessera-signature"].to_str().unwrap()).unwrap();
+    let dev = tessera_core::crypto::ed25519_public_from_bytes(m.device.as_ref().unwrap()).unwrap();
+    if dev.verify(Domain::DeviceMessage, &[b"/v1/client/heartbeat"], &body, &sig).is_err() {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": {"code": "BAD_DEVICE_SIGNATURE", "message": "x"}})))
+            .into_response();
+    }
+    m.heartbeats += 1;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let mut accepted = Vec::new();
+    for u in v["usage"].as_array().unwrap() {
+        let id: Uuid = u["id"].as_str().unwrap().parse().unwrap();
+        if m.seen_usage.insert(id) {
+            *m.totals.entry(u["feature"].as_str().unwrap().to_string()).or_insert(0) += u["amount"].as_u64().unwrap();
+        }
+        accepted.push(id);
+    }
+    let now = m.clock.now();
+    let nonce =
+        if m.wrong_nonce { "AAAAAAAAAAAAAAAAAAAAAA".to_string() } else { v["nonce"].as_str().unwrap().to_string() };
+    let result = json!({
+        "activation_status": "ACTIVE",
+        "license_status": m.license.status,
+        "activation_token": token(&m),
+        "license_file": sign_license_file(&m.key, &m.license, now),
+        "lease_expires_at": now + Duration::days(7),
+        "next_heartbeat_secs": 3600,
+        "accepted_usage": accepted,
+        "usage_totals": m.totals,
+    });
+    signed(&m, &nonce, result)
+}
+
+async fn deactivate(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
+    let m = s.lock().unwrap();
+    signed(&m, body["nonce"].as_str().unwrap(), json!({"deactivated": true}))
+}
+
+async fn mock_server(f: &Fixture) -> (String, Shared) {
+    let license = License {
+        id: Uuid::from_u128(77),
+        tenant_id: Uuid::from_u128(1),
+        product_id: PRODUCT,
+        customer_id: None,
+        template_id: None,
+        license_type: LicenseType::Subscription,
+        license_model: LicenseModel::PerDevice,
+        status: LicenseStatus::Active,
+        max_activations: 3,
+        issued_at: t0(),
+        starts_at: t0() - Duration::days(1),
+        expires_at: Some(t0() + Duration::days(365)),
+        maintenance_expires_at: None,
+        grace_days: 0,
+        features: vec![Feature::new("export_pdf"), Feature::new("api_calls").with_limit(10, LimitType::Count)],
+        restrictions: vec![],
+        fingerprint_policy: MatchPolicy::default(),
+        heartbeat_interval_secs: 3600,
+        lease_secs: 7 * 86400,
+        metadata: Default::default(),
+    };
+    let shared = Arc::new(Mutex::new(Mock {
+        key: f.server_key.clone(),
+        clock: f.clock.clone(),
+        license,
+        device: None,
+        activation_id: Uuid::from_u128(99),
+        fingerprint: Fingerprint::default(),
+        seen_usage: HashSet::new(),
+        totals: HashMap::new(),
+        down: false,
+        wrong_nonce: false,
+        heartbeats: 0,
+    }));
+    let app = Router::new()
+        .route("/v1/client/activate", post(activate))
+        .route("/v1/client/heartbeat", post(heartbeat))
+        .route("/v1/client/deactivate", post(deactivate))
+        .with_state(shared.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), shared)
+}
+
+#[tokio::test]
+async fn online_activate_usage_exactly_once_revocation_and_tamper() {
+    let f = Fixture::new();
+    let (url, mock) = mock_server(&f).await;
+    let key = LicenseKey::generate();
+    let a = Agent::open(f.config("a.db", Some(url.clone()))).unwrap();
+    let act = a.activate(&key.expose()).await.unwrap();
+    assert_eq!(act.license_id, Uuid::from_u128(77));
+    assert!(a.check("export_pdf").allowed);
+
+    // Usage recorded while the server is down stays queued; survives a restart; syncs exactly once.
+    mock.lock().unwrap().down = true;
+    assert!(a.consume("api_calls", 3).allowed);
+    assert!(a.heartbeat().await.is_err());
+    assert!(a.check("export_pdf").allowed, "offline until the lease ends");
+    drop(a);
+    let a = Agent::open(f.config("a.db", Some(url.clone()))).unwrap();
+    assert_eq!(a.status().pending_usage, 1);
+    mock.lock().unwrap().down = false;
+    let o = a.heartbeat().await.unwrap();
+    assert_eq!((o.usage_sent, o.usage_acknowledged), (1, 1));
+    let o = a.heartbeat().await.unwrap();
+    assert_eq!(o.usage_sent, 0);
+    assert_eq!(mock.lock().unwrap().totals["api_calls"], 3);
+    assert_eq!(a.check("api_calls").facts.remaining, Some(7));
+
+    // A replayed / forged answer (wrong nonce) is rejected and changes nothing.
+    mock.lock().unwrap().wrong_nonce = true;
+    assert!(matches!(a.heartbeat().await, Err(AgentError::UntrustedResponse(_))));
+    mock.lock().unwrap().wrong_nonce = false;
+
+    // Revocation reaches the agent at its next heartbeat, and stays after a restart.
+    mock.lock().unwrap().license.status = LicenseStatus::Revoked;
+    a.heartbeat().await.unwrap();
+    assert_eq!(a.check("export_pdf").reason, Reason::Revoked);
+    drop(a);
+    let a = Agent::open(f.config("a.db", Some(url.clone()))).unwrap();
+    assert_eq!(a.check("export_pdf").reason, Reason::Revoked);
+    mock.lock().unwrap().license.status = LicenseStatus::Active;
+    a.heartbeat().await.unwrap();
+    assert!(a.check("export_pdf").allowed);
+
+    // Lease end with the server gone.
+    mock.lock().unwrap().down = true;
+    f.clock.advance(Duration::days(8));
+    assert_eq!(a.check("export_pdf").reason, Reason::LeaseExpired);
+    f.clock.advance(Duration::days(-8));
+    drop(a);
+
+    // One edited byte in the cached license file → SIGNATURE_INVALID.
+    let conn = rusqlite::Connection::open(f.dir.path().join("a.db")).unwrap();
+    let lf: String = conn.query_row("SELECT license_file FROM activation", [], |r| r.get(0)).unwrap();
+    let body_start = lf.find("\n\n").unwrap() + 2;
+    let mut bytes = lf.into_bytes();
+    bytes[body_start + 10] = if bytes[body_start + 10] == b'A' { b'B' } else { b'A' };
+    conn.execute("UPDATE activation SET license_file = ?1", [String::from_utf8(bytes).unwrap()]).unwrap();
+    drop(conn);
+    let a = Agent::open(f.config("a.db", Some(url.clone()))).unwrap();
+    assert_eq!(a.check("export_pdf").reason, Reason::SignatureInvalid);
+    assert!(a.status().recovery.unwrap().contains("activate again"));
+
+    // Activating again repairs it; deactivation frees it.
+    mock.lock().unwrap().down = false;
+    a.activate(&key.expose()).await.unwrap();
+    assert!(a.check("export_pdf").allowed);
+    a.deactivate().await.unwrap();
+    assert_eq!(a.check("export_pdf").reason, Reason::NotActivated);
+}
+
+#[tokio::test]
+async fn daemon_api_answers_from_memory() {
+    use tower::ServiceExt;
+    let f = Fixture::new();
+    let key = LicenseKey::generate();
+    let a = f.agent("a.db");
+    a.apply_code(&f.respond(&key, &a.request_code(&key.expose()).unwrap())).unwrap();
+    let app = tessera_agent::daemon::router(a.clone());
+    let req = |m: &str, uri: &str, body: &str| {
+        axum::http::Request::builder()
+            .method(m)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap()
+    };
+    let r = app.clone().oneshot(req("GET", "/v1/check/export_pdf", "")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app.clone().oneshot(req("GET", "/v1/check/nope", "")).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = app.clone().oneshot(req("POST", "/v1/usage", r#"{"feature":"api_calls","amount":3}"#)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app.clone().oneshot(req("POST", "/v1/usage", r#"{"feature":"api_calls"}"#)).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = app.oneshot(req("GET", "/v1/status", "")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = b64url(&[1]);
+}
