@@ -1,0 +1,122 @@
+//! The one error type of the API. Every failure becomes
+//! `{"error": {"code": "...", "message": "...", "details": {...}}}` with the right status; internal errors are
+//! logged and shown only as a generic message.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct AppError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Value,
+    pub retry_after: Option<u64>,
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        AppError {
+            status,
+            code,
+            message: message.into(),
+            details: json!({}),
+            retry_after: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        AppError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("{what} not found: check the id, and that your token belongs to the right tenant"),
+        )
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        AppError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        AppError::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        AppError::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn rate_limited(retry_after: u64) -> Self {
+        let mut e = AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!("too many requests: retry in {retry_after} s"),
+        );
+        e.retry_after = Some(retry_after);
+        e
+    }
+
+    /// An unexpected failure: logged here, shown to the client only as a generic message.
+    pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
+        tracing::error!(context, error = %err, "internal error");
+        AppError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "the server failed to handle this request; it was logged, try again later",
+        )
+    }
+
+    /// Maps a store error for an object of kind `what`.
+    pub fn store(what: &str, e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => AppError::not_found(what),
+            StoreError::Conflict(m) => AppError::conflict(
+                "CONFLICT",
+                format!("{what} conflicts with an existing one ({m}): use another value"),
+            ),
+            StoreError::Busy => AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "BUSY",
+                "the database is busy: retry in a moment",
+            ),
+            other => AppError::internal(what, other),
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        AppError::store("object", e)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}

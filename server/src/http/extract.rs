@@ -1,0 +1,185 @@
+//! Extractors that turn every rejection into the one error shape.
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::error::AppError;
+use crate::services::Ctx;
+
+fn rejection(status: StatusCode, body_text: String) -> AppError {
+    let (code, hint) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "send a smaller body"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send Content-Type: application/json",
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY => ("VALIDATION_FAILED", "fix the fields named above"),
+        _ => ("BAD_REQUEST", "send valid JSON"),
+    };
+    let status = if status.is_client_error() {
+        status
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    AppError::new(status, code, format!("{body_text}: {hint}"))
+}
+
+/// JSON body.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(e) => Err(json_rejection(e)),
+        }
+    }
+}
+
+fn json_rejection(e: JsonRejection) -> AppError {
+    rejection(e.status(), e.body_text())
+}
+
+/// Raw body bytes (device-signed requests).
+pub struct ApiBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(ApiBytes)
+            .map_err(|e: BytesRejection| rejection(e.status(), e.body_text()))
+    }
+}
+
+/// Path parameters.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e: PathRejection| {
+                AppError::bad_request(format!(
+                    "{}: ids in the path are UUIDs",
+                    e.body_text()
+                ))
+            })
+    }
+}
+
+/// Query string.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e: QueryRejection| {
+                AppError::bad_request(format!("invalid query string: {}", e.body_text()))
+            })
+    }
+}
+
+pub fn client_ip(parts: &Parts, trust_forwarded: bool) -> Option<String> {
+    if trust_forwarded {
+        if let Some(v) = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            if let Some(first) = v.split(',').next() {
+                let ip = first.trim();
+                if !ip.is_empty() {
+                    return Some(ip.to_string());
+                }
+            }
+        }
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}
+
+/// An authenticated admin caller.
+pub struct Auth(pub Ctx);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| {
+                AppError::unauthorized(
+                    "missing Authorization header: send Authorization: Bearer <API token>",
+                )
+            })?
+            .to_str()
+            .map_err(|_| AppError::unauthorized("the Authorization header is not valid text"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                AppError::unauthorized("use the Bearer scheme: Authorization: Bearer <API token>")
+            })?;
+        let principal = state.services.authenticate(token).await?;
+        let ip = client_ip(parts, state.services.config.trust_forwarded_for);
+        Ok(Auth(Ctx::admin(principal, ip)))
+    }
+}
+
+/// An optionally authenticated caller (self-service endpoints accept both).
+pub struct MaybeAuth(pub Ctx);
+
+impl FromRequestParts<AppState> for MaybeAuth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            let Auth(ctx) = Auth::from_request_parts(parts, state).await?;
+            return Ok(MaybeAuth(ctx));
+        }
+        let ip = client_ip(parts, state.services.config.trust_forwarded_for);
+        Ok(MaybeAuth(Ctx::client(ip)))
+    }
+}
+
+/// A client-endpoint caller (authenticated by the license key or device key in the body).
+pub struct Client(pub Ctx);
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let ip = client_ip(parts, state.services.config.trust_forwarded_for);
+        Ok(Client(Ctx::client(ip)))
+    }
+}

@@ -1,0 +1,610 @@
+//! HTTP: routes, extractors, middleware. Handlers only translate between HTTP and services.
+
+pub mod extract;
+pub mod openapi;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tessera_core::LicenseStatus;
+use uuid::Uuid;
+
+use crate::error::{AppError, AppResult};
+use crate::ratelimit::RateLimiter;
+use crate::services::admin::*;
+use crate::services::audit::AuditQuery;
+use crate::services::client::{ActivateRequest, ValidateRequest};
+use crate::services::licenses::*;
+use crate::services::offline::{IssueEmergency, ReceiptRequest, RespondRequest};
+use crate::services::security::{CheckKey, CreateBlock, CreateReport};
+use crate::services::{PageQuery, Services};
+use extract::{client_ip, ApiBytes, ApiJson, ApiPath, ApiQuery, Auth, Client, MaybeAuth};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Services,
+    pub ip_limiter: Arc<RateLimiter>,
+}
+
+impl AppState {
+    pub fn new(services: Services) -> AppState {
+        let rl = &services.config.rate_limits;
+        let ip_limiter = Arc::new(RateLimiter::new(rl.per_ip_per_sec, rl.per_ip_burst));
+        AppState {
+            services,
+            ip_limiter,
+        }
+    }
+}
+
+type J = AppResult<Json<Value>>;
+
+fn ok(v: impl serde::Serialize) -> J {
+    serde_json::to_value(v)
+        .map(Json)
+        .map_err(|e| AppError::internal("serialize", e))
+}
+
+fn created(v: impl serde::Serialize) -> AppResult<(StatusCode, Json<Value>)> {
+    Ok((StatusCode::CREATED, ok(v)?))
+}
+
+/// The router, testable without a port.
+pub fn app(state: AppState) -> Router {
+    let limit = state.services.config.body_limit_bytes;
+    let timeout = Duration::from_secs(state.services.config.request_timeout_secs.max(1));
+
+    let client = Router::new()
+        .route("/v1/client/activate", post(client_activate))
+        .route("/v1/client/validate", post(client_validate))
+        .route("/v1/client/heartbeat", post(client_heartbeat))
+        .route("/v1/client/deactivate", post(client_deactivate))
+        .route("/v1/client/offline/respond", post(offline_respond))
+        .route("/v1/client/offline/receipt", post(offline_receipt))
+        .layer(middleware::from_fn_with_state(state.clone(), ip_rate_limit));
+
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi_doc))
+        .route("/v1/tenants", post(create_tenant).get(list_tenants))
+        .route("/v1/tenants/{id}", get(get_tenant))
+        .route("/v1/tokens", post(create_token).get(list_tokens))
+        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/v1/customers", post(create_customer).get(list_customers))
+        .route("/v1/customers/{id}", get(get_customer).patch(update_customer))
+        .route("/v1/products", post(create_product).get(list_products))
+        .route("/v1/products/{id}", get(get_product).patch(update_product))
+        .route("/v1/templates", post(create_template).get(list_templates))
+        .route(
+            "/v1/templates/{id}",
+            get(get_template)
+                .patch(update_template)
+                .delete(delete_template),
+        )
+        .route("/v1/templates/{id}/duplicate", post(duplicate_template))
+        .route("/v1/licenses", post(create_license).get(list_licenses))
+        .route("/v1/licenses/by-key", post(license_by_key))
+        .route("/v1/licenses/{id}", get(get_license).patch(update_license))
+        .route("/v1/licenses/{id}/renew", post(renew_license))
+        .route("/v1/licenses/{id}/suspend", post(suspend_license))
+        .route("/v1/licenses/{id}/reinstate", post(reinstate_license))
+        .route("/v1/licenses/{id}/revoke", post(revoke_license))
+        .route("/v1/licenses/{id}/transfer", post(transfer_license))
+        .route("/v1/licenses/{id}/file", get(license_file))
+        .route("/v1/licenses/{id}/activations", get(license_activations))
+        .route(
+            "/v1/licenses/{id}/emergency-codes",
+            post(issue_emergency).get(list_emergency),
+        )
+        .route("/v1/activations/{id}/deactivate", post(admin_deactivate))
+        .route("/v1/events", get(list_events))
+        .route("/v1/audit", get(list_audit))
+        .route("/v1/audit/verify", get(verify_audit))
+        .route("/v1/security/validate-key", post(check_key))
+        .route(
+            "/v1/security/blocked-devices",
+            post(create_block).get(list_blocks),
+        )
+        .route(
+            "/v1/security/blocked-devices/{id}",
+            axum::routing::delete(remove_block),
+        )
+        .route("/v1/security/reports", post(create_report).get(list_reports))
+        .route("/v1/offline/respond", post(offline_respond))
+        .route("/v1/offline/receipt", post(offline_receipt))
+        .route("/v1/jobs/run", post(run_jobs))
+        .merge(client)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(move |req, next| {
+            with_timeout(timeout, req, next)
+        }))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+// Middleware -------------------------------------------------------------------------------------------------
+
+async fn with_timeout(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TIMEOUT",
+            "the request took too long and was abandoned: retry later",
+        )
+        .into_response(),
+    }
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    crate::metrics::METRICS.request(&method, &route, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+async fn ip_rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let ip = client_ip(&parts, state.services.config.trust_forwarded_for).unwrap_or_default();
+    if let Err(wait) = state.ip_limiter.check(ip.as_bytes()) {
+        return AppError::rate_limited(wait).into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+async fn not_found() -> AppError {
+    AppError::new(
+        StatusCode::NOT_FOUND,
+        "NO_SUCH_ROUTE",
+        "no such endpoint: see /v1/openapi.json for the API",
+    )
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "this endpoint does not accept this method: see /v1/openapi.json",
+    )
+}
+
+// Operational ------------------------------------------------------------------------------------------------
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.services.store.ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NOT_READY",
+            format!("the database is not available: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::METRICS.render(),
+    )
+        .into_response()
+}
+
+async fn openapi_doc() -> Json<Value> {
+    Json(openapi::document())
+}
+
+// Tenants and tokens -----------------------------------------------------------------------------------------
+
+async fn create_tenant(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiJson(req): ApiJson<CreateTenant>,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    created(s.services.create_tenant(&ctx, req).await?)
+}
+
+async fn list_tenants(State(s): State<AppState>, Auth(ctx): Auth, ApiQuery(q): ApiQuery<PageQuery>) -> J {
+    ok(s.services.list_tenants(&ctx, q).await?)
+}
+
+async fn get_tenant(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    ok(s.services.get_tenant(&ctx, id).await?)
+}
+
+async fn create_token(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiJson(req): ApiJson<CreateToken>,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    created(s.services.create_token(&ctx, req).await?)
+}
+
+async fn list_tokens(State(s): State<AppState>, Auth(ctx): Auth) -> J {
+    ok(json!({"items": s.services.list_tokens(&ctx).await?}))
+}
+
+async fn revoke_token(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    s.services.revoke_token(&ctx, id).await?;
+    ok(json!({"revoked": true, "id": id}))
+}
+
+// Customers, products, templates -----------------------------------------------------------------------------
+
+async fn create_customer(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiJson(req): ApiJson<CreateCustomer>,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    created(s.services.create_customer(&ctx, req).await?)
+}
+
+async fn list_customers(State(s): State<AppState>, Auth(ctx): Auth, ApiQuery(q): ApiQuery<PageQuery>) -> J {
+    ok(s.services.list_customers(&ctx, q).await?)
+}
+
+async fn get_customer(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    ok(s.services.get_customer(&ctx, id).await?)
+}
+
+async fn update_customer(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UpdateCustomer>,
+) -> J {
+    ok(s.services.update_customer(&ctx, id, req).await?)
+}
+
+async fn create_product(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiJson(req): ApiJson<CreateProduct>,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    created(s.services.create_product(&ctx, req).await?)
+}
+
+async fn list_products(State(s): State<AppState>, Auth(ctx): Auth, ApiQuery(q): ApiQuery<PageQuery>) -> J {
+    ok(s.services.list_products(&ctx, q).await?)
+}
+
+async fn get_product(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    ok(s.services.get_product(&ctx, id).await?)
+}
+
+async fn update_product(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UpdateProduct>,
+) -> J {
+    ok(s.services.update_product(&ctx, id, req).await?)
+}
+
+async fn create_template(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiJson(body): ApiJson<Value>,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    created(s.services.create_template(&ctx, body).await?)
+}
+
+async fn list_templates(State(s): State<AppState>, Auth(ctx): Auth, ApiQuery(q): ApiQuery<PageQuery>) -> J {
+    ok(s.services.list_templates(&ctx, q).await?)
+}
+
+async fn get_template(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    ok(s.services.get_template(&ctx, id).await?)
+}
+
+async fn update_template(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<Value>,
+) -> J {
+    ok(s.services.update_template(&ctx, id, body).await?)
+}
+
+async fn delete_template(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    s.services.delete_template(&ctx, id).await?;
+    ok(json!({"deleted": true, "id": id}))
+}
+
+/// An optional JSON body: empty means defaults.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> AppResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| AppError::bad_request(format!("the request body is not valid: {e}")))
+}
+
+async fn duplicate_template(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiBytes(body): ApiBytes,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    let req: DuplicateTemplate = optional_body(&body)?;
+    created(s.services.duplicate_template(&ctx, id, req).await?)
+}
+
+// Licenses ---------------------------------------------------------------------------------------------------
+
+async fn create_license(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiJson(req): ApiJson<CreateLicense>,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    created(s.services.create_license(&ctx, req).await?)
+}
+
+async fn list_licenses(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiQuery(q): ApiQuery<LicenseListQuery>,
+) -> J {
+    ok(s.services.list_licenses(&ctx, q).await?)
+}
+
+async fn license_by_key(State(s): State<AppState>, Auth(ctx): Auth, ApiJson(req): ApiJson<KeyLookup>) -> J {
+    ok(s.services.get_license_by_key(&ctx, req).await?)
+}
+
+async fn get_license(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    ok(s.services.get_license(&ctx, id).await?)
+}
+
+async fn update_license(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UpdateLicense>,
+) -> J {
+    ok(s.services.update_license(&ctx, id, req).await?)
+}
+
+async fn renew_license(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<RenewLicense>,
+) -> J {
+    ok(s.services.renew_license(&ctx, id, req).await?)
+}
+
+fn status_body(body: ApiBytes) -> AppResult<StatusChange> {
+    optional_body(&body.0)
+}
+
+async fn suspend_license(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    body: ApiBytes,
+) -> J {
+    ok(s.services
+        .set_license_status(&ctx, id, LicenseStatus::Suspended, status_body(body)?)
+        .await?)
+}
+
+async fn reinstate_license(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    body: ApiBytes,
+) -> J {
+    ok(s.services
+        .set_license_status(&ctx, id, LicenseStatus::Active, status_body(body)?)
+        .await?)
+}
+
+async fn revoke_license(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    body: ApiBytes,
+) -> J {
+    ok(s.services
+        .set_license_status(&ctx, id, LicenseStatus::Revoked, status_body(body)?)
+        .await?)
+}
+
+async fn transfer_license(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<TransferLicense>,
+) -> J {
+    ok(s.services.transfer_license(&ctx, id, req).await?)
+}
+
+async fn license_file(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+) -> AppResult<Response> {
+    let text = s.services.license_file(&ctx, id).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"license-{id}.lic\""),
+            ),
+        ],
+        text,
+    )
+        .into_response())
+}
+
+async fn license_activations(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    ok(json!({"items": s.services.list_license_activations(&ctx, id).await?}))
+}
+
+async fn issue_emergency(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<IssueEmergency>,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    created(s.services.issue_emergency(&ctx, id, req).await?)
+}
+
+async fn list_emergency(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    ok(json!({"items": s.services.list_emergency(&ctx, id).await?}))
+}
+
+async fn admin_deactivate(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    ok(s.services.admin_deactivate(&ctx, id).await?)
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    license_id: Option<Uuid>,
+}
+
+async fn list_events(State(s): State<AppState>, Auth(ctx): Auth, ApiQuery(q): ApiQuery<EventsQuery>) -> J {
+    ok(json!({"items": s.services.list_events(&ctx, q.license_id).await?}))
+}
+
+async fn list_audit(State(s): State<AppState>, Auth(ctx): Auth, ApiQuery(q): ApiQuery<AuditQuery>) -> J {
+    ok(json!({"items": s.services.list_audit(&ctx, q).await?}))
+}
+
+async fn verify_audit(State(s): State<AppState>, Auth(ctx): Auth) -> J {
+    ok(s.services.verify_audit(&ctx).await?)
+}
+
+async fn run_jobs(State(s): State<AppState>, Auth(ctx): Auth) -> J {
+    ctx.require_vendor()?;
+    ok(s.services.run_jobs().await?)
+}
+
+// Security ---------------------------------------------------------------------------------------------------
+
+async fn check_key(State(s): State<AppState>, Auth(ctx): Auth, ApiJson(req): ApiJson<CheckKey>) -> J {
+    ok(s.services.check_key(&ctx, req).await?)
+}
+
+async fn create_block(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiJson(req): ApiJson<CreateBlock>,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    created(s.services.create_block(&ctx, req).await?)
+}
+
+async fn list_blocks(State(s): State<AppState>, Auth(ctx): Auth) -> J {
+    ok(json!({"items": s.services.list_blocks(&ctx).await?}))
+}
+
+async fn remove_block(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    s.services.remove_block(&ctx, id).await?;
+    ok(json!({"deleted": true, "id": id}))
+}
+
+async fn create_report(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiJson(req): ApiJson<CreateReport>,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    created(s.services.create_report(&ctx, req).await?)
+}
+
+async fn list_reports(State(s): State<AppState>, Auth(ctx): Auth) -> J {
+    ok(json!({"items": s.services.list_reports(&ctx).await?}))
+}
+
+// Offline ----------------------------------------------------------------------------------------------------
+
+async fn offline_respond(
+    State(s): State<AppState>,
+    MaybeAuth(ctx): MaybeAuth,
+    ApiJson(req): ApiJson<RespondRequest>,
+) -> J {
+    ok(s.services.offline_respond(&ctx, req).await?)
+}
+
+async fn offline_receipt(
+    State(s): State<AppState>,
+    MaybeAuth(ctx): MaybeAuth,
+    ApiJson(req): ApiJson<ReceiptRequest>,
+) -> J {
+    ok(s.services.offline_receipt(&ctx, req).await?)
+}
+
+// Client -----------------------------------------------------------------------------------------------------
+
+async fn client_activate(
+    State(s): State<AppState>,
+    Client(ctx): Client,
+    ApiJson(req): ApiJson<ActivateRequest>,
+) -> J {
+    Ok(Json(s.services.activate(&ctx, req).await?))
+}
+
+async fn client_validate(
+    State(s): State<AppState>,
+    Client(ctx): Client,
+    ApiJson(req): ApiJson<ValidateRequest>,
+) -> J {
+    Ok(Json(s.services.validate(&ctx, req).await?))
+}
+
+fn signature(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-tessera-signature")
+        .and_then(|v| v.to_str().ok())
+}
+
+async fn client_heartbeat(
+    State(s): State<AppState>,
+    Client(ctx): Client,
+    headers: HeaderMap,
+    ApiBytes(body): ApiBytes,
+) -> J {
+    Ok(Json(
+        s.services
+            .heartbeat(&ctx, "/v1/client/heartbeat", &body, signature(&headers))
+            .await?,
+    ))
+}
+
+async fn client_deactivate(
+    State(s): State<AppState>,
+    Client(ctx): Client,
+    headers: HeaderMap,
+    ApiBytes(body): ApiBytes,
+) -> J {
+    Ok(Json(
+        s.services
+            .deactivate(&ctx, "/v1/client/deactivate", &body, signature(&headers))
+            .await?,
+    ))
+}

@@ -1,0 +1,145 @@
+//! Prometheus metrics, kept by hand: request counts and latency histograms per route, activation outcomes,
+//! store timings. Rendered in the text exposition format at `/metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
+                self.counts[i]
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: BTreeMap<(String, String, u16), u64>,
+    latency: BTreeMap<(String, String), Histogram>,
+    activations: BTreeMap<String, u64>,
+    store_ops: BTreeMap<String, Histogram>,
+    batches: Histogram,
+    batch_items: u64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+
+impl Metrics {
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+
+    pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.with(|m| {
+            *m.requests
+                .entry((method.to_string(), route.to_string(), status))
+                .or_default() += 1;
+            m.latency
+                .entry((method.to_string(), route.to_string()))
+                .or_default()
+                .observe(elapsed.as_secs_f64());
+        });
+    }
+
+    pub fn activation(&self, outcome: &str) {
+        self.with(|m| *m.activations.entry(outcome.to_string()).or_default() += 1);
+    }
+
+    pub fn store_op(&self, kind: &str, elapsed: Duration) {
+        self.with(|m| {
+            m.store_ops
+                .entry(kind.to_string())
+                .or_default()
+                .observe(elapsed.as_secs_f64())
+        });
+    }
+
+    pub fn store_batch(&self, items: usize, elapsed: Duration) {
+        self.with(|m| {
+            m.batches.observe(elapsed.as_secs_f64());
+            m.batch_items += items as u64;
+        });
+    }
+
+    pub fn render(&self) -> String {
+        self.with(|m| {
+            let mut out = String::with_capacity(4096);
+            out.push_str("# HELP tessera_http_requests_total HTTP requests by route and status.\n");
+            out.push_str("# TYPE tessera_http_requests_total counter\n");
+            for ((method, route, status), n) in &m.requests {
+                let _ = writeln!(
+                    out,
+                    "tessera_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
+            out.push_str("# HELP tessera_http_request_duration_seconds HTTP request latency.\n");
+            out.push_str("# TYPE tessera_http_request_duration_seconds histogram\n");
+            for ((method, route), h) in &m.latency {
+                h.render(
+                    &mut out,
+                    "tessera_http_request_duration_seconds",
+                    &format!("method=\"{method}\",route=\"{route}\""),
+                );
+            }
+            out.push_str("# HELP tessera_activations_total Client activations by outcome.\n");
+            out.push_str("# TYPE tessera_activations_total counter\n");
+            for (outcome, n) in &m.activations {
+                let _ = writeln!(out, "tessera_activations_total{{outcome=\"{outcome}\"}} {n}");
+            }
+            out.push_str("# HELP tessera_store_op_duration_seconds Store call latency (queue + work).\n");
+            out.push_str("# TYPE tessera_store_op_duration_seconds histogram\n");
+            for (kind, h) in &m.store_ops {
+                h.render(
+                    &mut out,
+                    "tessera_store_op_duration_seconds",
+                    &format!("kind=\"{kind}\""),
+                );
+            }
+            out.push_str("# HELP tessera_store_commit_duration_seconds Group-commit transaction time.\n");
+            out.push_str("# TYPE tessera_store_commit_duration_seconds histogram\n");
+            m.batches
+                .render(&mut out, "tessera_store_commit_duration_seconds", "");
+            out.push_str("# HELP tessera_store_batched_writes_total Write requests committed in batches.\n");
+            out.push_str("# TYPE tessera_store_batched_writes_total counter\n");
+            let _ = writeln!(out, "tessera_store_batched_writes_total {}", m.batch_items);
+            out
+        })
+    }
+}

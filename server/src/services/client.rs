@@ -1,0 +1,589 @@
+//! Client endpoints (docs/PROTOCOL.md): activate, validate, heartbeat, deactivate. Successful answers are
+//! signed envelopes of kind `server-response` echoing the client's nonce.
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tessera_core::crypto::ed25519_public_from_bytes;
+use tessera_core::decision::Inputs;
+use tessera_core::envelope::Envelope;
+use tessera_core::fingerprint::{match_fingerprint, Component, Fingerprint};
+use tessera_core::token::{sign_activation_token, ActivationClaims};
+use tessera_core::{decide, Decision, Domain, License, LicenseKey, LicenseStatus, Query};
+use uuid::Uuid;
+
+use super::licenses::effective_status;
+use super::{Ctx, Services};
+use crate::error::{AppError, AppResult};
+use crate::store::{
+    ActivateOp, ActivateOutcome, Activation, ActivationStatus, HeartbeatOp, LicenseRecord,
+    UsageEvent,
+};
+
+/// Largest clock difference accepted on device-signed requests.
+pub const REPLAY_WINDOW_SECS: i64 = 600;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateRequest {
+    pub license_key: String,
+    #[serde(default)]
+    pub product_id: Option<Uuid>,
+    #[serde(default)]
+    pub fingerprint: Vec<Component>,
+    pub device_public_key: String,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    pub nonce: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ActivateResult {
+    pub activation_id: Uuid,
+    pub activation_token: String,
+    pub license_file: String,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub heartbeat_interval_secs: u32,
+    pub reused: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateRequest {
+    pub license_key: String,
+    #[serde(default)]
+    pub feature: Option<String>,
+    #[serde(default)]
+    pub fingerprint: Option<Vec<Component>>,
+    pub nonce: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ValidateResult {
+    pub valid: bool,
+    pub decision: Decision,
+    pub license_id: Uuid,
+    pub status: LicenseStatus,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeviceEnvelopeHead {
+    pub activation_id: Uuid,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    pub activation_id: Uuid,
+    pub nonce: String,
+    pub sent_at: DateTime<Utc>,
+    #[serde(default)]
+    pub usage: Vec<UsageEvent>,
+    #[serde(default)]
+    pub metrics: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HeartbeatResult {
+    pub activation_status: ActivationStatus,
+    pub license_status: LicenseStatus,
+    pub activation_token: Option<String>,
+    pub license_file: String,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub next_heartbeat_secs: u32,
+    pub accepted_usage: Vec<Uuid>,
+    pub usage_totals: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeactivateRequest {
+    pub activation_id: Uuid,
+    pub nonce: String,
+    pub sent_at: DateTime<Utc>,
+}
+
+fn client_error(status: StatusCode, code: &'static str, msg: impl Into<String>) -> AppError {
+    AppError::new(status, code, msg)
+}
+
+pub fn parse_license_key(s: &str) -> AppResult<LicenseKey> {
+    LicenseKey::parse(s)
+        .map_err(|e| client_error(StatusCode::BAD_REQUEST, "INVALID_LICENSE_KEY", e.to_string()))
+}
+
+fn check_nonce(nonce: &str) -> AppResult<()> {
+    match tessera_core::encoding::b64url_decode(nonce) {
+        Some(b) if (8..=64).contains(&b.len()) => Ok(()),
+        _ => Err(client_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_NONCE",
+            "nonce must be 16 random bytes in base64url without padding",
+        )),
+    }
+}
+
+/// Refusal for a license that is not usable now (status, validity window).
+pub fn license_refusal(l: &License, now: DateTime<Utc>) -> Option<AppError> {
+    match effective_status(l, now) {
+        LicenseStatus::Suspended => Some(client_error(
+            StatusCode::FORBIDDEN,
+            "LICENSE_SUSPENDED",
+            "the license is suspended: contact the vendor",
+        )),
+        LicenseStatus::Revoked => Some(client_error(
+            StatusCode::FORBIDDEN,
+            "LICENSE_REVOKED",
+            "the license was revoked by the vendor",
+        )),
+        LicenseStatus::Expired => Some(
+            client_error(
+                StatusCode::FORBIDDEN,
+                "LICENSE_EXPIRED",
+                "the license has expired: renew it",
+            )
+            .with_details(json!({"expires_at": l.expires_at})),
+        ),
+        LicenseStatus::Active if now < l.starts_at => Some(
+            client_error(
+                StatusCode::FORBIDDEN,
+                "LICENSE_NOT_YET_VALID",
+                "the license is not valid yet",
+            )
+            .with_details(json!({"starts_at": l.starts_at})),
+        ),
+        LicenseStatus::Active => None,
+    }
+}
+
+/// Lease for an online activation: floating licenses must check in every heartbeat (twice the interval of
+/// slack); others may stay offline for the license's lease.
+pub fn lease_for(l: &License, now: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = if l.license_type.is_floating() {
+        (l.heartbeat_interval_secs.saturating_mul(2)).min(l.lease_secs)
+    } else {
+        l.lease_secs
+    };
+    now + Duration::seconds(i64::from(secs))
+}
+
+impl Services {
+    /// `{"signed": "<envelope>"}` around `{"nonce", "server_time", "result"}`.
+    pub fn sign_response(&self, nonce: &str, result: impl Serialize) -> AppResult<Value> {
+        let payload = json!({
+            "nonce": nonce,
+            "server_time": crate::time::ts(self.now()),
+            "result": result,
+        });
+        let bytes = serde_json::to_vec(&payload).map_err(|e| AppError::internal("sign", e))?;
+        let env = Envelope::seal(self.keys.signer(), Domain::ServerResponse, bytes);
+        Ok(json!({"signed": env.to_compact()}))
+    }
+
+    fn check_key_rate(&self, key: &LicenseKey) -> AppResult<()> {
+        self.key_limiter
+            .check(&key.hint())
+            .map_err(AppError::rate_limited)
+    }
+
+    async fn license_by_key(&self, key: &LicenseKey) -> AppResult<LicenseRecord> {
+        self.store
+            .get_license_by_key_hash(key.hash())
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::NotFound => client_error(
+                    StatusCode::NOT_FOUND,
+                    "LICENSE_NOT_FOUND",
+                    "no license has this key: check the key, or ask the vendor",
+                ),
+                e => AppError::store("license", e),
+            })
+    }
+
+    /// Records a refused client call in the audit log without delaying the answer.
+    fn audit_refusal(&self, ctx: &Ctx, tenant: Option<Uuid>, action: &str, target: Option<String>, err: &AppError) {
+        let mut a = ctx.audit(self.now(), tenant, action, target, json!({"message": err.message}));
+        a.outcome = err.code.to_string();
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.append_audit(vec![a]).await {
+                tracing::warn!(error = %e, "could not record an audit entry");
+            }
+        });
+    }
+
+    pub fn activation_token(&self, a: &Activation, l: &License) -> String {
+        let claims = ActivationClaims {
+            activation_id: a.id,
+            license_id: l.id,
+            tenant_id: l.tenant_id,
+            product_id: l.product_id,
+            device_public_key: a.device_public_key.clone(),
+            fingerprint: a.fingerprint.clone(),
+            fingerprint_policy: l.fingerprint_policy.clone(),
+            issued_at: self.now(),
+            lease_expires_at: a.lease_expires_at.unwrap_or_else(|| lease_for(l, self.now())),
+            heartbeat_interval_secs: l.heartbeat_interval_secs,
+        };
+        sign_activation_token(self.keys.signer(), &claims)
+    }
+
+    pub fn license_file_for(&self, l: &License) -> String {
+        let now = self.now();
+        let mut l = l.clone();
+        l.status = effective_status(&l, now);
+        tessera_core::token::sign_license_file(self.keys.signer(), &l, now)
+    }
+
+    pub async fn activate(&self, ctx: &Ctx, req: ActivateRequest) -> AppResult<Value> {
+        check_nonce(&req.nonce)?;
+        let key = parse_license_key(&req.license_key)?;
+        self.check_key_rate(&key)?;
+        let device_key = tessera_core::encoding::b64url_decode(&req.device_public_key)
+            .filter(|b| ed25519_public_from_bytes(b).is_ok())
+            .ok_or_else(|| {
+                client_error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_DEVICE_KEY",
+                    "device_public_key must be a 32-byte Ed25519 public key in base64url",
+                )
+            })?;
+        let metadata = match req.metadata {
+            None => json!({}),
+            Some(v @ Value::Object(_)) if v.to_string().len() <= 8192 => v,
+            Some(_) => {
+                return Err(AppError::invalid(
+                    "metadata must be a JSON object of at most 8 KiB",
+                ))
+            }
+        };
+        let fingerprint = Fingerprint::new(req.fingerprint);
+        let rec = self.license_by_key(&key).await?;
+        let l = &rec.license;
+        let now = self.now();
+        let tenant = Some(l.tenant_id);
+        let target = Some(l.id.to_string());
+        if let Some(p) = req.product_id {
+            if p != l.product_id {
+                let e = client_error(
+                    StatusCode::FORBIDDEN,
+                    "PRODUCT_MISMATCH",
+                    "this license key is for another product",
+                );
+                self.audit_refusal(ctx, tenant, "client.activate", target, &e);
+                return Err(e);
+            }
+        }
+        if let Some(e) = license_refusal(l, now) {
+            self.audit_refusal(ctx, tenant, "client.activate", target, &e);
+            crate::metrics::METRICS.activation(e.code);
+            return Err(e);
+        }
+        let fp_hashes: Vec<String> = fingerprint
+            .components()
+            .iter()
+            .map(|c| hex::encode(c.hash))
+            .collect();
+        if let Some(b) = self
+            .store
+            .find_block(l.tenant_id, device_key.clone(), fp_hashes)
+            .await?
+        {
+            let e = client_error(
+                StatusCode::FORBIDDEN,
+                "DEVICE_BLOCKED",
+                "this device is blocked by the vendor",
+            )
+            .with_details(json!({"block_id": b.id}));
+            self.audit_refusal(ctx, tenant, "client.activate", target, &e);
+            crate::metrics::METRICS.activation("DEVICE_BLOCKED");
+            return Err(e);
+        }
+        let lease = lease_for(l, now);
+        let new = Activation {
+            id: Uuid::now_v7(),
+            tenant_id: l.tenant_id,
+            license_id: l.id,
+            device_public_key: device_key.clone(),
+            fingerprint: fingerprint.clone(),
+            metadata,
+            status: ActivationStatus::Active,
+            offline: false,
+            floating: l.license_type.is_floating(),
+            created_at: now,
+            last_seen_at: now,
+            lease_expires_at: Some(lease),
+            deactivated_at: None,
+            deactivation_reason: None,
+        };
+        let policy = l.fingerprint_policy.clone();
+        let fp = fingerprint;
+        let dk = device_key;
+        let same_device = Box::new(move |a: &Activation| {
+            a.device_public_key == dk
+                || (!fp.is_empty()
+                    && !a.fingerprint.is_empty()
+                    && match_fingerprint(&policy, &a.fingerprint, &fp).is_match())
+        });
+        let audit = ctx.audit(now, tenant, "client.activate", target, json!({"license_id": l.id}));
+        let outcome = self
+            .store
+            .activate(ActivateOp {
+                new,
+                max_seats: l.max_activations,
+                same_device,
+                reuse_lease_expires_at: Some(lease),
+                audit,
+            })
+            .await?;
+        let (activation, reused) = match outcome {
+            ActivateOutcome::Created { activation, .. } => (activation, false),
+            ActivateOutcome::Reused { activation, .. } => (activation, true),
+            ActivateOutcome::SeatLimit { seats_used } => {
+                crate::metrics::METRICS.activation("SEAT_LIMIT_REACHED");
+                return Err(client_error(
+                    StatusCode::CONFLICT,
+                    "SEAT_LIMIT_REACHED",
+                    format!(
+                        "all {} seats of this license are in use: deactivate another device or buy more seats",
+                        l.max_activations
+                    ),
+                )
+                .with_details(json!({"max_activations": l.max_activations, "seats_used": seats_used})));
+            }
+        };
+        crate::metrics::METRICS.activation(if reused { "reused" } else { "created" });
+        let result = ActivateResult {
+            activation_id: activation.id,
+            activation_token: self.activation_token(&activation, l),
+            license_file: self.license_file_for(l),
+            lease_expires_at: activation.lease_expires_at,
+            heartbeat_interval_secs: l.heartbeat_interval_secs,
+            reused,
+        };
+        self.sign_response(&req.nonce, result)
+    }
+
+    pub async fn validate(&self, ctx: &Ctx, req: ValidateRequest) -> AppResult<Value> {
+        check_nonce(&req.nonce)?;
+        let key = parse_license_key(&req.license_key)?;
+        self.check_key_rate(&key)?;
+        if let Some(f) = &req.feature {
+            tessera_core::Feature::validate_id(f).map_err(AppError::bad_request)?;
+        }
+        let rec = self.license_by_key(&key).await?;
+        let now = self.now();
+        let mut license = rec.license.clone();
+        license.status = effective_status(&license, now);
+        let mut inputs = Inputs::new(now, Some(&license));
+        if let Some(components) = req.fingerprint {
+            let current = Fingerprint::new(components);
+            let acts = self
+                .store
+                .list_activations(None, license.id)
+                .await?;
+            let best = acts
+                .iter()
+                .filter(|a| a.status == ActivationStatus::Active && !a.fingerprint.is_empty())
+                .map(|a| match_fingerprint(&license.fingerprint_policy, &a.fingerprint, &current))
+                .max_by_key(|o| (o.is_match(), o.matched));
+            inputs.fingerprint = best;
+        }
+        let mut query = Query {
+            feature: req.feature.as_deref(),
+            amount: 0,
+            used: 0,
+        };
+        if let Some(f) = req.feature.as_deref().and_then(|f| license.feature(f)) {
+            if f.limit_value >= 0 {
+                let totals = self.store.usage_totals(license.id).await?;
+                query.used = totals
+                    .iter()
+                    .find(|(id, _)| *id == f.id)
+                    .map(|(_, n)| (*n).max(0) as u64)
+                    .unwrap_or(0);
+            }
+        }
+        let decision = decide(&inputs, &query);
+        if self.config.audit_validate {
+            let mut a = ctx.audit(
+                now,
+                Some(license.tenant_id),
+                "client.validate",
+                Some(license.id.to_string()),
+                json!({"feature": req.feature}),
+            );
+            a.outcome = decision.reason.as_str().to_string();
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.append_audit(vec![a]).await {
+                    tracing::warn!(error = %e, "could not record an audit entry");
+                }
+            });
+        }
+        let result = ValidateResult {
+            valid: decision.allowed,
+            decision,
+            license_id: license.id,
+            status: license.status,
+            expires_at: license.expires_at,
+        };
+        self.sign_response(&req.nonce, result)
+    }
+
+    /// Verifies a device-signed body against the activation's key, before anything else in it is trusted.
+    pub async fn verify_device_body(
+        &self,
+        path: &str,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> AppResult<Activation> {
+        let sig = signature
+            .and_then(tessera_core::encoding::b64url_decode)
+            .ok_or_else(|| {
+                client_error(
+                    StatusCode::UNAUTHORIZED,
+                    "SIGNATURE_REQUIRED",
+                    "this request must be signed by the device key (header X-Tessera-Signature, base64url)",
+                )
+            })?;
+        let head: DeviceEnvelopeHead = serde_json::from_slice(body).map_err(|e| {
+            AppError::bad_request(format!("the body must be JSON with an activation_id: {e}"))
+        })?;
+        let a = self
+            .store
+            .get_activation(None, head.activation_id)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::NotFound => client_error(
+                    StatusCode::NOT_FOUND,
+                    "ACTIVATION_NOT_FOUND",
+                    "this activation does not exist (it may have been purged): activate again",
+                ),
+                e => AppError::store("activation", e),
+            })?;
+        let bad = || {
+            client_error(
+                StatusCode::UNAUTHORIZED,
+                "SIGNATURE_INVALID",
+                "the device signature does not verify: the request was altered or signed by another device",
+            )
+        };
+        let vk = ed25519_public_from_bytes(&a.device_public_key).map_err(|_| bad())?;
+        vk.verify(Domain::DeviceMessage, &[path.as_bytes()], body, &sig)
+            .map_err(|_| bad())?;
+        Ok(a)
+    }
+
+    fn check_sent_at(&self, sent_at: DateTime<Utc>) -> AppResult<()> {
+        let skew = (self.now() - sent_at).num_seconds().abs();
+        if skew > REPLAY_WINDOW_SECS {
+            return Err(client_error(
+                StatusCode::BAD_REQUEST,
+                "STALE_REQUEST",
+                format!(
+                    "sent_at is {skew} s away from server time (limit {REPLAY_WINDOW_SECS} s): check the device clock"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn heartbeat(
+        &self,
+        ctx: &Ctx,
+        path: &str,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> AppResult<Value> {
+        let a = self.verify_device_body(path, body, signature).await?;
+        let req: HeartbeatRequest = serde_json::from_slice(body)
+            .map_err(|e| AppError::bad_request(format!("heartbeat body is not valid: {e}")))?;
+        check_nonce(&req.nonce)?;
+        self.check_sent_at(req.sent_at)?;
+        if req.usage.len() > 1000 {
+            return Err(AppError::invalid("at most 1000 usage events per heartbeat"));
+        }
+        for u in &req.usage {
+            tessera_core::Feature::validate_id(&u.feature).map_err(AppError::invalid)?;
+            if u.amount < 0 {
+                return Err(AppError::invalid("usage amounts must not be negative"));
+            }
+        }
+        let rec = self
+            .store
+            .get_license(None, a.license_id)
+            .await
+            .map_err(|e| AppError::store("license", e))?;
+        let l = &rec.license;
+        let now = self.now();
+        let status = effective_status(l, now);
+        let usable = status == LicenseStatus::Active && now >= l.starts_at;
+        let lease = if usable { Some(lease_for(l, now)) } else { a.lease_expires_at };
+        let audit = ctx.audit(
+            now,
+            Some(l.tenant_id),
+            "client.heartbeat",
+            Some(a.id.to_string()),
+            json!({"usage": req.usage.len()}),
+        );
+        let out = self
+            .store
+            .heartbeat(HeartbeatOp {
+                activation_id: a.id,
+                license_id: l.id,
+                now,
+                lease_expires_at: lease,
+                usage: req.usage,
+                audit: Some(audit),
+            })
+            .await?;
+        let activation_status = if out.active {
+            ActivationStatus::Active
+        } else {
+            ActivationStatus::Deactivated
+        };
+        let token = if out.active && usable {
+            let mut a2 = a.clone();
+            a2.lease_expires_at = lease;
+            Some(self.activation_token(&a2, l))
+        } else {
+            None
+        };
+        let result = HeartbeatResult {
+            activation_status,
+            license_status: status,
+            activation_token: token,
+            license_file: self.license_file_for(l),
+            lease_expires_at: if out.active { lease } else { None },
+            next_heartbeat_secs: l.heartbeat_interval_secs,
+            accepted_usage: out.accepted_usage,
+            usage_totals: out.usage_totals.into_iter().collect(),
+        };
+        self.sign_response(&req.nonce, result)
+    }
+
+    pub async fn deactivate(
+        &self,
+        ctx: &Ctx,
+        path: &str,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> AppResult<Value> {
+        let a = self.verify_device_body(path, body, signature).await?;
+        let req: DeactivateRequest = serde_json::from_slice(body)
+            .map_err(|e| AppError::bad_request(format!("deactivate body is not valid: {e}")))?;
+        check_nonce(&req.nonce)?;
+        self.check_sent_at(req.sent_at)?;
+        let now = self.now();
+        let audit = ctx.audit(now, Some(a.tenant_id), "client.deactivate", Some(a.id.to_string()), json!({"license_id": a.license_id}));
+        self.store
+            .deactivate(a.id, now, "deactivated by the device".into(), audit)
+            .await?;
+        self.sign_response(&req.nonce, json!({"deactivated": true}))
+    }
+}

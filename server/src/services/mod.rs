@@ -1,0 +1,272 @@
+//! The rules. Services take a caller context, check permissions and inputs, decide, and ask the store to
+//! persist. They know nothing of HTTP.
+
+pub mod admin;
+pub mod audit;
+pub mod client;
+pub mod jobs;
+pub mod licenses;
+pub mod offline;
+pub mod security;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tessera_core::{Keyset, PublicKeyset};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::error::{AppError, AppResult};
+use crate::ratelimit::RateLimiter;
+use crate::store::{NewAudit, PageRequest, Role, Scope, Store};
+use crate::time::Clock;
+
+/// Everything the rules need; cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<Keyset>,
+    pub public: Arc<PublicKeyset>,
+    pub clock: Clock,
+    pub config: Arc<Config>,
+    pub key_limiter: Arc<RateLimiter>,
+}
+
+impl Services {
+    pub fn new(store: Arc<dyn Store>, keys: Keyset, clock: Clock, config: Config) -> Services {
+        let public = keys.public();
+        let key_limiter = RateLimiter::new(
+            config.rate_limits.per_key_per_sec,
+            config.rate_limits.per_key_burst,
+        );
+        Services {
+            store,
+            keys: Arc::new(keys),
+            public: Arc::new(public),
+            clock,
+            config: Arc::new(config),
+            key_limiter: Arc::new(key_limiter),
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+}
+
+/// The authenticated caller of an admin endpoint.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub token_id: Uuid,
+    pub tenant_id: Option<Uuid>,
+    pub role: Role,
+}
+
+/// Who is calling, from where.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub principal: Option<Principal>,
+    pub ip: Option<String>,
+    /// Actor name when there is no principal (client endpoints, CLI, jobs).
+    pub actor: String,
+}
+
+impl Ctx {
+    pub fn admin(principal: Principal, ip: Option<String>) -> Ctx {
+        let actor = format!("token:{}", principal.token_id);
+        Ctx {
+            principal: Some(principal),
+            ip,
+            actor,
+        }
+    }
+
+    pub fn client(ip: Option<String>) -> Ctx {
+        Ctx {
+            principal: None,
+            ip,
+            actor: "client".into(),
+        }
+    }
+
+    /// Local operator (CLI on the data directory): acts as vendor-admin.
+    pub fn cli(who: &str) -> Ctx {
+        Ctx {
+            principal: Some(Principal {
+                token_id: Uuid::nil(),
+                tenant_id: None,
+                role: Role::VendorAdmin,
+            }),
+            ip: None,
+            actor: format!("cli:{who}"),
+        }
+    }
+
+    pub fn system(job: &str) -> Ctx {
+        Ctx {
+            principal: None,
+            ip: None,
+            actor: format!("system:{job}"),
+        }
+    }
+
+    fn principal(&self) -> AppResult<&Principal> {
+        self.principal
+            .as_ref()
+            .ok_or_else(|| AppError::unauthorized("an API token is required"))
+    }
+
+    /// The tenant scope of reads: `None` for vendor-admin (all tenants).
+    pub fn scope(&self) -> AppResult<Scope> {
+        let p = self.principal()?;
+        Ok(match p.role {
+            Role::VendorAdmin => None,
+            _ => p.tenant_id,
+        })
+    }
+
+    pub fn role(&self) -> AppResult<Role> {
+        Ok(self.principal()?.role)
+    }
+
+    /// Create / change / delete: tenant-admin or vendor-admin.
+    pub fn require_admin(&self) -> AppResult<()> {
+        match self.role()? {
+            Role::VendorAdmin | Role::TenantAdmin => Ok(()),
+            r => Err(AppError::forbidden(format!(
+                "a {} token may not change this: use a tenant-admin or vendor-admin token",
+                r.as_str()
+            ))),
+        }
+    }
+
+    /// Emergency codes, offline responses and receipts: support, tenant-admin or vendor-admin.
+    pub fn require_support(&self) -> AppResult<()> {
+        match self.role()? {
+            Role::VendorAdmin | Role::TenantAdmin | Role::Support => Ok(()),
+            r => Err(AppError::forbidden(format!(
+                "a {} token may not do this: use a support or admin token",
+                r.as_str()
+            ))),
+        }
+    }
+
+    pub fn require_vendor(&self) -> AppResult<()> {
+        match self.role()? {
+            Role::VendorAdmin => Ok(()),
+            r => Err(AppError::forbidden(format!(
+                "a {} token may not do this: it needs a vendor-admin token",
+                r.as_str()
+            ))),
+        }
+    }
+
+    /// The tenant a new object belongs to: the token's, or for vendor-admin the one named in the request.
+    pub fn tenant_for_create(&self, requested: Option<Uuid>) -> AppResult<Uuid> {
+        let p = self.principal()?;
+        match (p.role, p.tenant_id, requested) {
+            (Role::VendorAdmin, _, Some(t)) => Ok(t),
+            (Role::VendorAdmin, _, None) => Err(AppError::invalid(
+                "tenant_id is required when a vendor-admin token creates tenant objects",
+            )),
+            (_, Some(own), Some(t)) if t != own => Err(AppError::not_found("tenant")),
+            (_, Some(own), _) => Ok(own),
+            (_, None, _) => Err(AppError::forbidden("this token has no tenant")),
+        }
+    }
+
+    pub fn audit(
+        &self,
+        at: DateTime<Utc>,
+        tenant_id: Option<Uuid>,
+        action: &str,
+        target: Option<String>,
+        details: Value,
+    ) -> NewAudit {
+        NewAudit {
+            at,
+            tenant_id,
+            actor: self.actor.clone(),
+            action: action.to_string(),
+            target,
+            ip: self.ip.clone(),
+            outcome: "OK".into(),
+            details,
+        }
+    }
+}
+
+/// Cursor pagination parameters as the API takes them.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct PageQuery {
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+impl PageQuery {
+    pub fn to_request(&self) -> AppResult<PageRequest> {
+        let after = match self.cursor.as_deref() {
+            None | Some("") => None,
+            Some(c) => Some(Uuid::parse_str(c).map_err(|_| {
+                AppError::bad_request("cursor is not valid: pass the next_cursor of the previous page")
+            })?),
+        };
+        let limit = self.limit.unwrap_or(50);
+        if limit == 0 || limit > 500 {
+            return Err(AppError::bad_request("limit must be between 1 and 500"));
+        }
+        Ok(PageRequest { after, limit })
+    }
+}
+
+/// Checks a human-entered name.
+pub fn check_name(field: &str, v: &str) -> AppResult<String> {
+    let t = v.trim();
+    if t.is_empty() || t.chars().count() > 200 {
+        return Err(AppError::invalid(format!(
+            "{field} must be 1 to 200 characters"
+        )));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(AppError::invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(t.to_string())
+}
+
+/// JSON merge patch (RFC 7386): objects merge recursively, `null` removes a key.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+/// Refuses fields a caller may not set through a patch.
+pub fn reject_fields(patch: &Value, fields: &[&str]) -> AppResult<()> {
+    if let Value::Object(m) = patch {
+        for f in fields {
+            if m.contains_key(*f) {
+                return Err(AppError::invalid(format!("{f} cannot be changed here")));
+            }
+        }
+        Ok(())
+    } else {
+        Err(AppError::bad_request("the request body must be a JSON object"))
+    }
+}
+
+pub fn status_error(status: StatusCode, code: &'static str, msg: String) -> AppError {
+    AppError::new(status, code, msg)
+}

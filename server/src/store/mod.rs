@@ -1,0 +1,545 @@
+//! Storage: one trait, one implementation per backend (SQLite today; PostgreSQL can follow behind the same
+//! trait). The store holds SQL only: it persists and fetches records and performs the few conditional writes
+//! that must be atomic (seat-limited activation, rate-limited emergency codes); every rule that decides what to
+//! write lives in `services`.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tessera_core::fingerprint::Fingerprint;
+use tessera_core::model::{EmergencyPolicy, TransferPolicy};
+use tessera_core::{License, LicenseStatus, LicenseType, Template};
+use uuid::Uuid;
+
+/// Future returned by every store method.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Tenant scope of a query: `None` means every tenant (vendor-admin).
+pub type Scope = Option<Uuid>;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(String),
+    #[error("stored data could not be decoded: {0}")]
+    Corrupt(String),
+    #[error("the database is busy (another process holds the write lock); retry")]
+    Busy,
+    #[error("the store is shut down")]
+    Closed,
+    #[error("{0}")]
+    Schema(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
+            rusqlite::Error::SqliteFailure(f, msg) => match f.code {
+                rusqlite::ErrorCode::ConstraintViolation => {
+                    StoreError::Conflict(msg.clone().unwrap_or_else(|| e.to_string()))
+                }
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                    StoreError::Busy
+                }
+                _ => StoreError::Db(e.to_string()),
+            },
+            _ => StoreError::Db(e.to_string()),
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// Roles of API tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    VendorAdmin,
+    TenantAdmin,
+    ReadOnly,
+    Support,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::VendorAdmin => "vendor-admin",
+            Role::TenantAdmin => "tenant-admin",
+            Role::ReadOnly => "read-only",
+            Role::Support => "support",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "vendor-admin" => Some(Role::VendorAdmin),
+            "tenant-admin" => Some(Role::TenantAdmin),
+            "read-only" => Some(Role::ReadOnly),
+            "support" => Some(Role::Support),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    pub role: Role,
+    /// The visible start of the token (kind prefix and a few characters), for recognising it.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub code: String,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateRecord {
+    #[serde(flatten)]
+    pub template: Template,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Per-license settings carried over from the template (not part of the signed license).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct LicensePolicy {
+    #[serde(default)]
+    pub emergency: EmergencyPolicy,
+    #[serde(default)]
+    pub transfer: TransferPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LicenseRecord {
+    pub license: License,
+    pub key_hash: [u8; 32],
+    pub key_hint: [u8; 6],
+    pub policy: LicensePolicy,
+    /// Expiry for which an "expiring soon" event was already recorded.
+    pub expiring_notice_for: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LicenseFilter {
+    pub status: Option<LicenseStatus>,
+    pub license_type: Option<LicenseType>,
+    pub product_id: Option<Uuid>,
+    pub customer_id: Option<Uuid>,
+    pub expiring_before: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    /// Exclusive: items with an id greater than this (ids are UUIDv7, time-ordered).
+    pub after: Option<Uuid>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ActivationStatus {
+    Active,
+    Deactivated,
+}
+
+impl ActivationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivationStatus::Active => "ACTIVE",
+            ActivationStatus::Deactivated => "DEACTIVATED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Activation {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub license_id: Uuid,
+    #[serde(with = "tessera_core::encoding::b64bytes")]
+    pub device_public_key: Vec<u8>,
+    pub fingerprint: Fingerprint,
+    pub metadata: Value,
+    pub status: ActivationStatus,
+    pub offline: bool,
+    pub floating: bool,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deactivated_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deactivation_reason: Option<String>,
+}
+
+/// Decides whether an existing active activation belongs to the device now activating (a service rule).
+pub type SameDevice = Box<dyn Fn(&Activation) -> bool + Send>;
+
+/// A seat-limited activation, done atomically by the single writer.
+pub struct ActivateOp {
+    /// The activation to insert when the device has none yet.
+    pub new: Activation,
+    /// 0: unlimited.
+    pub max_seats: u32,
+    pub same_device: SameDevice,
+    /// Lease to give an existing activation that is reused.
+    pub reuse_lease_expires_at: Option<DateTime<Utc>>,
+    pub audit: NewAudit,
+}
+
+#[derive(Debug, Clone)]
+pub enum ActivateOutcome {
+    Created { activation: Activation, seats_used: u32 },
+    Reused { activation: Activation, seats_used: u32 },
+    SeatLimit { seats_used: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageEvent {
+    pub id: Uuid,
+    pub feature: String,
+    pub amount: i64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+pub struct HeartbeatOp {
+    pub activation_id: Uuid,
+    pub license_id: Uuid,
+    pub now: DateTime<Utc>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub usage: Vec<UsageEvent>,
+    pub audit: Option<NewAudit>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeartbeatOutcome {
+    /// `false` when the activation was no longer active (nothing updated, no usage stored).
+    pub active: bool,
+    pub accepted_usage: Vec<Uuid>,
+    pub usage_totals: Vec<(String, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockedDevice {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_b64"
+    )]
+    pub device_public_key: Option<Vec<u8>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint_hash: Option<String>,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuspiciousReport {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activation_id: Option<Uuid>,
+    pub kind: String,
+    pub details: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmergencyRecord {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub license_id: Uuid,
+    pub serial: u32,
+    pub reason: String,
+    pub issued_by: String,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_b64"
+    )]
+    pub bound_device: Option<Vec<u8>>,
+    pub code: String,
+}
+
+/// Issue an emergency code if fewer than `max_in_window` were issued since `window_start`. The serial is the
+/// next one for the license; `make_code` signs the code for that serial.
+pub struct EmergencyOp {
+    pub record: EmergencyRecord,
+    pub window_start: DateTime<Utc>,
+    pub max_in_window: u32,
+    pub make_code: Box<dyn FnOnce(u32) -> Result<String, String> + Send>,
+    pub audit: NewAudit,
+}
+
+#[derive(Debug, Clone)]
+pub enum EmergencyOutcome {
+    Issued(EmergencyRecord),
+    LimitReached { issued_in_window: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license_id: Option<Uuid>,
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    pub data: Value,
+}
+
+/// An audit entry to append; the store assigns the sequence number and chains the hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewAudit {
+    pub at: DateTime<Utc>,
+    pub tenant_id: Option<Uuid>,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub ip: Option<String>,
+    pub outcome: String,
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub entry: NewAudit,
+    #[serde(with = "hexbytes")]
+    pub prev_hash: Vec<u8>,
+    #[serde(with = "hexbytes")]
+    pub hash: Vec<u8>,
+}
+
+/// How the chain hash of an audit row is computed. Shared by the store (when appending) and the verifier.
+pub fn audit_hash(prev_hash: &[u8], seq: i64, e: &NewAudit) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::json!({
+        "seq": seq,
+        "at": crate::time::ts(e.at),
+        "tenant_id": e.tenant_id,
+        "actor": e.actor,
+        "action": e.action,
+        "target": e.target,
+        "ip": e.ip,
+        "outcome": e.outcome,
+        "details": e.details,
+    });
+    let mut h = Sha256::new();
+    h.update(b"tessera/audit/v1\0");
+    h.update(prev_hash);
+    h.update(canonical.to_string().as_bytes());
+    h.finalize().into()
+}
+
+mod hexbytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_b64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&tessera_core::encoding::b64url(b)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        match s {
+            None => Ok(None),
+            Some(s) => tessera_core::encoding::b64url_decode(&s)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom("expected base64url")),
+        }
+    }
+}
+
+/// The storage interface the services use.
+pub trait Store: Send + Sync + 'static {
+    // Health
+    fn ping(&self) -> StoreFuture<'_, ()>;
+
+    // Tenants
+    fn create_tenant(&self, t: Tenant, audit: NewAudit) -> StoreFuture<'_, ()>;
+    fn get_tenant(&self, id: Uuid) -> StoreFuture<'_, Tenant>;
+    fn list_tenants(&self, page: PageRequest) -> StoreFuture<'_, Page<Tenant>>;
+
+    // API tokens
+    fn create_token(&self, t: ApiToken, hash: [u8; 32], audit: NewAudit) -> StoreFuture<'_, ()>;
+    fn find_token(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<(ApiToken, [u8; 32])>>;
+    fn list_tokens(&self, scope: Scope) -> StoreFuture<'_, Vec<ApiToken>>;
+    fn revoke_token(
+        &self,
+        scope: Scope,
+        id: Uuid,
+        at: DateTime<Utc>,
+        audit: NewAudit,
+    ) -> StoreFuture<'_, ()>;
+    fn count_tokens(&self) -> StoreFuture<'_, u64>;
+
+    // Customers
+    fn put_customer(&self, c: Customer, create: bool, audit: NewAudit) -> StoreFuture<'_, ()>;
+    fn get_customer(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Customer>;
+    fn list_customers(&self, scope: Scope, page: PageRequest) -> StoreFuture<'_, Page<Customer>>;
+
+    // Products
+    fn put_product(&self, p: Product, create: bool, audit: NewAudit) -> StoreFuture<'_, ()>;
+    fn get_product(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Product>;
+    fn list_products(&self, scope: Scope, page: PageRequest) -> StoreFuture<'_, Page<Product>>;
+
+    // Templates
+    fn put_template(&self, t: TemplateRecord, create: bool, audit: NewAudit)
+        -> StoreFuture<'_, ()>;
+    fn get_template(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, TemplateRecord>;
+    fn list_templates(
+        &self,
+        scope: Scope,
+        page: PageRequest,
+    ) -> StoreFuture<'_, Page<TemplateRecord>>;
+    fn delete_template(&self, scope: Scope, id: Uuid, audit: NewAudit) -> StoreFuture<'_, ()>;
+
+    // Licenses
+    fn insert_license(&self, l: LicenseRecord, audit: NewAudit) -> StoreFuture<'_, ()>;
+    /// Replaces the license; when `release_activations` is set, every active activation is deactivated with
+    /// that reason in the same transaction.
+    fn update_license(
+        &self,
+        l: LicenseRecord,
+        release_activations: Option<String>,
+        audit: Option<NewAudit>,
+    ) -> StoreFuture<'_, ()>;
+    fn get_license(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, LicenseRecord>;
+    fn get_license_by_key_hash(&self, hash: [u8; 32]) -> StoreFuture<'_, LicenseRecord>;
+    fn find_licenses_by_hint(&self, hint: [u8; 6]) -> StoreFuture<'_, Vec<LicenseRecord>>;
+    fn list_licenses(
+        &self,
+        scope: Scope,
+        filter: LicenseFilter,
+        page: PageRequest,
+    ) -> StoreFuture<'_, Page<LicenseRecord>>;
+    /// Active licenses whose expiry is before `t`.
+    fn licenses_expiring_before(&self, t: DateTime<Utc>) -> StoreFuture<'_, Vec<LicenseRecord>>;
+
+    // Activations
+    fn activate(&self, op: ActivateOp) -> StoreFuture<'_, ActivateOutcome>;
+    fn get_activation(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Activation>;
+    fn list_activations(&self, scope: Scope, license_id: Uuid)
+        -> StoreFuture<'_, Vec<Activation>>;
+    fn count_active_seats(&self, license_id: Uuid) -> StoreFuture<'_, u32>;
+    fn heartbeat(&self, op: HeartbeatOp) -> StoreFuture<'_, HeartbeatOutcome>;
+    /// Deactivates if active; returns whether it was active.
+    fn deactivate(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+        reason: String,
+        audit: NewAudit,
+    ) -> StoreFuture<'_, bool>;
+    /// Active floating activations whose lease ended before `t`.
+    fn stale_floating(&self, t: DateTime<Utc>) -> StoreFuture<'_, Vec<Activation>>;
+    /// Deletes deactivated activations older than `before`; returns how many.
+    fn purge_deactivated(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64>;
+    fn usage_totals(&self, license_id: Uuid) -> StoreFuture<'_, Vec<(String, i64)>>;
+
+    // Security
+    fn add_block(&self, b: BlockedDevice, audit: NewAudit) -> StoreFuture<'_, ()>;
+    fn list_blocks(&self, scope: Scope) -> StoreFuture<'_, Vec<BlockedDevice>>;
+    fn remove_block(&self, scope: Scope, id: Uuid, audit: NewAudit) -> StoreFuture<'_, ()>;
+    fn find_block(
+        &self,
+        tenant_id: Uuid,
+        device_public_key: Vec<u8>,
+        fingerprint_hashes: Vec<String>,
+    ) -> StoreFuture<'_, Option<BlockedDevice>>;
+    fn add_report(&self, r: SuspiciousReport, audit: NewAudit) -> StoreFuture<'_, ()>;
+    fn list_reports(&self, scope: Scope) -> StoreFuture<'_, Vec<SuspiciousReport>>;
+
+    // Emergency codes
+    fn issue_emergency(&self, op: EmergencyOp) -> StoreFuture<'_, EmergencyOutcome>;
+    fn list_emergency(&self, scope: Scope, license_id: Uuid)
+        -> StoreFuture<'_, Vec<EmergencyRecord>>;
+
+    // Events and audit
+    fn add_event(&self, e: Event, audit: Option<NewAudit>) -> StoreFuture<'_, ()>;
+    fn list_events(&self, scope: Scope, license_id: Option<Uuid>) -> StoreFuture<'_, Vec<Event>>;
+    fn append_audit(&self, entries: Vec<NewAudit>) -> StoreFuture<'_, ()>;
+    /// Audit rows with `seq > after`, in order.
+    fn audit_rows(
+        &self,
+        scope: Scope,
+        after: i64,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<AuditEntry>>;
+}

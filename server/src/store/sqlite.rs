@@ -1,0 +1,1372 @@
+//! SQLite implementation of [`Store`]: WAL, `synchronous=FULL` by default, a pool of read connections used from
+//! `spawn_blocking`, and ONE writer thread that group-commits whatever write requests are queued: one
+//! transaction per batch, a savepoint per request (a failing request is rolled back alone), one fsync per batch,
+//! and every request answered only after its batch committed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::*;
+use crate::time::{parse as parse_time, ts};
+
+/// Migrations, in order. The schema version is `PRAGMA user_version`.
+const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/sqlite/0001_init.sql")];
+const MAX_BATCH: usize = 1024;
+
+/// `PRAGMA synchronous` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Full,
+    Normal,
+    Off,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Off => "OFF",
+        }
+    }
+}
+
+type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Done) + Send>;
+
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+}
+
+impl ReadPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        let popped = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match popped {
+            Some(c) => Ok(c),
+            None => open_reader(&self.path),
+        }
+    }
+
+    fn give(&self, c: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(c);
+        }
+    }
+}
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<Job>,
+    readers: std::sync::Arc<ReadPool>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let c = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    c.busy_timeout(Duration::from_secs(5))?;
+    c.set_prepared_statement_cache_capacity(64);
+    Ok(c)
+}
+
+/// Schema version this binary knows.
+pub fn known_schema_version() -> usize {
+    MIGRATIONS.len()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database, applies migrations, starts the writer thread.
+    pub fn open(path: &Path, sync: Synchronous, readers: usize) -> Result<SqliteStore, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", sync.pragma())?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::Schema(format!(
+                "the database {} has schema version {version}, newer than this tessera-server knows ({}): \
+                 run a newer tessera-server, or restore a backup made with this version",
+                path.display(),
+                MIGRATIONS.len()
+            )));
+        }
+        let migrations = rusqlite_migration::Migrations::new(
+            MIGRATIONS
+                .iter()
+                .map(|m| rusqlite_migration::M::up(m))
+                .collect(),
+        );
+        migrations
+            .to_latest(&mut conn)
+            .map_err(|e| StoreError::Schema(format!("applying migrations failed: {e}")))?;
+        conn.set_prepared_statement_cache_capacity(64);
+
+        let (tx, rx) = mpsc::channel::<Job>(8192);
+        let handle = std::thread::Builder::new()
+            .name("tessera-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            writer: tx,
+            readers: std::sync::Arc::new(ReadPool {
+                path: path.to_path_buf(),
+                idle: Mutex::new(Vec::new()),
+                max_idle: readers.max(1),
+            }),
+            writer_thread: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Stops accepting writes and waits for the writer thread to finish the queue.
+    pub fn close(&self) {
+        let handle = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // The thread ends when every sender is gone; callers drop the store after this.
+        drop(handle);
+    }
+
+    fn read<T, F>(&self, f: F) -> StoreFuture<'_, T>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.readers.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let r = tokio::task::spawn_blocking(move || {
+                let c = pool.take()?;
+                let r = f(&c);
+                pool.give(c);
+                r
+            })
+            .await
+            .map_err(|e| StoreError::Db(format!("read task failed: {e}")))?;
+            crate::metrics::METRICS.store_op("read", started.elapsed());
+            r
+        })
+    }
+
+    fn write<T, F>(&self, f: F) -> StoreFuture<'_, T>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
+        let job: Job = Box::new(move |conn| match conn {
+            None => (
+                false,
+                Box::new(move |_| {
+                    let _ = tx.send(Err(StoreError::Busy));
+                }),
+            ),
+            Some(c) => {
+                let r = f(c);
+                let ok = r.is_ok();
+                (
+                    ok,
+                    Box::new(move |commit: Result<(), StoreError>| {
+                        let _ = tx.send(commit.and(r));
+                    }),
+                )
+            }
+        });
+        let sender = self.writer.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            sender.send(job).await.map_err(|_| StoreError::Closed)?;
+            let r = rx.await.map_err(|_| StoreError::Closed)?;
+            crate::metrics::METRICS.store_op("write", started.elapsed());
+            r
+        })
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = Vec::with_capacity(64);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let mut dones: Vec<Done> = Vec::with_capacity(batch.len());
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            tracing::warn!(error = %e, "could not begin a write transaction");
+            for j in batch {
+                let (_, d) = j(None);
+                dones.push(d);
+            }
+            for d in dones {
+                d(Err(StoreError::Busy));
+            }
+            continue;
+        }
+        let n = batch.len();
+        for j in batch {
+            if conn.execute_batch("SAVEPOINT job").is_err() {
+                let (_, d) = j(None);
+                dones.push(d);
+                continue;
+            }
+            let (ok, d) = j(Some(&conn));
+            let end = if ok {
+                conn.execute_batch("RELEASE job")
+            } else {
+                conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            };
+            if let Err(e) = end {
+                tracing::error!(error = %e, "savepoint handling failed");
+            }
+            dones.push(d);
+        }
+        let result = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "commit failed; the batch is rolled back");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        crate::metrics::METRICS.store_batch(n, started.elapsed());
+        for d in dones {
+            d(result.clone());
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Row helpers
+
+fn conv(i: usize, msg: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, Type::Text, msg.into())
+}
+
+fn g_uuid(r: &Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
+    let s: String = r.get(i)?;
+    Uuid::parse_str(&s).map_err(|e| conv(i, format!("bad uuid {s:?}: {e}")))
+}
+
+fn g_opt_uuid(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<Uuid>> {
+    let s: Option<String> = r.get(i)?;
+    s.map(|s| Uuid::parse_str(&s).map_err(|e| conv(i, format!("bad uuid {s:?}: {e}"))))
+        .transpose()
+}
+
+fn g_time(r: &Row<'_>, i: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let s: String = r.get(i)?;
+    parse_time(&s).ok_or_else(|| conv(i, format!("bad time {s:?}")))
+}
+
+fn g_opt_time(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    let s: Option<String> = r.get(i)?;
+    s.map(|s| parse_time(&s).ok_or_else(|| conv(i, format!("bad time {s:?}"))))
+        .transpose()
+}
+
+fn g_json<T: DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+    let s: String = r.get(i)?;
+    serde_json::from_str(&s).map_err(|e| conv(i, format!("bad JSON: {e}")))
+}
+
+fn g_arr<const N: usize>(r: &Row<'_>, i: usize) -> rusqlite::Result<[u8; N]> {
+    let v: Vec<u8> = r.get(i)?;
+    v.try_into()
+        .map_err(|_| conv(i, format!("expected {N} bytes")))
+}
+
+fn s_uuid(u: Option<Uuid>) -> Option<String> {
+    u.map(|u| u.to_string())
+}
+
+fn s_time(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(ts)
+}
+
+fn json(v: &impl serde::Serialize) -> Result<String, StoreError> {
+    Ok(serde_json::to_string(v)?)
+}
+
+fn paginate<T>(mut items: Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid) -> Page<T> {
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|t| id(t).to_string())
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+fn append_audit_tx(c: &Connection, e: &NewAudit) -> Result<(), StoreError> {
+    let prev: Option<(i64, Vec<u8>)> = c
+        .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (prev_seq, prev_hash) = prev.unwrap_or((0, vec![0u8; 32]));
+    let seq = prev_seq + 1;
+    let hash = audit_hash(&prev_hash, seq, e);
+    c.prepare_cached(
+        "INSERT INTO audit_log (seq, at, tenant_id, actor, action, target, ip, outcome, details, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        seq,
+        ts(e.at),
+        s_uuid(e.tenant_id),
+        e.actor,
+        e.action,
+        e.target,
+        e.ip,
+        e.outcome,
+        json(&e.details)?,
+        prev_hash,
+        hash.to_vec()
+    ])?;
+    Ok(())
+}
+
+fn with_outcome(mut a: NewAudit, outcome: &str) -> NewAudit {
+    a.outcome = outcome.to_string();
+    a
+}
+
+const TENANT_COLS: &str = "id, name, created_at";
+fn row_tenant(r: &Row<'_>) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
+        id: g_uuid(r, 0)?,
+        name: r.get(1)?,
+        created_at: g_time(r, 2)?,
+    })
+}
+
+const TOKEN_COLS: &str = "id, tenant_id, name, role, prefix, created_at, revoked_at, token_hash";
+fn row_token(r: &Row<'_>) -> rusqlite::Result<ApiToken> {
+    let role: String = r.get(3)?;
+    Ok(ApiToken {
+        id: g_uuid(r, 0)?,
+        tenant_id: g_opt_uuid(r, 1)?,
+        name: r.get(2)?,
+        role: Role::parse(&role).ok_or_else(|| conv(3, format!("unknown role {role:?}")))?,
+        prefix: r.get(4)?,
+        created_at: g_time(r, 5)?,
+        revoked_at: g_opt_time(r, 6)?,
+    })
+}
+
+const CUSTOMER_COLS: &str = "id, tenant_id, name, email, metadata, created_at, updated_at";
+fn row_customer(r: &Row<'_>) -> rusqlite::Result<Customer> {
+    Ok(Customer {
+        id: g_uuid(r, 0)?,
+        tenant_id: g_uuid(r, 1)?,
+        name: r.get(2)?,
+        email: r.get(3)?,
+        metadata: g_json(r, 4)?,
+        created_at: g_time(r, 5)?,
+        updated_at: g_time(r, 6)?,
+    })
+}
+
+const PRODUCT_COLS: &str = "id, tenant_id, name, code, metadata, created_at, updated_at";
+fn row_product(r: &Row<'_>) -> rusqlite::Result<Product> {
+    Ok(Product {
+        id: g_uuid(r, 0)?,
+        tenant_id: g_uuid(r, 1)?,
+        name: r.get(2)?,
+        code: r.get(3)?,
+        metadata: g_json(r, 4)?,
+        created_at: g_time(r, 5)?,
+        updated_at: g_time(r, 6)?,
+    })
+}
+
+const TEMPLATE_COLS: &str = "body, created_at, updated_at";
+fn row_template(r: &Row<'_>) -> rusqlite::Result<TemplateRecord> {
+    Ok(TemplateRecord {
+        template: g_json(r, 0)?,
+        created_at: g_time(r, 1)?,
+        updated_at: g_time(r, 2)?,
+    })
+}
+
+const LICENSE_COLS: &str =
+    "body, key_hash, key_hint, policy, expiring_notice_for, created_at, updated_at";
+fn row_license(r: &Row<'_>) -> rusqlite::Result<LicenseRecord> {
+    Ok(LicenseRecord {
+        license: g_json(r, 0)?,
+        key_hash: g_arr(r, 1)?,
+        key_hint: g_arr(r, 2)?,
+        policy: g_json(r, 3)?,
+        expiring_notice_for: g_opt_time(r, 4)?,
+        created_at: g_time(r, 5)?,
+        updated_at: g_time(r, 6)?,
+    })
+}
+
+const ACTIVATION_COLS: &str = "id, tenant_id, license_id, device_public_key, fingerprint, metadata, status, \
+     offline, floating, created_at, last_seen_at, lease_expires_at, deactivated_at, deactivation_reason";
+fn row_activation(r: &Row<'_>) -> rusqlite::Result<Activation> {
+    let status: String = r.get(6)?;
+    Ok(Activation {
+        id: g_uuid(r, 0)?,
+        tenant_id: g_uuid(r, 1)?,
+        license_id: g_uuid(r, 2)?,
+        device_public_key: r.get(3)?,
+        fingerprint: g_json(r, 4)?,
+        metadata: g_json(r, 5)?,
+        status: if status == "ACTIVE" {
+            ActivationStatus::Active
+        } else {
+            ActivationStatus::Deactivated
+        },
+        offline: r.get(7)?,
+        floating: r.get(8)?,
+        created_at: g_time(r, 9)?,
+        last_seen_at: g_time(r, 10)?,
+        lease_expires_at: g_opt_time(r, 11)?,
+        deactivated_at: g_opt_time(r, 12)?,
+        deactivation_reason: r.get(13)?,
+    })
+}
+
+const BLOCK_COLS: &str = "id, tenant_id, device_public_key, fingerprint_hash, reason, created_at";
+fn row_block(r: &Row<'_>) -> rusqlite::Result<BlockedDevice> {
+    Ok(BlockedDevice {
+        id: g_uuid(r, 0)?,
+        tenant_id: g_uuid(r, 1)?,
+        device_public_key: r.get(2)?,
+        fingerprint_hash: r.get(3)?,
+        reason: r.get(4)?,
+        created_at: g_time(r, 5)?,
+    })
+}
+
+const REPORT_COLS: &str = "id, tenant_id, license_id, activation_id, kind, details, created_at";
+fn row_report(r: &Row<'_>) -> rusqlite::Result<SuspiciousReport> {
+    Ok(SuspiciousReport {
+        id: g_uuid(r, 0)?,
+        tenant_id: g_uuid(r, 1)?,
+        license_id: g_opt_uuid(r, 2)?,
+        activation_id: g_opt_uuid(r, 3)?,
+        kind: r.get(4)?,
+        details: g_json(r, 5)?,
+        created_at: g_time(r, 6)?,
+    })
+}
+
+const EMERGENCY_COLS: &str =
+    "id, tenant_id, license_id, serial, reason, issued_by, issued_at, expires_at, bound_device, code";
+fn row_emergency(r: &Row<'_>) -> rusqlite::Result<EmergencyRecord> {
+    Ok(EmergencyRecord {
+        id: g_uuid(r, 0)?,
+        tenant_id: g_uuid(r, 1)?,
+        license_id: g_uuid(r, 2)?,
+        serial: r.get(3)?,
+        reason: r.get(4)?,
+        issued_by: r.get(5)?,
+        issued_at: g_time(r, 6)?,
+        expires_at: g_time(r, 7)?,
+        bound_device: r.get(8)?,
+        code: r.get(9)?,
+    })
+}
+
+const EVENT_COLS: &str = "id, tenant_id, license_id, kind, at, data";
+fn row_event(r: &Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: g_uuid(r, 0)?,
+        tenant_id: g_uuid(r, 1)?,
+        license_id: g_opt_uuid(r, 2)?,
+        kind: r.get(3)?,
+        at: g_time(r, 4)?,
+        data: g_json(r, 5)?,
+    })
+}
+
+const AUDIT_COLS: &str =
+    "seq, at, tenant_id, actor, action, target, ip, outcome, details, prev_hash, hash";
+fn row_audit(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: r.get(0)?,
+        entry: NewAudit {
+            at: g_time(r, 1)?,
+            tenant_id: g_opt_uuid(r, 2)?,
+            actor: r.get(3)?,
+            action: r.get(4)?,
+            target: r.get(5)?,
+            ip: r.get(6)?,
+            outcome: r.get(7)?,
+            // An edited row must still be readable so that verification can name it.
+            details: {
+                let raw: String = r.get(8)?;
+                serde_json::from_str(&raw).unwrap_or(serde_json::Value::String(raw))
+            },
+        },
+        prev_hash: r.get(9)?,
+        hash: r.get(10)?,
+    })
+}
+
+fn scope_s(scope: Scope) -> Option<String> {
+    s_uuid(scope)
+}
+
+fn list_scoped<T>(
+    c: &Connection,
+    table: &str,
+    cols: &str,
+    scope: Scope,
+    page: PageRequest,
+    map: fn(&Row<'_>) -> rusqlite::Result<T>,
+    id: fn(&T) -> Uuid,
+) -> Result<Page<T>, StoreError> {
+    let sql = format!(
+        "SELECT {cols} FROM {table} WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR id > ?2) \
+         ORDER BY id LIMIT ?3"
+    );
+    let items = c
+        .prepare_cached(&sql)?
+        .query_map(
+            params![scope_s(scope), s_uuid(page.after), i64::from(page.limit) + 1],
+            map,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(paginate(items, page.limit, id))
+}
+
+fn get_scoped<T>(
+    c: &Connection,
+    table: &str,
+    cols: &str,
+    scope: Scope,
+    id: Uuid,
+    map: fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<T, StoreError> {
+    let sql = format!("SELECT {cols} FROM {table} WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)");
+    Ok(c.prepare_cached(&sql)?
+        .query_row(params![id.to_string(), scope_s(scope)], map)?)
+}
+
+fn active_activations(c: &Connection, license_id: Uuid) -> Result<Vec<Activation>, StoreError> {
+    let sql = format!(
+        "SELECT {ACTIVATION_COLS} FROM activations WHERE license_id = ?1 AND status = 'ACTIVE'"
+    );
+    Ok(c.prepare_cached(&sql)?
+        .query_map([license_id.to_string()], row_activation)?
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+fn insert_activation(c: &Connection, a: &Activation) -> Result<(), StoreError> {
+    c.prepare_cached(&format!(
+        "INSERT INTO activations ({ACTIVATION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"
+    ))?
+    .execute(params![
+        a.id.to_string(),
+        a.tenant_id.to_string(),
+        a.license_id.to_string(),
+        a.device_public_key,
+        json(&a.fingerprint)?,
+        json(&a.metadata)?,
+        a.status.as_str(),
+        a.offline,
+        a.floating,
+        ts(a.created_at),
+        ts(a.last_seen_at),
+        s_time(a.lease_expires_at),
+        s_time(a.deactivated_at),
+        a.deactivation_reason
+    ])?;
+    Ok(())
+}
+
+fn usage_totals_tx(c: &Connection, license_id: Uuid) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT feature, SUM(amount) FROM usage_events WHERE license_id = ?1 GROUP BY feature ORDER BY feature",
+    )?
+    .query_map([license_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect::<Result<Vec<_>, _>>()?)
+}
+
+fn write_license(c: &Connection, l: &LicenseRecord, create: bool) -> Result<(), StoreError> {
+    let lic = &l.license;
+    let p = params![
+        lic.id.to_string(),
+        lic.tenant_id.to_string(),
+        lic.product_id.to_string(),
+        s_uuid(lic.customer_id),
+        s_uuid(lic.template_id),
+        l.key_hash.to_vec(),
+        l.key_hint.to_vec(),
+        lic.status.as_str(),
+        lic.license_type.as_str(),
+        s_time(lic.expires_at),
+        json(lic)?,
+        json(&l.policy)?,
+        s_time(l.expiring_notice_for),
+        ts(l.created_at),
+        ts(l.updated_at)
+    ];
+    if create {
+        c.prepare_cached(
+            "INSERT INTO licenses (id, tenant_id, product_id, customer_id, template_id, key_hash, key_hint, status,
+             license_type, expires_at, body, policy, expiring_notice_for, created_at, updated_at)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+        )?
+        .execute(p)?;
+    } else {
+        let n = c
+            .prepare_cached(
+                "UPDATE licenses SET product_id = ?3, customer_id = ?4, template_id = ?5, key_hash = ?6,
+                 key_hint = ?7, status = ?8, license_type = ?9, expires_at = ?10, body = ?11, policy = ?12,
+                 expiring_notice_for = ?13, created_at = ?14, updated_at = ?15
+                 WHERE id = ?1 AND tenant_id = ?2",
+            )?
+            .execute(p)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+
+    fn create_tenant(&self, t: Tenant, audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            c.prepare_cached("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)")?
+                .execute(params![t.id.to_string(), t.name, ts(t.created_at)])?;
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn get_tenant(&self, id: Uuid) -> StoreFuture<'_, Tenant> {
+        self.read(move |c| {
+            let sql = format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1");
+            Ok(c.prepare_cached(&sql)?
+                .query_row([id.to_string()], row_tenant)?)
+        })
+    }
+
+    fn list_tenants(&self, page: PageRequest) -> StoreFuture<'_, Page<Tenant>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {TENANT_COLS} FROM tenants WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2"
+            );
+            let items = c
+                .prepare_cached(&sql)?
+                .query_map(
+                    params![s_uuid(page.after), i64::from(page.limit) + 1],
+                    row_tenant,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(paginate(items, page.limit, |t| t.id))
+        })
+    }
+
+    fn create_token(&self, t: ApiToken, hash: [u8; 32], audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            c.prepare_cached(&format!(
+                "INSERT INTO api_tokens ({TOKEN_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"
+            ))?
+            .execute(params![
+                t.id.to_string(),
+                s_uuid(t.tenant_id),
+                t.name,
+                t.role.as_str(),
+                t.prefix,
+                ts(t.created_at),
+                s_time(t.revoked_at),
+                hash.to_vec()
+            ])?;
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn find_token(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<(ApiToken, [u8; 32])>> {
+        self.read(move |c| {
+            let sql = format!("SELECT {TOKEN_COLS} FROM api_tokens WHERE token_hash = ?1");
+            Ok(c.prepare_cached(&sql)?
+                .query_row([hash.to_vec()], |r| Ok((row_token(r)?, g_arr::<32>(r, 7)?)))
+                .optional()?)
+        })
+    }
+
+    fn list_tokens(&self, scope: Scope) -> StoreFuture<'_, Vec<ApiToken>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {TOKEN_COLS} FROM api_tokens WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY id"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_map([scope_s(scope)], row_token)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn revoke_token(
+        &self,
+        scope: Scope,
+        id: Uuid,
+        at: DateTime<Utc>,
+        audit: NewAudit,
+    ) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?3)
+                     WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
+                )?
+                .execute(params![id.to_string(), scope_s(scope), ts(at)])?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn count_tokens(&self) -> StoreFuture<'_, u64> {
+        self.read(|c| {
+            let n: i64 = c.query_row("SELECT COUNT(*) FROM api_tokens", [], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    fn put_customer(&self, x: Customer, create: bool, audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            let p = params![
+                x.id.to_string(),
+                x.tenant_id.to_string(),
+                x.name,
+                x.email,
+                json(&x.metadata)?,
+                ts(x.created_at),
+                ts(x.updated_at)
+            ];
+            if create {
+                c.prepare_cached(&format!(
+                    "INSERT INTO customers ({CUSTOMER_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"
+                ))?
+                .execute(p)?;
+            } else if c
+                .prepare_cached(
+                    "UPDATE customers SET name = ?3, email = ?4, metadata = ?5, created_at = ?6, updated_at = ?7
+                     WHERE id = ?1 AND tenant_id = ?2",
+                )?
+                .execute(p)?
+                == 0
+            {
+                return Err(StoreError::NotFound);
+            }
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn get_customer(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Customer> {
+        self.read(move |c| get_scoped(c, "customers", CUSTOMER_COLS, scope, id, row_customer))
+    }
+
+    fn list_customers(&self, scope: Scope, page: PageRequest) -> StoreFuture<'_, Page<Customer>> {
+        self.read(move |c| {
+            list_scoped(c, "customers", CUSTOMER_COLS, scope, page, row_customer, |x| x.id)
+        })
+    }
+
+    fn put_product(&self, x: Product, create: bool, audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            let p = params![
+                x.id.to_string(),
+                x.tenant_id.to_string(),
+                x.name,
+                x.code,
+                json(&x.metadata)?,
+                ts(x.created_at),
+                ts(x.updated_at)
+            ];
+            if create {
+                c.prepare_cached(&format!(
+                    "INSERT INTO products ({PRODUCT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"
+                ))?
+                .execute(p)?;
+            } else if c
+                .prepare_cached(
+                    "UPDATE products SET name = ?3, code = ?4, metadata = ?5, created_at = ?6, updated_at = ?7
+                     WHERE id = ?1 AND tenant_id = ?2",
+                )?
+                .execute(p)?
+                == 0
+            {
+                return Err(StoreError::NotFound);
+            }
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn get_product(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Product> {
+        self.read(move |c| get_scoped(c, "products", PRODUCT_COLS, scope, id, row_product))
+    }
+
+    fn list_products(&self, scope: Scope, page: PageRequest) -> StoreFuture<'_, Page<Product>> {
+        self.read(move |c| {
+            list_scoped(c, "products", PRODUCT_COLS, scope, page, row_product, |x| x.id)
+        })
+    }
+
+    fn put_template(
+        &self,
+        t: TemplateRecord,
+        create: bool,
+        audit: NewAudit,
+    ) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            let tpl = &t.template;
+            let p = params![
+                tpl.id.to_string(),
+                tpl.tenant_id.to_string(),
+                tpl.product_id.to_string(),
+                tpl.name,
+                json(tpl)?,
+                ts(t.created_at),
+                ts(t.updated_at)
+            ];
+            if create {
+                c.prepare_cached(
+                    "INSERT INTO templates (id, tenant_id, product_id, name, body, created_at, updated_at)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                )?
+                .execute(p)?;
+            } else if c
+                .prepare_cached(
+                    "UPDATE templates SET product_id = ?3, name = ?4, body = ?5, created_at = ?6, updated_at = ?7
+                     WHERE id = ?1 AND tenant_id = ?2",
+                )?
+                .execute(p)?
+                == 0
+            {
+                return Err(StoreError::NotFound);
+            }
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn get_template(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, TemplateRecord> {
+        self.read(move |c| get_scoped(c, "templates", TEMPLATE_COLS, scope, id, row_template))
+    }
+
+    fn list_templates(
+        &self,
+        scope: Scope,
+        page: PageRequest,
+    ) -> StoreFuture<'_, Page<TemplateRecord>> {
+        self.read(move |c| {
+            list_scoped(c, "templates", TEMPLATE_COLS, scope, page, row_template, |x| {
+                x.template.id
+            })
+        })
+    }
+
+    fn delete_template(&self, scope: Scope, id: Uuid, audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM templates WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)")?
+                .execute(params![id.to_string(), scope_s(scope)])?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn insert_license(&self, l: LicenseRecord, audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            write_license(c, &l, true)?;
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn update_license(
+        &self,
+        l: LicenseRecord,
+        release_activations: Option<String>,
+        audit: Option<NewAudit>,
+    ) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            write_license(c, &l, false)?;
+            if let Some(reason) = release_activations {
+                c.prepare_cached(
+                    "UPDATE activations SET status = 'DEACTIVATED', deactivated_at = ?2, deactivation_reason = ?3
+                     WHERE license_id = ?1 AND status = 'ACTIVE'",
+                )?
+                .execute(params![l.license.id.to_string(), ts(l.updated_at), reason])?;
+            }
+            if let Some(a) = audit {
+                append_audit_tx(c, &a)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn get_license(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, LicenseRecord> {
+        self.read(move |c| get_scoped(c, "licenses", LICENSE_COLS, scope, id, row_license))
+    }
+
+    fn get_license_by_key_hash(&self, hash: [u8; 32]) -> StoreFuture<'_, LicenseRecord> {
+        self.read(move |c| {
+            let sql = format!("SELECT {LICENSE_COLS} FROM licenses WHERE key_hash = ?1");
+            Ok(c.prepare_cached(&sql)?
+                .query_row([hash.to_vec()], row_license)?)
+        })
+    }
+
+    fn find_licenses_by_hint(&self, hint: [u8; 6]) -> StoreFuture<'_, Vec<LicenseRecord>> {
+        self.read(move |c| {
+            let sql = format!("SELECT {LICENSE_COLS} FROM licenses WHERE key_hint = ?1");
+            Ok(c.prepare_cached(&sql)?
+                .query_map([hint.to_vec()], row_license)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn list_licenses(
+        &self,
+        scope: Scope,
+        f: LicenseFilter,
+        page: PageRequest,
+    ) -> StoreFuture<'_, Page<LicenseRecord>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {LICENSE_COLS} FROM licenses
+                 WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR id > ?2)
+                   AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR license_type = ?4)
+                   AND (?5 IS NULL OR product_id = ?5) AND (?6 IS NULL OR customer_id = ?6)
+                   AND (?7 IS NULL OR (expires_at IS NOT NULL AND expires_at < ?7))
+                 ORDER BY id LIMIT ?8"
+            );
+            let items = c
+                .prepare_cached(&sql)?
+                .query_map(
+                    params![
+                        scope_s(scope),
+                        s_uuid(page.after),
+                        f.status.map(|s| s.as_str()),
+                        f.license_type.map(|t| t.as_str()),
+                        s_uuid(f.product_id),
+                        s_uuid(f.customer_id),
+                        s_time(f.expiring_before),
+                        i64::from(page.limit) + 1
+                    ],
+                    row_license,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(paginate(items, page.limit, |l| l.license.id))
+        })
+    }
+
+    fn licenses_expiring_before(&self, t: DateTime<Utc>) -> StoreFuture<'_, Vec<LicenseRecord>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {LICENSE_COLS} FROM licenses
+                 WHERE status = 'ACTIVE' AND expires_at IS NOT NULL AND expires_at < ?1 ORDER BY expires_at"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_map([ts(t)], row_license)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn activate(&self, op: ActivateOp) -> StoreFuture<'_, ActivateOutcome> {
+        self.write(move |c| {
+            let active = active_activations(c, op.new.license_id)?;
+            let seats = active.len() as u32;
+            if let Some(existing) = active.iter().find(|a| (op.same_device)(a)) {
+                let mut a = existing.clone();
+                a.device_public_key = op.new.device_public_key.clone();
+                a.fingerprint = op.new.fingerprint.clone();
+                a.metadata = op.new.metadata.clone();
+                a.last_seen_at = op.new.last_seen_at;
+                a.lease_expires_at = op.reuse_lease_expires_at;
+                c.prepare_cached(
+                    "UPDATE activations SET device_public_key = ?2, fingerprint = ?3, metadata = ?4,
+                     last_seen_at = ?5, lease_expires_at = ?6 WHERE id = ?1",
+                )?
+                .execute(params![
+                    a.id.to_string(),
+                    a.device_public_key,
+                    json(&a.fingerprint)?,
+                    json(&a.metadata)?,
+                    ts(a.last_seen_at),
+                    s_time(a.lease_expires_at)
+                ])?;
+                let mut audit = with_outcome(op.audit, "REUSED");
+                audit.target = Some(a.id.to_string());
+                append_audit_tx(c, &audit)?;
+                return Ok(ActivateOutcome::Reused {
+                    activation: a,
+                    seats_used: seats,
+                });
+            }
+            if op.max_seats > 0 && seats >= op.max_seats {
+                append_audit_tx(c, &with_outcome(op.audit, "SEAT_LIMIT_REACHED"))?;
+                return Ok(ActivateOutcome::SeatLimit { seats_used: seats });
+            }
+            insert_activation(c, &op.new)?;
+            let mut audit = with_outcome(op.audit, "CREATED");
+            audit.target = Some(op.new.id.to_string());
+            append_audit_tx(c, &audit)?;
+            Ok(ActivateOutcome::Created {
+                activation: op.new,
+                seats_used: seats + 1,
+            })
+        })
+    }
+
+    fn get_activation(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Activation> {
+        self.read(move |c| {
+            get_scoped(c, "activations", ACTIVATION_COLS, scope, id, row_activation)
+        })
+    }
+
+    fn list_activations(
+        &self,
+        scope: Scope,
+        license_id: Uuid,
+    ) -> StoreFuture<'_, Vec<Activation>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {ACTIVATION_COLS} FROM activations WHERE license_id = ?1 AND (?2 IS NULL OR tenant_id = ?2)
+                 ORDER BY id"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_map(params![license_id.to_string(), scope_s(scope)], row_activation)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn count_active_seats(&self, license_id: Uuid) -> StoreFuture<'_, u32> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT COUNT(*) FROM activations WHERE license_id = ?1 AND status = 'ACTIVE'",
+            )?
+            .query_row([license_id.to_string()], |r| r.get(0))?)
+        })
+    }
+
+    fn heartbeat(&self, op: HeartbeatOp) -> StoreFuture<'_, HeartbeatOutcome> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE activations SET last_seen_at = ?2, lease_expires_at = ?3
+                     WHERE id = ?1 AND status = 'ACTIVE'",
+                )?
+                .execute(params![
+                    op.activation_id.to_string(),
+                    ts(op.now),
+                    s_time(op.lease_expires_at)
+                ])?;
+            let mut accepted = Vec::new();
+            if n > 0 {
+                let mut ins = c.prepare_cached(
+                    "INSERT OR IGNORE INTO usage_events (id, activation_id, license_id, feature, amount, recorded_at,
+                     received_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                )?;
+                for u in &op.usage {
+                    ins.execute(params![
+                        u.id.to_string(),
+                        op.activation_id.to_string(),
+                        op.license_id.to_string(),
+                        u.feature,
+                        u.amount,
+                        ts(u.recorded_at),
+                        ts(op.now)
+                    ])?;
+                    accepted.push(u.id);
+                }
+            }
+            if let Some(a) = op.audit {
+                let outcome = if n > 0 { "OK" } else { "DEACTIVATED" };
+                append_audit_tx(c, &with_outcome(a, outcome))?;
+            }
+            Ok(HeartbeatOutcome {
+                active: n > 0,
+                accepted_usage: accepted,
+                usage_totals: usage_totals_tx(c, op.license_id)?,
+            })
+        })
+    }
+
+    fn deactivate(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+        reason: String,
+        audit: NewAudit,
+    ) -> StoreFuture<'_, bool> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE activations SET status = 'DEACTIVATED', deactivated_at = ?2, deactivation_reason = ?3
+                     WHERE id = ?1 AND status = 'ACTIVE'",
+                )?
+                .execute(params![id.to_string(), ts(at), reason])?;
+            let outcome = if n > 0 { "DEACTIVATED" } else { "ALREADY_INACTIVE" };
+            append_audit_tx(c, &with_outcome(audit, outcome))?;
+            Ok(n > 0)
+        })
+    }
+
+    fn stale_floating(&self, t: DateTime<Utc>) -> StoreFuture<'_, Vec<Activation>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {ACTIVATION_COLS} FROM activations
+                 WHERE status = 'ACTIVE' AND floating = 1 AND lease_expires_at IS NOT NULL AND lease_expires_at < ?1"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_map([ts(t)], row_activation)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn purge_deactivated(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "DELETE FROM activations WHERE status = 'DEACTIVATED' AND deactivated_at < ?1",
+                )?
+                .execute([ts(before)])?;
+            Ok(n as u64)
+        })
+    }
+
+    fn usage_totals(&self, license_id: Uuid) -> StoreFuture<'_, Vec<(String, i64)>> {
+        self.read(move |c| usage_totals_tx(c, license_id))
+    }
+
+    fn add_block(&self, b: BlockedDevice, audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            c.prepare_cached(&format!(
+                "INSERT INTO blocked_devices ({BLOCK_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"
+            ))?
+            .execute(params![
+                b.id.to_string(),
+                b.tenant_id.to_string(),
+                b.device_public_key,
+                b.fingerprint_hash,
+                b.reason,
+                ts(b.created_at)
+            ])?;
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn list_blocks(&self, scope: Scope) -> StoreFuture<'_, Vec<BlockedDevice>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {BLOCK_COLS} FROM blocked_devices WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY id"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_map([scope_s(scope)], row_block)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn remove_block(&self, scope: Scope, id: Uuid, audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "DELETE FROM blocked_devices WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
+                )?
+                .execute(params![id.to_string(), scope_s(scope)])?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn find_block(
+        &self,
+        tenant_id: Uuid,
+        device_public_key: Vec<u8>,
+        fingerprint_hashes: Vec<String>,
+    ) -> StoreFuture<'_, Option<BlockedDevice>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {BLOCK_COLS} FROM blocked_devices
+                 WHERE tenant_id = ?1 AND (device_public_key = ?2 OR fingerprint_hash IS NOT NULL)"
+            );
+            let rows = c
+                .prepare_cached(&sql)?
+                .query_map(params![tenant_id.to_string(), device_public_key], row_block)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows.into_iter().find(|b| {
+                b.device_public_key.as_deref() == Some(&device_public_key[..])
+                    || b.fingerprint_hash
+                        .as_ref()
+                        .is_some_and(|h| fingerprint_hashes.iter().any(|x| x.eq_ignore_ascii_case(h)))
+            }))
+        })
+    }
+
+    fn add_report(&self, r: SuspiciousReport, audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            c.prepare_cached(&format!(
+                "INSERT INTO suspicious_reports ({REPORT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"
+            ))?
+            .execute(params![
+                r.id.to_string(),
+                r.tenant_id.to_string(),
+                s_uuid(r.license_id),
+                s_uuid(r.activation_id),
+                r.kind,
+                json(&r.details)?,
+                ts(r.created_at)
+            ])?;
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn list_reports(&self, scope: Scope) -> StoreFuture<'_, Vec<SuspiciousReport>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {REPORT_COLS} FROM suspicious_reports WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY id"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_map([scope_s(scope)], row_report)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn issue_emergency(&self, op: EmergencyOp) -> StoreFuture<'_, EmergencyOutcome> {
+        self.write(move |c| {
+            let lic = op.record.license_id.to_string();
+            let count: u32 = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM emergency_codes WHERE license_id = ?1 AND issued_at >= ?2",
+                )?
+                .query_row(params![lic, ts(op.window_start)], |r| r.get(0))?;
+            if count >= op.max_in_window {
+                append_audit_tx(c, &with_outcome(op.audit, "LIMIT_REACHED"))?;
+                return Ok(EmergencyOutcome::LimitReached {
+                    issued_in_window: count,
+                });
+            }
+            let serial: u32 = c
+                .prepare_cached(
+                    "SELECT COALESCE(MAX(serial), 0) + 1 FROM emergency_codes WHERE license_id = ?1",
+                )?
+                .query_row([&lic], |r| r.get(0))?;
+            let mut rec = op.record;
+            rec.serial = serial;
+            rec.code = (op.make_code)(serial).map_err(StoreError::Db)?;
+            c.prepare_cached(&format!(
+                "INSERT INTO emergency_codes ({EMERGENCY_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
+            ))?
+            .execute(params![
+                rec.id.to_string(),
+                rec.tenant_id.to_string(),
+                lic,
+                rec.serial,
+                rec.reason,
+                rec.issued_by,
+                ts(rec.issued_at),
+                ts(rec.expires_at),
+                rec.bound_device,
+                rec.code
+            ])?;
+            let mut audit = with_outcome(op.audit, "ISSUED");
+            if let serde_json::Value::Object(m) = &mut audit.details {
+                m.insert("serial".into(), serial.into());
+            }
+            append_audit_tx(c, &audit)?;
+            Ok(EmergencyOutcome::Issued(rec))
+        })
+    }
+
+    fn list_emergency(
+        &self,
+        scope: Scope,
+        license_id: Uuid,
+    ) -> StoreFuture<'_, Vec<EmergencyRecord>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {EMERGENCY_COLS} FROM emergency_codes WHERE license_id = ?1 AND (?2 IS NULL OR tenant_id = ?2)
+                 ORDER BY serial"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_map(params![license_id.to_string(), scope_s(scope)], row_emergency)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn add_event(&self, e: Event, audit: Option<NewAudit>) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            c.prepare_cached(&format!(
+                "INSERT INTO events ({EVENT_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"
+            ))?
+            .execute(params![
+                e.id.to_string(),
+                e.tenant_id.to_string(),
+                s_uuid(e.license_id),
+                e.kind,
+                ts(e.at),
+                json(&e.data)?
+            ])?;
+            if let Some(a) = audit {
+                append_audit_tx(c, &a)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn list_events(&self, scope: Scope, license_id: Option<Uuid>) -> StoreFuture<'_, Vec<Event>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {EVENT_COLS} FROM events WHERE (?1 IS NULL OR tenant_id = ?1)
+                 AND (?2 IS NULL OR license_id = ?2) ORDER BY at, id LIMIT 1000"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_map(params![scope_s(scope), s_uuid(license_id)], row_event)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn append_audit(&self, entries: Vec<NewAudit>) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            for e in &entries {
+                append_audit_tx(c, e)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn audit_rows(&self, scope: Scope, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {AUDIT_COLS} FROM audit_log WHERE seq > ?1 AND (?2 IS NULL OR tenant_id = ?2)
+                 ORDER BY seq LIMIT ?3"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_map(params![after, scope_s(scope), limit], row_audit)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+}
