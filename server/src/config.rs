@@ -12,24 +12,13 @@ use crate::store::sqlite::Synchronous;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("config file {path} is not valid TOML for tessera-server: {reason}")]
     Parse { path: String, reason: String },
     #[error("environment variable {name}={value:?} is invalid: {reason}")]
-    Env {
-        name: String,
-        value: String,
-        reason: String,
-    },
+    Env { name: String, value: String, reason: String },
     #[error("cannot read {name} (from {path}): {reason}")]
-    SecretFile {
-        name: String,
-        path: String,
-        reason: String,
-    },
+    SecretFile { name: String, path: String, reason: String },
 }
 
 /// A secret value; `Debug` and `Display` never show it.
@@ -56,12 +45,7 @@ pub struct RateLimits {
 
 impl Default for RateLimits {
     fn default() -> Self {
-        RateLimits {
-            per_ip_per_sec: 500.0,
-            per_ip_burst: 1000.0,
-            per_key_per_sec: 100.0,
-            per_key_burst: 300.0,
-        }
+        RateLimits { per_ip_per_sec: 500.0, per_ip_burst: 1000.0, per_key_per_sec: 100.0, per_key_burst: 300.0 }
     }
 }
 
@@ -78,11 +62,7 @@ pub struct Jobs {
 
 impl Default for Jobs {
     fn default() -> Self {
-        Jobs {
-            interval_secs: 60,
-            expiring_soon_days: 14,
-            purge_deactivated_after_days: 90,
-        }
+        Jobs { interval_secs: 60, expiring_soon_days: 14, purge_deactivated_after_days: 90 }
     }
 }
 
@@ -129,18 +109,11 @@ impl Default for Config {
 impl Config {
     /// Defaults with this data directory, listening on a free loopback port (for tests and embedding).
     pub fn for_data_dir(path: impl Into<PathBuf>) -> Config {
-        Config {
-            data_dir: path.into(),
-            listen: "127.0.0.1:0".into(),
-            ..Config::default()
-        }
+        Config { data_dir: path.into(), listen: "127.0.0.1:0".into(), ..Config::default() }
     }
 
     /// Defaults, then the TOML file if given, then the environment.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut c = match file {
             Some(p) => Config::from_toml_file(p)?,
             None => Config::default(),
@@ -150,25 +123,16 @@ impl Config {
     }
 
     pub fn from_toml_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.display().to_string(),
-            source: e,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.display().to_string(), source: e })?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.display().to_string(), reason: e.to_string() })
     }
 
     /// Applies `TESSERA_*` variables.
-    pub fn apply_env(
-        &mut self,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(), ConfigError> {
-        let vars: std::collections::BTreeMap<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("TESSERA_"))
-            .collect();
+    pub fn apply_env(&mut self, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+        let vars: std::collections::BTreeMap<String, String> =
+            env.into_iter().filter(|(k, _)| k.starts_with("TESSERA_")).collect();
         fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError>
         where
             T::Err: fmt::Display,
@@ -215,14 +179,10 @@ impl Config {
                 "TESSERA_RATE_LIMIT_PER_IP" => self.rate_limits.per_ip_per_sec = num(k, v)?,
                 "TESSERA_RATE_LIMIT_PER_IP_BURST" => self.rate_limits.per_ip_burst = num(k, v)?,
                 "TESSERA_RATE_LIMIT_PER_KEY" => self.rate_limits.per_key_per_sec = num(k, v)?,
-                "TESSERA_RATE_LIMIT_PER_KEY_BURST" => {
-                    self.rate_limits.per_key_burst = num(k, v)?
-                }
+                "TESSERA_RATE_LIMIT_PER_KEY_BURST" => self.rate_limits.per_key_burst = num(k, v)?,
                 "TESSERA_JOBS_INTERVAL_SECS" => self.jobs.interval_secs = num(k, v)?,
                 "TESSERA_EXPIRING_SOON_DAYS" => self.jobs.expiring_soon_days = num(k, v)?,
-                "TESSERA_PURGE_DEACTIVATED_AFTER_DAYS" => {
-                    self.jobs.purge_deactivated_after_days = num(k, v)?
-                }
+                "TESSERA_PURGE_DEACTIVATED_AFTER_DAYS" => self.jobs.purge_deactivated_after_days = num(k, v)?,
                 "TESSERA_AUDIT_VALIDATE" => self.audit_validate = boolean(k, v)?,
                 "TESSERA_TRUST_FORWARDED_FOR" => self.trust_forwarded_for = boolean(k, v)?,
                 "TESSERA_ADMIN_TOKEN" => self.admin_token = Some(Secret(v.trim().to_string())),
@@ -249,21 +209,15 @@ mod tests {
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(
-            &file,
-            "listen = \"0.0.0.0:9000\"\nread_connections = 3\n[rate_limits]\nper_ip_per_sec = 7.0\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "listen = \"0.0.0.0:9000\"\nread_connections = 3\n[rate_limits]\nper_ip_per_sec = 7.0\n")
+            .unwrap();
         let secret = dir.path().join("tok");
         std::fs::write(&secret, "tsa_fromfile\n").unwrap();
         let c = Config::load(
             Some(&file),
             [
                 ("TESSERA_READ_CONNECTIONS".to_string(), "5".to_string()),
-                (
-                    "TESSERA_ADMIN_TOKEN_FILE".to_string(),
-                    secret.display().to_string(),
-                ),
+                ("TESSERA_ADMIN_TOKEN_FILE".to_string(), secret.display().to_string()),
                 ("OTHER".to_string(), "x".to_string()),
             ],
         )

@@ -22,13 +22,7 @@ pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        AppError {
-            status,
-            code,
-            message: message.into(),
-            details: json!({}),
-            retry_after: None,
-        }
+        AppError { status, code, message: message.into(), details: json!({}), retry_after: None }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -92,11 +86,9 @@ impl AppError {
                 "CONFLICT",
                 format!("{what} conflicts with an existing one ({m}): use another value"),
             ),
-            StoreError::Busy => AppError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "BUSY",
-                "the database is busy: retry in a moment",
-            ),
+            StoreError::Busy => {
+                AppError::new(StatusCode::SERVICE_UNAVAILABLE, "BUSY", "the database is busy: retry in a moment")
+            }
             other => AppError::internal(what, other),
         }
     }

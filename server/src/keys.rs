@@ -30,17 +30,12 @@ pub struct KeyDir {
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> KeyError {
-    KeyError::Io {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
+    KeyError::Io { path: path.display().to_string(), reason: e.to_string() }
 }
 
 impl KeyDir {
     pub fn new(data_dir: &Path) -> KeyDir {
-        KeyDir {
-            dir: data_dir.join("keys"),
-        }
+        KeyDir { dir: data_dir.join("keys") }
     }
 
     fn ensure_dir(&self) -> Result<(), KeyError> {
@@ -66,10 +61,8 @@ impl KeyDir {
             if path.extension().and_then(|x| x.to_str()) != Some("pem") {
                 continue;
             }
-            let key = SigningKey::load(&path).map_err(|e| KeyError::Bad {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            let key = SigningKey::load(&path)
+                .map_err(|e| KeyError::Bad { path: path.display().to_string(), reason: e.to_string() })?;
             out.push((key, path));
         }
         out.sort_by(|a, b| a.1.cmp(&b.1));
@@ -77,10 +70,7 @@ impl KeyDir {
     }
 
     fn active_kid(&self) -> Option<String> {
-        std::fs::read_to_string(self.dir.join("active"))
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
+        std::fs::read_to_string(self.dir.join("active")).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
     }
 
     fn set_active(&self, kid: &str) -> Result<(), KeyError> {
@@ -95,12 +85,7 @@ impl KeyDir {
         let kid = key.key_id().to_string();
         let path = self.dir.join(format!("{kid}.pem"));
         key.save(&path).map_err(|e| io(&path, e))?;
-        Ok(KeyInfo {
-            kid,
-            alg: key.algorithm(),
-            active: false,
-            path,
-        })
+        Ok(KeyInfo { kid, alg: key.algorithm(), active: false, path })
     }
 
     /// Generates a new key and makes it the signing key; the old one keeps verifying.
@@ -112,11 +97,7 @@ impl KeyDir {
     }
 
     pub fn activate(&self, kid: &str) -> Result<(), KeyError> {
-        if !self
-            .load_all()?
-            .iter()
-            .any(|(k, _)| k.key_id().to_string() == kid)
-        {
+        if !self.load_all()?.iter().any(|(k, _)| k.key_id().to_string() == kid) {
             return Err(KeyError::Unknown(kid.into()));
         }
         self.set_active(kid)
@@ -129,12 +110,7 @@ impl KeyDir {
             .into_iter()
             .map(|(k, path)| {
                 let kid = k.key_id().to_string();
-                KeyInfo {
-                    active: active.as_deref() == Some(kid.as_str()),
-                    kid,
-                    alg: k.algorithm(),
-                    path,
-                }
+                KeyInfo { active: active.as_deref() == Some(kid.as_str()), kid, alg: k.algorithm(), path }
             })
             .collect())
     }
@@ -152,10 +128,7 @@ impl KeyDir {
             Some(k) => k,
             None => {
                 // No marker: the newest file (by name order, stable) signs.
-                let kid = all
-                    .last()
-                    .map(|(k, _)| k.key_id().to_string())
-                    .unwrap_or_default();
+                let kid = all.last().map(|(k, _)| k.key_id().to_string()).unwrap_or_default();
                 self.set_active(&kid)?;
                 kid
             }

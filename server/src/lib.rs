@@ -61,10 +61,8 @@ pub struct Opened {
 /// Opens (creating on first use) the data directory: database, migrations, signing key, first admin token.
 pub async fn open(config: Config, clock: time::Clock) -> Result<Opened, StartError> {
     let dir = config.data_dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|e| StartError::DataDir {
-        path: dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| StartError::DataDir { path: dir.display().to_string(), reason: e.to_string() })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -83,24 +81,13 @@ pub async fn open(config: Config, clock: time::Clock) -> Result<Opened, StartErr
     let preset = config.admin_token.clone().map(|s| s.0);
     let store: Arc<dyn Store> = sqlite.clone();
     let services = Services::new(store, keyset, clock, config);
-    let admin_token = services
-        .bootstrap_admin(preset)
-        .await
-        .map_err(|e| StartError::Other(e.message))?;
+    let admin_token = services.bootstrap_admin(preset).await.map_err(|e| StartError::Other(e.message))?;
     if let Some(tok) = &admin_token {
         let path = dir.join("admin-token");
-        tessera_core::crypto::write_private_file(&path, format!("{tok}\n").as_bytes()).map_err(|e| {
-            StartError::DataDir {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            }
-        })?;
+        tessera_core::crypto::write_private_file(&path, format!("{tok}\n").as_bytes())
+            .map_err(|e| StartError::DataDir { path: path.display().to_string(), reason: e.to_string() })?;
     }
-    Ok(Opened {
-        services,
-        sqlite,
-        admin_token,
-    })
+    Ok(Opened { services, sqlite, admin_token })
 }
 
 /// A server started by [`start`].
@@ -160,26 +147,17 @@ pub async fn start_with_clock(config: Config, clock: time::Clock) -> Result<Runn
     let opened = open(config, clock).await?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .map_err(|e| StartError::Bind {
-            addr: listen.clone(),
-            reason: e.to_string(),
-        })?;
-    let addr = listener.local_addr().map_err(|e| StartError::Bind {
-        addr: listen,
-        reason: e.to_string(),
-    })?;
+        .map_err(|e| StartError::Bind { addr: listen.clone(), reason: e.to_string() })?;
+    let addr = listener.local_addr().map_err(|e| StartError::Bind { addr: listen, reason: e.to_string() })?;
     let services = opened.services.clone();
     let router = http::app(AppState::new(services.clone()));
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
-        let r = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = rx.wait_for(|v| *v).await;
-        })
-        .await;
+        let r = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|v| *v).await;
+            })
+            .await;
         if let Err(e) = r {
             tracing::error!(error = %e, "server error");
         }
@@ -199,12 +177,5 @@ pub async fn start_with_clock(config: Config, clock: time::Clock) -> Result<Runn
         })
     });
     tracing::info!(%addr, "tessera-server listening");
-    Ok(RunningServer {
-        addr,
-        admin_token: opened.admin_token,
-        services,
-        shutdown: tx,
-        server,
-        jobs,
-    })
+    Ok(RunningServer { addr, admin_token: opened.admin_token, services, shutdown: tx, server, jobs })
 }

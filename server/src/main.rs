@@ -118,10 +118,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 
 fn print(json: bool, v: &serde_json::Value, human: impl FnOnce() -> String) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-        );
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
     } else {
         println!("{}", human());
     }
@@ -151,9 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => {
             let data_dir = config.data_dir.clone();
-            let server = tessera_server::start(config)
-                .await
-                .context("tessera-server could not start")?;
+            let server = tessera_server::start(config).await.context("tessera-server could not start")?;
             if let Some(tok) = &server.admin_token {
                 println!("First start: created a vendor-admin API token. It is shown only this once");
                 println!("(also saved, readable only by you, in {}):", data_dir.join("admin-token").display());
@@ -177,7 +172,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 KeysCmd::Generate => {
                     let k = kd.generate()?;
                     print(json, &serde_json::to_value(&k)?, || {
-                        format!("generated key {} ({}), not active; `keys activate {}` to sign with it", k.kid, k.alg, k.kid)
+                        format!(
+                            "generated key {} ({}), not active; `keys activate {}` to sign with it",
+                            k.kid, k.alg, k.kid
+                        )
                     });
                 }
                 KeysCmd::Rotate => {
@@ -214,7 +212,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let v = tessera_server::services::audit::verify_chain(opened.services.store.as_ref()).await?;
             print(json, &serde_json::to_value(&v)?, || match &v.first_broken {
                 None => format!("audit log intact: {} entries verified", v.checked),
-                Some(b) => format!("audit log BROKEN at entry {}: {} ({} entries before it verified)", b.seq, b.reason, v.checked),
+                Some(b) => format!(
+                    "audit log BROKEN at entry {}: {} ({} entries before it verified)",
+                    b.seq, b.reason, v.checked
+                ),
             });
             Ok(if v.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
@@ -273,8 +274,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
                     let v = serde_json::to_value(&r)?;
                     print(json, &v, || {
-                        format!("emergency code #{} valid until {}{}:\n\n{}", r.serial, r.expires_at,
-                            if r.bound_device.is_some() { " (bound to one device)" } else { "" }, r.code)
+                        format!(
+                            "emergency code #{} valid until {}{}:\n\n{}",
+                            r.serial,
+                            r.expires_at,
+                            if r.bound_device.is_some() { " (bound to one device)" } else { "" },
+                            r.code
+                        )
                     });
                 }
                 EmergencyCmd::List { license } => {
@@ -285,7 +291,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
                     print(json, &serde_json::to_value(&list)?, || {
                         list.iter()
-                            .map(|r| format!("#{} issued {} by {} until {}: {}", r.serial, r.issued_at, r.issued_by, r.expires_at, r.reason))
+                            .map(|r| {
+                                format!(
+                                    "#{} issued {} by {} until {}: {}",
+                                    r.serial, r.issued_at, r.issued_by, r.expires_at, r.reason
+                                )
+                            })
                             .collect::<Vec<_>>()
                             .join("\n")
                     });

@@ -6,9 +6,7 @@ use std::fmt::Write as _;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 #[derive(Default, Clone)]
 struct Histogram {
@@ -31,11 +29,7 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
-                self.counts[i]
-            );
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", self.counts[i]);
         }
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
         let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
@@ -68,13 +62,8 @@ impl Metrics {
 
     pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         self.with(|m| {
-            *m.requests
-                .entry((method.to_string(), route.to_string(), status))
-                .or_default() += 1;
-            m.latency
-                .entry((method.to_string(), route.to_string()))
-                .or_default()
-                .observe(elapsed.as_secs_f64());
+            *m.requests.entry((method.to_string(), route.to_string(), status)).or_default() += 1;
+            m.latency.entry((method.to_string(), route.to_string())).or_default().observe(elapsed.as_secs_f64());
         });
     }
 
@@ -83,12 +72,7 @@ impl Metrics {
     }
 
     pub fn store_op(&self, kind: &str, elapsed: Duration) {
-        self.with(|m| {
-            m.store_ops
-                .entry(kind.to_string())
-                .or_default()
-                .observe(elapsed.as_secs_f64())
-        });
+        self.with(|m| m.store_ops.entry(kind.to_string()).or_default().observe(elapsed.as_secs_f64()));
     }
 
     pub fn store_batch(&self, items: usize, elapsed: Duration) {
@@ -126,16 +110,11 @@ impl Metrics {
             out.push_str("# HELP tessera_store_op_duration_seconds Store call latency (queue + work).\n");
             out.push_str("# TYPE tessera_store_op_duration_seconds histogram\n");
             for (kind, h) in &m.store_ops {
-                h.render(
-                    &mut out,
-                    "tessera_store_op_duration_seconds",
-                    &format!("kind=\"{kind}\""),
-                );
+                h.render(&mut out, "tessera_store_op_duration_seconds", &format!("kind=\"{kind}\""));
             }
             out.push_str("# HELP tessera_store_commit_duration_seconds Group-commit transaction time.\n");
             out.push_str("# TYPE tessera_store_commit_duration_seconds histogram\n");
-            m.batches
-                .render(&mut out, "tessera_store_commit_duration_seconds", "");
+            m.batches.render(&mut out, "tessera_store_commit_duration_seconds", "");
             out.push_str("# HELP tessera_store_batched_writes_total Write requests committed in batches.\n");
             out.push_str("# TYPE tessera_store_batched_writes_total counter\n");
             let _ = writeln!(out, "tessera_store_batched_writes_total {}", m.batch_items);

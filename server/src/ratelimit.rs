@@ -21,11 +21,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `rate` tokens per second, up to `burst`; a rate of 0 disables the limit.
     pub fn new(rate: f64, burst: f64) -> RateLimiter {
-        RateLimiter {
-            rate,
-            burst: burst.max(1.0),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
+        RateLimiter { rate, burst: burst.max(1.0), shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
     }
 
     /// Takes one token for `key`; `Err(seconds)` to wait when none is left.
@@ -40,10 +36,7 @@ impl RateLimiter {
             let (rate, burst) = (self.rate, self.burst);
             map.retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
         }
-        let b = map.entry(key.to_vec()).or_insert(Bucket {
-            tokens: self.burst,
-            last: now,
-        });
+        let b = map.entry(key.to_vec()).or_insert(Bucket { tokens: self.burst, last: now });
         b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * self.rate).min(self.burst);
         b.last = now;
         if b.tokens >= 1.0 {

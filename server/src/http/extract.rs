@@ -15,18 +15,11 @@ use crate::services::Ctx;
 fn rejection(status: StatusCode, body_text: String) -> AppError {
     let (code, hint) = match status {
         StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "send a smaller body"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "UNSUPPORTED_MEDIA_TYPE",
-            "send Content-Type: application/json",
-        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("UNSUPPORTED_MEDIA_TYPE", "send Content-Type: application/json"),
         StatusCode::UNPROCESSABLE_ENTITY => ("VALIDATION_FAILED", "fix the fields named above"),
         _ => ("BAD_REQUEST", "send valid JSON"),
     };
-    let status = if status.is_client_error() {
-        status
-    } else {
-        StatusCode::BAD_REQUEST
-    };
+    let status = if status.is_client_error() { status } else { StatusCode::BAD_REQUEST };
     AppError::new(status, code, format!("{body_text}: {hint}"))
 }
 
@@ -72,12 +65,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
-            .map_err(|e: PathRejection| {
-                AppError::bad_request(format!(
-                    "{}: ids in the path are UUIDs",
-                    e.body_text()
-                ))
-            })
+            .map_err(|e: PathRejection| AppError::bad_request(format!("{}: ids in the path are UUIDs", e.body_text())))
     }
 }
 
@@ -91,19 +79,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
-            .map_err(|e: QueryRejection| {
-                AppError::bad_request(format!("invalid query string: {}", e.body_text()))
-            })
+            .map_err(|e: QueryRejection| AppError::bad_request(format!("invalid query string: {}", e.body_text())))
     }
 }
 
 pub fn client_ip(parts: &Parts, trust_forwarded: bool) -> Option<String> {
     if trust_forwarded {
-        if let Some(v) = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
+        if let Some(v) = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
             if let Some(first) = v.split(',').next() {
                 let ip = first.trim();
                 if !ip.is_empty() {
@@ -112,10 +94,7 @@ pub fn client_ip(parts: &Parts, trust_forwarded: bool) -> Option<String> {
             }
         }
     }
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())
 }
 
 /// An authenticated admin caller.
@@ -124,26 +103,19 @@ pub struct Auth(pub Ctx);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
             .ok_or_else(|| {
-                AppError::unauthorized(
-                    "missing Authorization header: send Authorization: Bearer <API token>",
-                )
+                AppError::unauthorized("missing Authorization header: send Authorization: Bearer <API token>")
             })?
             .to_str()
             .map_err(|_| AppError::unauthorized("the Authorization header is not valid text"))?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                AppError::unauthorized("use the Bearer scheme: Authorization: Bearer <API token>")
-            })?;
+            .ok_or_else(|| AppError::unauthorized("use the Bearer scheme: Authorization: Bearer <API token>"))?;
         let principal = state.services.authenticate(token).await?;
         let ip = client_ip(parts, state.services.config.trust_forwarded_for);
         Ok(Auth(Ctx::admin(principal, ip)))
@@ -156,10 +128,7 @@ pub struct MaybeAuth(pub Ctx);
 impl FromRequestParts<AppState> for MaybeAuth {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         if parts.headers.contains_key(header::AUTHORIZATION) {
             let Auth(ctx) = Auth::from_request_parts(parts, state).await?;
             return Ok(MaybeAuth(ctx));
@@ -175,10 +144,7 @@ pub struct Client(pub Ctx);
 impl FromRequestParts<AppState> for Client {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let ip = client_ip(parts, state.services.config.trust_forwarded_for);
         Ok(Client(Ctx::client(ip)))
     }

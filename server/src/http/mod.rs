@@ -38,19 +38,14 @@ impl AppState {
     pub fn new(services: Services) -> AppState {
         let rl = &services.config.rate_limits;
         let ip_limiter = Arc::new(RateLimiter::new(rl.per_ip_per_sec, rl.per_ip_burst));
-        AppState {
-            services,
-            ip_limiter,
-        }
+        AppState { services, ip_limiter }
     }
 }
 
 type J = AppResult<Json<Value>>;
 
 fn ok(v: impl serde::Serialize) -> J {
-    serde_json::to_value(v)
-        .map(Json)
-        .map_err(|e| AppError::internal("serialize", e))
+    serde_json::to_value(v).map(Json).map_err(|e| AppError::internal("serialize", e))
 }
 
 fn created(v: impl serde::Serialize) -> AppResult<(StatusCode, Json<Value>)> {
@@ -85,12 +80,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/products", post(create_product).get(list_products))
         .route("/v1/products/{id}", get(get_product).patch(update_product))
         .route("/v1/templates", post(create_template).get(list_templates))
-        .route(
-            "/v1/templates/{id}",
-            get(get_template)
-                .patch(update_template)
-                .delete(delete_template),
-        )
+        .route("/v1/templates/{id}", get(get_template).patch(update_template).delete(delete_template))
         .route("/v1/templates/{id}/duplicate", post(duplicate_template))
         .route("/v1/licenses", post(create_license).get(list_licenses))
         .route("/v1/licenses/by-key", post(license_by_key))
@@ -102,23 +92,14 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/licenses/{id}/transfer", post(transfer_license))
         .route("/v1/licenses/{id}/file", get(license_file))
         .route("/v1/licenses/{id}/activations", get(license_activations))
-        .route(
-            "/v1/licenses/{id}/emergency-codes",
-            post(issue_emergency).get(list_emergency),
-        )
+        .route("/v1/licenses/{id}/emergency-codes", post(issue_emergency).get(list_emergency))
         .route("/v1/activations/{id}/deactivate", post(admin_deactivate))
         .route("/v1/events", get(list_events))
         .route("/v1/audit", get(list_audit))
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/security/validate-key", post(check_key))
-        .route(
-            "/v1/security/blocked-devices",
-            post(create_block).get(list_blocks),
-        )
-        .route(
-            "/v1/security/blocked-devices/{id}",
-            axum::routing::delete(remove_block),
-        )
+        .route("/v1/security/blocked-devices", post(create_block).get(list_blocks))
+        .route("/v1/security/blocked-devices/{id}", axum::routing::delete(remove_block))
         .route("/v1/security/reports", post(create_report).get(list_reports))
         .route("/v1/offline/respond", post(offline_respond))
         .route("/v1/offline/receipt", post(offline_receipt))
@@ -127,9 +108,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn(move |req, next| {
-            with_timeout(timeout, req, next)
-        }))
+        .layer(middleware::from_fn(move |req, next| with_timeout(timeout, req, next)))
         .layer(middleware::from_fn(record_metrics))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -152,11 +131,8 @@ async fn with_timeout(limit: Duration, req: Request, next: Next) -> Response {
 async fn record_metrics(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let resp = next.run(req).await;
     crate::metrics::METRICS.request(&method, &route, resp.status().as_u16(), started.elapsed());
     resp
@@ -172,11 +148,7 @@ async fn ip_rate_limit(State(state): State<AppState>, req: Request, next: Next) 
 }
 
 async fn not_found() -> AppError {
-    AppError::new(
-        StatusCode::NOT_FOUND,
-        "NO_SUCH_ROUTE",
-        "no such endpoint: see /v1/openapi.json for the API",
-    )
+    AppError::new(StatusCode::NOT_FOUND, "NO_SUCH_ROUTE", "no such endpoint: see /v1/openapi.json for the API")
 }
 
 async fn method_not_allowed() -> AppError {
@@ -196,21 +168,15 @@ async fn healthz() -> Json<Value> {
 async fn readyz(State(s): State<AppState>) -> Response {
     match s.services.store.ping().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(e) => AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "NOT_READY",
-            format!("the database is not available: {e}"),
-        )
-        .into_response(),
+        Err(e) => {
+            AppError::new(StatusCode::SERVICE_UNAVAILABLE, "NOT_READY", format!("the database is not available: {e}"))
+                .into_response()
+        }
     }
 }
 
 async fn metrics() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::METRICS.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::METRICS.render()).into_response()
 }
 
 async fn openapi_doc() -> Json<Value> {
@@ -336,11 +302,12 @@ async fn delete_template(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id)
 
 /// An optional JSON body: empty means defaults.
 fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> AppResult<T> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Ok(T::default()),
+        Some(b'{') => {}
+        Some(_) => return Err(AppError::bad_request("the request body must be a JSON object")),
     }
-    serde_json::from_slice(body)
-        .map_err(|e| AppError::bad_request(format!("the request body is not valid: {e}")))
+    serde_json::from_slice(body).map_err(|e| AppError::bad_request(format!("the request body is not valid: {e}")))
 }
 
 async fn duplicate_template(
@@ -363,11 +330,7 @@ async fn create_license(
     created(s.services.create_license(&ctx, req).await?)
 }
 
-async fn list_licenses(
-    State(s): State<AppState>,
-    Auth(ctx): Auth,
-    ApiQuery(q): ApiQuery<LicenseListQuery>,
-) -> J {
+async fn list_licenses(State(s): State<AppState>, Auth(ctx): Auth, ApiQuery(q): ApiQuery<LicenseListQuery>) -> J {
     ok(s.services.list_licenses(&ctx, q).await?)
 }
 
@@ -401,15 +364,8 @@ fn status_body(body: ApiBytes) -> AppResult<StatusChange> {
     optional_body(&body.0)
 }
 
-async fn suspend_license(
-    State(s): State<AppState>,
-    Auth(ctx): Auth,
-    ApiPath(id): ApiPath<Uuid>,
-    body: ApiBytes,
-) -> J {
-    ok(s.services
-        .set_license_status(&ctx, id, LicenseStatus::Suspended, status_body(body)?)
-        .await?)
+async fn suspend_license(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>, body: ApiBytes) -> J {
+    ok(s.services.set_license_status(&ctx, id, LicenseStatus::Suspended, status_body(body)?).await?)
 }
 
 async fn reinstate_license(
@@ -418,20 +374,11 @@ async fn reinstate_license(
     ApiPath(id): ApiPath<Uuid>,
     body: ApiBytes,
 ) -> J {
-    ok(s.services
-        .set_license_status(&ctx, id, LicenseStatus::Active, status_body(body)?)
-        .await?)
+    ok(s.services.set_license_status(&ctx, id, LicenseStatus::Active, status_body(body)?).await?)
 }
 
-async fn revoke_license(
-    State(s): State<AppState>,
-    Auth(ctx): Auth,
-    ApiPath(id): ApiPath<Uuid>,
-    body: ApiBytes,
-) -> J {
-    ok(s.services
-        .set_license_status(&ctx, id, LicenseStatus::Revoked, status_body(body)?)
-        .await?)
+async fn revoke_license(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>, body: ApiBytes) -> J {
+    ok(s.services.set_license_status(&ctx, id, LicenseStatus::Revoked, status_body(body)?).await?)
 }
 
 async fn transfer_license(
@@ -443,19 +390,12 @@ async fn transfer_license(
     ok(s.services.transfer_license(&ctx, id, req).await?)
 }
 
-async fn license_file(
-    State(s): State<AppState>,
-    Auth(ctx): Auth,
-    ApiPath(id): ApiPath<Uuid>,
-) -> AppResult<Response> {
+async fn license_file(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> AppResult<Response> {
     let text = s.services.license_file(&ctx, id).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"license-{id}.lic\""),
-            ),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"license-{id}.lic\"")),
         ],
         text,
     )
@@ -561,26 +501,16 @@ async fn offline_receipt(
 
 // Client -----------------------------------------------------------------------------------------------------
 
-async fn client_activate(
-    State(s): State<AppState>,
-    Client(ctx): Client,
-    ApiJson(req): ApiJson<ActivateRequest>,
-) -> J {
+async fn client_activate(State(s): State<AppState>, Client(ctx): Client, ApiJson(req): ApiJson<ActivateRequest>) -> J {
     Ok(Json(s.services.activate(&ctx, req).await?))
 }
 
-async fn client_validate(
-    State(s): State<AppState>,
-    Client(ctx): Client,
-    ApiJson(req): ApiJson<ValidateRequest>,
-) -> J {
+async fn client_validate(State(s): State<AppState>, Client(ctx): Client, ApiJson(req): ApiJson<ValidateRequest>) -> J {
     Ok(Json(s.services.validate(&ctx, req).await?))
 }
 
 fn signature(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get("x-tessera-signature")
-        .and_then(|v| v.to_str().ok())
+    headers.get("x-tessera-signature").and_then(|v| v.to_str().ok())
 }
 
 async fn client_heartbeat(
@@ -589,11 +519,7 @@ async fn client_heartbeat(
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> J {
-    Ok(Json(
-        s.services
-            .heartbeat(&ctx, "/v1/client/heartbeat", &body, signature(&headers))
-            .await?,
-    ))
+    Ok(Json(s.services.heartbeat(&ctx, "/v1/client/heartbeat", &body, signature(&headers)).await?))
 }
 
 async fn client_deactivate(
@@ -602,9 +528,5 @@ async fn client_deactivate(
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> J {
-    Ok(Json(
-        s.services
-            .deactivate(&ctx, "/v1/client/deactivate", &body, signature(&headers))
-            .await?,
-    ))
+    Ok(Json(s.services.deactivate(&ctx, "/v1/client/deactivate", &body, signature(&headers)).await?))
 }

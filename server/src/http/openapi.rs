@@ -29,7 +29,13 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("delete", "/v1/templates/{id}", "templates", "Delete a template", "admin"),
     ("post", "/v1/templates/{id}/duplicate", "templates", "Duplicate a template", "admin"),
     ("post", "/v1/licenses", "licenses", "Create a license (key returned once)", "admin"),
-    ("get", "/v1/licenses", "licenses", "List licenses (filters: status, type, product_id, customer_id, expiring_before; cursor, limit)", "admin"),
+    (
+        "get",
+        "/v1/licenses",
+        "licenses",
+        "List licenses (filters: status, type, product_id, customer_id, expiring_before; cursor, limit)",
+        "admin",
+    ),
     ("post", "/v1/licenses/by-key", "licenses", "Get a license by its key", "admin"),
     ("get", "/v1/licenses/{id}", "licenses", "Get a license", "admin"),
     ("patch", "/v1/licenses/{id}", "licenses", "Update a license", "admin"),
@@ -66,9 +72,7 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
 pub fn document() -> Value {
     let mut paths = Map::new();
     for (method, path, tag, summary, auth) in ROUTES {
-        let entry = paths
-            .entry(path.to_string())
-            .or_insert_with(|| json!({}));
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         let mut op = json!({
             "tags": [tag],
             "summary": summary,

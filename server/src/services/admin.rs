@@ -94,9 +94,7 @@ pub struct DuplicateTemplate {
 fn check_email(e: &str) -> AppResult<String> {
     let e = e.trim();
     if e.len() > 254 || !e.contains('@') || e.starts_with('@') || e.ends_with('@') {
-        return Err(AppError::invalid(format!(
-            "email {e:?} is not a valid address"
-        )));
+        return Err(AppError::invalid(format!("email {e:?} is not a valid address")));
     }
     Ok(e.to_string())
 }
@@ -116,30 +114,16 @@ fn check_metadata(m: Option<Value>) -> AppResult<Value> {
 
 fn check_code(code: &str) -> AppResult<String> {
     let c = code.trim();
-    if c.is_empty()
-        || c.len() > 64
-        || !c
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    if c.is_empty() || c.len() > 64 || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
     {
-        return Err(AppError::invalid(
-            "code must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
-        ));
+        return Err(AppError::invalid("code must be 1 to 64 characters of letters, digits, '-', '_' or '.'"));
     }
     Ok(c.to_string())
 }
 
 fn slug(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     let s = s.trim_matches('-').to_string();
     if s.is_empty() {
         "product".into()
@@ -157,9 +141,7 @@ pub fn validate_template(t: &Template) -> AppResult<()> {
         return Err(AppError::invalid("grace_days must be at most 255"));
     }
     if t.fingerprint_policy.required > 15 {
-        return Err(AppError::invalid(
-            "fingerprint_policy.required must be at most 15",
-        ));
+        return Err(AppError::invalid("fingerprint_policy.required must be at most 15"));
     }
     validate_emergency(&t.emergency)
 }
@@ -172,9 +154,7 @@ pub fn validate_emergency(e: &EmergencyPolicy) -> AppResult<()> {
         )));
     }
     if e.max_per_30_days > 1000 {
-        return Err(AppError::invalid(
-            "emergency.max_per_30_days must be at most 1000",
-        ));
+        return Err(AppError::invalid("emergency.max_per_30_days must be at most 1000"));
     }
     Ok(())
 }
@@ -187,10 +167,7 @@ pub fn validate_features(features: &[Feature]) -> AppResult<()> {
     for f in features {
         Feature::validate_id(&f.id).map_err(AppError::invalid)?;
         if !seen.insert(f.id.as_str()) {
-            return Err(AppError::invalid(format!(
-                "feature {:?} is listed twice",
-                f.id
-            )));
+            return Err(AppError::invalid(format!("feature {:?} is listed twice", f.id)));
         }
     }
     Ok(())
@@ -198,14 +175,10 @@ pub fn validate_features(features: &[Feature]) -> AppResult<()> {
 
 pub fn validate_timing(heartbeat: u32, lease: u32) -> AppResult<()> {
     if heartbeat < 10 {
-        return Err(AppError::invalid(
-            "heartbeat_interval_secs must be at least 10",
-        ));
+        return Err(AppError::invalid("heartbeat_interval_secs must be at least 10"));
     }
     if lease < heartbeat {
-        return Err(AppError::invalid(
-            "lease_secs must be at least heartbeat_interval_secs",
-        ));
+        return Err(AppError::invalid("lease_secs must be at least heartbeat_interval_secs"));
     }
     Ok(())
 }
@@ -219,11 +192,8 @@ fn new_token_secret() -> String {
 impl Services {
     /// Resolves a bearer token to its principal. Unknown, malformed and revoked tokens are all refused alike.
     pub async fn authenticate(&self, token: &str) -> AppResult<Principal> {
-        let refuse = || {
-            AppError::unauthorized(
-                "the API token is not valid (unknown, revoked or mistyped): use a current token",
-            )
-        };
+        let refuse =
+            || AppError::unauthorized("the API token is not valid (unknown, revoked or mistyped): use a current token");
         let token = token.trim();
         if !token.starts_with(TOKEN_PREFIX) || token.len() > 200 {
             return Err(AppError::unauthorized(format!(
@@ -231,22 +201,14 @@ impl Services {
             )));
         }
         let hash = hash_secret(token);
-        let found = self
-            .store
-            .find_token(hash)
-            .await
-            .map_err(|e| AppError::store("token", e))?;
+        let found = self.store.find_token(hash).await.map_err(|e| AppError::store("token", e))?;
         let Some((info, stored)) = found else {
             return Err(refuse());
         };
         if !ct_eq(&stored, &hash) || info.revoked_at.is_some() {
             return Err(refuse());
         }
-        Ok(Principal {
-            token_id: info.id,
-            tenant_id: info.tenant_id,
-            role: info.role,
-        })
+        Ok(Principal { token_id: info.id, tenant_id: info.tenant_id, role: info.role })
     }
 
     /// Creates the first vendor-admin token when the database has none; returns it.
@@ -275,9 +237,7 @@ impl Services {
         };
         let ctx = Ctx::system("bootstrap");
         let audit = ctx.audit(now, None, "token.create", Some(info.id.to_string()), json!({"role": "vendor-admin"}));
-        self.store
-            .create_token(info, hash_secret(&secret), audit)
-            .await?;
+        self.store.create_token(info, hash_secret(&secret), audit).await?;
         Ok(Some(secret))
     }
 
@@ -286,16 +246,9 @@ impl Services {
     pub async fn create_tenant(&self, ctx: &Ctx, req: CreateTenant) -> AppResult<Tenant> {
         ctx.require_vendor()?;
         let now = self.now();
-        let t = Tenant {
-            id: Uuid::now_v7(),
-            name: check_name("name", &req.name)?,
-            created_at: now,
-        };
+        let t = Tenant { id: Uuid::now_v7(), name: check_name("name", &req.name)?, created_at: now };
         let audit = ctx.audit(now, Some(t.id), "tenant.create", Some(t.id.to_string()), json!({"name": t.name}));
-        self.store
-            .create_tenant(t.clone(), audit)
-            .await
-            .map_err(|e| AppError::store("tenant", e))?;
+        self.store.create_tenant(t.clone(), audit).await.map_err(|e| AppError::store("tenant", e))?;
         Ok(t)
     }
 
@@ -305,10 +258,7 @@ impl Services {
                 return Err(AppError::not_found("tenant"));
             }
         }
-        self.store
-            .get_tenant(id)
-            .await
-            .map_err(|e| AppError::store("tenant", e))
+        self.store.get_tenant(id).await.map_err(|e| AppError::store("tenant", e))
     }
 
     pub async fn list_tenants(&self, ctx: &Ctx, q: PageQuery) -> AppResult<Page<Tenant>> {
@@ -317,10 +267,7 @@ impl Services {
             None => Ok(self.store.list_tenants(page).await?),
             Some(own) => {
                 let t = self.store.get_tenant(own).await?;
-                Ok(Page {
-                    items: vec![t],
-                    next_cursor: None,
-                })
+                Ok(Page { items: vec![t], next_cursor: None })
             }
         }
     }
@@ -334,18 +281,13 @@ impl Services {
             Role::VendorAdmin => {
                 ctx.require_vendor()?;
                 if req.tenant_id.is_some() {
-                    return Err(AppError::invalid(
-                        "a vendor-admin token belongs to no tenant: omit tenant_id",
-                    ));
+                    return Err(AppError::invalid("a vendor-admin token belongs to no tenant: omit tenant_id"));
                 }
                 None
             }
             _ => {
                 let t = ctx.tenant_for_create(req.tenant_id)?;
-                self.store
-                    .get_tenant(t)
-                    .await
-                    .map_err(|e| AppError::store("tenant", e))?;
+                self.store.get_tenant(t).await.map_err(|e| AppError::store("tenant", e))?;
                 Some(t)
             }
         };
@@ -367,13 +309,8 @@ impl Services {
             Some(info.id.to_string()),
             json!({"role": req.role.as_str(), "name": info.name}),
         );
-        self.store
-            .create_token(info.clone(), hash_secret(&secret), audit)
-            .await?;
-        Ok(CreatedToken {
-            token: secret,
-            info,
-        })
+        self.store.create_token(info.clone(), hash_secret(&secret), audit).await?;
+        Ok(CreatedToken { token: secret, info })
     }
 
     pub async fn list_tokens(&self, ctx: &Ctx) -> AppResult<Vec<ApiToken>> {
@@ -386,10 +323,7 @@ impl Services {
         let now = self.now();
         let scope = ctx.scope()?;
         let audit = ctx.audit(now, scope, "token.revoke", Some(id.to_string()), json!({}));
-        self.store
-            .revoke_token(scope, id, now, audit)
-            .await
-            .map_err(|e| AppError::store("token", e))
+        self.store.revoke_token(scope, id, now, audit).await.map_err(|e| AppError::store("token", e))
     }
 
     // Customers ---------------------------------------------------------------------------------------------
@@ -397,10 +331,7 @@ impl Services {
     pub async fn create_customer(&self, ctx: &Ctx, req: CreateCustomer) -> AppResult<Customer> {
         ctx.require_admin()?;
         let tenant_id = ctx.tenant_for_create(req.tenant_id)?;
-        self.store
-            .get_tenant(tenant_id)
-            .await
-            .map_err(|e| AppError::store("tenant", e))?;
+        self.store.get_tenant(tenant_id).await.map_err(|e| AppError::store("tenant", e))?;
         let now = self.now();
         let c = Customer {
             id: Uuid::now_v7(),
@@ -412,33 +343,19 @@ impl Services {
             updated_at: now,
         };
         let audit = ctx.audit(now, Some(tenant_id), "customer.create", Some(c.id.to_string()), json!({"name": c.name}));
-        self.store
-            .put_customer(c.clone(), true, audit)
-            .await
-            .map_err(|e| AppError::store("customer", e))?;
+        self.store.put_customer(c.clone(), true, audit).await.map_err(|e| AppError::store("customer", e))?;
         Ok(c)
     }
 
     pub async fn get_customer(&self, ctx: &Ctx, id: Uuid) -> AppResult<Customer> {
-        self.store
-            .get_customer(ctx.scope()?, id)
-            .await
-            .map_err(|e| AppError::store("customer", e))
+        self.store.get_customer(ctx.scope()?, id).await.map_err(|e| AppError::store("customer", e))
     }
 
     pub async fn list_customers(&self, ctx: &Ctx, q: PageQuery) -> AppResult<Page<Customer>> {
-        Ok(self
-            .store
-            .list_customers(ctx.scope()?, q.to_request()?)
-            .await?)
+        Ok(self.store.list_customers(ctx.scope()?, q.to_request()?).await?)
     }
 
-    pub async fn update_customer(
-        &self,
-        ctx: &Ctx,
-        id: Uuid,
-        req: UpdateCustomer,
-    ) -> AppResult<Customer> {
+    pub async fn update_customer(&self, ctx: &Ctx, id: Uuid, req: UpdateCustomer) -> AppResult<Customer> {
         ctx.require_admin()?;
         let mut c = self.get_customer(ctx, id).await?;
         if let Some(n) = req.name {
@@ -453,10 +370,7 @@ impl Services {
         let now = self.now();
         c.updated_at = now;
         let audit = ctx.audit(now, Some(c.tenant_id), "customer.update", Some(id.to_string()), json!({}));
-        self.store
-            .put_customer(c.clone(), false, audit)
-            .await
-            .map_err(|e| AppError::store("customer", e))?;
+        self.store.put_customer(c.clone(), false, audit).await.map_err(|e| AppError::store("customer", e))?;
         Ok(c)
     }
 
@@ -465,10 +379,7 @@ impl Services {
     pub async fn create_product(&self, ctx: &Ctx, req: CreateProduct) -> AppResult<Product> {
         ctx.require_admin()?;
         let tenant_id = ctx.tenant_for_create(req.tenant_id)?;
-        self.store
-            .get_tenant(tenant_id)
-            .await
-            .map_err(|e| AppError::store("tenant", e))?;
+        self.store.get_tenant(tenant_id).await.map_err(|e| AppError::store("tenant", e))?;
         let name = check_name("name", &req.name)?;
         let code = match req.code {
             Some(c) => check_code(&c)?,
@@ -485,39 +396,25 @@ impl Services {
             updated_at: now,
         };
         let audit = ctx.audit(now, Some(tenant_id), "product.create", Some(p.id.to_string()), json!({"code": p.code}));
-        self.store
-            .put_product(p.clone(), true, audit)
-            .await
-            .map_err(|e| match e {
-                crate::store::StoreError::Conflict(_) => AppError::conflict(
-                    "PRODUCT_CODE_TAKEN",
-                    format!("a product with code {:?} exists already: choose another code", p.code),
-                ),
-                e => AppError::store("product", e),
-            })?;
+        self.store.put_product(p.clone(), true, audit).await.map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => AppError::conflict(
+                "PRODUCT_CODE_TAKEN",
+                format!("a product with code {:?} exists already: choose another code", p.code),
+            ),
+            e => AppError::store("product", e),
+        })?;
         Ok(p)
     }
 
     pub async fn get_product(&self, ctx: &Ctx, id: Uuid) -> AppResult<Product> {
-        self.store
-            .get_product(ctx.scope()?, id)
-            .await
-            .map_err(|e| AppError::store("product", e))
+        self.store.get_product(ctx.scope()?, id).await.map_err(|e| AppError::store("product", e))
     }
 
     pub async fn list_products(&self, ctx: &Ctx, q: PageQuery) -> AppResult<Page<Product>> {
-        Ok(self
-            .store
-            .list_products(ctx.scope()?, q.to_request()?)
-            .await?)
+        Ok(self.store.list_products(ctx.scope()?, q.to_request()?).await?)
     }
 
-    pub async fn update_product(
-        &self,
-        ctx: &Ctx,
-        id: Uuid,
-        req: UpdateProduct,
-    ) -> AppResult<Product> {
+    pub async fn update_product(&self, ctx: &Ctx, id: Uuid, req: UpdateProduct) -> AppResult<Product> {
         ctx.require_admin()?;
         let mut p = self.get_product(ctx, id).await?;
         if let Some(n) = req.name {
@@ -532,10 +429,7 @@ impl Services {
         let now = self.now();
         p.updated_at = now;
         let audit = ctx.audit(now, Some(p.tenant_id), "product.update", Some(id.to_string()), json!({}));
-        self.store
-            .put_product(p.clone(), false, audit)
-            .await
-            .map_err(|e| AppError::store("product", e))?;
+        self.store.put_product(p.clone(), false, audit).await.map_err(|e| AppError::store("product", e))?;
         Ok(p)
     }
 
@@ -559,15 +453,11 @@ impl Services {
             "max_activations": 1,
         });
         merge_patch(&mut base, &body);
-        let template: Template = serde_json::from_value(base)
-            .map_err(|e| AppError::invalid(format!("template is not valid: {e}")))?;
+        let template: Template =
+            serde_json::from_value(base).map_err(|e| AppError::invalid(format!("template is not valid: {e}")))?;
         validate_template(&template)?;
         let now = self.now();
-        let rec = TemplateRecord {
-            template,
-            created_at: now,
-            updated_at: now,
-        };
+        let rec = TemplateRecord { template, created_at: now, updated_at: now };
         let audit = ctx.audit(
             now,
             Some(product.tenant_id),
@@ -575,38 +465,20 @@ impl Services {
             Some(rec.template.id.to_string()),
             json!({"name": rec.template.name}),
         );
-        self.store
-            .put_template(rec.clone(), true, audit)
-            .await
-            .map_err(|e| AppError::store("template", e))?;
+        self.store.put_template(rec.clone(), true, audit).await.map_err(|e| AppError::store("template", e))?;
         Ok(rec)
     }
 
     pub async fn get_template(&self, ctx: &Ctx, id: Uuid) -> AppResult<TemplateRecord> {
-        self.store
-            .get_template(ctx.scope()?, id)
-            .await
-            .map_err(|e| AppError::store("template", e))
+        self.store.get_template(ctx.scope()?, id).await.map_err(|e| AppError::store("template", e))
     }
 
-    pub async fn list_templates(
-        &self,
-        ctx: &Ctx,
-        q: PageQuery,
-    ) -> AppResult<Page<TemplateRecord>> {
-        Ok(self
-            .store
-            .list_templates(ctx.scope()?, q.to_request()?)
-            .await?)
+    pub async fn list_templates(&self, ctx: &Ctx, q: PageQuery) -> AppResult<Page<TemplateRecord>> {
+        Ok(self.store.list_templates(ctx.scope()?, q.to_request()?).await?)
     }
 
     /// Applies a JSON merge patch to a template.
-    pub async fn update_template(
-        &self,
-        ctx: &Ctx,
-        id: Uuid,
-        patch: Value,
-    ) -> AppResult<TemplateRecord> {
+    pub async fn update_template(&self, ctx: &Ctx, id: Uuid, patch: Value) -> AppResult<TemplateRecord> {
         ctx.require_admin()?;
         reject_fields(&patch, &["id", "tenant_id", "created_at", "updated_at"])?;
         let mut rec = self.get_template(ctx, id).await?;
@@ -620,29 +492,20 @@ impl Services {
                 return Err(AppError::not_found("product"));
             }
         }
-        let mut v = serde_json::to_value(&rec.template)
-            .map_err(|e| AppError::internal("template", e))?;
+        let mut v = serde_json::to_value(&rec.template).map_err(|e| AppError::internal("template", e))?;
         merge_patch(&mut v, &patch);
-        let template: Template = serde_json::from_value(v)
-            .map_err(|e| AppError::invalid(format!("template is not valid: {e}")))?;
+        let template: Template =
+            serde_json::from_value(v).map_err(|e| AppError::invalid(format!("template is not valid: {e}")))?;
         validate_template(&template)?;
         let now = self.now();
         rec.template = template;
         rec.updated_at = now;
         let audit = ctx.audit(now, Some(rec.template.tenant_id), "template.update", Some(id.to_string()), patch);
-        self.store
-            .put_template(rec.clone(), false, audit)
-            .await
-            .map_err(|e| AppError::store("template", e))?;
+        self.store.put_template(rec.clone(), false, audit).await.map_err(|e| AppError::store("template", e))?;
         Ok(rec)
     }
 
-    pub async fn duplicate_template(
-        &self,
-        ctx: &Ctx,
-        id: Uuid,
-        req: DuplicateTemplate,
-    ) -> AppResult<TemplateRecord> {
+    pub async fn duplicate_template(&self, ctx: &Ctx, id: Uuid, req: DuplicateTemplate) -> AppResult<TemplateRecord> {
         ctx.require_admin()?;
         let src = self.get_template(ctx, id).await?;
         let mut t = src.template.clone();
@@ -652,11 +515,7 @@ impl Services {
             None => format!("{} (copy)", t.name).chars().take(200).collect(),
         };
         let now = self.now();
-        let rec = TemplateRecord {
-            template: t,
-            created_at: now,
-            updated_at: now,
-        };
+        let rec = TemplateRecord { template: t, created_at: now, updated_at: now };
         let audit = ctx.audit(
             now,
             Some(rec.template.tenant_id),
@@ -664,20 +523,15 @@ impl Services {
             Some(rec.template.id.to_string()),
             json!({"from": id}),
         );
-        self.store
-            .put_template(rec.clone(), true, audit)
-            .await
-            .map_err(|e| AppError::store("template", e))?;
+        self.store.put_template(rec.clone(), true, audit).await.map_err(|e| AppError::store("template", e))?;
         Ok(rec)
     }
 
     pub async fn delete_template(&self, ctx: &Ctx, id: Uuid) -> AppResult<()> {
         ctx.require_admin()?;
         let rec = self.get_template(ctx, id).await?;
-        let audit = ctx.audit(self.now(), Some(rec.template.tenant_id), "template.delete", Some(id.to_string()), json!({}));
-        self.store
-            .delete_template(ctx.scope()?, id, audit)
-            .await
-            .map_err(|e| AppError::store("template", e))
+        let audit =
+            ctx.audit(self.now(), Some(rec.template.tenant_id), "template.delete", Some(id.to_string()), json!({}));
+        self.store.delete_template(ctx.scope()?, id, audit).await.map_err(|e| AppError::store("template", e))
     }
 }

@@ -37,27 +37,16 @@ pub async fn verify_chain(store: &dyn Store) -> Result<AuditVerification, crate:
     loop {
         let rows = store.audit_rows(None, prev_seq, 1000).await?;
         if rows.is_empty() {
-            return Ok(AuditVerification {
-                ok: true,
-                checked,
-                first_broken: None,
-            });
+            return Ok(AuditVerification { ok: true, checked, first_broken: None });
         }
         for r in rows {
             let broken = |reason: &str| AuditVerification {
                 ok: false,
                 checked,
-                first_broken: Some(BrokenLink {
-                    seq: r.seq,
-                    reason: reason.to_string(),
-                }),
+                first_broken: Some(BrokenLink { seq: r.seq, reason: reason.to_string() }),
             };
             if r.seq != prev_seq + 1 {
-                return Ok(broken(&format!(
-                    "rows {} to {} are missing (deleted)",
-                    prev_seq + 1,
-                    r.seq - 1
-                )));
+                return Ok(broken(&format!("rows {} to {} are missing (deleted)", prev_seq + 1, r.seq - 1)));
             }
             if r.prev_hash != prev_hash {
                 return Ok(broken("prev_hash does not match the previous row's hash"));
@@ -80,9 +69,6 @@ impl Services {
 
     pub async fn list_audit(&self, ctx: &Ctx, q: AuditQuery) -> AppResult<Vec<AuditEntry>> {
         let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-        Ok(self
-            .store
-            .audit_rows(ctx.scope()?, q.after.unwrap_or(0), limit)
-            .await?)
+        Ok(self.store.audit_rows(ctx.scope()?, q.after.unwrap_or(0), limit).await?)
     }
 }

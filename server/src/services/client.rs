@@ -18,10 +18,7 @@ use uuid::Uuid;
 use super::licenses::effective_status;
 use super::{Ctx, Services};
 use crate::error::{AppError, AppResult};
-use crate::store::{
-    ActivateOp, ActivateOutcome, Activation, ActivationStatus, HeartbeatOp, LicenseRecord,
-    UsageEvent,
-};
+use crate::store::{ActivateOp, ActivateOutcome, Activation, ActivationStatus, HeartbeatOp, LicenseRecord, UsageEvent};
 
 /// Largest clock difference accepted on device-signed requests.
 pub const REPLAY_WINDOW_SECS: i64 = 600;
@@ -112,8 +109,7 @@ fn client_error(status: StatusCode, code: &'static str, msg: impl Into<String>) 
 }
 
 pub fn parse_license_key(s: &str) -> AppResult<LicenseKey> {
-    LicenseKey::parse(s)
-        .map_err(|e| client_error(StatusCode::BAD_REQUEST, "INVALID_LICENSE_KEY", e.to_string()))
+    LicenseKey::parse(s).map_err(|e| client_error(StatusCode::BAD_REQUEST, "INVALID_LICENSE_KEY", e.to_string()))
 }
 
 fn check_nonce(nonce: &str) -> AppResult<()> {
@@ -135,26 +131,16 @@ pub fn license_refusal(l: &License, now: DateTime<Utc>) -> Option<AppError> {
             "LICENSE_SUSPENDED",
             "the license is suspended: contact the vendor",
         )),
-        LicenseStatus::Revoked => Some(client_error(
-            StatusCode::FORBIDDEN,
-            "LICENSE_REVOKED",
-            "the license was revoked by the vendor",
-        )),
+        LicenseStatus::Revoked => {
+            Some(client_error(StatusCode::FORBIDDEN, "LICENSE_REVOKED", "the license was revoked by the vendor"))
+        }
         LicenseStatus::Expired => Some(
-            client_error(
-                StatusCode::FORBIDDEN,
-                "LICENSE_EXPIRED",
-                "the license has expired: renew it",
-            )
-            .with_details(json!({"expires_at": l.expires_at})),
+            client_error(StatusCode::FORBIDDEN, "LICENSE_EXPIRED", "the license has expired: renew it")
+                .with_details(json!({"expires_at": l.expires_at})),
         ),
         LicenseStatus::Active if now < l.starts_at => Some(
-            client_error(
-                StatusCode::FORBIDDEN,
-                "LICENSE_NOT_YET_VALID",
-                "the license is not valid yet",
-            )
-            .with_details(json!({"starts_at": l.starts_at})),
+            client_error(StatusCode::FORBIDDEN, "LICENSE_NOT_YET_VALID", "the license is not valid yet")
+                .with_details(json!({"starts_at": l.starts_at})),
         ),
         LicenseStatus::Active => None,
     }
@@ -185,23 +171,18 @@ impl Services {
     }
 
     fn check_key_rate(&self, key: &LicenseKey) -> AppResult<()> {
-        self.key_limiter
-            .check(&key.hint())
-            .map_err(AppError::rate_limited)
+        self.key_limiter.check(&key.hint()).map_err(AppError::rate_limited)
     }
 
     async fn license_by_key(&self, key: &LicenseKey) -> AppResult<LicenseRecord> {
-        self.store
-            .get_license_by_key_hash(key.hash())
-            .await
-            .map_err(|e| match e {
-                crate::store::StoreError::NotFound => client_error(
-                    StatusCode::NOT_FOUND,
-                    "LICENSE_NOT_FOUND",
-                    "no license has this key: check the key, or ask the vendor",
-                ),
-                e => AppError::store("license", e),
-            })
+        self.store.get_license_by_key_hash(key.hash()).await.map_err(|e| match e {
+            crate::store::StoreError::NotFound => client_error(
+                StatusCode::NOT_FOUND,
+                "LICENSE_NOT_FOUND",
+                "no license has this key: check the key, or ask the vendor",
+            ),
+            e => AppError::store("license", e),
+        })
     }
 
     /// Records a refused client call in the audit log without delaying the answer.
@@ -255,11 +236,7 @@ impl Services {
         let metadata = match req.metadata {
             None => json!({}),
             Some(v @ Value::Object(_)) if v.to_string().len() <= 8192 => v,
-            Some(_) => {
-                return Err(AppError::invalid(
-                    "metadata must be a JSON object of at most 8 KiB",
-                ))
-            }
+            Some(_) => return Err(AppError::invalid("metadata must be a JSON object of at most 8 KiB")),
         };
         let fingerprint = Fingerprint::new(req.fingerprint);
         let rec = self.license_by_key(&key).await?;
@@ -269,11 +246,8 @@ impl Services {
         let target = Some(l.id.to_string());
         if let Some(p) = req.product_id {
             if p != l.product_id {
-                let e = client_error(
-                    StatusCode::FORBIDDEN,
-                    "PRODUCT_MISMATCH",
-                    "this license key is for another product",
-                );
+                let e =
+                    client_error(StatusCode::FORBIDDEN, "PRODUCT_MISMATCH", "this license key is for another product");
                 self.audit_refusal(ctx, tenant, "client.activate", target, &e);
                 return Err(e);
             }
@@ -283,22 +257,10 @@ impl Services {
             crate::metrics::METRICS.activation(e.code);
             return Err(e);
         }
-        let fp_hashes: Vec<String> = fingerprint
-            .components()
-            .iter()
-            .map(|c| hex::encode(c.hash))
-            .collect();
-        if let Some(b) = self
-            .store
-            .find_block(l.tenant_id, device_key.clone(), fp_hashes)
-            .await?
-        {
-            let e = client_error(
-                StatusCode::FORBIDDEN,
-                "DEVICE_BLOCKED",
-                "this device is blocked by the vendor",
-            )
-            .with_details(json!({"block_id": b.id}));
+        let fp_hashes: Vec<String> = fingerprint.components().iter().map(|c| hex::encode(c.hash)).collect();
+        if let Some(b) = self.store.find_block(l.tenant_id, device_key.clone(), fp_hashes).await? {
+            let e = client_error(StatusCode::FORBIDDEN, "DEVICE_BLOCKED", "this device is blocked by the vendor")
+                .with_details(json!({"block_id": b.id}));
             self.audit_refusal(ctx, tenant, "client.activate", target, &e);
             crate::metrics::METRICS.activation("DEVICE_BLOCKED");
             return Err(e);
@@ -382,10 +344,7 @@ impl Services {
         let mut inputs = Inputs::new(now, Some(&license));
         if let Some(components) = req.fingerprint {
             let current = Fingerprint::new(components);
-            let acts = self
-                .store
-                .list_activations(None, license.id)
-                .await?;
+            let acts = self.store.list_activations(None, license.id).await?;
             let best = acts
                 .iter()
                 .filter(|a| a.status == ActivationStatus::Active && !a.fingerprint.is_empty())
@@ -393,19 +352,11 @@ impl Services {
                 .max_by_key(|o| (o.is_match(), o.matched));
             inputs.fingerprint = best;
         }
-        let mut query = Query {
-            feature: req.feature.as_deref(),
-            amount: 0,
-            used: 0,
-        };
+        let mut query = Query { feature: req.feature.as_deref(), amount: 0, used: 0 };
         if let Some(f) = req.feature.as_deref().and_then(|f| license.feature(f)) {
             if f.limit_value >= 0 {
                 let totals = self.store.usage_totals(license.id).await?;
-                query.used = totals
-                    .iter()
-                    .find(|(id, _)| *id == f.id)
-                    .map(|(_, n)| (*n).max(0) as u64)
-                    .unwrap_or(0);
+                query.used = totals.iter().find(|(id, _)| *id == f.id).map(|(_, n)| (*n).max(0) as u64).unwrap_or(0);
             }
         }
         let decision = decide(&inputs, &query);
@@ -436,36 +387,24 @@ impl Services {
     }
 
     /// Verifies a device-signed body against the activation's key, before anything else in it is trusted.
-    pub async fn verify_device_body(
-        &self,
-        path: &str,
-        body: &[u8],
-        signature: Option<&str>,
-    ) -> AppResult<Activation> {
-        let sig = signature
-            .and_then(tessera_core::encoding::b64url_decode)
-            .ok_or_else(|| {
-                client_error(
-                    StatusCode::UNAUTHORIZED,
-                    "SIGNATURE_REQUIRED",
-                    "this request must be signed by the device key (header X-Tessera-Signature, base64url)",
-                )
-            })?;
-        let head: DeviceEnvelopeHead = serde_json::from_slice(body).map_err(|e| {
-            AppError::bad_request(format!("the body must be JSON with an activation_id: {e}"))
+    pub async fn verify_device_body(&self, path: &str, body: &[u8], signature: Option<&str>) -> AppResult<Activation> {
+        let sig = signature.and_then(tessera_core::encoding::b64url_decode).ok_or_else(|| {
+            client_error(
+                StatusCode::UNAUTHORIZED,
+                "SIGNATURE_REQUIRED",
+                "this request must be signed by the device key (header X-Tessera-Signature, base64url)",
+            )
         })?;
-        let a = self
-            .store
-            .get_activation(None, head.activation_id)
-            .await
-            .map_err(|e| match e {
-                crate::store::StoreError::NotFound => client_error(
-                    StatusCode::NOT_FOUND,
-                    "ACTIVATION_NOT_FOUND",
-                    "this activation does not exist (it may have been purged): activate again",
-                ),
-                e => AppError::store("activation", e),
-            })?;
+        let head: DeviceEnvelopeHead = serde_json::from_slice(body)
+            .map_err(|e| AppError::bad_request(format!("the body must be JSON with an activation_id: {e}")))?;
+        let a = self.store.get_activation(None, head.activation_id).await.map_err(|e| match e {
+            crate::store::StoreError::NotFound => client_error(
+                StatusCode::NOT_FOUND,
+                "ACTIVATION_NOT_FOUND",
+                "this activation does not exist (it may have been purged): activate again",
+            ),
+            e => AppError::store("activation", e),
+        })?;
         let bad = || {
             client_error(
                 StatusCode::UNAUTHORIZED,
@@ -474,8 +413,7 @@ impl Services {
             )
         };
         let vk = ed25519_public_from_bytes(&a.device_public_key).map_err(|_| bad())?;
-        vk.verify(Domain::DeviceMessage, &[path.as_bytes()], body, &sig)
-            .map_err(|_| bad())?;
+        vk.verify(Domain::DeviceMessage, &[path.as_bytes()], body, &sig).map_err(|_| bad())?;
         Ok(a)
     }
 
@@ -493,13 +431,7 @@ impl Services {
         Ok(())
     }
 
-    pub async fn heartbeat(
-        &self,
-        ctx: &Ctx,
-        path: &str,
-        body: &[u8],
-        signature: Option<&str>,
-    ) -> AppResult<Value> {
+    pub async fn heartbeat(&self, ctx: &Ctx, path: &str, body: &[u8], signature: Option<&str>) -> AppResult<Value> {
         let a = self.verify_device_body(path, body, signature).await?;
         let req: HeartbeatRequest = serde_json::from_slice(body)
             .map_err(|e| AppError::bad_request(format!("heartbeat body is not valid: {e}")))?;
@@ -514,11 +446,7 @@ impl Services {
                 return Err(AppError::invalid("usage amounts must not be negative"));
             }
         }
-        let rec = self
-            .store
-            .get_license(None, a.license_id)
-            .await
-            .map_err(|e| AppError::store("license", e))?;
+        let rec = self.store.get_license(None, a.license_id).await.map_err(|e| AppError::store("license", e))?;
         let l = &rec.license;
         let now = self.now();
         let status = effective_status(l, now);
@@ -542,11 +470,7 @@ impl Services {
                 audit: Some(audit),
             })
             .await?;
-        let activation_status = if out.active {
-            ActivationStatus::Active
-        } else {
-            ActivationStatus::Deactivated
-        };
+        let activation_status = if out.active { ActivationStatus::Active } else { ActivationStatus::Deactivated };
         let token = if out.active && usable {
             let mut a2 = a.clone();
             a2.lease_expires_at = lease;
@@ -567,23 +491,21 @@ impl Services {
         self.sign_response(&req.nonce, result)
     }
 
-    pub async fn deactivate(
-        &self,
-        ctx: &Ctx,
-        path: &str,
-        body: &[u8],
-        signature: Option<&str>,
-    ) -> AppResult<Value> {
+    pub async fn deactivate(&self, ctx: &Ctx, path: &str, body: &[u8], signature: Option<&str>) -> AppResult<Value> {
         let a = self.verify_device_body(path, body, signature).await?;
         let req: DeactivateRequest = serde_json::from_slice(body)
             .map_err(|e| AppError::bad_request(format!("deactivate body is not valid: {e}")))?;
         check_nonce(&req.nonce)?;
         self.check_sent_at(req.sent_at)?;
         let now = self.now();
-        let audit = ctx.audit(now, Some(a.tenant_id), "client.deactivate", Some(a.id.to_string()), json!({"license_id": a.license_id}));
-        self.store
-            .deactivate(a.id, now, "deactivated by the device".into(), audit)
-            .await?;
+        let audit = ctx.audit(
+            now,
+            Some(a.tenant_id),
+            "client.deactivate",
+            Some(a.id.to_string()),
+            json!({"license_id": a.license_id}),
+        );
+        self.store.deactivate(a.id, now, "deactivated by the device".into(), audit).await?;
         self.sign_response(&req.nonce, json!({"deactivated": true}))
     }
 }

@@ -52,21 +52,14 @@ impl Services {
                 Some(a.id.to_string()),
                 json!({"license_id": a.license_id, "last_seen_at": a.last_seen_at}),
             );
-            if self
-                .store
-                .deactivate(a.id, now, "missed heartbeats".into(), audit)
-                .await?
-            {
+            if self.store.deactivate(a.id, now, "missed heartbeats".into(), audit).await? {
                 report.culled += 1;
             }
         }
 
         // Purge.
         let days = self.config.jobs.purge_deactivated_after_days;
-        report.purged = self
-            .store
-            .purge_deactivated(now - Duration::days(i64::from(days)))
-            .await?;
+        report.purged = self.store.purge_deactivated(now - Duration::days(i64::from(days))).await?;
 
         // Expiring soon.
         let ctx = Ctx::system("expiring-soon");
@@ -75,7 +68,7 @@ impl Services {
             let Some(exp) = rec.license.expires_at else {
                 continue;
             };
-            if exp <= now || rec.expiring_notice_for == Some(exp) {
+            if exp <= now || rec.expiring_notice_for.map(crate::time::ts) == Some(crate::time::ts(exp)) {
                 continue;
             }
             let ev = Event {
@@ -101,11 +94,7 @@ impl Services {
         Ok(report)
     }
 
-    pub async fn list_events(
-        &self,
-        ctx: &Ctx,
-        license_id: Option<Uuid>,
-    ) -> AppResult<Vec<Event>> {
+    pub async fn list_events(&self, ctx: &Ctx, license_id: Option<Uuid>) -> AppResult<Vec<Event>> {
         Ok(self.store.list_events(ctx.scope()?, license_id).await?)
     }
 }

@@ -201,9 +201,7 @@ pub fn validate_license(l: &License) -> AppResult<()> {
         }
     }
     if l.fingerprint_policy.required > 15 {
-        return Err(AppError::invalid(
-            "fingerprint_policy.required must be at most 15",
-        ));
+        return Err(AppError::invalid("fingerprint_policy.required must be at most 15"));
     }
     Ok(())
 }
@@ -211,17 +209,13 @@ pub fn validate_license(l: &License) -> AppResult<()> {
 /// The status a license effectively has now: an active license past expiry and grace is expired.
 pub fn effective_status(l: &License, now: DateTime<Utc>) -> LicenseStatus {
     match l.status {
-        LicenseStatus::Active if l.grace_ends_at().is_some_and(|g| now >= g) => {
-            LicenseStatus::Expired
-        }
+        LicenseStatus::Active if l.grace_ends_at().is_some_and(|g| now >= g) => LicenseStatus::Expired,
         s => s,
     }
 }
 
 fn parse_key(s: &str) -> AppResult<LicenseKey> {
-    LicenseKey::parse(s).map_err(|e| {
-        AppError::new(StatusCode::BAD_REQUEST, "INVALID_LICENSE_KEY", e.to_string())
-    })
+    LicenseKey::parse(s).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "INVALID_LICENSE_KEY", e.to_string()))
 }
 
 impl Services {
@@ -230,13 +224,9 @@ impl Services {
         let scope = ctx.scope()?;
         let now = self.now();
         let template = match req.template_id {
-            Some(id) => Some(
-                self.store
-                    .get_template(scope, id)
-                    .await
-                    .map_err(|e| AppError::store("template", e))?
-                    .template,
-            ),
+            Some(id) => {
+                Some(self.store.get_template(scope, id).await.map_err(|e| AppError::store("template", e))?.template)
+            }
             None => None,
         };
         let product_id = match (&template, req.product_id) {
@@ -253,17 +243,9 @@ impl Services {
                 ))
             }
         };
-        let product = self
-            .store
-            .get_product(scope, product_id)
-            .await
-            .map_err(|e| AppError::store("product", e))?;
+        let product = self.store.get_product(scope, product_id).await.map_err(|e| AppError::store("product", e))?;
         if let Some(c) = req.customer_id {
-            let cust = self
-                .store
-                .get_customer(scope, c)
-                .await
-                .map_err(|e| AppError::store("customer", e))?;
+            let cust = self.store.get_customer(scope, c).await.map_err(|e| AppError::store("customer", e))?;
             if cust.tenant_id != product.tenant_id {
                 return Err(AppError::not_found("customer"));
             }
@@ -273,19 +255,15 @@ impl Services {
             .or(template.as_ref().map(|t| t.license_type))
             .ok_or_else(|| AppError::invalid("license_type is required without a template"))?;
         let starts_at = req.starts_at.unwrap_or(now);
-        let duration = req
-            .duration_days
-            .or(template.as_ref().and_then(|t| t.duration_days));
+        let duration = req.duration_days.or(template.as_ref().and_then(|t| t.duration_days));
         let expires_at = if req.perpetual {
             None
         } else {
-            req.expires_at
-                .or(duration.map(|d| starts_at + Duration::days(i64::from(d))))
+            req.expires_at.or(duration.map(|d| starts_at + Duration::days(i64::from(d))))
         };
-        let maintenance_expires_at = req.maintenance_expires_at.or(template
-            .as_ref()
-            .and_then(|t| t.maintenance_days)
-            .map(|d| starts_at + Duration::days(i64::from(d))));
+        let maintenance_expires_at = req
+            .maintenance_expires_at
+            .or(template.as_ref().and_then(|t| t.maintenance_days).map(|d| starts_at + Duration::days(i64::from(d))));
         let t = template.as_ref();
         let license = License {
             id: Uuid::now_v7(),
@@ -294,55 +272,28 @@ impl Services {
             customer_id: req.customer_id,
             template_id: req.template_id,
             license_type,
-            license_model: req
-                .license_model
-                .or(t.map(|t| t.license_model))
-                .unwrap_or(LicenseModel::PerDevice),
+            license_model: req.license_model.or(t.map(|t| t.license_model)).unwrap_or(LicenseModel::PerDevice),
             status: LicenseStatus::Active,
-            max_activations: req
-                .max_activations
-                .or(t.map(|t| t.max_activations))
-                .unwrap_or(1),
+            max_activations: req.max_activations.or(t.map(|t| t.max_activations)).unwrap_or(1),
             issued_at: now,
             starts_at,
             expires_at,
             maintenance_expires_at,
             grace_days: req.grace_days.or(t.map(|t| t.grace_days)).unwrap_or(0),
-            features: req
-                .features
-                .or(t.map(|t| t.features.clone()))
-                .unwrap_or_default(),
-            restrictions: req
-                .restrictions
-                .or(t.map(|t| t.restrictions.clone()))
-                .unwrap_or_default(),
-            fingerprint_policy: req
-                .fingerprint_policy
-                .or(t.map(|t| t.fingerprint_policy.clone()))
-                .unwrap_or_default(),
+            features: req.features.or(t.map(|t| t.features.clone())).unwrap_or_default(),
+            restrictions: req.restrictions.or(t.map(|t| t.restrictions.clone())).unwrap_or_default(),
+            fingerprint_policy: req.fingerprint_policy.or(t.map(|t| t.fingerprint_policy.clone())).unwrap_or_default(),
             heartbeat_interval_secs: req
                 .heartbeat_interval_secs
                 .or(t.map(|t| t.heartbeat_interval_secs))
                 .unwrap_or(tessera_core::model::DEFAULT_HEARTBEAT_SECS),
-            lease_secs: req
-                .lease_secs
-                .or(t.map(|t| t.lease_secs))
-                .unwrap_or(tessera_core::model::DEFAULT_LEASE_SECS),
-            metadata: req
-                .metadata
-                .or(t.map(|t| t.metadata.clone()))
-                .unwrap_or_default(),
+            lease_secs: req.lease_secs.or(t.map(|t| t.lease_secs)).unwrap_or(tessera_core::model::DEFAULT_LEASE_SECS),
+            metadata: req.metadata.or(t.map(|t| t.metadata.clone())).unwrap_or_default(),
         };
         validate_license(&license)?;
         let policy = LicensePolicy {
-            emergency: req
-                .emergency
-                .or(t.map(|t| t.emergency))
-                .unwrap_or_default(),
-            transfer: req
-                .transfer_policy
-                .or(t.map(|t| t.transfer_policy))
-                .unwrap_or_default(),
+            emergency: req.emergency.or(t.map(|t| t.emergency)).unwrap_or_default(),
+            transfer: req.transfer_policy.or(t.map(|t| t.transfer_policy)).unwrap_or_default(),
         };
         validate_emergency(&policy.emergency)?;
         let key = LicenseKey::generate();
@@ -363,21 +314,12 @@ impl Services {
             json!({"template_id": req.template_id, "product_id": product_id, "customer_id": req.customer_id,
                    "license_type": license_type}),
         );
-        self.store
-            .insert_license(rec.clone(), audit)
-            .await
-            .map_err(|e| AppError::store("license", e))?;
-        Ok(CreatedLicense {
-            license_key: key.expose(),
-            view: LicenseView::from(&rec),
-        })
+        self.store.insert_license(rec.clone(), audit).await.map_err(|e| AppError::store("license", e))?;
+        Ok(CreatedLicense { license_key: key.expose(), view: LicenseView::from(&rec) })
     }
 
     pub async fn license_record(&self, ctx: &Ctx, id: Uuid) -> AppResult<LicenseRecord> {
-        self.store
-            .get_license(ctx.scope()?, id)
-            .await
-            .map_err(|e| AppError::store("license", e))
+        self.store.get_license(ctx.scope()?, id).await.map_err(|e| AppError::store("license", e))
     }
 
     pub async fn get_license(&self, ctx: &Ctx, id: Uuid) -> AppResult<LicenseView> {
@@ -387,50 +329,24 @@ impl Services {
     pub async fn get_license_by_key(&self, ctx: &Ctx, req: KeyLookup) -> AppResult<LicenseView> {
         let scope = ctx.scope()?;
         let key = parse_key(&req.license_key)?;
-        let rec = self
-            .store
-            .get_license_by_key_hash(key.hash())
-            .await
-            .map_err(|e| AppError::store("license", e))?;
+        let rec = self.store.get_license_by_key_hash(key.hash()).await.map_err(|e| AppError::store("license", e))?;
         if scope.is_some_and(|s| s != rec.license.tenant_id) {
             return Err(AppError::not_found("license"));
         }
         Ok(LicenseView::from(&rec))
     }
 
-    pub async fn list_licenses(
-        &self,
-        ctx: &Ctx,
-        q: LicenseListQuery,
-    ) -> AppResult<Page<LicenseView>> {
+    pub async fn list_licenses(&self, ctx: &Ctx, q: LicenseListQuery) -> AppResult<Page<LicenseView>> {
         let filter = LicenseFilter {
-            status: q
-                .status
-                .as_deref()
-                .map(|s| parse_enum("status", s))
-                .transpose()?,
-            license_type: q
-                .license_type
-                .as_deref()
-                .map(|s| parse_enum("type", s))
-                .transpose()?,
+            status: q.status.as_deref().map(|s| parse_enum("status", s)).transpose()?,
+            license_type: q.license_type.as_deref().map(|s| parse_enum("type", s)).transpose()?,
             product_id: q.product_id,
             customer_id: q.customer_id,
             expiring_before: q.expiring_before,
         };
-        let page = PageQuery {
-            cursor: q.cursor,
-            limit: q.limit,
-        }
-        .to_request()?;
-        let p = self
-            .store
-            .list_licenses(ctx.scope()?, filter, page)
-            .await?;
-        Ok(Page {
-            items: p.items.iter().map(LicenseView::from).collect(),
-            next_cursor: p.next_cursor,
-        })
+        let page = PageQuery { cursor: q.cursor, limit: q.limit }.to_request()?;
+        let p = self.store.list_licenses(ctx.scope()?, filter, page).await?;
+        Ok(Page { items: p.items.iter().map(LicenseView::from).collect(), next_cursor: p.next_cursor })
     }
 
     async fn save_license(
@@ -443,13 +359,7 @@ impl Services {
     ) -> AppResult<LicenseView> {
         let now = self.now();
         rec.updated_at = now;
-        let audit = ctx.audit(
-            now,
-            Some(rec.license.tenant_id),
-            action,
-            Some(rec.license.id.to_string()),
-            details,
-        );
+        let audit = ctx.audit(now, Some(rec.license.tenant_id), action, Some(rec.license.id.to_string()), details);
         self.store
             .update_license(rec.clone(), release, Some(audit))
             .await
@@ -457,20 +367,12 @@ impl Services {
         Ok(LicenseView::from(&rec))
     }
 
-    pub async fn update_license(
-        &self,
-        ctx: &Ctx,
-        id: Uuid,
-        req: UpdateLicense,
-    ) -> AppResult<LicenseView> {
+    pub async fn update_license(&self, ctx: &Ctx, id: Uuid, req: UpdateLicense) -> AppResult<LicenseView> {
         ctx.require_admin()?;
         let mut rec = self.license_record(ctx, id).await?;
         let l = &mut rec.license;
         if l.status == LicenseStatus::Revoked {
-            return Err(AppError::conflict(
-                "LICENSE_REVOKED",
-                "a revoked license cannot be changed: create a new one",
-            ));
+            return Err(AppError::conflict("LICENSE_REVOKED", "a revoked license cannot be changed: create a new one"));
         }
         let mut changed = Vec::new();
         macro_rules! set {
@@ -510,41 +412,26 @@ impl Services {
             changed.push("transfer_policy");
         }
         validate_license(&rec.license)?;
-        self.save_license(ctx, rec, "license.update", json!({"changed": changed}), None)
-            .await
+        self.save_license(ctx, rec, "license.update", json!({"changed": changed}), None).await
     }
 
-    pub async fn renew_license(
-        &self,
-        ctx: &Ctx,
-        id: Uuid,
-        req: RenewLicense,
-    ) -> AppResult<LicenseView> {
+    pub async fn renew_license(&self, ctx: &Ctx, id: Uuid, req: RenewLicense) -> AppResult<LicenseView> {
         ctx.require_admin()?;
         let now = self.now();
         let mut rec = self.license_record(ctx, id).await?;
         let l = &mut rec.license;
         if l.status == LicenseStatus::Revoked {
-            return Err(AppError::conflict(
-                "LICENSE_REVOKED",
-                "a revoked license cannot be renewed: create a new one",
-            ));
+            return Err(AppError::conflict("LICENSE_REVOKED", "a revoked license cannot be renewed: create a new one"));
         }
         let new_expiry = match (req.days, req.expires_at) {
-            (Some(_), Some(_)) => {
-                return Err(AppError::invalid("give either days or expires_at, not both"))
-            }
+            (Some(_), Some(_)) => return Err(AppError::invalid("give either days or expires_at, not both")),
             (Some(0), None) => return Err(AppError::invalid("days must be at least 1")),
             (Some(d), None) => {
                 let base = l.expires_at.map_or(now, |e| e.max(now));
                 base + Duration::days(i64::from(d))
             }
             (None, Some(t)) => t,
-            (None, None) => {
-                return Err(AppError::invalid(
-                    "give days (extend by) or expires_at (new expiry)",
-                ))
-            }
+            (None, None) => return Err(AppError::invalid("give days (extend by) or expires_at (new expiry)")),
         };
         if new_expiry <= now {
             return Err(AppError::invalid("the new expiry must be in the future"));
@@ -555,14 +442,8 @@ impl Services {
             l.status = LicenseStatus::Active;
         }
         rec.expiring_notice_for = None;
-        self.save_license(
-            ctx,
-            rec,
-            "license.renew",
-            json!({"old_expires_at": old, "expires_at": new_expiry}),
-            None,
-        )
-        .await
+        self.save_license(ctx, rec, "license.renew", json!({"old_expires_at": old, "expires_at": new_expiry}), None)
+            .await
     }
 
     pub async fn set_license_status(
@@ -587,10 +468,7 @@ impl Services {
             (LicenseStatus::Suspended, LicenseStatus::Active) => "license.reinstate",
             (_, LicenseStatus::Revoked) => "license.revoke",
             (f, t) if f == t => {
-                return Err(AppError::conflict(
-                    "INVALID_TRANSITION",
-                    format!("the license is already {}", f.as_str()),
-                ))
+                return Err(AppError::conflict("INVALID_TRANSITION", format!("the license is already {}", f.as_str())))
             }
             (f, t) => {
                 return Err(AppError::conflict(
@@ -614,29 +492,17 @@ impl Services {
         }
         rec.license.status = status;
         let reason = req.reason.map(|r| r.chars().take(500).collect::<String>());
-        self.save_license(ctx, rec, action, json!({"from": from, "reason": reason}), None)
-            .await
+        self.save_license(ctx, rec, action, json!({"from": from, "reason": reason}), None).await
     }
 
-    pub async fn transfer_license(
-        &self,
-        ctx: &Ctx,
-        id: Uuid,
-        req: TransferLicense,
-    ) -> AppResult<LicenseView> {
+    pub async fn transfer_license(&self, ctx: &Ctx, id: Uuid, req: TransferLicense) -> AppResult<LicenseView> {
         ctx.require_admin()?;
         let mut rec = self.license_record(ctx, id).await?;
         if rec.license.status == LicenseStatus::Revoked {
-            return Err(AppError::conflict(
-                "LICENSE_REVOKED",
-                "a revoked license cannot be transferred",
-            ));
+            return Err(AppError::conflict("LICENSE_REVOKED", "a revoked license cannot be transferred"));
         }
-        let cust = self
-            .store
-            .get_customer(ctx.scope()?, req.customer_id)
-            .await
-            .map_err(|e| AppError::store("customer", e))?;
+        let cust =
+            self.store.get_customer(ctx.scope()?, req.customer_id).await.map_err(|e| AppError::store("customer", e))?;
         if cust.tenant_id != rec.license.tenant_id {
             return Err(AppError::not_found("customer"));
         }
@@ -662,23 +528,12 @@ impl Services {
         let rec = self.license_record(ctx, id).await?;
         let mut l = rec.license;
         l.status = effective_status(&l, self.now());
-        Ok(tessera_core::token::sign_license_file(
-            self.keys.signer(),
-            &l,
-            self.now(),
-        ))
+        Ok(tessera_core::token::sign_license_file(self.keys.signer(), &l, self.now()))
     }
 
-    pub async fn list_license_activations(
-        &self,
-        ctx: &Ctx,
-        id: Uuid,
-    ) -> AppResult<Vec<crate::store::Activation>> {
+    pub async fn list_license_activations(&self, ctx: &Ctx, id: Uuid) -> AppResult<Vec<crate::store::Activation>> {
         let rec = self.license_record(ctx, id).await?;
-        Ok(self
-            .store
-            .list_activations(ctx.scope()?, rec.license.id)
-            .await?)
+        Ok(self.store.list_activations(ctx.scope()?, rec.license.id).await?)
     }
 
     /// Admin-side deactivation of one activation (frees the seat).
@@ -690,11 +545,14 @@ impl Services {
             .await
             .map_err(|e| AppError::store("activation", e))?;
         let now = self.now();
-        let audit = ctx.audit(now, Some(a.tenant_id), "activation.deactivate", Some(a.id.to_string()), json!({"license_id": a.license_id}));
-        let freed = self
-            .store
-            .deactivate(a.id, now, "deactivated by staff".into(), audit)
-            .await?;
+        let audit = ctx.audit(
+            now,
+            Some(a.tenant_id),
+            "activation.deactivate",
+            Some(a.id.to_string()),
+            json!({"license_id": a.license_id}),
+        );
+        let freed = self.store.deactivate(a.id, now, "deactivated by staff".into(), audit).await?;
         Ok(json!({"deactivated": true, "freed": freed, "activation_id": a.id}))
     }
 }

@@ -37,10 +37,7 @@ pub struct Services {
 impl Services {
     pub fn new(store: Arc<dyn Store>, keys: Keyset, clock: Clock, config: Config) -> Services {
         let public = keys.public();
-        let key_limiter = RateLimiter::new(
-            config.rate_limits.per_key_per_sec,
-            config.rate_limits.per_key_burst,
-        );
+        let key_limiter = RateLimiter::new(config.rate_limits.per_key_per_sec, config.rate_limits.per_key_burst);
         Services {
             store,
             keys: Arc::new(keys),
@@ -51,8 +48,10 @@ impl Services {
         }
     }
 
+    /// Current time, at the microsecond precision the store keeps.
     pub fn now(&self) -> DateTime<Utc> {
-        (self.clock)()
+        use chrono::SubsecRound as _;
+        (self.clock)().trunc_subsecs(6)
     }
 }
 
@@ -76,46 +75,28 @@ pub struct Ctx {
 impl Ctx {
     pub fn admin(principal: Principal, ip: Option<String>) -> Ctx {
         let actor = format!("token:{}", principal.token_id);
-        Ctx {
-            principal: Some(principal),
-            ip,
-            actor,
-        }
+        Ctx { principal: Some(principal), ip, actor }
     }
 
     pub fn client(ip: Option<String>) -> Ctx {
-        Ctx {
-            principal: None,
-            ip,
-            actor: "client".into(),
-        }
+        Ctx { principal: None, ip, actor: "client".into() }
     }
 
     /// Local operator (CLI on the data directory): acts as vendor-admin.
     pub fn cli(who: &str) -> Ctx {
         Ctx {
-            principal: Some(Principal {
-                token_id: Uuid::nil(),
-                tenant_id: None,
-                role: Role::VendorAdmin,
-            }),
+            principal: Some(Principal { token_id: Uuid::nil(), tenant_id: None, role: Role::VendorAdmin }),
             ip: None,
             actor: format!("cli:{who}"),
         }
     }
 
     pub fn system(job: &str) -> Ctx {
-        Ctx {
-            principal: None,
-            ip: None,
-            actor: format!("system:{job}"),
-        }
+        Ctx { principal: None, ip: None, actor: format!("system:{job}") }
     }
 
     fn principal(&self) -> AppResult<&Principal> {
-        self.principal
-            .as_ref()
-            .ok_or_else(|| AppError::unauthorized("an API token is required"))
+        self.principal.as_ref().ok_or_else(|| AppError::unauthorized("an API token is required"))
     }
 
     /// The tenant scope of reads: `None` for vendor-admin (all tenants).
@@ -168,9 +149,9 @@ impl Ctx {
         let p = self.principal()?;
         match (p.role, p.tenant_id, requested) {
             (Role::VendorAdmin, _, Some(t)) => Ok(t),
-            (Role::VendorAdmin, _, None) => Err(AppError::invalid(
-                "tenant_id is required when a vendor-admin token creates tenant objects",
-            )),
+            (Role::VendorAdmin, _, None) => {
+                Err(AppError::invalid("tenant_id is required when a vendor-admin token creates tenant objects"))
+            }
             (_, Some(own), Some(t)) if t != own => Err(AppError::not_found("tenant")),
             (_, Some(own), _) => Ok(own),
             (_, None, _) => Err(AppError::forbidden("this token has no tenant")),
@@ -225,14 +206,10 @@ impl PageQuery {
 pub fn check_name(field: &str, v: &str) -> AppResult<String> {
     let t = v.trim();
     if t.is_empty() || t.chars().count() > 200 {
-        return Err(AppError::invalid(format!(
-            "{field} must be 1 to 200 characters"
-        )));
+        return Err(AppError::invalid(format!("{field} must be 1 to 200 characters")));
     }
     if t.chars().any(char::is_control) {
-        return Err(AppError::invalid(format!(
-            "{field} must not contain control characters"
-        )));
+        return Err(AppError::invalid(format!("{field} must not contain control characters")));
     }
     Ok(t.to_string())
 }

@@ -13,8 +13,8 @@ use super::client::{license_refusal, parse_license_key};
 use super::{Ctx, Services};
 use crate::error::{AppError, AppResult};
 use crate::store::{
-    ActivateOp, ActivateOutcome, Activation, ActivationStatus, EmergencyOp, EmergencyOutcome,
-    EmergencyRecord, LicenseRecord,
+    ActivateOp, ActivateOutcome, Activation, ActivationStatus, EmergencyOp, EmergencyOutcome, EmergencyRecord,
+    LicenseRecord,
 };
 
 #[derive(Debug, Deserialize)]
@@ -92,12 +92,7 @@ fn ceil_minute(t: DateTime<Utc>) -> DateTime<Utc> {
 
 impl Services {
     /// Finds the license a request code names (by key hint) and verifies the device's signature with it.
-    async fn license_for_request(
-        &self,
-        ctx: &Ctx,
-        req: &SignedRequest,
-        key: Option<&str>,
-    ) -> AppResult<LicenseRecord> {
+    async fn license_for_request(&self, ctx: &Ctx, req: &SignedRequest, key: Option<&str>) -> AppResult<LicenseRecord> {
         if let Some(k) = key {
             let key = parse_license_key(k)?;
             let hash = key.hash();
@@ -108,11 +103,7 @@ impl Services {
                     "this request code was not made for this license key (or it was altered)",
                 )
             })?;
-            return self
-                .store
-                .get_license_by_key_hash(hash)
-                .await
-                .map_err(|_| no_license());
+            return self.store.get_license_by_key_hash(hash).await.map_err(|_| no_license());
         }
         let scope = ctx.scope()?;
         let candidates = self.store.find_licenses_by_hint(req.request.key_hint).await?;
@@ -134,26 +125,16 @@ impl Services {
             ));
         }
         let signed = SignedRequest::decode(&req.request_code).map_err(code_error)?;
-        let rec = self
-            .license_for_request(ctx, &signed, req.license_key.as_deref())
-            .await?;
+        let rec = self.license_for_request(ctx, &signed, req.license_key.as_deref()).await?;
         let l = &rec.license;
         let now = self.now();
         if let Some(e) = license_refusal(l, now) {
             return Err(e);
         }
         let device_key = signed.request.device_public_key.to_vec();
-        if let Some(b) = self
-            .store
-            .find_block(l.tenant_id, device_key.clone(), vec![])
-            .await?
-        {
-            return Err(AppError::new(
-                StatusCode::FORBIDDEN,
-                "DEVICE_BLOCKED",
-                "this device is blocked by the vendor",
-            )
-            .with_details(json!({"block_id": b.id})));
+        if let Some(b) = self.store.find_block(l.tenant_id, device_key.clone(), vec![]).await? {
+            return Err(AppError::new(StatusCode::FORBIDDEN, "DEVICE_BLOCKED", "this device is blocked by the vendor")
+                .with_details(json!({"block_id": b.id})));
         }
         let new = Activation {
             id: Uuid::now_v7(),
@@ -247,19 +228,10 @@ impl Services {
         }
         let receipt = SignedReceipt::decode(&req.receipt_code).map_err(code_error)?;
         let scope = if ctx.principal.is_some() { ctx.scope()? } else { None };
-        let candidates = self
-            .store
-            .find_licenses_by_hint(receipt.receipt.key_hint)
-            .await?;
-        for rec in candidates
-            .into_iter()
-            .filter(|r| scope.is_none_or(|s| s == r.license.tenant_id))
-        {
+        let candidates = self.store.find_licenses_by_hint(receipt.receipt.key_hint).await?;
+        for rec in candidates.into_iter().filter(|r| scope.is_none_or(|s| s == r.license.tenant_id)) {
             let acts = self.store.list_activations(None, rec.license.id).await?;
-            for a in acts
-                .iter()
-                .filter(|a| a.device_public_key.get(..4) == Some(&receipt.receipt.device_tag[..]))
-            {
+            for a in acts.iter().filter(|a| a.device_public_key.get(..4) == Some(&receipt.receipt.device_tag[..])) {
                 let Ok(dk) = <[u8; 32]>::try_from(a.device_public_key.as_slice()) else {
                     continue;
                 };
@@ -274,10 +246,7 @@ impl Services {
                     Some(a.id.to_string()),
                     json!({"license_id": a.license_id}),
                 );
-                let freed = self
-                    .store
-                    .deactivate(a.id, now, "offline deactivation receipt".into(), audit)
-                    .await?;
+                let freed = self.store.deactivate(a.id, now, "offline deactivation receipt".into(), audit).await?;
                 return Ok(json!({"freed": freed, "activation_id": a.id, "license_id": a.license_id}));
             }
         }
@@ -297,9 +266,7 @@ impl Services {
         ctx.require_support()?;
         let reason = req.reason.trim().to_string();
         if reason.is_empty() {
-            return Err(AppError::invalid(
-                "reason is required: say why the customer needs an emergency code",
-            ));
+            return Err(AppError::invalid("reason is required: say why the customer needs an emergency code"));
         }
         if reason.chars().count() > 500 {
             return Err(AppError::invalid("reason must be at most 500 characters"));
@@ -315,10 +282,7 @@ impl Services {
             ));
         }
         if l.status == tessera_core::LicenseStatus::Revoked {
-            return Err(AppError::conflict(
-                "LICENSE_REVOKED",
-                "the license is revoked: no emergency code can help",
-            ));
+            return Err(AppError::conflict("LICENSE_REVOKED", "the license is revoked: no emergency code can help"));
         }
         let hours = req.validity_hours.unwrap_or(policy.validity_hours);
         if hours == 0 || hours > EmergencyPolicy::MAX_VALIDITY_HOURS {
@@ -347,14 +311,9 @@ impl Services {
         let signer = self.keys.clone();
         let scope = policy.scope;
         let make_code = Box::new(move |serial: u32| {
-            EmergencyCode {
-                bound: bound_device.is_some(),
-                scope,
-                expires_at,
-                serial,
-            }
-            .sign(signer.signer(), &key_hash, bound_device.as_ref())
-            .map_err(|e| e.to_string())
+            EmergencyCode { bound: bound_device.is_some(), scope, expires_at, serial }
+                .sign(signer.signer(), &key_hash, bound_device.as_ref())
+                .map_err(|e| e.to_string())
         });
         let record = EmergencyRecord {
             id: Uuid::now_v7(),
@@ -390,10 +349,7 @@ impl Services {
                 code: r.code,
                 serial: r.serial,
                 expires_at: r.expires_at,
-                bound_device: r
-                    .bound_device
-                    .as_deref()
-                    .map(tessera_core::encoding::b64url),
+                bound_device: r.bound_device.as_deref().map(tessera_core::encoding::b64url),
                 license_id: r.license_id,
                 reason: r.reason,
             }),
@@ -412,9 +368,6 @@ impl Services {
 
     pub async fn list_emergency(&self, ctx: &Ctx, license_id: Uuid) -> AppResult<Vec<EmergencyRecord>> {
         let rec = self.license_record(ctx, license_id).await?;
-        Ok(self
-            .store
-            .list_emergency(ctx.scope()?, rec.license.id)
-            .await?)
+        Ok(self.store.list_emergency(ctx.scope()?, rec.license.id).await?)
     }
 }

@@ -84,9 +84,7 @@ impl Services {
             problem: None,
             exists: found.is_some(),
             license_id: found.as_ref().map(|r| r.license.id),
-            status: found
-                .as_ref()
-                .map(|r| effective_status(&r.license, self.now())),
+            status: found.as_ref().map(|r| effective_status(&r.license, self.now())),
         })
     }
 
@@ -95,19 +93,16 @@ impl Services {
         let reason = super::check_name("reason", &req.reason)?;
         let now = self.now();
         let (tenant_id, device_key, fp) = if let Some(aid) = req.activation_id {
-            let a = self
-                .store
-                .get_activation(ctx.scope()?, aid)
-                .await
-                .map_err(|e| AppError::store("activation", e))?;
-            let fp = a
-                .fingerprint
-                .get(ComponentKind::MachineId)
-                .map(|c| hex::encode(c.hash));
-            let audit = ctx.audit(now, Some(a.tenant_id), "activation.deactivate", Some(a.id.to_string()), json!({"reason": "device blocked"}));
-            self.store
-                .deactivate(a.id, now, "device blocked".into(), audit)
-                .await?;
+            let a = self.store.get_activation(ctx.scope()?, aid).await.map_err(|e| AppError::store("activation", e))?;
+            let fp = a.fingerprint.get(ComponentKind::MachineId).map(|c| hex::encode(c.hash));
+            let audit = ctx.audit(
+                now,
+                Some(a.tenant_id),
+                "activation.deactivate",
+                Some(a.id.to_string()),
+                json!({"reason": "device blocked"}),
+            );
+            self.store.deactivate(a.id, now, "device blocked".into(), audit).await?;
             (a.tenant_id, Some(a.device_public_key), fp)
         } else {
             let tenant = ctx.tenant_for_create(req.tenant_id)?;
@@ -133,9 +128,7 @@ impl Services {
                 })
                 .transpose()?;
             if dk.is_none() && fp.is_none() {
-                return Err(AppError::invalid(
-                    "give device_public_key, fingerprint_hash or activation_id",
-                ));
+                return Err(AppError::invalid("give device_public_key, fingerprint_hash or activation_id"));
             }
             (tenant, dk, fp)
         };
@@ -147,7 +140,8 @@ impl Services {
             reason,
             created_at: now,
         };
-        let audit = ctx.audit(now, Some(tenant_id), "device.block", Some(b.id.to_string()), json!({"reason": b.reason}));
+        let audit =
+            ctx.audit(now, Some(tenant_id), "device.block", Some(b.id.to_string()), json!({"reason": b.reason}));
         self.store.add_block(b.clone(), audit).await?;
         Ok(b)
     }
@@ -160,17 +154,10 @@ impl Services {
         ctx.require_admin()?;
         let scope = ctx.scope()?;
         let audit = ctx.audit(self.now(), scope, "device.unblock", Some(id.to_string()), json!({}));
-        self.store
-            .remove_block(scope, id, audit)
-            .await
-            .map_err(|e| AppError::store("block", e))
+        self.store.remove_block(scope, id, audit).await.map_err(|e| AppError::store("block", e))
     }
 
-    pub async fn create_report(
-        &self,
-        ctx: &Ctx,
-        req: CreateReport,
-    ) -> AppResult<SuspiciousReport> {
+    pub async fn create_report(&self, ctx: &Ctx, req: CreateReport) -> AppResult<SuspiciousReport> {
         ctx.require_support()?;
         let kind = super::check_name("kind", &req.kind)?;
         let mut tenant = None;
@@ -178,11 +165,7 @@ impl Services {
             tenant = Some(self.license_record(ctx, lid).await?.license.tenant_id);
         }
         if let Some(aid) = req.activation_id {
-            let a = self
-                .store
-                .get_activation(ctx.scope()?, aid)
-                .await
-                .map_err(|e| AppError::store("activation", e))?;
+            let a = self.store.get_activation(ctx.scope()?, aid).await.map_err(|e| AppError::store("activation", e))?;
             tenant = Some(a.tenant_id);
         }
         let tenant_id = match tenant {

@@ -48,9 +48,7 @@ impl From<rusqlite::Error> for StoreError {
                 rusqlite::ErrorCode::ConstraintViolation => {
                     StoreError::Conflict(msg.clone().unwrap_or_else(|| e.to_string()))
                 }
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
-                    StoreError::Busy
-                }
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => StoreError::Busy,
                 _ => StoreError::Db(e.to_string()),
             },
             _ => StoreError::Db(e.to_string()),
@@ -280,11 +278,7 @@ pub struct HeartbeatOutcome {
 pub struct BlockedDevice {
     pub id: Uuid,
     pub tenant_id: Uuid,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "opt_b64"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_b64")]
     pub device_public_key: Option<Vec<u8>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fingerprint_hash: Option<String>,
@@ -315,11 +309,7 @@ pub struct EmergencyRecord {
     pub issued_by: String,
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "opt_b64"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_b64")]
     pub bound_device: Option<Vec<u8>>,
     pub code: String,
 }
@@ -440,13 +430,7 @@ pub trait Store: Send + Sync + 'static {
     fn create_token(&self, t: ApiToken, hash: [u8; 32], audit: NewAudit) -> StoreFuture<'_, ()>;
     fn find_token(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<(ApiToken, [u8; 32])>>;
     fn list_tokens(&self, scope: Scope) -> StoreFuture<'_, Vec<ApiToken>>;
-    fn revoke_token(
-        &self,
-        scope: Scope,
-        id: Uuid,
-        at: DateTime<Utc>,
-        audit: NewAudit,
-    ) -> StoreFuture<'_, ()>;
+    fn revoke_token(&self, scope: Scope, id: Uuid, at: DateTime<Utc>, audit: NewAudit) -> StoreFuture<'_, ()>;
     fn count_tokens(&self) -> StoreFuture<'_, u64>;
 
     // Customers
@@ -460,14 +444,9 @@ pub trait Store: Send + Sync + 'static {
     fn list_products(&self, scope: Scope, page: PageRequest) -> StoreFuture<'_, Page<Product>>;
 
     // Templates
-    fn put_template(&self, t: TemplateRecord, create: bool, audit: NewAudit)
-        -> StoreFuture<'_, ()>;
+    fn put_template(&self, t: TemplateRecord, create: bool, audit: NewAudit) -> StoreFuture<'_, ()>;
     fn get_template(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, TemplateRecord>;
-    fn list_templates(
-        &self,
-        scope: Scope,
-        page: PageRequest,
-    ) -> StoreFuture<'_, Page<TemplateRecord>>;
+    fn list_templates(&self, scope: Scope, page: PageRequest) -> StoreFuture<'_, Page<TemplateRecord>>;
     fn delete_template(&self, scope: Scope, id: Uuid, audit: NewAudit) -> StoreFuture<'_, ()>;
 
     // Licenses
@@ -495,18 +474,11 @@ pub trait Store: Send + Sync + 'static {
     // Activations
     fn activate(&self, op: ActivateOp) -> StoreFuture<'_, ActivateOutcome>;
     fn get_activation(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Activation>;
-    fn list_activations(&self, scope: Scope, license_id: Uuid)
-        -> StoreFuture<'_, Vec<Activation>>;
+    fn list_activations(&self, scope: Scope, license_id: Uuid) -> StoreFuture<'_, Vec<Activation>>;
     fn count_active_seats(&self, license_id: Uuid) -> StoreFuture<'_, u32>;
     fn heartbeat(&self, op: HeartbeatOp) -> StoreFuture<'_, HeartbeatOutcome>;
     /// Deactivates if active; returns whether it was active.
-    fn deactivate(
-        &self,
-        id: Uuid,
-        at: DateTime<Utc>,
-        reason: String,
-        audit: NewAudit,
-    ) -> StoreFuture<'_, bool>;
+    fn deactivate(&self, id: Uuid, at: DateTime<Utc>, reason: String, audit: NewAudit) -> StoreFuture<'_, bool>;
     /// Active floating activations whose lease ended before `t`.
     fn stale_floating(&self, t: DateTime<Utc>) -> StoreFuture<'_, Vec<Activation>>;
     /// Deletes deactivated activations older than `before`; returns how many.
@@ -528,18 +500,12 @@ pub trait Store: Send + Sync + 'static {
 
     // Emergency codes
     fn issue_emergency(&self, op: EmergencyOp) -> StoreFuture<'_, EmergencyOutcome>;
-    fn list_emergency(&self, scope: Scope, license_id: Uuid)
-        -> StoreFuture<'_, Vec<EmergencyRecord>>;
+    fn list_emergency(&self, scope: Scope, license_id: Uuid) -> StoreFuture<'_, Vec<EmergencyRecord>>;
 
     // Events and audit
     fn add_event(&self, e: Event, audit: Option<NewAudit>) -> StoreFuture<'_, ()>;
     fn list_events(&self, scope: Scope, license_id: Option<Uuid>) -> StoreFuture<'_, Vec<Event>>;
     fn append_audit(&self, entries: Vec<NewAudit>) -> StoreFuture<'_, ()>;
     /// Audit rows with `seq > after`, in order.
-    fn audit_rows(
-        &self,
-        scope: Scope,
-        after: i64,
-        limit: u32,
-    ) -> StoreFuture<'_, Vec<AuditEntry>>;
+    fn audit_rows(&self, scope: Scope, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>>;
 }

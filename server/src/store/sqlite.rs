@@ -104,15 +104,9 @@ impl SqliteStore {
                 MIGRATIONS.len()
             )));
         }
-        let migrations = rusqlite_migration::Migrations::new(
-            MIGRATIONS
-                .iter()
-                .map(|m| rusqlite_migration::M::up(m))
-                .collect(),
-        );
-        migrations
-            .to_latest(&mut conn)
-            .map_err(|e| StoreError::Schema(format!("applying migrations failed: {e}")))?;
+        let migrations =
+            rusqlite_migration::Migrations::new(MIGRATIONS.iter().map(|m| rusqlite_migration::M::up(m)).collect());
+        migrations.to_latest(&mut conn).map_err(|e| StoreError::Schema(format!("applying migrations failed: {e}")))?;
         conn.set_prepared_statement_cache_capacity(64);
 
         let (tx, rx) = mpsc::channel::<Job>(8192);
@@ -133,11 +127,7 @@ impl SqliteStore {
 
     /// Stops accepting writes and waits for the writer thread to finish the queue.
     pub fn close(&self) {
-        let handle = self
-            .writer_thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let handle = self.writer_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         // The thread ends when every sender is gone; callers drop the store after this.
         drop(handle);
     }
@@ -229,11 +219,8 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 continue;
             }
             let (ok, d) = j(Some(&conn));
-            let end = if ok {
-                conn.execute_batch("RELEASE job")
-            } else {
-                conn.execute_batch("ROLLBACK TO job; RELEASE job")
-            };
+            let end =
+                if ok { conn.execute_batch("RELEASE job") } else { conn.execute_batch("ROLLBACK TO job; RELEASE job") };
             if let Err(e) = end {
                 tracing::error!(error = %e, "savepoint handling failed");
             }
@@ -265,8 +252,7 @@ fn g_uuid(r: &Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
 
 fn g_opt_uuid(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<Uuid>> {
     let s: Option<String> = r.get(i)?;
-    s.map(|s| Uuid::parse_str(&s).map_err(|e| conv(i, format!("bad uuid {s:?}: {e}"))))
-        .transpose()
+    s.map(|s| Uuid::parse_str(&s).map_err(|e| conv(i, format!("bad uuid {s:?}: {e}")))).transpose()
 }
 
 fn g_time(r: &Row<'_>, i: usize) -> rusqlite::Result<DateTime<Utc>> {
@@ -276,8 +262,7 @@ fn g_time(r: &Row<'_>, i: usize) -> rusqlite::Result<DateTime<Utc>> {
 
 fn g_opt_time(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
     let s: Option<String> = r.get(i)?;
-    s.map(|s| parse_time(&s).ok_or_else(|| conv(i, format!("bad time {s:?}"))))
-        .transpose()
+    s.map(|s| parse_time(&s).ok_or_else(|| conv(i, format!("bad time {s:?}")))).transpose()
 }
 
 fn g_json<T: DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
@@ -287,8 +272,7 @@ fn g_json<T: DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
 
 fn g_arr<const N: usize>(r: &Row<'_>, i: usize) -> rusqlite::Result<[u8; N]> {
     let v: Vec<u8> = r.get(i)?;
-    v.try_into()
-        .map_err(|_| conv(i, format!("expected {N} bytes")))
+    v.try_into().map_err(|_| conv(i, format!("expected {N} bytes")))
 }
 
 fn s_uuid(u: Option<Uuid>) -> Option<String> {
@@ -348,11 +332,7 @@ fn with_outcome(mut a: NewAudit, outcome: &str) -> NewAudit {
 
 const TENANT_COLS: &str = "id, name, created_at";
 fn row_tenant(r: &Row<'_>) -> rusqlite::Result<Tenant> {
-    Ok(Tenant {
-        id: g_uuid(r, 0)?,
-        name: r.get(1)?,
-        created_at: g_time(r, 2)?,
-    })
+    Ok(Tenant { id: g_uuid(r, 0)?, name: r.get(1)?, created_at: g_time(r, 2)? })
 }
 
 const TOKEN_COLS: &str = "id, tenant_id, name, role, prefix, created_at, revoked_at, token_hash";
@@ -397,15 +377,10 @@ fn row_product(r: &Row<'_>) -> rusqlite::Result<Product> {
 
 const TEMPLATE_COLS: &str = "body, created_at, updated_at";
 fn row_template(r: &Row<'_>) -> rusqlite::Result<TemplateRecord> {
-    Ok(TemplateRecord {
-        template: g_json(r, 0)?,
-        created_at: g_time(r, 1)?,
-        updated_at: g_time(r, 2)?,
-    })
+    Ok(TemplateRecord { template: g_json(r, 0)?, created_at: g_time(r, 1)?, updated_at: g_time(r, 2)? })
 }
 
-const LICENSE_COLS: &str =
-    "body, key_hash, key_hint, policy, expiring_notice_for, created_at, updated_at";
+const LICENSE_COLS: &str = "body, key_hash, key_hint, policy, expiring_notice_for, created_at, updated_at";
 fn row_license(r: &Row<'_>) -> rusqlite::Result<LicenseRecord> {
     Ok(LicenseRecord {
         license: g_json(r, 0)?,
@@ -429,11 +404,7 @@ fn row_activation(r: &Row<'_>) -> rusqlite::Result<Activation> {
         device_public_key: r.get(3)?,
         fingerprint: g_json(r, 4)?,
         metadata: g_json(r, 5)?,
-        status: if status == "ACTIVE" {
-            ActivationStatus::Active
-        } else {
-            ActivationStatus::Deactivated
-        },
+        status: if status == "ACTIVE" { ActivationStatus::Active } else { ActivationStatus::Deactivated },
         offline: r.get(7)?,
         floating: r.get(8)?,
         created_at: g_time(r, 9)?,
@@ -498,8 +469,7 @@ fn row_event(r: &Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
-const AUDIT_COLS: &str =
-    "seq, at, tenant_id, actor, action, target, ip, outcome, details, prev_hash, hash";
+const AUDIT_COLS: &str = "seq, at, tenant_id, actor, action, target, ip, outcome, details, prev_hash, hash";
 fn row_audit(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
     Ok(AuditEntry {
         seq: r.get(0)?,
@@ -541,10 +511,7 @@ fn list_scoped<T>(
     );
     let items = c
         .prepare_cached(&sql)?
-        .query_map(
-            params![scope_s(scope), s_uuid(page.after), i64::from(page.limit) + 1],
-            map,
-        )?
+        .query_map(params![scope_s(scope), s_uuid(page.after), i64::from(page.limit) + 1], map)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(paginate(items, page.limit, id))
 }
@@ -558,17 +525,12 @@ fn get_scoped<T>(
     map: fn(&Row<'_>) -> rusqlite::Result<T>,
 ) -> Result<T, StoreError> {
     let sql = format!("SELECT {cols} FROM {table} WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)");
-    Ok(c.prepare_cached(&sql)?
-        .query_row(params![id.to_string(), scope_s(scope)], map)?)
+    Ok(c.prepare_cached(&sql)?.query_row(params![id.to_string(), scope_s(scope)], map)?)
 }
 
 fn active_activations(c: &Connection, license_id: Uuid) -> Result<Vec<Activation>, StoreError> {
-    let sql = format!(
-        "SELECT {ACTIVATION_COLS} FROM activations WHERE license_id = ?1 AND status = 'ACTIVE'"
-    );
-    Ok(c.prepare_cached(&sql)?
-        .query_map([license_id.to_string()], row_activation)?
-        .collect::<Result<Vec<_>, _>>()?)
+    let sql = format!("SELECT {ACTIVATION_COLS} FROM activations WHERE license_id = ?1 AND status = 'ACTIVE'");
+    Ok(c.prepare_cached(&sql)?.query_map([license_id.to_string()], row_activation)?.collect::<Result<Vec<_>, _>>()?)
 }
 
 fn insert_activation(c: &Connection, a: &Activation) -> Result<(), StoreError> {
@@ -654,8 +616,11 @@ impl Store for SqliteStore {
 
     fn create_tenant(&self, t: Tenant, audit: NewAudit) -> StoreFuture<'_, ()> {
         self.write(move |c| {
-            c.prepare_cached("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)")?
-                .execute(params![t.id.to_string(), t.name, ts(t.created_at)])?;
+            c.prepare_cached("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)")?.execute(params![
+                t.id.to_string(),
+                t.name,
+                ts(t.created_at)
+            ])?;
             append_audit_tx(c, &audit)
         })
     }
@@ -663,22 +628,16 @@ impl Store for SqliteStore {
     fn get_tenant(&self, id: Uuid) -> StoreFuture<'_, Tenant> {
         self.read(move |c| {
             let sql = format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1");
-            Ok(c.prepare_cached(&sql)?
-                .query_row([id.to_string()], row_tenant)?)
+            Ok(c.prepare_cached(&sql)?.query_row([id.to_string()], row_tenant)?)
         })
     }
 
     fn list_tenants(&self, page: PageRequest) -> StoreFuture<'_, Page<Tenant>> {
         self.read(move |c| {
-            let sql = format!(
-                "SELECT {TENANT_COLS} FROM tenants WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2"
-            );
+            let sql = format!("SELECT {TENANT_COLS} FROM tenants WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2");
             let items = c
                 .prepare_cached(&sql)?
-                .query_map(
-                    params![s_uuid(page.after), i64::from(page.limit) + 1],
-                    row_tenant,
-                )?
+                .query_map(params![s_uuid(page.after), i64::from(page.limit) + 1], row_tenant)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(paginate(items, page.limit, |t| t.id))
         })
@@ -686,19 +645,17 @@ impl Store for SqliteStore {
 
     fn create_token(&self, t: ApiToken, hash: [u8; 32], audit: NewAudit) -> StoreFuture<'_, ()> {
         self.write(move |c| {
-            c.prepare_cached(&format!(
-                "INSERT INTO api_tokens ({TOKEN_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"
-            ))?
-            .execute(params![
-                t.id.to_string(),
-                s_uuid(t.tenant_id),
-                t.name,
-                t.role.as_str(),
-                t.prefix,
-                ts(t.created_at),
-                s_time(t.revoked_at),
-                hash.to_vec()
-            ])?;
+            c.prepare_cached(&format!("INSERT INTO api_tokens ({TOKEN_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"))?
+                .execute(params![
+                    t.id.to_string(),
+                    s_uuid(t.tenant_id),
+                    t.name,
+                    t.role.as_str(),
+                    t.prefix,
+                    ts(t.created_at),
+                    s_time(t.revoked_at),
+                    hash.to_vec()
+                ])?;
             append_audit_tx(c, &audit)
         })
     }
@@ -714,22 +671,12 @@ impl Store for SqliteStore {
 
     fn list_tokens(&self, scope: Scope) -> StoreFuture<'_, Vec<ApiToken>> {
         self.read(move |c| {
-            let sql = format!(
-                "SELECT {TOKEN_COLS} FROM api_tokens WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY id"
-            );
-            Ok(c.prepare_cached(&sql)?
-                .query_map([scope_s(scope)], row_token)?
-                .collect::<Result<Vec<_>, _>>()?)
+            let sql = format!("SELECT {TOKEN_COLS} FROM api_tokens WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY id");
+            Ok(c.prepare_cached(&sql)?.query_map([scope_s(scope)], row_token)?.collect::<Result<Vec<_>, _>>()?)
         })
     }
 
-    fn revoke_token(
-        &self,
-        scope: Scope,
-        id: Uuid,
-        at: DateTime<Utc>,
-        audit: NewAudit,
-    ) -> StoreFuture<'_, ()> {
+    fn revoke_token(&self, scope: Scope, id: Uuid, at: DateTime<Utc>, audit: NewAudit) -> StoreFuture<'_, ()> {
         self.write(move |c| {
             let n = c
                 .prepare_cached(
@@ -763,10 +710,8 @@ impl Store for SqliteStore {
                 ts(x.updated_at)
             ];
             if create {
-                c.prepare_cached(&format!(
-                    "INSERT INTO customers ({CUSTOMER_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"
-                ))?
-                .execute(p)?;
+                c.prepare_cached(&format!("INSERT INTO customers ({CUSTOMER_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"))?
+                    .execute(p)?;
             } else if c
                 .prepare_cached(
                     "UPDATE customers SET name = ?3, email = ?4, metadata = ?5, created_at = ?6, updated_at = ?7
@@ -786,9 +731,7 @@ impl Store for SqliteStore {
     }
 
     fn list_customers(&self, scope: Scope, page: PageRequest) -> StoreFuture<'_, Page<Customer>> {
-        self.read(move |c| {
-            list_scoped(c, "customers", CUSTOMER_COLS, scope, page, row_customer, |x| x.id)
-        })
+        self.read(move |c| list_scoped(c, "customers", CUSTOMER_COLS, scope, page, row_customer, |x| x.id))
     }
 
     fn put_product(&self, x: Product, create: bool, audit: NewAudit) -> StoreFuture<'_, ()> {
@@ -803,10 +746,8 @@ impl Store for SqliteStore {
                 ts(x.updated_at)
             ];
             if create {
-                c.prepare_cached(&format!(
-                    "INSERT INTO products ({PRODUCT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"
-                ))?
-                .execute(p)?;
+                c.prepare_cached(&format!("INSERT INTO products ({PRODUCT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"))?
+                    .execute(p)?;
             } else if c
                 .prepare_cached(
                     "UPDATE products SET name = ?3, code = ?4, metadata = ?5, created_at = ?6, updated_at = ?7
@@ -826,17 +767,10 @@ impl Store for SqliteStore {
     }
 
     fn list_products(&self, scope: Scope, page: PageRequest) -> StoreFuture<'_, Page<Product>> {
-        self.read(move |c| {
-            list_scoped(c, "products", PRODUCT_COLS, scope, page, row_product, |x| x.id)
-        })
+        self.read(move |c| list_scoped(c, "products", PRODUCT_COLS, scope, page, row_product, |x| x.id))
     }
 
-    fn put_template(
-        &self,
-        t: TemplateRecord,
-        create: bool,
-        audit: NewAudit,
-    ) -> StoreFuture<'_, ()> {
+    fn put_template(&self, t: TemplateRecord, create: bool, audit: NewAudit) -> StoreFuture<'_, ()> {
         self.write(move |c| {
             let tpl = &t.template;
             let p = params![
@@ -872,16 +806,8 @@ impl Store for SqliteStore {
         self.read(move |c| get_scoped(c, "templates", TEMPLATE_COLS, scope, id, row_template))
     }
 
-    fn list_templates(
-        &self,
-        scope: Scope,
-        page: PageRequest,
-    ) -> StoreFuture<'_, Page<TemplateRecord>> {
-        self.read(move |c| {
-            list_scoped(c, "templates", TEMPLATE_COLS, scope, page, row_template, |x| {
-                x.template.id
-            })
-        })
+    fn list_templates(&self, scope: Scope, page: PageRequest) -> StoreFuture<'_, Page<TemplateRecord>> {
+        self.read(move |c| list_scoped(c, "templates", TEMPLATE_COLS, scope, page, row_template, |x| x.template.id))
     }
 
     fn delete_template(&self, scope: Scope, id: Uuid, audit: NewAudit) -> StoreFuture<'_, ()> {
@@ -932,26 +858,18 @@ impl Store for SqliteStore {
     fn get_license_by_key_hash(&self, hash: [u8; 32]) -> StoreFuture<'_, LicenseRecord> {
         self.read(move |c| {
             let sql = format!("SELECT {LICENSE_COLS} FROM licenses WHERE key_hash = ?1");
-            Ok(c.prepare_cached(&sql)?
-                .query_row([hash.to_vec()], row_license)?)
+            Ok(c.prepare_cached(&sql)?.query_row([hash.to_vec()], row_license)?)
         })
     }
 
     fn find_licenses_by_hint(&self, hint: [u8; 6]) -> StoreFuture<'_, Vec<LicenseRecord>> {
         self.read(move |c| {
             let sql = format!("SELECT {LICENSE_COLS} FROM licenses WHERE key_hint = ?1");
-            Ok(c.prepare_cached(&sql)?
-                .query_map([hint.to_vec()], row_license)?
-                .collect::<Result<Vec<_>, _>>()?)
+            Ok(c.prepare_cached(&sql)?.query_map([hint.to_vec()], row_license)?.collect::<Result<Vec<_>, _>>()?)
         })
     }
 
-    fn list_licenses(
-        &self,
-        scope: Scope,
-        f: LicenseFilter,
-        page: PageRequest,
-    ) -> StoreFuture<'_, Page<LicenseRecord>> {
+    fn list_licenses(&self, scope: Scope, f: LicenseFilter, page: PageRequest) -> StoreFuture<'_, Page<LicenseRecord>> {
         self.read(move |c| {
             let sql = format!(
                 "SELECT {LICENSE_COLS} FROM licenses
@@ -987,9 +905,7 @@ impl Store for SqliteStore {
                 "SELECT {LICENSE_COLS} FROM licenses
                  WHERE status = 'ACTIVE' AND expires_at IS NOT NULL AND expires_at < ?1 ORDER BY expires_at"
             );
-            Ok(c.prepare_cached(&sql)?
-                .query_map([ts(t)], row_license)?
-                .collect::<Result<Vec<_>, _>>()?)
+            Ok(c.prepare_cached(&sql)?.query_map([ts(t)], row_license)?.collect::<Result<Vec<_>, _>>()?)
         })
     }
 
@@ -1019,10 +935,7 @@ impl Store for SqliteStore {
                 let mut audit = with_outcome(op.audit, "REUSED");
                 audit.target = Some(a.id.to_string());
                 append_audit_tx(c, &audit)?;
-                return Ok(ActivateOutcome::Reused {
-                    activation: a,
-                    seats_used: seats,
-                });
+                return Ok(ActivateOutcome::Reused { activation: a, seats_used: seats });
             }
             if op.max_seats > 0 && seats >= op.max_seats {
                 append_audit_tx(c, &with_outcome(op.audit, "SEAT_LIMIT_REACHED"))?;
@@ -1032,24 +945,15 @@ impl Store for SqliteStore {
             let mut audit = with_outcome(op.audit, "CREATED");
             audit.target = Some(op.new.id.to_string());
             append_audit_tx(c, &audit)?;
-            Ok(ActivateOutcome::Created {
-                activation: op.new,
-                seats_used: seats + 1,
-            })
+            Ok(ActivateOutcome::Created { activation: op.new, seats_used: seats + 1 })
         })
     }
 
     fn get_activation(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Activation> {
-        self.read(move |c| {
-            get_scoped(c, "activations", ACTIVATION_COLS, scope, id, row_activation)
-        })
+        self.read(move |c| get_scoped(c, "activations", ACTIVATION_COLS, scope, id, row_activation))
     }
 
-    fn list_activations(
-        &self,
-        scope: Scope,
-        license_id: Uuid,
-    ) -> StoreFuture<'_, Vec<Activation>> {
+    fn list_activations(&self, scope: Scope, license_id: Uuid) -> StoreFuture<'_, Vec<Activation>> {
         self.read(move |c| {
             let sql = format!(
                 "SELECT {ACTIVATION_COLS} FROM activations WHERE license_id = ?1 AND (?2 IS NULL OR tenant_id = ?2)
@@ -1063,10 +967,8 @@ impl Store for SqliteStore {
 
     fn count_active_seats(&self, license_id: Uuid) -> StoreFuture<'_, u32> {
         self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT COUNT(*) FROM activations WHERE license_id = ?1 AND status = 'ACTIVE'",
-            )?
-            .query_row([license_id.to_string()], |r| r.get(0))?)
+            Ok(c.prepare_cached("SELECT COUNT(*) FROM activations WHERE license_id = ?1 AND status = 'ACTIVE'")?
+                .query_row([license_id.to_string()], |r| r.get(0))?)
         })
     }
 
@@ -1077,11 +979,7 @@ impl Store for SqliteStore {
                     "UPDATE activations SET last_seen_at = ?2, lease_expires_at = ?3
                      WHERE id = ?1 AND status = 'ACTIVE'",
                 )?
-                .execute(params![
-                    op.activation_id.to_string(),
-                    ts(op.now),
-                    s_time(op.lease_expires_at)
-                ])?;
+                .execute(params![op.activation_id.to_string(), ts(op.now), s_time(op.lease_expires_at)])?;
             let mut accepted = Vec::new();
             if n > 0 {
                 let mut ins = c.prepare_cached(
@@ -1113,13 +1011,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn deactivate(
-        &self,
-        id: Uuid,
-        at: DateTime<Utc>,
-        reason: String,
-        audit: NewAudit,
-    ) -> StoreFuture<'_, bool> {
+    fn deactivate(&self, id: Uuid, at: DateTime<Utc>, reason: String, audit: NewAudit) -> StoreFuture<'_, bool> {
         self.write(move |c| {
             let n = c
                 .prepare_cached(
@@ -1139,18 +1031,14 @@ impl Store for SqliteStore {
                 "SELECT {ACTIVATION_COLS} FROM activations
                  WHERE status = 'ACTIVE' AND floating = 1 AND lease_expires_at IS NOT NULL AND lease_expires_at < ?1"
             );
-            Ok(c.prepare_cached(&sql)?
-                .query_map([ts(t)], row_activation)?
-                .collect::<Result<Vec<_>, _>>()?)
+            Ok(c.prepare_cached(&sql)?.query_map([ts(t)], row_activation)?.collect::<Result<Vec<_>, _>>()?)
         })
     }
 
     fn purge_deactivated(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64> {
         self.write(move |c| {
             let n = c
-                .prepare_cached(
-                    "DELETE FROM activations WHERE status = 'DEACTIVATED' AND deactivated_at < ?1",
-                )?
+                .prepare_cached("DELETE FROM activations WHERE status = 'DEACTIVATED' AND deactivated_at < ?1")?
                 .execute([ts(before)])?;
             Ok(n as u64)
         })
@@ -1162,38 +1050,31 @@ impl Store for SqliteStore {
 
     fn add_block(&self, b: BlockedDevice, audit: NewAudit) -> StoreFuture<'_, ()> {
         self.write(move |c| {
-            c.prepare_cached(&format!(
-                "INSERT INTO blocked_devices ({BLOCK_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"
-            ))?
-            .execute(params![
-                b.id.to_string(),
-                b.tenant_id.to_string(),
-                b.device_public_key,
-                b.fingerprint_hash,
-                b.reason,
-                ts(b.created_at)
-            ])?;
+            c.prepare_cached(&format!("INSERT INTO blocked_devices ({BLOCK_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"))?
+                .execute(params![
+                    b.id.to_string(),
+                    b.tenant_id.to_string(),
+                    b.device_public_key,
+                    b.fingerprint_hash,
+                    b.reason,
+                    ts(b.created_at)
+                ])?;
             append_audit_tx(c, &audit)
         })
     }
 
     fn list_blocks(&self, scope: Scope) -> StoreFuture<'_, Vec<BlockedDevice>> {
         self.read(move |c| {
-            let sql = format!(
-                "SELECT {BLOCK_COLS} FROM blocked_devices WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY id"
-            );
-            Ok(c.prepare_cached(&sql)?
-                .query_map([scope_s(scope)], row_block)?
-                .collect::<Result<Vec<_>, _>>()?)
+            let sql =
+                format!("SELECT {BLOCK_COLS} FROM blocked_devices WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY id");
+            Ok(c.prepare_cached(&sql)?.query_map([scope_s(scope)], row_block)?.collect::<Result<Vec<_>, _>>()?)
         })
     }
 
     fn remove_block(&self, scope: Scope, id: Uuid, audit: NewAudit) -> StoreFuture<'_, ()> {
         self.write(move |c| {
             let n = c
-                .prepare_cached(
-                    "DELETE FROM blocked_devices WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
-                )?
+                .prepare_cached("DELETE FROM blocked_devices WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)")?
                 .execute(params![id.to_string(), scope_s(scope)])?;
             if n == 0 {
                 return Err(StoreError::NotFound);
@@ -1228,18 +1109,16 @@ impl Store for SqliteStore {
 
     fn add_report(&self, r: SuspiciousReport, audit: NewAudit) -> StoreFuture<'_, ()> {
         self.write(move |c| {
-            c.prepare_cached(&format!(
-                "INSERT INTO suspicious_reports ({REPORT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"
-            ))?
-            .execute(params![
-                r.id.to_string(),
-                r.tenant_id.to_string(),
-                s_uuid(r.license_id),
-                s_uuid(r.activation_id),
-                r.kind,
-                json(&r.details)?,
-                ts(r.created_at)
-            ])?;
+            c.prepare_cached(&format!("INSERT INTO suspicious_reports ({REPORT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"))?
+                .execute(params![
+                    r.id.to_string(),
+                    r.tenant_id.to_string(),
+                    s_uuid(r.license_id),
+                    s_uuid(r.activation_id),
+                    r.kind,
+                    json(&r.details)?,
+                    ts(r.created_at)
+                ])?;
             append_audit_tx(c, &audit)
         })
     }
@@ -1249,9 +1128,7 @@ impl Store for SqliteStore {
             let sql = format!(
                 "SELECT {REPORT_COLS} FROM suspicious_reports WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY id"
             );
-            Ok(c.prepare_cached(&sql)?
-                .query_map([scope_s(scope)], row_report)?
-                .collect::<Result<Vec<_>, _>>()?)
+            Ok(c.prepare_cached(&sql)?.query_map([scope_s(scope)], row_report)?.collect::<Result<Vec<_>, _>>()?)
         })
     }
 
@@ -1259,20 +1136,14 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let lic = op.record.license_id.to_string();
             let count: u32 = c
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM emergency_codes WHERE license_id = ?1 AND issued_at >= ?2",
-                )?
+                .prepare_cached("SELECT COUNT(*) FROM emergency_codes WHERE license_id = ?1 AND issued_at >= ?2")?
                 .query_row(params![lic, ts(op.window_start)], |r| r.get(0))?;
             if count >= op.max_in_window {
                 append_audit_tx(c, &with_outcome(op.audit, "LIMIT_REACHED"))?;
-                return Ok(EmergencyOutcome::LimitReached {
-                    issued_in_window: count,
-                });
+                return Ok(EmergencyOutcome::LimitReached { issued_in_window: count });
             }
             let serial: u32 = c
-                .prepare_cached(
-                    "SELECT COALESCE(MAX(serial), 0) + 1 FROM emergency_codes WHERE license_id = ?1",
-                )?
+                .prepare_cached("SELECT COALESCE(MAX(serial), 0) + 1 FROM emergency_codes WHERE license_id = ?1")?
                 .query_row([&lic], |r| r.get(0))?;
             let mut rec = op.record;
             rec.serial = serial;
@@ -1301,11 +1172,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn list_emergency(
-        &self,
-        scope: Scope,
-        license_id: Uuid,
-    ) -> StoreFuture<'_, Vec<EmergencyRecord>> {
+    fn list_emergency(&self, scope: Scope, license_id: Uuid) -> StoreFuture<'_, Vec<EmergencyRecord>> {
         self.read(move |c| {
             let sql = format!(
                 "SELECT {EMERGENCY_COLS} FROM emergency_codes WHERE license_id = ?1 AND (?2 IS NULL OR tenant_id = ?2)
@@ -1319,17 +1186,16 @@ impl Store for SqliteStore {
 
     fn add_event(&self, e: Event, audit: Option<NewAudit>) -> StoreFuture<'_, ()> {
         self.write(move |c| {
-            c.prepare_cached(&format!(
-                "INSERT INTO events ({EVENT_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"
-            ))?
-            .execute(params![
-                e.id.to_string(),
-                e.tenant_id.to_string(),
-                s_uuid(e.license_id),
-                e.kind,
-                ts(e.at),
-                json(&e.data)?
-            ])?;
+            c.prepare_cached(&format!("INSERT INTO events ({EVENT_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"))?.execute(
+                params![
+                    e.id.to_string(),
+                    e.tenant_id.to_string(),
+                    s_uuid(e.license_id),
+                    e.kind,
+                    ts(e.at),
+                    json(&e.data)?
+                ],
+            )?;
             if let Some(a) = audit {
                 append_audit_tx(c, &a)?;
             }

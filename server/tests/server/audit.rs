@@ -1,0 +1,81 @@
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn audit_chain_detects_an_edited_row_via_api_and_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let h = Harness::with_config(dir, |_| {}).await;
+    let f = h.fixture("au", 2, "SUBSCRIPTION").await;
+    activate(&h, &f.key, &device(), fingerprint("x")).await;
+    let (s, v) = h.get("/v1/audit/verify", Some(&h.admin)).await;
+    assert_eq!((s, v["ok"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+    let total = v["checked"].as_u64().unwrap();
+    assert!(total >= 8);
+    let (_, entries) = h.get("/v1/audit?limit=1000", Some(&f.token)).await;
+    assert!(entries["items"].as_array().unwrap().iter().any(|e| e["action"] == "client.activate"));
+
+    // CLI agrees the chain is intact.
+    let bin = env!("CARGO_BIN_EXE_tessera-server");
+    let out = std::process::Command::new(bin)
+        .args(["--data-dir", path.to_str().unwrap(), "audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Tamper with row 5.
+    let db = rusqlite::Connection::open(tessera_server::db_path(&path)).unwrap();
+    db.execute("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 5", []).unwrap();
+    drop(db);
+    let (_, v) = h.get("/v1/audit/verify", Some(&h.admin)).await;
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["first_broken"]["seq"], 5, "{v}");
+    let out = std::process::Command::new(bin)
+        .args(["--data-dir", path.to_str().unwrap(), "audit", "verify"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("entry 5"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // Deleting a row is detected too (after restoring nothing: row 5 still broken first).
+    let db = rusqlite::Connection::open(tessera_server::db_path(&path)).unwrap();
+    db.execute("DELETE FROM audit_log WHERE seq = 3", []).unwrap();
+    drop(db);
+    let (_, v) = h.get("/v1/audit/verify", Some(&h.admin)).await;
+    assert_eq!(v["first_broken"]["seq"], 4, "{v}");
+    let _ = json!({});
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused_and_restart_reuses_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let config = test_config(&path);
+    let s1 = tessera_server::start(config.clone()).await.unwrap();
+    assert!(s1.admin_token.is_some());
+    let keys = s1.public_keyset();
+    let token_file = std::fs::read_to_string(path.join("admin-token")).unwrap();
+    assert_eq!(token_file.trim(), s1.admin_token.as_deref().unwrap());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path.join("admin-token")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    s1.shutdown().await;
+    let s2 = tessera_server::start(config.clone()).await.unwrap();
+    assert!(s2.admin_token.is_none(), "token printed only on first start");
+    assert_eq!(s2.public_keyset(), keys, "same signing key");
+    s2.shutdown().await;
+
+    let db = rusqlite::Connection::open(tessera_server::db_path(&path)).unwrap();
+    db.pragma_update(None, "user_version", 99).unwrap();
+    drop(db);
+    let err = match tessera_server::start(config).await {
+        Ok(_) => panic!("a newer schema must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("newer"), "{err}");
+}

@@ -1,0 +1,9 @@
+//! tessera-server tests: router tests without a port, loopback tests with a real port, real SQLite files.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
+
+mod admin;
+mod audit;
+mod client;
+mod common;
+mod concurrency;
+mod offline;

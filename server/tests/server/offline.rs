@@ -1,0 +1,126 @@
+use axum::http::StatusCode;
+use chrono::Utc;
+use serde_json::json;
+use tessera_core::offline::{DeactivationReceipt, OfflineRequest, SignedEmergency, SignedRequest, SignedResponse};
+use tessera_core::{LicenseKey, SigningKey};
+
+use crate::common::*;
+
+fn request_code(key: &str, dev: &SigningKey) -> (String, SignedRequest) {
+    let k = LicenseKey::parse(key).unwrap();
+    let mut dpk = [0u8; 32];
+    dpk.copy_from_slice(&dev.verifying_key().public_bytes());
+    OfflineRequest {
+        key_hint: k.hint(),
+        device_public_key: dpk,
+        fingerprint_commitment: [7u8; 10],
+        created_at: Utc::now(),
+        nonce: 42,
+    }
+    .sign(&k.hash(), dev)
+    .unwrap()
+}
+
+#[tokio::test]
+async fn offline_respond_receipt_and_seats() {
+    let h = Harness::new().await;
+    let f = h.fixture("o", 1, "PERPETUAL").await;
+    let dev = device();
+    let (code, signed) = request_code(&f.key, &dev);
+    let (s, v) = h.post("/v1/offline/respond", Some(&f.token), json!({"request_code": code.to_lowercase()})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["summary"]["license_id"], f.license.as_str());
+    assert_eq!(v["summary"]["seats_used"], 1);
+    let resp = SignedResponse::decode(v["response_code"].as_str().unwrap()).unwrap();
+    let k = LicenseKey::parse(&f.key).unwrap();
+    resp.verify(&h.keys(), &k.hash(), &signed).unwrap();
+    assert_eq!(resp.grant.license_id.to_string(), f.license);
+
+    // Self-service: same device again is reused; key required and must match.
+    let (s, v) = h.post("/v1/client/offline/respond", None, json!({"request_code": code, "license_key": f.key})).await;
+    assert_eq!((s, v["summary"]["reused"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+    let (s, v) = h.post("/v1/client/offline/respond", None, json!({"request_code": code})).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    let other = h.fixture("o2", 1, "PERPETUAL").await;
+    let (s, v) =
+        h.post("/v1/client/offline/respond", None, json!({"request_code": code, "license_key": other.key})).await;
+    assert_eq!((s, err_code(&v).as_str()), (StatusCode::FORBIDDEN, "CODE_MISMATCH"));
+    // Other tenant's staff cannot answer it.
+    let (s, _) = h.post("/v1/offline/respond", Some(&other.token), json!({"request_code": code})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Seat limit: a second device is refused.
+    let dev2 = device();
+    let (code2, _) = request_code(&f.key, &dev2);
+    let (s, v) = h.post("/v1/offline/respond", Some(&f.token), json!({"request_code": code2})).await;
+    assert_eq!((s, err_code(&v).as_str()), (StatusCode::CONFLICT, "SEAT_LIMIT_REACHED"));
+
+    // Typo → INVALID_CODE naming a group.
+    let mut broken: Vec<char> = code.chars().collect();
+    let i = 12;
+    broken[i] = if broken[i] == 'A' { 'B' } else { 'A' };
+    let broken: String = broken.into_iter().collect();
+    let (s, v) = h.post("/v1/offline/respond", Some(&f.token), json!({"request_code": broken})).await;
+    assert_eq!((s, err_code(&v).as_str()), (StatusCode::BAD_REQUEST, "INVALID_CODE"));
+    assert!(v["error"]["message"].as_str().unwrap().contains("group"), "{v}");
+
+    // Receipt frees the seat once.
+    let mut dpk = [0u8; 32];
+    dpk.copy_from_slice(&dev.verifying_key().public_bytes());
+    let receipt = DeactivationReceipt::for_device(&k.hash(), &dpk, Utc::now()).sign(&k.hash(), &dev).unwrap();
+    let (s, v) = h.post("/v1/offline/receipt", Some(&f.token), json!({"receipt_code": receipt})).await;
+    assert_eq!((s, v["freed"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+    let (s, v) = h.post("/v1/client/offline/receipt", None, json!({"receipt_code": receipt})).await;
+    assert_eq!((s, v["freed"].as_bool()), (StatusCode::OK, Some(false)), "{v}");
+    let (s, _) = h.post("/v1/offline/respond", Some(&f.token), json!({"request_code": code2})).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn emergency_codes_limits_binding_and_listing() {
+    let h = Harness::new().await;
+    let f = h.fixture("e", 1, "SUBSCRIPTION").await;
+    let path = format!("/v1/licenses/{}/emergency-codes", f.license);
+    let t = Some(f.token.as_str());
+    let (s, v) = h.post(&path, t, json!({"reason": "  "})).await;
+    assert_eq!((s, err_code(&v).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"));
+    let (s, v) = h.post(&path, t, json!({"validity_hours": 1})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "reason is mandatory: {v}");
+    let (s, _) = h.post(&path, t, json!({"reason": "x", "validity_hours": 169})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let k = LicenseKey::parse(&f.key).unwrap();
+    let (s, v) = h.post(&path, t, json!({"reason": "server outage"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let code = v["code"].as_str().unwrap();
+    assert!(code.len() <= 150, "{} chars", code.len());
+    let e = SignedEmergency::decode(code).unwrap();
+    assert!(!e.code.bound);
+    let hours = (e.code.expires_at - Utc::now()).num_minutes();
+    assert!((23 * 60..=24 * 60 + 1).contains(&hours), "{hours}");
+    e.verify(&h.keys(), &k.hash(), &[9u8; 32]).unwrap();
+
+    let dev = device();
+    let (req, _) = request_code(&f.key, &dev);
+    let (s, v) = h.post(&path, t, json!({"reason": "bound", "validity_hours": 2, "request_code": req})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["serial"], 2);
+    let e = SignedEmergency::decode(v["code"].as_str().unwrap()).unwrap();
+    assert!(e.code.bound);
+    let mut dpk = [0u8; 32];
+    dpk.copy_from_slice(&dev.verifying_key().public_bytes());
+    e.verify(&h.keys(), &k.hash(), &dpk).unwrap();
+    assert!(e.verify(&h.keys(), &k.hash(), &[1u8; 32]).is_err(), "bound code fails on another device");
+
+    let (s, _) = h.post(&path, t, json!({"reason": "third"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v) = h.post(&path, t, json!({"reason": "fourth"})).await;
+    assert_eq!((s, err_code(&v).as_str()), (StatusCode::CONFLICT, "EMERGENCY_LIMIT_REACHED"));
+    let (_, list) = h.get(&path, t).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 3);
+    assert_eq!(list["items"][1]["reason"], "bound");
+    // 31 days later the window has room again.
+    h.advance(chrono::Duration::days(31));
+    let (s, _) = h.post(&path, t, json!({"reason": "later"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+}
