@@ -23,8 +23,8 @@ use crate::store::{ActivateOp, ActivateOutcome, Activation, ActivationStatus, He
 /// Largest clock difference accepted on device-signed requests.
 pub const REPLAY_WINDOW_SECS: i64 = 600;
 
+/// Unknown fields are ignored (newer agents may send more).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ActivateRequest {
     pub license_key: String,
     #[serde(default)]
@@ -47,8 +47,8 @@ pub struct ActivateResult {
     pub reused: bool,
 }
 
+/// Unknown fields are ignored (newer agents may send more).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
     pub license_key: String,
     #[serde(default)]
@@ -72,8 +72,8 @@ pub struct DeviceEnvelopeHead {
     pub activation_id: Uuid,
 }
 
+/// Unknown fields are ignored (newer agents may send more).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub activation_id: Uuid,
     pub nonce: String,
@@ -96,8 +96,8 @@ pub struct HeartbeatResult {
     pub usage_totals: BTreeMap<String, i64>,
 }
 
+/// Unknown fields are ignored (newer agents may send more).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DeactivateRequest {
     pub activation_id: Uuid,
     pub nonce: String,

@@ -208,3 +208,26 @@ async fn lifecycle_jobs_cull_expire_and_warn() {
     let (s, _) = h.call(Method::POST, "/v1/jobs/run", Some(&h.admin), None).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn client_endpoints_are_rate_limited_per_license_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::with_config(dir, |c| {
+        c.rate_limits.per_key_per_sec = 0.5;
+        c.rate_limits.per_key_burst = 3.0;
+    })
+    .await;
+    let f = h.fixture("rl", 2, "SUBSCRIPTION").await;
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let (s, v) = h.post("/v1/client/validate", None, json!({"license_key": f.key, "nonce": nonce()})).await;
+        codes.push(s.as_u16());
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(err_code(&v), "RATE_LIMITED");
+        }
+    }
+    assert_eq!(codes, vec![200, 200, 200, 429, 429]);
+    let (s, _, ) = h.raw(Method::POST, "/v1/client/validate", None,
+        Some(serde_json::to_vec(&json!({"license_key": f.key, "nonce": nonce()})).unwrap()), &[]).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+}
