@@ -13,7 +13,7 @@ use tessera_core::offline::{OfflineGrant, SignedRequest};
 use tessera_core::{LicenseKey, PublicKeyset, SigningKey};
 use uuid::Uuid;
 
-fn activated_agent(dir: &std::path::Path) -> Agent {
+fn activated_agent(dir: &std::path::Path) -> (Agent, tessera_core::License) {
     let server = SigningKey::generate_ed25519();
     let product = Uuid::from_u128(1);
     let cfg = AgentConfig::new(dir.join("bench.db"), PublicKeyset::new([server.verifying_key()]), product)
@@ -42,12 +42,27 @@ fn activated_agent(dir: &std::path::Path) -> Agent {
     let rsp = grant.sign(&server, &key.hash(), &req).expect("sign");
     agent.apply_code(&rsp).expect("apply");
     assert!(agent.check("export_pdf").allowed);
-    agent
+    (agent, tessera_agent::license_from_grant(&grant, product))
 }
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let agent = activated_agent(dir.path());
+    let (agent, license) = activated_agent(dir.path());
+    // Same-run baselines: the clock read alone, and the clock plus a hash-map lookup (as in tessera-core's bench).
+    c.bench_function("baseline_clock_read", |b| b.iter(|| black_box(Utc::now())));
+    let mut map = std::collections::HashMap::new();
+    map.insert("export_pdf".to_string(), true);
+    c.bench_function("baseline_hashmap_lookup_and_clock", |b| {
+        b.iter(|| (black_box(Utc::now()), black_box(map.get(black_box("export_pdf")).copied())))
+    });
+    // The decision function alone on the same license (what check adds on top is the snapshot read).
+    c.bench_function("decide_only", |b| {
+        b.iter(|| {
+            let mut inputs = tessera_core::Inputs::new(Utc::now(), Some(&license));
+            inputs.lease_expires_at = Some(Utc::now() + Duration::days(1));
+            black_box(tessera_core::decide(&inputs, &tessera_core::Query::feature(black_box("export_pdf"))))
+        })
+    });
     c.bench_function("agent_check_allowed", |b| b.iter(|| black_box(agent.check(black_box("export_pdf")))));
     c.bench_function("agent_check_quota_feature", |b| b.iter(|| black_box(agent.check(black_box("api_calls")))));
     c.bench_function("agent_check_not_entitled", |b| b.iter(|| black_box(agent.check(black_box("missing")))));

@@ -263,7 +263,7 @@ struct HeartbeatResult {
     #[serde(default)]
     accepted_usage: Vec<Uuid>,
     #[serde(default)]
-    usage_totals: HashMap<String, u64>,
+    usage_totals: HashMap<String, i64>,
 }
 
 #[derive(Deserialize)]
@@ -656,7 +656,7 @@ impl Agent {
         let acknowledged = store.tx(|tx| {
             let n = state::ack_usage(tx, &r.accepted_usage)?;
             for (feature, total) in &r.usage_totals {
-                state::set_usage_total(tx, feature, *total)?;
+                state::set_usage_total(tx, feature, (*total).max(0) as u64)?;
             }
             Self::trust_server_time(tx, v.server_time)?;
             if deactivated {

@@ -209,9 +209,13 @@ fn permanent_macs() -> Option<String> {
 
 #[cfg(not(target_os = "linux"))]
 fn permanent_macs() -> Option<String> {
-    let _ = is_virtual_name;
     let _ = parse_mac;
-    let macs = mac_address::MacAddressIterator::new().ok()?.map(|m| m.bytes()).filter(is_permanent_mac).collect();
+    let macs = mac_address::MacAddressIterator::new()
+        .ok()?
+        .filter(|m| mac_address::name_by_mac_address(m).ok().flatten().is_none_or(|n| !is_virtual_name(&n)))
+        .map(|m| m.bytes())
+        .filter(is_permanent_mac)
+        .collect();
     format_macs(macs)
 }
 

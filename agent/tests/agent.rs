@@ -565,3 +565,116 @@ async fn daemon_api_answers_from_memory() {
     assert_eq!(r.status(), 200);
     let _ = b64url(&[1]);
 }
+
+#[test]
+fn heartbeat_backoff_grows_and_is_capped_with_jitter() {
+    use std::time::Duration as Std;
+    let cap = Std::from_secs(3600);
+    let first = tessera_agent::backoff(1, cap);
+    assert!(first >= Std::from_millis(13_500) && first <= Std::from_millis(16_500), "{first:?}");
+    let third = tessera_agent::backoff(3, cap);
+    assert!(third >= Std::from_secs(54) && third <= Std::from_secs(66), "{third:?}");
+    let capped = tessera_agent::backoff(30, Std::from_secs(60));
+    assert!(capped <= Std::from_secs(66), "{capped:?}");
+    let j = tessera_agent::jitter(Std::from_secs(100));
+    assert!(j >= Std::from_secs(90) && j <= Std::from_secs(110));
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// The binary.
+
+fn cli(f: &Fixture, args: &[&str]) -> (i32, String, String) {
+    let keyset = f.dir.path().join("keyset.json");
+    if !keyset.exists() {
+        std::fs::write(&keyset, f.keyset().to_json()).unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera-agent"))
+        .args(args)
+        .env("TESSERA_AGENT_STATE", f.dir.path().join("cli.db"))
+        .env("TESSERA_AGENT_KEYSET", &keyset)
+        .env("TESSERA_PRODUCT_ID", PRODUCT.to_string())
+        .env("TESSERA_AGENT_IDENTITY", "cli-test-identity-0001")
+        .env_remove("TESSERA_SERVER_URL")
+        .env_remove("TESSERA_AGENT_IDENTITY_FILE")
+        .env_remove("TESSERA_LICENSE_KEY")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_offline_flow_exit_codes_and_json() {
+    let f = Fixture::new();
+    // Not activated: exit 1 and the reason.
+    let (code, out, _) = cli(&f, &["check", "export_pdf"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("NOT_ACTIVATED"), "{out}");
+    let (code, out, _) = cli(&f, &["check", "export_pdf", "--json"]);
+    assert_eq!(code, 1);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["reason"], "NOT_ACTIVATED");
+
+    // request-code --out, the vendor answers, apply-code --file.
+    let key = LicenseKey::generate();
+    let req_file = f.dir.path().join("req.txt");
+    let (code, out, err) = cli(&f, &["request-code", "--key", &key.expose(), "--out", req_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let req = std::fs::read_to_string(&req_file).unwrap();
+    assert_eq!(out.trim(), req.trim());
+    // The real clock is used by the binary: answer with a grant valid around now.
+    let mut grant = f.grant();
+    let now = Utc::now();
+    grant.issued_at = now;
+    grant.starts_at = now - Duration::days(1);
+    grant.expires_at = Some(now + Duration::days(365));
+    grant.lease_expires_at = Some(now + Duration::days(30));
+    let sreq = SignedRequest::decode(&req).unwrap();
+    let rsp = grant.sign(&f.server_key, &key.hash(), &sreq).unwrap();
+    let rsp_file = f.dir.path().join("rsp.txt");
+    std::fs::write(&rsp_file, format!("{}\n", tessera_core::codes::wrap(&rsp, 40))).unwrap();
+
+    // A typo: exit 2, names the group, nothing applied.
+    let mut typo: Vec<char> = rsp.chars().collect();
+    let i = 30;
+    typo[i] = if typo[i] == 'Z' { 'Y' } else { 'Z' };
+    let typo: String = typo.into_iter().collect();
+    let (code, _, err) = cli(&f, &["apply-code", &typo]);
+    assert_eq!(code, 2);
+    assert!(err.contains("group"), "{err}");
+
+    let (code, out, err) = cli(&f, &["apply-code", "--file", rsp_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("export_pdf"), "{out}");
+    let (code, out, _) = cli(&f, &["check", "export_pdf"]);
+    assert_eq!(code, 0, "{out}");
+    // Applied twice fails.
+    let (code, _, _) = cli(&f, &["apply-code", "--file", rsp_file.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    let (code, out, _) = cli(&f, &["consume", "api_calls", "2", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = cli(&f, &["status", "--json"]);
+    assert_eq!(code, 0);
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["activated"], true);
+    assert_eq!(s["pending_usage"], 1);
+    assert_eq!(s["decision"]["reason"], "VALID");
+    let (code, out, _) = cli(&f, &["fingerprint", "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["fingerprint"][0]["kind"], "pinned");
+    assert!(v.get("raw").is_none());
+    let (code, out, _) = cli(&f, &["deactivate", "--offline", "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(v["receipt_code"].as_str().unwrap().starts_with("RCT1"));
+    let (code, _, _) = cli(&f, &["check", "export_pdf"]);
+    assert_eq!(code, 1);
+    // No server configured: online commands say what to do.
+    let (code, _, err) = cli(&f, &["heartbeat"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("TESSERA_SERVER_URL") || err.contains("not activated"), "{err}");
+}
