@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tessera_core::crypto::ed25519_public_from_bytes;
 use tessera_core::decision::Inputs;
 use tessera_core::envelope::Envelope;
-use tessera_core::fingerprint::{match_fingerprint, Component, Fingerprint};
+use tessera_core::fingerprint::{match_fingerprint, Component, Fingerprint, MatchPolicy};
 use tessera_core::token::{sign_activation_token, ActivationClaims};
 use tessera_core::{decide, Decision, Domain, License, LicenseKey, LicenseStatus, Query};
 use uuid::Uuid;
@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::licenses::effective_status;
 use super::{Ctx, Services};
 use crate::error::{AppError, AppResult};
+use crate::store::{identity_hash, SameDeviceCandidates};
 use crate::store::{ActivateOp, ActivateOutcome, Activation, ActivationStatus, HeartbeatOp, LicenseRecord, UsageEvent};
 
 /// Largest clock difference accepted on device-signed requests.
@@ -143,6 +144,21 @@ pub fn license_refusal(l: &License, now: DateTime<Utc>) -> Option<AppError> {
                 .with_details(json!({"starts_at": l.starts_at})),
         ),
         LicenseStatus::Active => None,
+    }
+}
+
+/// Which activations may belong to this device by fingerprint: when the policy makes the machine id (or the
+/// pinned identity) a deal-breaker, only activations with the same one can match, and an index finds them.
+fn candidates_for(policy: &MatchPolicy, fp: &Fingerprint) -> SameDeviceCandidates {
+    use tessera_core::fingerprint::ComponentKind;
+    if fp.is_empty() {
+        return SameDeviceCandidates::KeyOnly;
+    }
+    let kind =
+        if fp.get(ComponentKind::MachineId).is_some() { ComponentKind::MachineId } else { ComponentKind::Pinned };
+    match identity_hash(fp) {
+        Some(h) if policy.deal_breakers.contains(&kind) => SameDeviceCandidates::ByIdentity(h),
+        _ => SameDeviceCandidates::All,
     }
 }
 
@@ -283,6 +299,7 @@ impl Services {
             deactivation_reason: None,
         };
         let policy = l.fingerprint_policy.clone();
+        let candidates = candidates_for(&policy, &fingerprint);
         let fp = fingerprint;
         let dk = device_key;
         let same_device = Box::new(move |a: &Activation| {
@@ -296,6 +313,7 @@ impl Services {
             .store
             .activate(ActivateOp {
                 new,
+                candidates,
                 max_seats: l.max_activations,
                 same_device,
                 reuse_lease_expires_at: Some(lease),

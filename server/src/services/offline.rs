@@ -168,6 +168,7 @@ impl Services {
             .store
             .activate(ActivateOp {
                 new,
+                candidates: crate::store::SameDeviceCandidates::KeyOnly,
                 max_seats: l.max_activations,
                 same_device: Box::new(move |a: &Activation| a.device_public_key == dk),
                 reuse_lease_expires_at: None,

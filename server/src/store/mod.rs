@@ -230,10 +230,28 @@ pub struct Activation {
 /// Decides whether an existing active activation belongs to the device now activating (a service rule).
 pub type SameDevice = Box<dyn Fn(&Activation) -> bool + Send>;
 
+/// Which existing activations are checked with `same_device` (beyond an exact device-key match).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SameDeviceCandidates {
+    /// Only the device key counts.
+    KeyOnly,
+    /// Active activations whose identity component (machine id, else pinned id) has this hash (hex).
+    ByIdentity(String),
+    /// Every active activation of the license (only done when the license has a seat limit).
+    All,
+}
+
+/// The identity component hash an activation is indexed by: the machine id, else the pinned identity.
+pub fn identity_hash(fp: &Fingerprint) -> Option<String> {
+    use tessera_core::fingerprint::ComponentKind;
+    fp.get(ComponentKind::MachineId).or_else(|| fp.get(ComponentKind::Pinned)).map(|c| hex::encode(c.hash))
+}
+
 /// A seat-limited activation, done atomically by the single writer.
 pub struct ActivateOp {
     /// The activation to insert when the device has none yet.
     pub new: Activation,
+    pub candidates: SameDeviceCandidates,
     /// 0: unlimited.
     pub max_seats: u32,
     pub same_device: SameDevice,

@@ -18,7 +18,10 @@ use super::*;
 use crate::time::{parse as parse_time, ts};
 
 /// Migrations, in order. The schema version is `PRAGMA user_version`.
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../../migrations/sqlite/0002_activation_lookup.sql"),
+];
 const MAX_BATCH: usize = 1024;
 
 /// `PRAGMA synchronous` setting.
@@ -528,14 +531,10 @@ fn get_scoped<T>(
     Ok(c.prepare_cached(&sql)?.query_row(params![id.to_string(), scope_s(scope)], map)?)
 }
 
-fn active_activations(c: &Connection, license_id: Uuid) -> Result<Vec<Activation>, StoreError> {
-    let sql = format!("SELECT {ACTIVATION_COLS} FROM activations WHERE license_id = ?1 AND status = 'ACTIVE'");
-    Ok(c.prepare_cached(&sql)?.query_map([license_id.to_string()], row_activation)?.collect::<Result<Vec<_>, _>>()?)
-}
-
 fn insert_activation(c: &Connection, a: &Activation) -> Result<(), StoreError> {
     c.prepare_cached(&format!(
-        "INSERT INTO activations ({ACTIVATION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"
+        "INSERT INTO activations ({ACTIVATION_COLS}, machine_hash)
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
     ))?
     .execute(params![
         a.id.to_string(),
@@ -551,17 +550,26 @@ fn insert_activation(c: &Connection, a: &Activation) -> Result<(), StoreError> {
         ts(a.last_seen_at),
         s_time(a.lease_expires_at),
         s_time(a.deactivated_at),
-        a.deactivation_reason
+        a.deactivation_reason,
+        identity_hash(&a.fingerprint)
     ])?;
     Ok(())
 }
 
+fn active_where(c: &Connection, cond: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<Activation>, StoreError> {
+    let sql = format!("SELECT {ACTIVATION_COLS} FROM activations WHERE status = 'ACTIVE' AND {cond}");
+    Ok(c.prepare_cached(&sql)?.query_map(p, row_activation)?.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn count_active(c: &Connection, license_id: &str) -> Result<u32, StoreError> {
+    Ok(c.prepare_cached("SELECT COUNT(*) FROM activations WHERE license_id = ?1 AND status = 'ACTIVE'")?
+        .query_row([license_id], |r| r.get(0))?)
+}
+
 fn usage_totals_tx(c: &Connection, license_id: Uuid) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(c.prepare_cached(
-        "SELECT feature, SUM(amount) FROM usage_events WHERE license_id = ?1 GROUP BY feature ORDER BY feature",
-    )?
-    .query_map([license_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
-    .collect::<Result<Vec<_>, _>>()?)
+    Ok(c.prepare_cached("SELECT feature, total FROM usage_totals WHERE license_id = ?1 ORDER BY feature")?
+        .query_map([license_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 fn write_license(c: &Connection, l: &LicenseRecord, create: bool) -> Result<(), StoreError> {
@@ -911,10 +919,24 @@ impl Store for SqliteStore {
 
     fn activate(&self, op: ActivateOp) -> StoreFuture<'_, ActivateOutcome> {
         self.write(move |c| {
-            let active = active_activations(c, op.new.license_id)?;
-            let seats = active.len() as u32;
-            if let Some(existing) = active.iter().find(|a| (op.same_device)(a)) {
-                let mut a = existing.clone();
+            let lic = op.new.license_id.to_string();
+            let mut found =
+                active_where(c, "license_id = ?1 AND device_public_key = ?2", &[&lic, &op.new.device_public_key])?
+                    .into_iter()
+                    .next();
+            if found.is_none() {
+                let candidates = match &op.candidates {
+                    SameDeviceCandidates::KeyOnly => Vec::new(),
+                    SameDeviceCandidates::ByIdentity(h) => {
+                        active_where(c, "license_id = ?1 AND machine_hash = ?2", &[&lic, h])?
+                    }
+                    SameDeviceCandidates::All if op.max_seats > 0 => active_where(c, "license_id = ?1", &[&lic])?,
+                    SameDeviceCandidates::All => Vec::new(),
+                };
+                found = candidates.into_iter().find(|a| (op.same_device)(a));
+            }
+            if let Some(existing) = found {
+                let mut a = existing;
                 a.device_public_key = op.new.device_public_key.clone();
                 a.fingerprint = op.new.fingerprint.clone();
                 a.metadata = op.new.metadata.clone();
@@ -922,7 +944,7 @@ impl Store for SqliteStore {
                 a.lease_expires_at = op.reuse_lease_expires_at;
                 c.prepare_cached(
                     "UPDATE activations SET device_public_key = ?2, fingerprint = ?3, metadata = ?4,
-                     last_seen_at = ?5, lease_expires_at = ?6 WHERE id = ?1",
+                     last_seen_at = ?5, lease_expires_at = ?6, machine_hash = ?7 WHERE id = ?1",
                 )?
                 .execute(params![
                     a.id.to_string(),
@@ -930,13 +952,16 @@ impl Store for SqliteStore {
                     json(&a.fingerprint)?,
                     json(&a.metadata)?,
                     ts(a.last_seen_at),
-                    s_time(a.lease_expires_at)
+                    s_time(a.lease_expires_at),
+                    identity_hash(&a.fingerprint)
                 ])?;
                 let mut audit = with_outcome(op.audit, "REUSED");
                 audit.target = Some(a.id.to_string());
                 append_audit_tx(c, &audit)?;
+                let seats = if op.max_seats > 0 { count_active(c, &lic)? } else { 0 };
                 return Ok(ActivateOutcome::Reused { activation: a, seats_used: seats });
             }
+            let seats = if op.max_seats > 0 { count_active(c, &lic)? } else { 0 };
             if op.max_seats > 0 && seats >= op.max_seats {
                 append_audit_tx(c, &with_outcome(op.audit, "SEAT_LIMIT_REACHED"))?;
                 return Ok(ActivateOutcome::SeatLimit { seats_used: seats });
@@ -986,8 +1011,12 @@ impl Store for SqliteStore {
                     "INSERT OR IGNORE INTO usage_events (id, activation_id, license_id, feature, amount, recorded_at,
                      received_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
                 )?;
+                let mut add = c.prepare_cached(
+                    "INSERT INTO usage_totals (license_id, feature, total) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (license_id, feature) DO UPDATE SET total = total + excluded.total",
+                )?;
                 for u in &op.usage {
-                    ins.execute(params![
+                    let inserted = ins.execute(params![
                         u.id.to_string(),
                         op.activation_id.to_string(),
                         op.license_id.to_string(),
@@ -996,6 +1025,9 @@ impl Store for SqliteStore {
                         ts(u.recorded_at),
                         ts(op.now)
                     ])?;
+                    if inserted > 0 {
+                        add.execute(params![op.license_id.to_string(), u.feature, u.amount])?;
+                    }
                     accepted.push(u.id);
                 }
             }

@@ -227,7 +227,14 @@ async fn client_endpoints_are_rate_limited_per_license_key() {
         }
     }
     assert_eq!(codes, vec![200, 200, 200, 429, 429]);
-    let (s, _, ) = h.raw(Method::POST, "/v1/client/validate", None,
-        Some(serde_json::to_vec(&json!({"license_key": f.key, "nonce": nonce()})).unwrap()), &[]).await;
+    let (s, _) = h
+        .raw(
+            Method::POST,
+            "/v1/client/validate",
+            None,
+            Some(serde_json::to_vec(&json!({"license_key": f.key, "nonce": nonce()})).unwrap()),
+            &[],
+        )
+        .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
 }
