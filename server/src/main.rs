@@ -144,6 +144,13 @@ async fn shutdown_signal() {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = load_config(&cli)?;
+    let needs_db = matches!(cli.command, Command::Audit { .. } | Command::Offline { .. } | Command::Emergency { .. });
+    if needs_db && !tessera_server::db_path(&config.data_dir).exists() {
+        bail!(
+            "no database in {}: start the server once (`tessera-server serve`) or pass --data-dir",
+            config.data_dir.display()
+        );
+    }
     let json = cli.json;
     match cli.command {
         Command::Serve => {

@@ -159,6 +159,9 @@ pub struct LicenseView {
     pub key_hint: String,
     pub emergency: EmergencyPolicy,
     pub transfer_policy: TransferPolicy,
+    /// Active activations (single-license reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seats_used: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -170,6 +173,7 @@ impl From<&LicenseRecord> for LicenseView {
             key_hint: hex::encode(r.key_hint),
             emergency: r.policy.emergency,
             transfer_policy: r.policy.transfer,
+            seats_used: None,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -323,7 +327,10 @@ impl Services {
     }
 
     pub async fn get_license(&self, ctx: &Ctx, id: Uuid) -> AppResult<LicenseView> {
-        Ok(LicenseView::from(&self.license_record(ctx, id).await?))
+        let rec = self.license_record(ctx, id).await?;
+        let mut view = LicenseView::from(&rec);
+        view.seats_used = Some(self.store.count_active_seats(rec.license.id).await?);
+        Ok(view)
     }
 
     pub async fn get_license_by_key(&self, ctx: &Ctx, req: KeyLookup) -> AppResult<LicenseView> {

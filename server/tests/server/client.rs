@@ -33,6 +33,8 @@ async fn activate_reuse_seat_limit_validate_heartbeat_deactivate() {
     let (s, v) = activate(&h, &f.key, &d3, fingerprint("three")).await;
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::CONFLICT, "SEAT_LIMIT_REACHED"));
     assert_eq!(v["error"]["details"]["seats_used"], 2);
+    let (_, l) = h.get(&format!("/v1/licenses/{}", f.license), Some(&f.token)).await;
+    assert_eq!(l["seats_used"], 2);
 
     // Validate
     let n = nonce();

@@ -3,6 +3,7 @@
 
 mod admin;
 mod audit;
+mod cli;
 mod client;
 mod common;
 mod concurrency;
