@@ -1,0 +1,245 @@
+//! Server start-up, fixtures through the real admin API, and the scenarios.
+//!
+//! Request bodies (and the device signatures of heartbeats) are prepared before each scenario's clock starts,
+//! so the measured window spends the shared CPU on the server, not on the client's cryptography.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
+use tessera_core::crypto::Domain;
+use tessera_core::encoding::b64url;
+use tessera_core::fingerprint::{Component, ComponentKind};
+use tessera_core::SigningKey;
+use tessera_server::{Config, RunningServer};
+
+use crate::{baseline, drive, Args, Stats};
+
+pub struct Servers {
+    real: RunningServer,
+    admin: String,
+    baseline: SocketAddr,
+    baseline_task: tokio::task::JoinHandle<()>,
+    baseline_device: SigningKey,
+}
+
+impl Servers {
+    pub async fn shutdown(self) {
+        self.baseline_task.abort();
+        self.real.shutdown().await;
+    }
+}
+
+const BASELINE_DEVICE: [u8; 32] = [7; 32];
+
+pub async fn start_servers(dir: &Path) -> anyhow::Result<Servers> {
+    let mut config = Config::for_data_dir(dir);
+    config.listen = "127.0.0.1:0".into();
+    // The harness is one client address hammering one license: rate limits would measure themselves.
+    config.rate_limits.per_ip_per_sec = 0.0;
+    config.rate_limits.per_key_per_sec = 0.0;
+    let real = tessera_server::start(config).await.context("starting tessera-server")?;
+    let admin = real.admin_token.clone().context("a fresh data directory yields an admin token")?;
+    let baseline_device = SigningKey::ed25519_from_bytes(&BASELINE_DEVICE);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let baseline = listener.local_addr()?;
+    let router = baseline::router(baseline_device.verifying_key());
+    let baseline_task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(Servers { real, admin, baseline, baseline_task, baseline_device })
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, token: &str, body: Value) -> anyhow::Result<Value> {
+        let r = self.http.post(format!("{}{path}", self.base)).bearer_auth(token).json(&body).send().await?;
+        let status = r.status();
+        let v: Value = r.json().await?;
+        if !status.is_success() {
+            bail!("{path}: {status} {v}");
+        }
+        Ok(v)
+    }
+}
+
+/// Tenant, token, product, an unlimited-seat template and a license; returns (tenant token, license key).
+async fn fixture(api: &Api, admin: &str, seats: u32) -> anyhow::Result<String> {
+    let t = api.post("/v1/tenants", admin, json!({"name": format!("load-{}", uuid::Uuid::new_v4())})).await?;
+    let tok =
+        api.post("/v1/tokens", admin, json!({"name": "load", "role": "tenant-admin", "tenant_id": t["id"]})).await?;
+    let token = tok["token"].as_str().context("token")?.to_string();
+    let p = api.post("/v1/products", &token, json!({"name": "Load app"})).await?;
+    let tp = api
+        .post(
+            "/v1/templates",
+            &token,
+            json!({"name": "load", "product_id": p["id"], "license_type": "SUBSCRIPTION",
+                   "max_activations": seats, "duration_days": 365, "heartbeat_interval_secs": 3600,
+                   "features": [{"id": "export_pdf"}, {"id": "api_calls", "limit_value": 1000000}]}),
+        )
+        .await?;
+    let l = api.post("/v1/licenses", &token, json!({"template_id": tp["id"]})).await?;
+    Ok(l["license_key"].as_str().context("license key")?.to_string())
+}
+
+fn nonce(i: u64) -> String {
+    b64url(&i.to_be_bytes())
+}
+
+fn activation_body(key: &str, device: &SigningKey, i: u64) -> Vec<u8> {
+    let fingerprint: Vec<Component> = [ComponentKind::MachineId, ComponentKind::Mac, ComponentKind::Cpu]
+        .into_iter()
+        .map(|k| Component::hash_raw(k, b"load", &format!("{k:?}-{i}")))
+        .collect();
+    serde_json::to_vec(&json!({
+        "license_key": key,
+        "fingerprint": fingerprint,
+        "device_public_key": b64url(&device.verifying_key().public_bytes()),
+        "metadata": {"hostname": format!("load-{i}")},
+        "nonce": nonce(i),
+    }))
+    .unwrap_or_default()
+}
+
+/// A pool of prepared requests, shared by the workers.
+type Pool = Arc<Vec<(Vec<u8>, Option<String>)>>;
+
+async fn run_pool(name: &str, args: &Args, http: &reqwest::Client, url: String, pool: Pool) -> Stats {
+    let http = http.clone();
+    let url = Arc::new(url);
+    drive(name, args.connections, Duration::from_secs(args.duration), move |_, i| {
+        let http = http.clone();
+        let url = url.clone();
+        let (body, sig) = pool[(i as usize) % pool.len()].clone();
+        async move {
+            let mut req = http.post(url.as_str()).header("content-type", "application/json").body(body);
+            if let Some(sig) = sig {
+                req = req.header("x-tessera-signature", sig);
+            }
+            let r = req.send().await.map_err(|e| e.to_string())?;
+            let status = r.status();
+            let bytes = r.bytes().await.map_err(|e| e.to_string())?;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)))
+            }
+        }
+    })
+    .await
+}
+
+pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats>> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let api = Api { http: http.clone(), base: servers.real.url() };
+    let per_run = |rate: u64| (rate * args.duration).max(1000) as usize;
+    let mut results = Vec::new();
+
+    eprintln!("baseline: preparing signed bodies");
+    let pool: Pool = Arc::new(
+        (0..20_000u64)
+            .map(|i| {
+                let (b, s) = baseline::request(&servers.baseline_device, i);
+                (b, Some(s))
+            })
+            .collect(),
+    );
+    let url = format!("http://{}{}", servers.baseline, baseline::PATH);
+    results.push(run_pool("baseline (verify Ed25519 + sign JSON, no DB)", args, &http, url, pool).await);
+
+    for scenario in &args.scenarios {
+        match scenario.as_str() {
+            "validate" => {
+                let key = fixture(&api, &servers.admin, 10).await?;
+                let pool: Pool = Arc::new(
+                    (0..20_000u64)
+                        .map(|i| {
+                            let b = json!({"license_key": key, "feature": "export_pdf", "nonce": nonce(i)});
+                            (serde_json::to_vec(&b).unwrap_or_default(), None)
+                        })
+                        .collect(),
+                );
+                let url = format!("{}/v1/client/validate", servers.real.url());
+                results.push(run_pool("validate", args, &http, url, pool).await);
+            }
+            "activate" => {
+                let key = fixture(&api, &servers.admin, 0).await?;
+                eprintln!("activate: preparing device keys");
+                let n = per_run(9_000);
+                let pool: Pool = Arc::new(
+                    (0..n as u64)
+                        .map(|i| {
+                            let mut seed = [0u8; 32];
+                            seed[..8].copy_from_slice(&i.to_be_bytes());
+                            seed[8] = 0xac;
+                            (activation_body(&key, &SigningKey::ed25519_from_bytes(&seed), i), None)
+                        })
+                        .collect(),
+                );
+                let url = format!("{}/v1/client/activate", servers.real.url());
+                results.push(run_pool("activate (new device each, synchronous=FULL)", args, &http, url, pool).await);
+            }
+            "heartbeat" => {
+                let key = fixture(&api, &servers.admin, 0).await?;
+                let devices = args.connections * 4;
+                eprintln!("heartbeat: activating {devices} devices and signing bodies");
+                let mut activated = Vec::with_capacity(devices);
+                for d in 0..devices as u64 {
+                    let mut seed = [0u8; 32];
+                    seed[..8].copy_from_slice(&d.to_be_bytes());
+                    seed[8] = 0x4b;
+                    let device = SigningKey::ed25519_from_bytes(&seed);
+                    let body = activation_body(&key, &device, 1_000_000 + d);
+                    let r = http
+                        .post(format!("{}/v1/client/activate", servers.real.url()))
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await?;
+                    if !r.status().is_success() {
+                        bail!("activation for the heartbeat fixture failed: {}", r.text().await?);
+                    }
+                    let v: Value = r.json().await?;
+                    let signed = v["signed"].as_str().context("signed response")?;
+                    let env = tessera_core::envelope::Envelope::from_compact(signed)?;
+                    let payload: Value =
+                        serde_json::from_slice(env.open(&servers.real.public_keyset(), Domain::ServerResponse)?)?;
+                    let id = payload["result"]["activation_id"].as_str().context("activation id")?.to_string();
+                    activated.push((id, device));
+                }
+                let path = "/v1/client/heartbeat";
+                let n = per_run(30_000);
+                let now = chrono::Utc::now();
+                let pool: Pool = Arc::new(
+                    (0..n as u64)
+                        .map(|i| {
+                            let (id, device) = &activated[(i as usize) % activated.len()];
+                            let body = serde_json::to_vec(&json!({
+                                "activation_id": id, "nonce": nonce(i), "sent_at": now,
+                            }))
+                            .unwrap_or_default();
+                            let sig = device.sign(Domain::DeviceMessage, &[path.as_bytes()], &body);
+                            (body, Some(b64url(&sig)))
+                        })
+                        .collect(),
+                );
+                let url = format!("{}{path}", servers.real.url());
+                results.push(run_pool("heartbeat (device-signed)", args, &http, url, pool).await);
+            }
+            other => bail!("unknown scenario {other:?}: use validate, activate, heartbeat"),
+        }
+    }
+    Ok(results)
+}
