@@ -57,9 +57,10 @@ fn bench(c: &mut Criterion) {
     });
     // The decision function alone on the same license (what check adds on top is the snapshot read).
     c.bench_function("decide_only", |b| {
+        let lease = Utc::now() + Duration::days(1);
         b.iter(|| {
             let mut inputs = tessera_core::Inputs::new(Utc::now(), Some(&license));
-            inputs.lease_expires_at = Some(Utc::now() + Duration::days(1));
+            inputs.lease_expires_at = Some(lease);
             black_box(tessera_core::decide(&inputs, &tessera_core::Query::feature(black_box("export_pdf"))))
         })
     });

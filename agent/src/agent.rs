@@ -1130,7 +1130,11 @@ fn load(
     let now = cfg.clock.now();
     let stored = store.high_water()?;
     let mut hw = HighWater(stored.unwrap_or(now));
-    if hw.observe_local(now) || stored.is_none() {
+    hw.observe_local(now);
+    // Persist local time with a coarse granularity (far below the tolerance): a `check` process then usually
+    // opens the state without a write (and its fsync).
+    let granularity = (cfg.clock_tolerance / 4).min(Duration::seconds(60));
+    if stored.is_none_or(|s| hw.0 - s >= granularity) {
         store.set_high_water(hw.0)?;
     }
     let mut snap = Snapshot {

@@ -112,9 +112,19 @@ fn hardware_components() -> Vec<RawComponent> {
     push(ComponentKind::Cpu, cpu());
     push(ComponentKind::Memory, memory_bucket());
     push(ComponentKind::Os, Some(std::env::consts::OS.to_string()));
-    push(ComponentKind::Hostname, sysinfo::System::host_name().ok().map(|h| h.to_lowercase()));
+    push(ComponentKind::Hostname, hostname().map(|h| h.to_lowercase()));
     push(ComponentKind::Disk, root_disk_id());
     out
+}
+
+#[cfg(target_os = "linux")]
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().or_else(|| sysinfo::System::host_name().ok())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn hostname() -> Option<String> {
+    sysinfo::System::host_name().ok()
 }
 
 #[cfg(target_os = "linux")]
@@ -219,6 +229,34 @@ fn permanent_macs() -> Option<String> {
     format_macs(macs)
 }
 
+#[cfg(target_os = "linux")]
+fn cpu() -> Option<String> {
+    // /proc/cpuinfo directly: much cheaper than a sysinfo refresh, and this runs in every `check` process.
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mut brand = String::new();
+    let mut cores = std::collections::BTreeSet::new();
+    let (mut physical, mut core) = (String::new(), String::new());
+    let mut processors = 0usize;
+    for line in info.lines().chain(std::iter::once("")) {
+        let Some((k, v)) = line.split_once(':') else {
+            if !core.is_empty() {
+                cores.insert((std::mem::take(&mut physical), std::mem::take(&mut core)));
+            }
+            continue;
+        };
+        match k.trim() {
+            "model name" | "Model" | "cpu model" if brand.is_empty() => brand = v.trim().to_string(),
+            "processor" => processors += 1,
+            "physical id" => physical = v.trim().to_string(),
+            "core id" => core = v.trim().to_string(),
+            _ => {}
+        }
+    }
+    let count = if cores.is_empty() { processors } else { cores.len() };
+    (!brand.is_empty() || count > 0).then(|| format!("{brand}/{count}"))
+}
+
+#[cfg(not(target_os = "linux"))]
 fn cpu() -> Option<String> {
     let mut sys = sysinfo::System::new().ok()?;
     sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
@@ -233,6 +271,15 @@ pub fn memory_bucket_of(bytes: u64) -> String {
     format!("{}GiB", gib.next_power_of_two())
 }
 
+#[cfg(target_os = "linux")]
+fn memory_bucket() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 =
+        info.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    (kib > 0).then(|| memory_bucket_of(kib * 1024))
+}
+
+#[cfg(not(target_os = "linux"))]
 fn memory_bucket() -> Option<String> {
     let mut sys = sysinfo::System::new().ok()?;
     sys.refresh_memory();
