@@ -1,7 +1,9 @@
 //! The agent: opens the state, verifies what is cached, and answers checks from an in-memory snapshot.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
@@ -278,6 +280,18 @@ struct DeactivateResult {
     deactivated: bool,
 }
 
+/// Source of snapshot generations, unique across all agents in the process.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, Ordering::Relaxed)
+}
+
+thread_local! {
+    /// Per-thread copy of the last snapshot `check` used, keyed by its generation.
+    static CHECK_CACHE: RefCell<Option<(u64, Arc<Snapshot>)>> = const { RefCell::new(None) };
+}
+
 /// Usage events sent per heartbeat at most.
 const USAGE_BATCH: usize = 500;
 
@@ -285,6 +299,8 @@ struct Inner {
     config: AgentConfig,
     store: Mutex<Store>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Globally unique id of the current snapshot; lets `check` reuse a per-thread copy without locking.
+    generation: AtomicU64,
     device: SigningKey,
     device_public: [u8; 32],
     identity: Collected,
@@ -336,6 +352,7 @@ impl Agent {
         let mut inner = Inner {
             config,
             store: Mutex::new(store),
+            generation: AtomicU64::new(next_generation()),
             snapshot: RwLock::new(Arc::new(Snapshot {
                 license: None,
                 signatures_valid: false,
@@ -364,6 +381,7 @@ impl Agent {
             load(&inner.config, store, &inner.device_public, &inner.identity.fingerprint)?
         };
         *inner.snapshot.get_mut().map_err(|_| AgentError::internal("snapshot lock poisoned"))? = Arc::new(snap);
+        *inner.generation.get_mut() = next_generation();
         Ok(Agent { inner: Arc::new(inner) })
     }
 
@@ -381,7 +399,10 @@ impl Agent {
 
     /// Replaces the snapshot; call with the store lock held so updates do not interleave.
     fn publish(&self, snap: Snapshot) {
-        *self.inner.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
+        let mut guard = self.inner.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        *guard = Arc::new(snap);
+        // After the snapshot: a reader that sees the new generation also sees the new snapshot.
+        self.inner.generation.store(next_generation(), Ordering::Release);
     }
 
     fn reload_locked(&self, store: &mut Store) -> Result<(), AgentError> {
@@ -400,8 +421,22 @@ impl Agent {
     #[inline]
     pub fn check(&self, feature: &str) -> Decision {
         let now = self.inner.config.clock.now();
-        let guard = self.inner.snapshot.read().unwrap_or_else(|p| p.into_inner());
-        guard.decide(now, Some(feature), 0)
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        // Lock-free fast path: this thread's copy of the current snapshot (one atomic load, no shared write).
+        CHECK_CACHE.with(|cell| {
+            let Ok(mut cache) = cell.try_borrow_mut() else {
+                return self.snapshot().decide(now, Some(feature), 0);
+            };
+            if let Some((g, snap)) = cache.as_ref() {
+                if *g == generation {
+                    return snap.decide(now, Some(feature), 0);
+                }
+            }
+            let snap = self.snapshot();
+            let d = snap.decide(now, Some(feature), 0);
+            *cache = Some((generation, snap));
+            d
+        })
     }
 
     /// Is the license usable at all (no particular feature)?
