@@ -1,1 +1,8 @@
-fn main() {}
+//! The end-to-end suite: one test binary. Every test starts the real server (in-process on a loopback port, or
+//! the built binary for crash tests) and drives it with the real agent library or binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod lifecycle;
+mod offline;
+mod seats;
+mod tamper;
