@@ -229,11 +229,30 @@ impl Services {
         sign_activation_token(self.keys.signer(), &claims)
     }
 
-    pub fn license_file_for(&self, l: &License) -> String {
+    /// The signed license file, re-signed only when the license changed or the cached one is an hour old.
+    pub fn license_file_for(&self, rec: &LicenseRecord) -> String {
         let now = self.now();
-        let mut l = l.clone();
-        l.status = effective_status(&l, now);
-        tessera_core::token::sign_license_file(self.keys.signer(), &l, now)
+        let status = effective_status(&rec.license, now);
+        let fresh = |c: &super::CachedFile| {
+            c.updated_at == rec.updated_at && c.status == status && now - c.signed_at < Duration::hours(1)
+        };
+        if let Some(c) = self.file_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&rec.license.id) {
+            if fresh(c) {
+                return c.text.clone();
+            }
+        }
+        let mut l = rec.license.clone();
+        l.status = status;
+        let text = tessera_core::token::sign_license_file(self.keys.signer(), &l, now);
+        let mut cache = self.file_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(
+            rec.license.id,
+            super::CachedFile { updated_at: rec.updated_at, status, signed_at: now, text: text.clone() },
+        );
+        text
     }
 
     pub async fn activate(&self, ctx: &Ctx, req: ActivateRequest) -> AppResult<Value> {
@@ -340,7 +359,7 @@ impl Services {
         let result = ActivateResult {
             activation_id: activation.id,
             activation_token: self.activation_token(&activation, l),
-            license_file: self.license_file_for(l),
+            license_file: self.license_file_for(&rec),
             lease_expires_at: activation.lease_expires_at,
             heartbeat_interval_secs: l.heartbeat_interval_secs,
             reused,
@@ -405,7 +424,12 @@ impl Services {
     }
 
     /// Verifies a device-signed body against the activation's key, before anything else in it is trusted.
-    pub async fn verify_device_body(&self, path: &str, body: &[u8], signature: Option<&str>) -> AppResult<Activation> {
+    pub async fn verify_device_body(
+        &self,
+        path: &str,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> AppResult<(Activation, LicenseRecord)> {
         let sig = signature.and_then(tessera_core::encoding::b64url_decode).ok_or_else(|| {
             client_error(
                 StatusCode::UNAUTHORIZED,
@@ -415,7 +439,7 @@ impl Services {
         })?;
         let head: DeviceEnvelopeHead = serde_json::from_slice(body)
             .map_err(|e| AppError::bad_request(format!("the body must be JSON with an activation_id: {e}")))?;
-        let a = self.store.get_activation(None, head.activation_id).await.map_err(|e| match e {
+        let (a, rec) = self.store.activation_with_license(head.activation_id).await.map_err(|e| match e {
             crate::store::StoreError::NotFound => client_error(
                 StatusCode::NOT_FOUND,
                 "ACTIVATION_NOT_FOUND",
@@ -432,7 +456,7 @@ impl Services {
         };
         let vk = ed25519_public_from_bytes(&a.device_public_key).map_err(|_| bad())?;
         vk.verify(Domain::DeviceMessage, &[path.as_bytes()], body, &sig).map_err(|_| bad())?;
-        Ok(a)
+        Ok((a, rec))
     }
 
     fn check_sent_at(&self, sent_at: DateTime<Utc>) -> AppResult<()> {
@@ -450,7 +474,7 @@ impl Services {
     }
 
     pub async fn heartbeat(&self, ctx: &Ctx, path: &str, body: &[u8], signature: Option<&str>) -> AppResult<Value> {
-        let a = self.verify_device_body(path, body, signature).await?;
+        let (a, rec) = self.verify_device_body(path, body, signature).await?;
         let req: HeartbeatRequest = serde_json::from_slice(body)
             .map_err(|e| AppError::bad_request(format!("heartbeat body is not valid: {e}")))?;
         check_nonce(&req.nonce)?;
@@ -464,7 +488,6 @@ impl Services {
                 return Err(AppError::invalid("usage amounts must not be negative"));
             }
         }
-        let rec = self.store.get_license(None, a.license_id).await.map_err(|e| AppError::store("license", e))?;
         let l = &rec.license;
         let now = self.now();
         let status = effective_status(l, now);
@@ -500,7 +523,7 @@ impl Services {
             activation_status,
             license_status: status,
             activation_token: token,
-            license_file: self.license_file_for(l),
+            license_file: self.license_file_for(&rec),
             lease_expires_at: if out.active { lease } else { None },
             next_heartbeat_secs: l.heartbeat_interval_secs,
             accepted_usage: out.accepted_usage,
@@ -510,7 +533,7 @@ impl Services {
     }
 
     pub async fn deactivate(&self, ctx: &Ctx, path: &str, body: &[u8], signature: Option<&str>) -> AppResult<Value> {
-        let a = self.verify_device_body(path, body, signature).await?;
+        let (a, _) = self.verify_device_body(path, body, signature).await?;
         let req: DeactivateRequest = serde_json::from_slice(body)
             .map_err(|e| AppError::bad_request(format!("deactivate body is not valid: {e}")))?;
         check_nonce(&req.nonce)?;

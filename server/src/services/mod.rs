@@ -32,6 +32,15 @@ pub struct Services {
     pub clock: Clock,
     pub config: Arc<Config>,
     pub key_limiter: Arc<RateLimiter>,
+    pub(crate) file_cache: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, CachedFile>>>,
+}
+
+/// A signed license file kept while the license is unchanged.
+pub(crate) struct CachedFile {
+    pub updated_at: DateTime<Utc>,
+    pub status: tessera_core::LicenseStatus,
+    pub signed_at: DateTime<Utc>,
+    pub text: String,
 }
 
 impl Services {
@@ -45,6 +54,7 @@ impl Services {
             clock,
             config: Arc::new(config),
             key_limiter: Arc::new(key_limiter),
+            file_cache: Arc::default(),
         }
     }
 

@@ -492,6 +492,8 @@ pub trait Store: Send + Sync + 'static {
     // Activations
     fn activate(&self, op: ActivateOp) -> StoreFuture<'_, ActivateOutcome>;
     fn get_activation(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Activation>;
+    /// An activation and its license, in one read (the hot path of device-signed requests).
+    fn activation_with_license(&self, id: Uuid) -> StoreFuture<'_, (Activation, LicenseRecord)>;
     fn list_activations(&self, scope: Scope, license_id: Uuid) -> StoreFuture<'_, Vec<Activation>>;
     fn count_active_seats(&self, license_id: Uuid) -> StoreFuture<'_, u32>;
     fn heartbeat(&self, op: HeartbeatOp) -> StoreFuture<'_, HeartbeatOutcome>;

@@ -978,6 +978,14 @@ impl Store for SqliteStore {
         self.read(move |c| get_scoped(c, "activations", ACTIVATION_COLS, scope, id, row_activation))
     }
 
+    fn activation_with_license(&self, id: Uuid) -> StoreFuture<'_, (Activation, LicenseRecord)> {
+        self.read(move |c| {
+            let a = get_scoped(c, "activations", ACTIVATION_COLS, None, id, row_activation)?;
+            let l = get_scoped(c, "licenses", LICENSE_COLS, None, a.license_id, row_license)?;
+            Ok((a, l))
+        })
+    }
+
     fn list_activations(&self, scope: Scope, license_id: Uuid) -> StoreFuture<'_, Vec<Activation>> {
         self.read(move |c| {
             let sql = format!(
