@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tessera_core::codes::CodeKind;
+use tessera_core::codes::{self, CodeKind};
 use tessera_core::decision::{ClockGuard, EmergencyGrant, Environment};
 use tessera_core::encoding::b64url;
+use tessera_core::envelope::Envelope;
 use tessera_core::fingerprint::{match_fingerprint, Fingerprint, MatchOutcome};
 use tessera_core::model::{
     EmergencyScope, Feature, LicenseModel, LicenseType, DEFAULT_HEARTBEAT_SECS, DEFAULT_LEASE_SECS,
@@ -278,6 +279,31 @@ struct StoredHeartbeat {
 struct DeactivateResult {
     #[serde(default)]
     deactivated: bool,
+}
+
+/// The canonical text of an armored license file; `None` when it does not parse.
+fn canonical_license_file(text: &str) -> Option<String> {
+    Envelope::from_armored(text).ok().map(|e| e.to_armored())
+}
+
+/// The canonical text of a compact envelope; `None` when it does not parse.
+fn canonical_compact(text: &str) -> Option<String> {
+    Envelope::from_compact(text).ok().map(|e| e.to_compact())
+}
+
+/// The canonical text of a copy-paste code (upper case, standard grouping); `None` when it does not decode.
+fn canonical_code(kind: CodeKind, text: &str) -> Option<String> {
+    codes::decode(kind, text).ok().and_then(|b| codes::encode(kind, &b).ok())
+}
+
+/// Cached artefacts are stored in canonical form; anything else was edited (even where the parser would
+/// tolerate the change, e.g. text after a license file's END line or the case of a code).
+fn require_canonical(stored: &str, canonical: Option<String>, what: &str) -> Result<(), String> {
+    if canonical.as_deref() == Some(stored) {
+        Ok(())
+    } else {
+        Err(format!("the cached {what} was altered or damaged"))
+    }
 }
 
 /// Source of snapshot generations, unique across all agents in the process.
@@ -605,8 +631,8 @@ impl Agent {
             mode: Mode::Online,
             key_hash: key.hash(),
             activation_id: Some(r.activation_id),
-            license_file: Some(r.license_file),
-            activation_token: Some(r.activation_token),
+            license_file: canonical_license_file(&r.license_file),
+            activation_token: canonical_compact(&r.activation_token),
             request_bytes: None,
             response_code: None,
             fingerprint: None,
@@ -671,7 +697,7 @@ impl Agent {
             if let Some(lf) = &r.license_file {
                 let l = verify_license_file(lf, &cfg.keyset)
                     .map_err(|e| AgentError::UntrustedResponse(format!("license file: {e}")))?;
-                new_license_file = Some((lf.clone(), l.license.id));
+                new_license_file = canonical_license_file(lf).map(|c| (c, l.license.id));
             }
             if let Some(tok) = &r.activation_token {
                 let t = verify_activation_token(tok, &cfg.keyset)
@@ -683,7 +709,7 @@ impl Agent {
                 }
                 lease = Some(t.lease_expires_at);
                 interval = interval.or(Some(t.heartbeat_interval_secs));
-                new_token = Some(tok.clone());
+                new_token = canonical_compact(tok);
             }
         }
         let sent = queue.len();
@@ -705,7 +731,7 @@ impl Agent {
                 if let Some(tok) = &new_token {
                     row.activation_token = Some(tok.clone());
                 }
-                row.last_response = Some(v.signed.clone());
+                row.last_response = canonical_compact(&v.signed);
                 if interval.is_some() {
                     row.heartbeat_interval_secs = interval;
                 }
@@ -836,7 +862,7 @@ impl Agent {
             license_file: None,
             activation_token: None,
             request_bytes: Some(p.request_bytes.clone()),
-            response_code: Some(text.trim().to_string()),
+            response_code: canonical_code(CodeKind::OfflineResponse, text),
             fingerprint: Some(p.fingerprint.clone()),
             last_response: None,
             heartbeat_interval_secs: None,
@@ -898,7 +924,8 @@ impl Agent {
                 c.expires_at
             )));
         }
-        let canonical = text.trim().to_string();
+        let canonical = canonical_code(CodeKind::Emergency, text)
+            .ok_or_else(|| AgentError::BadCode("the emergency code cannot be re-encoded".into()))?;
         let inserted = store.tx(|tx| {
             let ok = state::insert_emergency(tx, &key_hash, c.serial, &canonical, c.expires_at, now)?;
             if ok {
@@ -1084,10 +1111,12 @@ fn verify_activation(
     match a.mode {
         Mode::Online => {
             let lf = a.license_file.as_deref().ok_or("the cached license file is missing")?;
+            require_canonical(lf, canonical_license_file(lf), "license file")?;
             let license = verify_license_file(lf, keys)
                 .map_err(|e| format!("the cached license file failed verification ({e})"))?
                 .license;
             let tok = a.activation_token.as_deref().ok_or("the cached activation token is missing")?;
+            require_canonical(tok, canonical_compact(tok), "activation token")?;
             let claims = verify_activation_token(tok, keys)
                 .map_err(|e| format!("the cached activation token failed verification ({e})"))?;
             if claims.device_public_key != device_public {
@@ -1104,6 +1133,7 @@ fn verify_activation(
             }
             let mut license = license;
             if let Some(lr) = &a.last_response {
+                require_canonical(lr, canonical_compact(lr), "server answer")?;
                 let (r, _): (StoredHeartbeat, _) = client::open_signed(lr, keys, None)
                     .map_err(|e| format!("the cached server answer failed verification ({e})"))?;
                 if let Some(s) = r.license_status {
@@ -1124,11 +1154,9 @@ fn verify_activation(
                 .clone()
                 .ok_or("the cached offline request is missing")
                 .and_then(|b| SignedRequest::from_bytes(b).map_err(|_| "the cached offline request is damaged"))?;
-            let resp = a
-                .response_code
-                .as_deref()
-                .ok_or("the cached offline response is missing")
-                .and_then(|c| SignedResponse::decode(c).map_err(|_| "the cached offline response is damaged"))?;
+            let code = a.response_code.as_deref().ok_or("the cached offline response is missing")?;
+            require_canonical(code, canonical_code(CodeKind::OfflineResponse, code), "offline response")?;
+            let resp = SignedResponse::decode(code).map_err(|_| "the cached offline response is damaged")?;
             resp.verify(keys, &a.key_hash, &req)
                 .map_err(|e| format!("the cached offline response failed verification ({e})"))?;
             if req.request.device_public_key != *device_public {
@@ -1214,7 +1242,8 @@ fn load(
         if row.ended || activation.as_ref().is_some_and(|a| a.key_hash != row.key_hash) {
             continue;
         }
-        let Ok(code) = SignedEmergency::decode(&row.code) else {
+        let canonical = canonical_code(CodeKind::Emergency, &row.code);
+        let Some(code) = canonical.filter(|c| *c == row.code).and_then(|c| SignedEmergency::decode(&c).ok()) else {
             snap.signatures_valid = false;
             snap.problem = Some("a cached emergency code is damaged".into());
             continue;

@@ -678,3 +678,49 @@ fn cli_offline_flow_exit_codes_and_json() {
     assert_eq!(code, 2);
     assert!(err.contains("TESSERA_SERVER_URL") || err.contains("not activated"), "{err}");
 }
+
+/// Flips every bit of one cached column; the agent must refuse (refresh fails) or deny after each.
+fn sweep_column(agent: &Agent, state: &std::path::Path, column: &str, step: usize) -> usize {
+    let db = rusqlite::Connection::open(state).unwrap();
+    db.pragma_update(None, "synchronous", "OFF").unwrap();
+    let original: String = db.query_row(&format!("SELECT {column} FROM activation"), [], |r| r.get(0)).unwrap();
+    let bytes = original.as_bytes().to_vec();
+    for bit in (0..bytes.len() * 8).step_by(step) {
+        let mut b = bytes.clone();
+        b[bit / 8] ^= 0x80 >> (bit % 8);
+        match String::from_utf8(b) {
+            Ok(text) => db.execute(&format!("UPDATE activation SET {column} = ?1"), [text]).unwrap(),
+            Err(e) => db.execute(&format!("UPDATE activation SET {column} = ?1"), [e.into_bytes()]).unwrap(),
+        };
+        let rejected = match agent.refresh() {
+            Err(_) => true,
+            Ok(()) => !agent.check("export_pdf").allowed,
+        };
+        assert!(rejected, "{column}: bit {bit} of {} flipped and still allowed", bytes.len() * 8);
+    }
+    db.execute(&format!("UPDATE activation SET {column} = ?1"), [original]).unwrap();
+    agent.refresh().unwrap();
+    assert!(agent.check("export_pdf").allowed, "restored {column} verifies again");
+    bytes.len() * 8
+}
+
+#[tokio::test]
+async fn every_bit_flip_of_cached_artefacts_is_rejected() {
+    let f = Fixture::new();
+    let (url, _mock) = mock_server(&f).await;
+    let key = LicenseKey::generate();
+    let config = f.config("a.db", Some(url));
+    let a = Agent::open(config.clone()).unwrap();
+    a.activate(&key.expose()).await.unwrap();
+    a.heartbeat().await.unwrap();
+    assert!(a.check("export_pdf").allowed);
+    let n = sweep_column(&a, &config.state_path, "license_file", 1)
+        + sweep_column(&a, &config.state_path, "activation_token", 1)
+        + sweep_column(&a, &config.state_path, "last_response", 7);
+    assert!(n > 10_000, "{n}");
+
+    // Offline: the stored response code.
+    let b = f.agent("b.db");
+    b.apply_code(&f.respond(&key, &b.request_code(&key.expose()).unwrap())).unwrap();
+    sweep_column(&b, &f.dir.path().join("b.db"), "response_code", 1);
+}
