@@ -724,3 +724,32 @@ async fn every_bit_flip_of_cached_artefacts_is_rejected() {
     b.apply_code(&f.respond(&key, &b.request_code(&key.expose()).unwrap())).unwrap();
     sweep_column(&b, &f.dir.path().join("b.db"), "response_code", 1);
 }
+
+#[test]
+fn per_thread_check_cache_never_mixes_agents_or_misses_updates() {
+    let f = Fixture::new();
+    let key = LicenseKey::generate();
+    let a = f.agent("a.db");
+    let b = f.agent("b.db");
+    a.apply_code(&f.respond(&key, &a.request_code(&key.expose()).unwrap())).unwrap();
+    for _ in 0..3 {
+        assert!(a.check("export_pdf").allowed);
+        assert_eq!(b.check("export_pdf").reason, Reason::NotActivated);
+    }
+    // An update published from another thread is seen by this thread's next check, and vice versa.
+    let a2 = a.clone();
+    std::thread::spawn(move || {
+        assert!(a2.check("export_pdf").allowed);
+        a2.deactivate_offline().unwrap();
+        assert_eq!(a2.check("export_pdf").reason, Reason::NotActivated);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(a.check("export_pdf").reason, Reason::NotActivated);
+    let b2 = b.clone();
+    let rsp = f.respond(&key, &b.request_code(&key.expose()).unwrap());
+    b2.apply_code(&rsp).unwrap();
+    let allowed = std::thread::spawn(move || b2.check("export_pdf").allowed).join().unwrap();
+    assert!(allowed);
+    assert!(b.check("export_pdf").allowed);
+}
