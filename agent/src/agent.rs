@@ -983,6 +983,7 @@ impl Agent {
     /// Runs heartbeats in the background at the server-set interval, with ±10 % jitter and exponential
     /// backoff (from 15 s, capped at the interval) while the server is unreachable. Also refreshes the snapshot
     /// from the state file every minute (picks up codes applied by another process) and persists local time.
+    /// Call from within a Tokio runtime; abort the returned handle to stop.
     pub fn spawn_heartbeats(&self) -> tokio::task::JoinHandle<()> {
         let agent = self.clone();
         tokio::spawn(async move { agent.heartbeat_loop().await })
