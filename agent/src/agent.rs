@@ -924,6 +924,14 @@ impl Agent {
                 c.expires_at
             )));
         }
+        if c.scope == EmergencyScope::LicensedFeatures && !(snap.license.is_some() && snap.key_hash == Some(key_hash)) {
+            return Err(AgentError::Refused(
+                "this emergency code unlocks the features of this machine's license, but the machine holds no valid \
+                 license for it: activate it first (online, or offline with a response code), or ask vendor support \
+                 for an all-features emergency code"
+                    .into(),
+            ));
+        }
         let canonical = canonical_code(CodeKind::Emergency, text)
             .ok_or_else(|| AgentError::BadCode("the emergency code cannot be re-encoded".into()))?;
         let inserted = store.tx(|tx| {

@@ -568,6 +568,11 @@ impl SignedEmergency {
         Ok(SignedEmergency { code: EmergencyCode { bound, scope, expires_at, serial }, kid_tag, bytes })
     }
 
+    /// The signed bytes (payload and signature) exactly as carried by the code.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// Verifies for this license and device. An unbound code verifies on any device of the license.
     pub fn verify(
         &self,

@@ -199,6 +199,11 @@ async fn emergency_codes_expire_are_limited_and_bind() {
     assert!(bound["bound_device"].is_string(), "{bound}");
     clock.set(server.clock.now());
     assert!(a.apply_code(bound_code).is_err(), "bound to another device");
+    // B holds no license yet: a licensed-features code has nothing to unlock, and says so.
+    let err = b.apply_code(bound_code).unwrap_err().to_string();
+    assert!(err.contains("no valid license"), "{err}");
+    let response = server.ok("/v1/offline/respond", &support, json!({"request_code": request_b})).await;
+    b.apply_code(response["response_code"].as_str().unwrap()).unwrap();
     assert!(matches!(b.apply_code(bound_code).unwrap(), Applied::Emergency { bound: true, .. }));
     // Each issue is in the audit log.
     let (_, audit) = server.get("/v1/audit?limit=1000", &server.admin.clone()).await;
