@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
@@ -23,17 +23,18 @@ fn rejection(status: StatusCode, body_text: String) -> AppError {
     AppError::new(status, code, format!("{body_text}: {hint}"))
 }
 
-/// JSON body.
+/// A JSON object body sent as `application/json` (serde alone would also read a struct from a JSON array).
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(e) => Err(json_rejection(e)),
+        let ApiBytes(body) = ApiBytes::from_request(req, state).await?;
+        if body.is_empty() {
+            return Err(not_an_object());
         }
+        axum::Json::<T>::from_bytes(&body).map(|axum::Json(v)| ApiJson(v)).map_err(json_rejection)
     }
 }
 
@@ -41,17 +42,40 @@ fn json_rejection(e: JsonRejection) -> AppError {
     rejection(e.status(), e.body_text())
 }
 
-/// Raw body bytes (device-signed requests).
+fn not_an_object() -> AppError {
+    AppError::bad_request("the request body must be a JSON object: send valid JSON")
+}
+
+/// `application/json` or `application/*+json`, with or without parameters.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Raw body bytes (device-signed requests, optional bodies). A body that is not blank must be a JSON object
+/// sent as `application/json`, as everywhere else in the API; a blank one may come without a content type.
 pub struct ApiBytes(pub axum::body::Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for ApiBytes {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        axum::body::Bytes::from_request(req, state)
+        let json = is_json(req.headers());
+        let body = axum::body::Bytes::from_request(req, state)
             .await
-            .map(ApiBytes)
-            .map_err(|e: BytesRejection| rejection(e.status(), e.body_text()))
+            .map_err(|e: BytesRejection| rejection(e.status(), e.body_text()))?;
+        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => Ok(ApiBytes(axum::body::Bytes::new())),
+            Some(_) if !json => Err(rejection(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Expected request with `Content-Type: application/json`".into(),
+            )),
+            Some(b'{') => Ok(ApiBytes(body)),
+            Some(_) => Err(not_an_object()),
+        }
     }
 }
 

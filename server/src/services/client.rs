@@ -274,7 +274,10 @@ impl Services {
             Some(_) => return Err(AppError::invalid("metadata must be a JSON object of at most 8 KiB")),
         };
         let fingerprint = Fingerprint::new(req.fingerprint);
-        let rec = self.license_by_key(&key).await?;
+        let rec = self
+            .license_by_key(&key)
+            .await
+            .inspect_err(|e| self.audit_refusal(ctx, None, "client.activate", None, e))?;
         let l = &rec.license;
         let now = self.now();
         let tenant = Some(l.tenant_id);
@@ -374,7 +377,10 @@ impl Services {
         if let Some(f) = &req.feature {
             tessera_core::Feature::validate_id(f).map_err(AppError::bad_request)?;
         }
-        let rec = self.license_by_key(&key).await?;
+        let rec = self
+            .license_by_key(&key)
+            .await
+            .inspect_err(|e| self.audit_refusal(ctx, None, "client.validate", None, e))?;
         let now = self.now();
         let mut license = rec.license.clone();
         license.status = effective_status(&license, now);
@@ -426,6 +432,8 @@ impl Services {
     /// Verifies a device-signed body against the activation's key, before anything else in it is trusted.
     pub async fn verify_device_body(
         &self,
+        ctx: &Ctx,
+        action: &str,
         path: &str,
         body: &[u8],
         signature: Option<&str>,
@@ -455,7 +463,11 @@ impl Services {
             )
         };
         let vk = ed25519_public_from_bytes(&a.device_public_key).map_err(|_| bad())?;
-        vk.verify(Domain::DeviceMessage, &[path.as_bytes()], body, &sig).map_err(|_| bad())?;
+        if vk.verify(Domain::DeviceMessage, &[path.as_bytes()], body, &sig).is_err() {
+            let e = bad();
+            self.audit_refusal(ctx, Some(a.tenant_id), action, Some(a.id.to_string()), &e);
+            return Err(e);
+        }
         Ok((a, rec))
     }
 
@@ -474,7 +486,7 @@ impl Services {
     }
 
     pub async fn heartbeat(&self, ctx: &Ctx, path: &str, body: &[u8], signature: Option<&str>) -> AppResult<Value> {
-        let (a, rec) = self.verify_device_body(path, body, signature).await?;
+        let (a, rec) = self.verify_device_body(ctx, "client.heartbeat", path, body, signature).await?;
         let req: HeartbeatRequest = serde_json::from_slice(body)
             .map_err(|e| AppError::bad_request(format!("heartbeat body is not valid: {e}")))?;
         check_nonce(&req.nonce)?;
@@ -533,7 +545,7 @@ impl Services {
     }
 
     pub async fn deactivate(&self, ctx: &Ctx, path: &str, body: &[u8], signature: Option<&str>) -> AppResult<Value> {
-        let (a, _) = self.verify_device_body(path, body, signature).await?;
+        let (a, _) = self.verify_device_body(ctx, "client.deactivate", path, body, signature).await?;
         let req: DeactivateRequest = serde_json::from_slice(body)
             .map_err(|e| AppError::bad_request(format!("deactivate body is not valid: {e}")))?;
         check_nonce(&req.nonce)?;

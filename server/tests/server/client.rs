@@ -83,6 +83,10 @@ async fn activate_reuse_seat_limit_validate_heartbeat_deactivate() {
     // Wrong device signature, missing signature, stale request
     let (s, v) = device_call(&h, "/v1/client/heartbeat", &d2, body(&nonce())).await;
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::UNAUTHORIZED, "SIGNATURE_INVALID"));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (_, log) = h.get("/v1/audit?limit=1000", Some(&f.token)).await;
+    let refused = log["items"].as_array().unwrap().iter().find(|e| e["outcome"] == "SIGNATURE_INVALID").cloned();
+    assert_eq!(refused.map(|e| e["action"].clone()), Some(json!("client.heartbeat")), "refusals are audited");
     let (s, v) = h.post("/v1/client/heartbeat", None, body(&nonce())).await;
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::UNAUTHORIZED, "SIGNATURE_REQUIRED"));
     let stale = json!({"activation_id": act1, "nonce": nonce(), "sent_at": Utc::now() - Duration::hours(1)});
