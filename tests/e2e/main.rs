@@ -2,6 +2,9 @@
 //! the built binary for crash tests) and drives it with the real agent library or binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bad_input;
+mod crash;
+mod isolation;
 mod lifecycle;
 mod offline;
 mod seats;
