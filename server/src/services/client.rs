@@ -229,6 +229,39 @@ impl Services {
         sign_activation_token(self.keys.signer(), &claims)
     }
 
+    /// The activation token for a heartbeat and the lease it carries. A token is re-signed when less than half of
+    /// its lease is left (or the license or device key changed); until then the previous one is returned, and the
+    /// stored lease stays the token's, so server and device agree on it.
+    fn token_for_heartbeat(&self, a: &Activation, rec: &LicenseRecord, now: DateTime<Utc>) -> (DateTime<Utc>, String) {
+        let full = lease_for(&rec.license, now) - now;
+        if let Some(c) = self.token_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&a.id) {
+            if c.license_updated_at == rec.updated_at
+                && c.device_key == a.device_public_key
+                && c.lease_expires_at - now > full / 2
+            {
+                return (c.lease_expires_at, c.token.clone());
+            }
+        }
+        let lease = now + full;
+        let mut a2 = a.clone();
+        a2.lease_expires_at = Some(lease);
+        let token = self.activation_token(&a2, &rec.license);
+        let mut cache = self.token_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 200_000 {
+            cache.clear();
+        }
+        cache.insert(
+            a.id,
+            super::CachedToken {
+                license_updated_at: rec.updated_at,
+                device_key: a.device_public_key.clone(),
+                lease_expires_at: lease,
+                token: token.clone(),
+            },
+        );
+        (lease, token)
+    }
+
     /// The signed license file, re-signed only when the license changed or the cached one is an hour old.
     pub fn license_file_for(&self, rec: &LicenseRecord) -> String {
         let now = self.now();
@@ -504,7 +537,12 @@ impl Services {
         let now = self.now();
         let status = effective_status(l, now);
         let usable = status == LicenseStatus::Active && now >= l.starts_at;
-        let lease = if usable { Some(lease_for(l, now)) } else { a.lease_expires_at };
+        let (lease, token) = if usable {
+            let (lease, token) = self.token_for_heartbeat(&a, &rec, now);
+            (Some(lease), Some(token))
+        } else {
+            (a.lease_expires_at, None)
+        };
         let audit = ctx.audit(
             now,
             Some(l.tenant_id),
@@ -524,13 +562,7 @@ impl Services {
             })
             .await?;
         let activation_status = if out.active { ActivationStatus::Active } else { ActivationStatus::Deactivated };
-        let token = if out.active && usable {
-            let mut a2 = a.clone();
-            a2.lease_expires_at = lease;
-            Some(self.activation_token(&a2, l))
-        } else {
-            None
-        };
+        let token = if out.active { token } else { None };
         let result = HeartbeatResult {
             activation_status,
             license_status: status,

@@ -33,6 +33,15 @@ pub struct Services {
     pub config: Arc<Config>,
     pub key_limiter: Arc<RateLimiter>,
     pub(crate) file_cache: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, CachedFile>>>,
+    pub(crate) token_cache: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, CachedToken>>>,
+}
+
+/// The last activation token issued to an activation by a heartbeat.
+pub(crate) struct CachedToken {
+    pub license_updated_at: DateTime<Utc>,
+    pub device_key: Vec<u8>,
+    pub lease_expires_at: DateTime<Utc>,
+    pub token: String,
 }
 
 /// A signed license file kept while the license is unchanged.
@@ -55,6 +64,7 @@ impl Services {
             config: Arc::new(config),
             key_limiter: Arc::new(key_limiter),
             file_cache: Arc::default(),
+            token_cache: Arc::default(),
         }
     }
 

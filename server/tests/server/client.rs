@@ -244,3 +244,40 @@ async fn client_endpoints_are_rate_limited_per_license_key() {
         .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test]
+async fn heartbeat_tokens_are_reissued_when_half_the_lease_is_gone() {
+    let h = Harness::new().await;
+    let f = h.fixture("tk", 2, "CONCURRENT").await;
+    let d = device();
+    let (_, r) = activate(&h, &f.key, &d, fingerprint("a")).await;
+    let act = r["activation_id"].as_str().unwrap().to_string();
+    let beat = || async {
+        let n = nonce();
+        let (s, v) = device_call(
+            &h,
+            "/v1/client/heartbeat",
+            &d,
+            json!({"activation_id": act, "nonce": n, "sent_at": Utc::now()}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        open_signed(&h.keys(), &v, &n)
+    };
+    let first = beat().await;
+    let second = beat().await;
+    assert_eq!(first["activation_token"], second["activation_token"]);
+    assert_eq!(first["lease_expires_at"], second["lease_expires_at"]);
+    let claims =
+        tessera_core::token::verify_activation_token(first["activation_token"].as_str().unwrap(), &h.keys()).unwrap();
+    assert_eq!(json!(claims.lease_expires_at), first["lease_expires_at"], "token and answer agree on the lease");
+    h.advance(Duration::seconds(70)); // floating lease is 120 s: past half
+    let third = beat().await;
+    assert_ne!(third["activation_token"], first["activation_token"]);
+    assert!(third["lease_expires_at"].as_str() > first["lease_expires_at"].as_str());
+    // The stored lease is the token's: no cull while the token is valid.
+    h.advance(Duration::seconds(100));
+    assert_eq!(h.services.run_jobs().await.unwrap().culled, 0);
+    h.advance(Duration::seconds(30));
+    assert_eq!(h.services.run_jobs().await.unwrap().culled, 1);
+}
