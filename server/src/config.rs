@@ -73,6 +73,7 @@ pub struct Config {
     /// `host:port`; port 0 picks a free port.
     pub listen: String,
     pub synchronous: Synchronous,
+    /// Read connections kept open (one per concurrent read; more are opened on demand).
     pub read_connections: usize,
     /// Largest accepted request body.
     pub body_limit_bytes: usize,
@@ -94,7 +95,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./tessera-data"),
             listen: "127.0.0.1:8080".into(),
             synchronous: Synchronous::Full,
-            read_connections: 8,
+            read_connections: 64,
             body_limit_bytes: 256 * 1024,
             request_timeout_secs: 30,
             rate_limits: RateLimits::default(),

@@ -122,6 +122,7 @@ impl SqliteStore {
             readers: std::sync::Arc::new(ReadPool {
                 path: path.to_path_buf(),
                 idle: Mutex::new(Vec::new()),
+                // Connections beyond this are opened per read and closed again (costly: schema parse).
                 max_idle: readers.max(1),
             }),
             writer_thread: Mutex::new(Some(handle)),
@@ -191,6 +192,10 @@ impl SqliteStore {
     }
 }
 
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute([])
+}
+
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::with_capacity(64);
@@ -203,7 +208,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
         }
         let started = Instant::now();
         let mut dones: Vec<Done> = Vec::with_capacity(batch.len());
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = exec_cached(&conn, "BEGIN IMMEDIATE") {
             tracing::warn!(error = %e, "could not begin a write transaction");
             for j in batch {
                 let (_, d) = j(None);
@@ -216,7 +221,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
         }
         let n = batch.len();
         for j in batch {
-            if conn.execute_batch("SAVEPOINT job").is_err() {
+            if exec_cached(&conn, "SAVEPOINT job").is_err() {
                 let (_, d) = j(None);
                 dones.push(d);
                 continue;
@@ -229,7 +234,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             }
             dones.push(d);
         }
-        let result = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        let result = exec_cached(&conn, "COMMIT").map(|_| ()).map_err(StoreError::from);
         if let Err(e) = &result {
             tracing::error!(error = %e, "commit failed; the batch is rolled back");
             let _ = conn.execute_batch("ROLLBACK");
