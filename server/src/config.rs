@@ -82,6 +82,8 @@ pub struct Config {
     pub jobs: Jobs,
     /// Record every validate call in the audit log (a write per call).
     pub audit_validate: bool,
+    /// Record every heartbeat in the audit log (refusals and status changes are recorded regardless).
+    pub audit_heartbeats: bool,
     /// Vendor-admin token to create on first start instead of a random one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<Secret>,
@@ -101,6 +103,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             jobs: Jobs::default(),
             audit_validate: true,
+            audit_heartbeats: true,
             admin_token: None,
             trust_forwarded_for: false,
         }
@@ -185,6 +188,7 @@ impl Config {
                 "TESSERA_EXPIRING_SOON_DAYS" => self.jobs.expiring_soon_days = num(k, v)?,
                 "TESSERA_PURGE_DEACTIVATED_AFTER_DAYS" => self.jobs.purge_deactivated_after_days = num(k, v)?,
                 "TESSERA_AUDIT_VALIDATE" => self.audit_validate = boolean(k, v)?,
+                "TESSERA_AUDIT_HEARTBEATS" => self.audit_heartbeats = boolean(k, v)?,
                 "TESSERA_TRUST_FORWARDED_FOR" => self.trust_forwarded_for = boolean(k, v)?,
                 "TESSERA_ADMIN_TOKEN" => self.admin_token = Some(Secret(v.trim().to_string())),
                 "TESSERA_ADMIN_TOKEN_FILE" => {

@@ -543,6 +543,7 @@ impl Services {
         } else {
             (a.lease_expires_at, None)
         };
+        let out_usage_empty = req.usage.is_empty();
         let audit = ctx.audit(
             now,
             Some(l.tenant_id),
@@ -558,7 +559,8 @@ impl Services {
                 now,
                 lease_expires_at: lease,
                 usage: req.usage,
-                audit: Some(audit),
+                // A heartbeat that changes nothing but the lease is audited only when configured.
+                audit: (self.config.audit_heartbeats || !usable || !out_usage_empty).then_some(audit),
             })
             .await?;
         let activation_status = if out.active { ActivationStatus::Active } else { ActivationStatus::Deactivated };
