@@ -120,6 +120,7 @@ impl RunningServer {
             let _ = j.await;
         }
         let _ = self.server.await;
+        self.services.flush_audit().await;
     }
 
     /// Waits until the server stops (after a signal passed to [`RunningServer::shutdown_on`]).
@@ -128,6 +129,7 @@ impl RunningServer {
         if let Some(j) = self.jobs {
             j.abort();
         }
+        self.services.flush_audit().await;
     }
 
     /// A handle that triggers graceful shutdown.

@@ -205,12 +205,7 @@ impl Services {
     fn audit_refusal(&self, ctx: &Ctx, tenant: Option<Uuid>, action: &str, target: Option<String>, err: &AppError) {
         let mut a = ctx.audit(self.now(), tenant, action, target, json!({"message": err.message}));
         a.outcome = err.code.to_string();
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.append_audit(vec![a]).await {
-                tracing::warn!(error = %e, "could not record an audit entry");
-            }
-        });
+        self.audit_later(a);
     }
 
     pub fn activation_token(&self, a: &Activation, l: &License) -> String {
@@ -445,12 +440,7 @@ impl Services {
                 json!({"feature": req.feature}),
             );
             a.outcome = decision.reason.as_str().to_string();
-            let store = self.store.clone();
-            tokio::spawn(async move {
-                if let Err(e) = store.append_audit(vec![a]).await {
-                    tracing::warn!(error = %e, "could not record an audit entry");
-                }
-            });
+            self.audit_later(a);
         }
         let result = ValidateResult {
             valid: decision.allowed,

@@ -34,6 +34,8 @@ pub struct Services {
     pub key_limiter: Arc<RateLimiter>,
     pub(crate) file_cache: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, CachedFile>>>,
     pub(crate) token_cache: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, CachedToken>>>,
+    /// Audit entries of read-only client calls, written together a few milliseconds later.
+    audit_buffer: Arc<std::sync::Mutex<Vec<NewAudit>>>,
 }
 
 /// The last activation token issued to an activation by a heartbeat.
@@ -65,6 +67,35 @@ impl Services {
             key_limiter: Arc::new(key_limiter),
             file_cache: Arc::default(),
             token_cache: Arc::default(),
+            audit_buffer: Arc::default(),
+        }
+    }
+
+    /// Queues an audit entry for a call whose answer must not wait for a write (validate, refusals). Entries
+    /// queued within a few milliseconds are appended in one write.
+    pub fn audit_later(&self, entry: NewAudit) {
+        let first = {
+            let mut b = self.audit_buffer.lock().unwrap_or_else(|e| e.into_inner());
+            b.push(entry);
+            b.len() == 1
+        };
+        if first {
+            let s = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                s.flush_audit().await;
+            });
+        }
+    }
+
+    /// Writes the queued audit entries now (also called on shutdown).
+    pub async fn flush_audit(&self) {
+        let batch = std::mem::take(&mut *self.audit_buffer.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.append_audit(batch).await {
+            tracing::warn!(error = %e, "could not record audit entries");
         }
     }
 
