@@ -39,7 +39,7 @@ fn activated_agent(dir: &std::path::Path) -> (Agent, tessera_core::License) {
         fingerprint_policy: MatchPolicy::default(),
         features,
     };
-    let rsp = grant.sign(&server, &key.hash(), &req).expect("sign");
+    let rsp = grant.sign(&server, &tessera_core::offline::license_binding(&key.hash(), &product), &req).expect("sign");
     agent.apply_code(&rsp).expect("apply");
     assert!(agent.check("export_pdf").allowed);
     (agent, tessera_agent::license_from_grant(&grant, product))

@@ -43,7 +43,9 @@ fn main() {
         fingerprint_policy: MatchPolicy::default(),
         features: vec![Feature::new("export_pdf"), Feature::new("api_calls").with_limit(100, LimitType::Count)],
     };
-    let rsp = grant.sign(&server, &key.hash(), &req).expect("sign the response");
+    let rsp = grant
+        .sign(&server, &tessera_core::offline::license_binding(&key.hash(), &product), &req)
+        .expect("sign the response");
     agent.apply_code(&rsp).expect("apply the response");
     println!("export TESSERA_AGENT_STATE={}", state.display());
     println!("export TESSERA_AGENT_KEYSET={}", keyset_path.display());

@@ -18,7 +18,7 @@ use tessera_core::model::{
     EmergencyScope, Feature, LicenseModel, LicenseType, DEFAULT_HEARTBEAT_SECS, DEFAULT_LEASE_SECS,
 };
 use tessera_core::offline::{
-    DeactivationReceipt, OfflineGrant, OfflineRequest, SignedEmergency, SignedRequest, SignedResponse,
+    license_binding, DeactivationReceipt, OfflineGrant, OfflineRequest, SignedEmergency, SignedRequest, SignedResponse,
 };
 use tessera_core::token::{verify_activation_token, verify_license_file};
 use tessera_core::{
@@ -840,9 +840,9 @@ impl Agent {
         let mut store = self.store();
         let pending = store.pending_requests()?;
         let matched = pending.into_iter().find(|p| {
-            SignedRequest::from_bytes(p.request_bytes.clone())
-                .ok()
-                .is_some_and(|req| resp.verify(&cfg.keyset, &p.key_hash, &req).is_ok())
+            SignedRequest::from_bytes(p.request_bytes.clone()).ok().is_some_and(|req| {
+                resp.verify(&cfg.keyset, &license_binding(&p.key_hash, &cfg.product_id), &req).is_ok()
+            })
         });
         let Some(p) = matched else {
             return Err(AgentError::Refused(
@@ -910,9 +910,9 @@ impl Agent {
                 "this machine has no activation or pending request naming a license: pass the license key (`apply-code --key TSK-…`)".into(),
             ));
         }
-        let Some(key_hash) =
-            candidates.into_iter().find(|kh| code.verify(&cfg.keyset, kh, &self.inner.device_public).is_ok())
-        else {
+        let Some(key_hash) = candidates.into_iter().find(|kh| {
+            code.verify(&cfg.keyset, &license_binding(kh, &cfg.product_id), &self.inner.device_public).is_ok()
+        }) else {
             return Err(AgentError::Refused(
                 "this emergency code is not valid for this license and device (it was issued for another license or bound to another device, or it is damaged)".into(),
             ));
@@ -1166,7 +1166,7 @@ fn verify_activation(
             let code = a.response_code.as_deref().ok_or("the cached offline response is missing")?;
             require_canonical(code, canonical_code(CodeKind::OfflineResponse, code), "offline response")?;
             let resp = SignedResponse::decode(code).map_err(|_| "the cached offline response is damaged")?;
-            resp.verify(keys, &a.key_hash, &req)
+            resp.verify(keys, &license_binding(&a.key_hash, &cfg.product_id), &req)
                 .map_err(|e| format!("the cached offline response failed verification ({e})"))?;
             if req.request.device_public_key != *device_public {
                 return Err("the cached offline activation belongs to another device key".into());
@@ -1260,7 +1260,9 @@ fn load(
         if code.code.expires_at <= now {
             continue;
         }
-        if code.code.serial != row.serial || code.verify(&cfg.keyset, &row.key_hash, device_public).is_err() {
+        if code.code.serial != row.serial
+            || code.verify(&cfg.keyset, &license_binding(&row.key_hash, &cfg.product_id), device_public).is_err()
+        {
             snap.signatures_valid = false;
             snap.problem = Some("a cached emergency code failed verification".into());
             continue;

@@ -18,7 +18,7 @@ use tessera_core::encoding::{b64url, b64url_decode};
 use tessera_core::envelope::Envelope;
 use tessera_core::fingerprint::{Fingerprint, MatchPolicy};
 use tessera_core::model::{EmergencyScope, Feature, LicenseModel, LicenseStatus, LicenseType, LimitType};
-use tessera_core::offline::{EmergencyCode, OfflineGrant, SignedRequest};
+use tessera_core::offline::{license_binding, EmergencyCode, OfflineGrant, SignedRequest};
 use tessera_core::token::{sign_activation_token, sign_license_file, ActivationClaims};
 use tessera_core::{Domain, License, LicenseKey, PublicKeyset, SigningKey};
 use uuid::Uuid;
@@ -81,7 +81,7 @@ impl Fixture {
     fn respond(&self, key: &LicenseKey, request_code: &str) -> String {
         let req = SignedRequest::decode(request_code).unwrap();
         req.verify(&key.hash()).unwrap();
-        self.grant().sign(&self.server_key, &key.hash(), &req).unwrap()
+        self.grant().sign(&self.server_key, &license_binding(&key.hash(), &PRODUCT), &req).unwrap()
     }
 
     fn emergency(
@@ -93,7 +93,7 @@ impl Fixture {
         scope: EmergencyScope,
     ) -> String {
         EmergencyCode { bound: device.is_some(), scope, expires_at: self.clock_now() + Duration::hours(hours), serial }
-            .sign(&self.server_key, &key.hash(), device)
+            .sign(&self.server_key, &license_binding(&key.hash(), &PRODUCT), device)
             .unwrap()
     }
 
@@ -266,7 +266,7 @@ fn emergency_code_grants_until_expiry_once_per_device() {
         expires_at: f.clock_now() - Duration::hours(1),
         serial: 9,
     }
-    .sign(&f.server_key, &key.hash(), None)
+    .sign(&f.server_key, &license_binding(&key.hash(), &PRODUCT), None)
     .unwrap();
     assert!(a.apply_code(&late).is_err());
 }
@@ -633,7 +633,7 @@ fn cli_offline_flow_exit_codes_and_json() {
     grant.expires_at = Some(now + Duration::days(365));
     grant.lease_expires_at = Some(now + Duration::days(30));
     let sreq = SignedRequest::decode(&req).unwrap();
-    let rsp = grant.sign(&f.server_key, &key.hash(), &sreq).unwrap();
+    let rsp = grant.sign(&f.server_key, &license_binding(&key.hash(), &PRODUCT), &sreq).unwrap();
     let rsp_file = f.dir.path().join("rsp.txt");
     std::fs::write(&rsp_file, format!("{}\n", tessera_core::codes::wrap(&rsp, 40))).unwrap();
 

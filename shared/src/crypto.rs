@@ -187,9 +187,14 @@ fn signed_message(domain: Domain, alg: Algorithm, kid: &KeyId, context: &[&[u8]]
     m
 }
 
-/// A private signing key. Zeroised on drop; `Debug` shows only the algorithm and key id.
+/// A private signing key (its key id computed once). Zeroised on drop; `Debug` shows only the algorithm and key id.
+pub struct SigningKey {
+    inner: SigningInner,
+    kid: KeyId,
+}
+
 #[allow(clippy::large_enum_variant)] // a process holds one or two keys; boxing the hot Ed25519 one buys nothing
-pub enum SigningKey {
+enum SigningInner {
     Ed25519(ed25519_dalek::SigningKey),
     Rsa(Box<rsa::RsaPrivateKey>),
 }
@@ -201,8 +206,16 @@ impl fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
+    fn from_inner(inner: SigningInner) -> SigningKey {
+        let public = match &inner {
+            SigningInner::Ed25519(k) => VerifyingKey::from_ed25519(k.verifying_key()),
+            SigningInner::Rsa(k) => VerifyingKey::from_rsa(k.to_public_key()),
+        };
+        SigningKey { inner, kid: public.kid }
+    }
+
     pub fn generate_ed25519() -> SigningKey {
-        SigningKey::Ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng))
+        SigningKey::from_inner(SigningInner::Ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng)))
     }
 
     /// RSA-PSS key of 2048 or 3072 bits.
@@ -211,38 +224,37 @@ impl SigningKey {
             return Err(CryptoError::InvalidKey(format!("RSA keys must be 2048 or 3072 bits, not {bits}")));
         }
         let k = rsa::RsaPrivateKey::new(&mut OsRng, bits).map_err(|e| CryptoError::InvalidKey(e.to_string()))?;
-        Ok(SigningKey::Rsa(Box::new(k)))
+        Ok(SigningKey::from_inner(SigningInner::Rsa(Box::new(k))))
     }
 
     pub fn ed25519_from_bytes(secret: &[u8; 32]) -> SigningKey {
-        SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(secret))
+        SigningKey::from_inner(SigningInner::Ed25519(ed25519_dalek::SigningKey::from_bytes(secret)))
     }
 
     pub fn algorithm(&self) -> Algorithm {
-        match self {
-            SigningKey::Ed25519(_) => Algorithm::Ed25519,
-            SigningKey::Rsa(_) => Algorithm::RsaPssSha256,
+        match self.inner {
+            SigningInner::Ed25519(_) => Algorithm::Ed25519,
+            SigningInner::Rsa(_) => Algorithm::RsaPssSha256,
         }
     }
 
     pub fn verifying_key(&self) -> VerifyingKey {
-        match self {
-            SigningKey::Ed25519(k) => VerifyingKey::from_ed25519(k.verifying_key()),
-            SigningKey::Rsa(k) => VerifyingKey::from_rsa(k.to_public_key()),
+        match &self.inner {
+            SigningInner::Ed25519(k) => VerifyingKey::from_ed25519(k.verifying_key()),
+            SigningInner::Rsa(k) => VerifyingKey::from_rsa(k.to_public_key()),
         }
     }
 
     pub fn key_id(&self) -> KeyId {
-        self.verifying_key().key_id()
+        self.kid
     }
 
     /// Signs `payload` for `domain`, covering `context` without it being part of the output.
     pub fn sign(&self, domain: Domain, context: &[&[u8]], payload: &[u8]) -> Vec<u8> {
-        let kid = self.key_id();
-        let msg = signed_message(domain, self.algorithm(), &kid, context, payload);
-        match self {
-            SigningKey::Ed25519(k) => k.sign(&msg).to_bytes().to_vec(),
-            SigningKey::Rsa(k) => {
+        let msg = signed_message(domain, self.algorithm(), &self.kid, context, payload);
+        match &self.inner {
+            SigningInner::Ed25519(k) => k.sign(&msg).to_bytes().to_vec(),
+            SigningInner::Rsa(k) => {
                 let signer = rsa::pss::SigningKey::<Sha256>::new((**k).clone());
                 signer.sign_with_rng(&mut OsRng, &msg).to_vec()
             }
@@ -251,9 +263,9 @@ impl SigningKey {
 
     /// PKCS#8 PEM of the private key.
     pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, CryptoError> {
-        let r = match self {
-            SigningKey::Ed25519(k) => k.to_pkcs8_pem(LineEnding::LF),
-            SigningKey::Rsa(k) => rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(k.as_ref(), LineEnding::LF),
+        let r = match &self.inner {
+            SigningInner::Ed25519(k) => k.to_pkcs8_pem(LineEnding::LF),
+            SigningInner::Rsa(k) => rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(k.as_ref(), LineEnding::LF),
         };
         r.map_err(|e| CryptoError::InvalidKey(e.to_string()))
     }
@@ -261,7 +273,7 @@ impl SigningKey {
     /// Reads a PKCS#8 PEM private key (Ed25519 or RSA).
     pub fn from_pkcs8_pem(pem: &str) -> Result<SigningKey, CryptoError> {
         if let Ok(k) = ed25519_dalek::SigningKey::from_pkcs8_pem(pem) {
-            return Ok(SigningKey::Ed25519(k));
+            return Ok(SigningKey::from_inner(SigningInner::Ed25519(k)));
         }
         match <rsa::RsaPrivateKey as rsa::pkcs8::DecodePrivateKey>::from_pkcs8_pem(pem) {
             Ok(k) => {
@@ -269,7 +281,7 @@ impl SigningKey {
                 if bits != 2048 && bits != 3072 {
                     return Err(CryptoError::InvalidKey(format!("RSA key of {bits} bits; use 2048 or 3072")));
                 }
-                Ok(SigningKey::Rsa(Box::new(k)))
+                Ok(SigningKey::from_inner(SigningInner::Rsa(Box::new(k))))
             }
             Err(_) => Err(CryptoError::InvalidKey("not a PKCS#8 PEM Ed25519 or RSA private key".into())),
         }

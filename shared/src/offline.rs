@@ -10,7 +10,10 @@
 //! | receipt `RCT1` | device key | key hint, device key tag, time | key hash, device public key |
 //! | emergency `EMG1` | server key | key tag, flags, expiry, serial | key hash, device public key if bound |
 //!
-//! A response therefore only verifies on the device holding the pending request it answers.
+//! A response therefore only verifies on the device holding the pending request it answers. Responses and
+//! emergency codes are further bound to the product: the "key hash" context they are signed and verified with
+//! is [`license_binding`]`(key hash, product id)`, which both sides know (the server from the license, the agent
+//! from its configuration), so a code issued for one product's license never unlocks another product.
 
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
@@ -23,6 +26,16 @@ use crate::model::{EmergencyScope, Feature, LicenseModel, LicenseType, LimitType
 /// Codes count time from 2020-01-01T00:00:00Z.
 pub const CODE_EPOCH: i64 = 1_577_836_800;
 const SIG_LEN: usize = 64;
+
+/// The context responses and emergency codes are bound to: one license (by its key hash) of one product.
+pub fn license_binding(key_hash: &[u8; 32], product: &Uuid) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"tessera/license-binding/v1\0");
+    h.update(key_hash);
+    h.update(product.as_bytes());
+    h.finalize().into()
+}
 
 fn to_secs(t: DateTime<Utc>) -> u64 {
     (t.timestamp() - CODE_EPOCH).clamp(0, i64::from(u32::MAX)) as u64

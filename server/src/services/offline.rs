@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tessera_core::fingerprint::Fingerprint;
 use tessera_core::model::EmergencyPolicy;
-use tessera_core::offline::{EmergencyCode, OfflineGrant, SignedReceipt, SignedRequest, CODE_EPOCH};
+use tessera_core::offline::{license_binding, EmergencyCode, OfflineGrant, SignedReceipt, SignedRequest, CODE_EPOCH};
 use uuid::Uuid;
 
 use super::client::{license_refusal, parse_license_key};
@@ -204,7 +204,7 @@ impl Services {
             features: l.features.clone(),
         };
         let response_code = grant
-            .sign(self.keys.signer(), &rec.key_hash, &signed)
+            .sign(self.keys.signer(), &license_binding(&rec.key_hash, &l.product_id), &signed)
             .map_err(|e| AppError::internal("offline response", e))?;
         Ok(RespondResult {
             response_code,
@@ -308,12 +308,12 @@ impl Services {
         };
         let now = self.now();
         let expires_at = ceil_minute(now + Duration::hours(i64::from(hours)));
-        let key_hash = rec.key_hash;
+        let binding = license_binding(&rec.key_hash, &rec.license.product_id);
         let signer = self.keys.clone();
         let scope = policy.scope;
         let make_code = Box::new(move |serial: u32| {
             EmergencyCode { bound: bound_device.is_some(), scope, expires_at, serial }
-                .sign(signer.signer(), &key_hash, bound_device.as_ref())
+                .sign(signer.signer(), &binding, bound_device.as_ref())
                 .map_err(|e| e.to_string())
         });
         let record = EmergencyRecord {

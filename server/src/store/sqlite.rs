@@ -50,6 +50,9 @@ struct ReadPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     max_idle: usize,
+    /// At most `max_idle` reads run at once, so connections are reused instead of opened (and their schema
+    /// parsed) per read under load; further reads wait their turn.
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl ReadPool {
@@ -122,8 +125,8 @@ impl SqliteStore {
             readers: std::sync::Arc::new(ReadPool {
                 path: path.to_path_buf(),
                 idle: Mutex::new(Vec::new()),
-                // Connections beyond this are opened per read and closed again (costly: schema parse).
                 max_idle: readers.max(1),
+                permits: std::sync::Arc::new(tokio::sync::Semaphore::new(readers.max(1))),
             }),
             writer_thread: Mutex::new(Some(handle)),
         })
@@ -144,7 +147,9 @@ impl SqliteStore {
         let pool = self.readers.clone();
         Box::pin(async move {
             let started = Instant::now();
+            let permit = pool.permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
             let r = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 let c = pool.take()?;
                 let r = f(&c);
                 pool.give(c);

@@ -88,7 +88,7 @@ async fn keys_offline_and_emergency_from_the_shell() {
     .unwrap();
     let v = run_json(&path, &["offline", "respond", &code]);
     let resp = SignedResponse::decode(v["response_code"].as_str().unwrap()).unwrap();
-    resp.verify(&h.keys(), &k.hash(), &signed).unwrap();
+    resp.verify(&h.keys(), &bind(&k, &f.product), &signed).unwrap();
     assert_eq!(v["summary"]["seats_used"], 1);
     let receipt = DeactivationReceipt::for_device(&k.hash(), &dpk, Utc::now()).sign(&k.hash(), &dev).unwrap();
     assert_eq!(run_json(&path, &["offline", "receipt", &receipt])["freed"], true);
@@ -100,7 +100,7 @@ async fn keys_offline_and_emergency_from_the_shell() {
         &["emergency", "issue", "--license", &f.license, "--reason", "datacenter fire", "--hours", "5"],
     );
     let e = SignedEmergency::decode(v["code"].as_str().unwrap()).unwrap();
-    e.verify(&h.keys(), &k.hash(), &[0u8; 32]).unwrap();
+    e.verify(&h.keys(), &bind(&k, &f.product), &[0u8; 32]).unwrap();
     let out = bin()
         .arg("--data-dir")
         .arg(&path)
@@ -121,4 +121,9 @@ async fn keys_offline_and_emergency_from_the_shell() {
     assert_eq!(ks.keys().len(), 2);
     assert_eq!(ks.keys()[0].key_id().to_string(), rotated["kid"].as_str().unwrap());
     let _ = json!({});
+}
+
+/// The binding responses and emergency codes are signed over: the license key hash within its product.
+fn bind(k: &tessera_core::LicenseKey, product: &str) -> [u8; 32] {
+    tessera_core::offline::license_binding(&k.hash(), &product.parse().unwrap())
 }

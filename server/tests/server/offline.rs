@@ -33,7 +33,7 @@ async fn offline_respond_receipt_and_seats() {
     assert_eq!(v["summary"]["seats_used"], 1);
     let resp = SignedResponse::decode(v["response_code"].as_str().unwrap()).unwrap();
     let k = LicenseKey::parse(&f.key).unwrap();
-    resp.verify(&h.keys(), &k.hash(), &signed).unwrap();
+    resp.verify(&h.keys(), &bind(&k, &f.product), &signed).unwrap();
     assert_eq!(resp.grant.license_id.to_string(), f.license);
 
     // Self-service: same device again is reused; key required and must match.
@@ -98,7 +98,7 @@ async fn emergency_codes_limits_binding_and_listing() {
     assert!(!e.code.bound);
     let hours = (e.code.expires_at - Utc::now()).num_minutes();
     assert!((23 * 60..=24 * 60 + 1).contains(&hours), "{hours}");
-    e.verify(&h.keys(), &k.hash(), &[9u8; 32]).unwrap();
+    e.verify(&h.keys(), &bind(&k, &f.product), &[9u8; 32]).unwrap();
 
     let dev = device();
     let (req, _) = request_code(&f.key, &dev);
@@ -109,8 +109,8 @@ async fn emergency_codes_limits_binding_and_listing() {
     assert!(e.code.bound);
     let mut dpk = [0u8; 32];
     dpk.copy_from_slice(&dev.verifying_key().public_bytes());
-    e.verify(&h.keys(), &k.hash(), &dpk).unwrap();
-    assert!(e.verify(&h.keys(), &k.hash(), &[1u8; 32]).is_err(), "bound code fails on another device");
+    e.verify(&h.keys(), &bind(&k, &f.product), &dpk).unwrap();
+    assert!(e.verify(&h.keys(), &bind(&k, &f.product), &[1u8; 32]).is_err(), "bound code fails on another device");
 
     let (s, _) = h.post(&path, t, json!({"reason": "third"})).await;
     assert_eq!(s, StatusCode::CREATED);
@@ -123,4 +123,9 @@ async fn emergency_codes_limits_binding_and_listing() {
     h.advance(chrono::Duration::days(31));
     let (s, _) = h.post(&path, t, json!({"reason": "later"})).await;
     assert_eq!(s, StatusCode::CREATED);
+}
+
+/// The binding responses and emergency codes are signed over: the license key hash within its product.
+fn bind(k: &tessera_core::LicenseKey, product: &str) -> [u8; 32] {
+    tessera_core::offline::license_binding(&k.hash(), &product.parse().unwrap())
 }
