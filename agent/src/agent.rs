@@ -318,6 +318,9 @@ thread_local! {
     static CHECK_CACHE: RefCell<Option<(u64, Arc<Snapshot>)>> = const { RefCell::new(None) };
 }
 
+/// Largest amount one usage event may carry (the server refuses more).
+pub const MAX_USAGE_AMOUNT: u64 = 1 << 40;
+
 /// Usage events sent per heartbeat at most.
 const USAGE_BATCH: usize = 500;
 
@@ -431,10 +434,24 @@ impl Agent {
         self.inner.generation.store(next_generation(), Ordering::Release);
     }
 
+    /// Re-reads and re-verifies the state. If that fails, checks deny from then on (fail closed): the state on
+    /// disk is no longer something this process has verified.
     fn reload_locked(&self, store: &mut Store) -> Result<(), AgentError> {
-        let snap = load(&self.inner.config, store, &self.inner.device_public, &self.inner.identity.fingerprint)?;
-        self.publish(snap);
-        Ok(())
+        match load(&self.inner.config, store, &self.inner.device_public, &self.inner.identity.fingerprint) {
+            Ok(snap) => {
+                self.publish(snap);
+                Ok(())
+            }
+            Err(e) => {
+                let mut denied = (*self.snapshot()).clone();
+                denied.license = None;
+                denied.emergency = None;
+                denied.signatures_valid = false;
+                denied.problem = Some(format!("the state file could not be read back: {e}"));
+                self.publish(denied);
+                Err(e)
+            }
+        }
     }
 
     /// Re-reads the state file (e.g. after another process applied a code) and re-verifies everything.
@@ -489,6 +506,10 @@ impl Agent {
         let mut store = self.store();
         let now = self.inner.config.clock.now();
         let snap = self.snapshot();
+        if amount > MAX_USAGE_AMOUNT {
+            // No quota is this large; a bigger single record is a caller bug, not something to store.
+            return Ok(Decision { allowed: false, reason: Reason::QuotaExceeded, facts: Default::default() });
+        }
         let mut d = snap.decide(now, Some(feature), amount);
         if !d.allowed || amount == 0 {
             return Ok(d);
@@ -504,7 +525,8 @@ impl Agent {
             Ok(())
         })?;
         let mut next = (*snap).clone();
-        *next.usage.entry(feature.to_string()).or_insert(0) += amount;
+        let total = next.usage.entry(feature.to_string()).or_insert(0);
+        *total = total.saturating_add(amount);
         next.pending_usage += 1;
         next.clock.high_water = hw.0;
         self.publish(next);

@@ -246,7 +246,7 @@ pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
         return deny(Reason::SignatureInvalid, facts);
     }
     if let Some(clock) = inputs.clock {
-        if now + clock.tolerance < clock.high_water {
+        if now.checked_add_signed(clock.tolerance).unwrap_or(DateTime::<Utc>::MAX_UTC) < clock.high_water {
             return deny(Reason::ClockTampered, facts);
         }
     }

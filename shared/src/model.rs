@@ -284,7 +284,10 @@ impl License {
 
     /// The end of the grace period, if the license expires.
     pub fn grace_ends_at(&self) -> Option<DateTime<Utc>> {
-        self.expires_at.map(|e| e + chrono::Duration::days(i64::from(self.grace_days)))
+        // Saturating: a far-future expiry must not overflow (and panic) on the hot path.
+        self.expires_at.map(|e| {
+            e.checked_add_signed(chrono::Duration::days(i64::from(self.grace_days))).unwrap_or(DateTime::<Utc>::MAX_UTC)
+        })
     }
 }
 
