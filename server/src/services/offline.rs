@@ -230,6 +230,9 @@ impl Services {
         let receipt = SignedReceipt::decode(&req.receipt_code).map_err(code_error)?;
         let scope = if ctx.principal.is_some() { ctx.scope()? } else { None };
         let candidates = self.store.find_licenses_by_hint(receipt.receipt.key_hint).await?;
+        // A device that was already freed (and maybe activated again since) has older, inactive activations:
+        // only an active one is freed; with none, the receipt was already applied.
+        let mut already_freed = None;
         for rec in candidates.into_iter().filter(|r| scope.is_none_or(|s| s == r.license.tenant_id)) {
             let acts = self.store.list_activations(None, rec.license.id).await?;
             for a in acts.iter().filter(|a| a.device_public_key.get(..4) == Some(&receipt.receipt.device_tag[..])) {
@@ -237,6 +240,10 @@ impl Services {
                     continue;
                 };
                 if receipt.verify(&rec.key_hash, &dk).is_err() {
+                    continue;
+                }
+                if a.status != ActivationStatus::Active {
+                    already_freed.get_or_insert((a.id, a.license_id));
                     continue;
                 }
                 let now = self.now();
@@ -250,6 +257,9 @@ impl Services {
                 let freed = self.store.deactivate(a.id, now, "offline deactivation receipt".into(), audit).await?;
                 return Ok(json!({"freed": freed, "activation_id": a.id, "license_id": a.license_id}));
             }
+        }
+        if let Some((id, license_id)) = already_freed {
+            return Ok(json!({"freed": false, "activation_id": id, "license_id": license_id}));
         }
         Err(AppError::new(
             StatusCode::NOT_FOUND,

@@ -8,3 +8,4 @@ mod client;
 mod common;
 mod concurrency;
 mod offline;
+mod offline_receipt;
