@@ -86,6 +86,10 @@ impl AppError {
                 "CONFLICT",
                 format!("{what} conflicts with an existing one ({m}): use another value"),
             ),
+            StoreError::Changed => AppError::conflict(
+                if what == "license" { "LICENSE_CHANGED" } else { "CHANGED" },
+                format!("the {what} changed while this request was processed: reload it and retry"),
+            ),
             StoreError::Busy => {
                 AppError::new(StatusCode::SERVICE_UNAVAILABLE, "BUSY", "the database is busy: retry in a moment")
             }

@@ -1,15 +1,16 @@
 //! Lifecycle jobs: expire licenses past expiry + grace, cull floating activations that stopped heartbeating,
 //! purge old deactivated activations, record "expiring soon" events.
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::json;
 use tessera_core::LicenseStatus;
 use uuid::Uuid;
 
+use super::licenses::next_version;
 use super::{Ctx, Services};
 use crate::error::AppResult;
-use crate::store::Event;
+use crate::store::{Event, LicenseRecord, StoreError};
 
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct JobReport {
@@ -26,18 +27,8 @@ impl Services {
 
         // Expire: past expiry and grace.
         let ctx = Ctx::system("expire");
-        for mut rec in self.store.licenses_expiring_before(now).await? {
-            if rec.license.grace_ends_at().is_some_and(|g| now >= g) {
-                rec.license.status = LicenseStatus::Expired;
-                rec.updated_at = now;
-                let audit = ctx.audit(
-                    now,
-                    Some(rec.license.tenant_id),
-                    "license.expire",
-                    Some(rec.license.id.to_string()),
-                    json!({"expires_at": rec.license.expires_at}),
-                );
-                self.store.update_license(rec, None, Some(audit)).await?;
+        for rec in self.store.licenses_expiring_before(now).await? {
+            if self.expire_license(&ctx, rec, now).await? {
                 report.expired += 1;
             }
         }
@@ -64,7 +55,7 @@ impl Services {
         // Expiring soon.
         let ctx = Ctx::system("expiring-soon");
         let ahead = now + Duration::days(i64::from(self.config.jobs.expiring_soon_days));
-        for mut rec in self.store.licenses_expiring_before(ahead).await? {
+        for rec in self.store.licenses_expiring_before(ahead).await? {
             let Some(exp) = rec.license.expires_at else {
                 continue;
             };
@@ -86,12 +77,48 @@ impl Services {
                 Some(rec.license.id.to_string()),
                 json!({"expires_at": exp}),
             );
-            self.store.add_event(ev, Some(audit)).await?;
-            rec.expiring_notice_for = Some(exp);
-            self.store.update_license(rec, None, None).await?;
-            report.expiring_soon += 1;
+            // Only the notice mark is written: an admin change made meanwhile is kept.
+            if self.store.note_expiring(rec.license.id, exp, ev, audit).await? {
+                report.expiring_soon += 1;
+            }
         }
         Ok(report)
+    }
+
+    /// Expires the license if it is active and past expiry and grace. It writes over the version it read only:
+    /// when the license changed meanwhile (renewed, say) it reloads it once and decides again; when it changed
+    /// yet again, the next run decides.
+    async fn expire_license(&self, ctx: &Ctx, mut rec: LicenseRecord, now: DateTime<Utc>) -> AppResult<bool> {
+        for attempt in 0..2 {
+            let l = &rec.license;
+            if l.status != LicenseStatus::Active || l.grace_ends_at().is_none_or(|g| now < g) {
+                return Ok(false);
+            }
+            let audit = ctx.audit(
+                now,
+                Some(l.tenant_id),
+                "license.expire",
+                Some(l.id.to_string()),
+                json!({"expires_at": l.expires_at}),
+            );
+            let read_at = rec.updated_at;
+            let mut expired = rec.clone();
+            expired.license.status = LicenseStatus::Expired;
+            expired.updated_at = next_version(read_at, now);
+            match self.store.update_license(expired, read_at, None, Some(audit)).await {
+                Ok(()) => return Ok(true),
+                Err(StoreError::Changed) if attempt == 0 => {
+                    rec = match self.store.get_license(None, rec.license.id).await {
+                        Ok(r) => r,
+                        Err(StoreError::NotFound) => return Ok(false),
+                        Err(e) => return Err(e.into()),
+                    };
+                }
+                Err(StoreError::Changed | StoreError::NotFound) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
     }
 
     pub async fn list_events(&self, ctx: &Ctx, license_id: Option<Uuid>) -> AppResult<Vec<Event>> {

@@ -218,6 +218,12 @@ pub fn effective_status(l: &License, now: DateTime<Utc>) -> LicenseStatus {
     }
 }
 
+/// The `updated_at` of a license changed at `now` whose version read was `read_at`: always later, so every
+/// change makes a new version (optimistic writes compare it) even within one clock tick.
+pub fn next_version(read_at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    now.max(read_at + Duration::microseconds(1))
+}
+
 fn parse_key(s: &str) -> AppResult<LicenseKey> {
     LicenseKey::parse(s).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "INVALID_LICENSE_KEY", e.to_string()))
 }
@@ -365,10 +371,11 @@ impl Services {
         release: Option<String>,
     ) -> AppResult<LicenseView> {
         let now = self.now();
-        rec.updated_at = now;
+        let read_at = rec.updated_at;
+        rec.updated_at = next_version(read_at, now);
         let audit = ctx.audit(now, Some(rec.license.tenant_id), action, Some(rec.license.id.to_string()), details);
         self.store
-            .update_license(rec.clone(), release, Some(audit))
+            .update_license(rec.clone(), read_at, release, Some(audit))
             .await
             .map_err(|e| AppError::store("license", e))?;
         Ok(LicenseView::from(&rec))

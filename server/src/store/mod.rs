@@ -28,6 +28,9 @@ pub enum StoreError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    /// An optimistic write found the record changed since it was read.
+    #[error("the record changed since it was read")]
+    Changed,
     #[error("database error: {0}")]
     Db(String),
     #[error("stored data could not be decoded: {0}")]
@@ -469,11 +472,13 @@ pub trait Store: Send + Sync + 'static {
 
     // Licenses
     fn insert_license(&self, l: LicenseRecord, audit: NewAudit) -> StoreFuture<'_, ()>;
-    /// Replaces the license; when `release_activations` is set, every active activation is deactivated with
-    /// that reason in the same transaction.
+    /// Replaces the license if it is still the version read (its stored `updated_at` is `read_at`), else fails
+    /// with `StoreError::Changed`; when `release_activations` is set, every active activation is deactivated
+    /// with that reason in the same transaction.
     fn update_license(
         &self,
         l: LicenseRecord,
+        read_at: DateTime<Utc>,
         release_activations: Option<String>,
         audit: Option<NewAudit>,
     ) -> StoreFuture<'_, ()>;
@@ -488,6 +493,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'_, Page<LicenseRecord>>;
     /// Active licenses whose expiry is before `t`.
     fn licenses_expiring_before(&self, t: DateTime<Utc>) -> StoreFuture<'_, Vec<LicenseRecord>>;
+    /// Records that the "expiring soon" notice for expiry `expires_at` was sent (with its event), touching
+    /// nothing else of the license; false (and nothing written) when the license no longer expires then or the
+    /// notice was already recorded.
+    fn note_expiring(
+        &self,
+        license_id: Uuid,
+        expires_at: DateTime<Utc>,
+        event: Event,
+        audit: NewAudit,
+    ) -> StoreFuture<'_, bool>;
 
     // Activations
     fn activate(&self, op: ActivateOp) -> StoreFuture<'_, ActivateOutcome>;

@@ -582,7 +582,20 @@ fn usage_totals_tx(c: &Connection, license_id: Uuid) -> Result<Vec<(String, i64)
         .collect::<Result<Vec<_>, _>>()?)
 }
 
-fn write_license(c: &Connection, l: &LicenseRecord, create: bool) -> Result<(), StoreError> {
+fn insert_event(c: &Connection, e: &Event) -> Result<(), StoreError> {
+    c.prepare_cached(&format!("INSERT INTO events ({EVENT_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"))?.execute(params![
+        e.id.to_string(),
+        e.tenant_id.to_string(),
+        s_uuid(e.license_id),
+        e.kind,
+        ts(e.at),
+        json(&e.data)?
+    ])?;
+    Ok(())
+}
+
+/// Inserts the license (`read_at` None) or replaces the version whose `updated_at` is `read_at`.
+fn write_license(c: &Connection, l: &LicenseRecord, read_at: Option<DateTime<Utc>>) -> Result<(), StoreError> {
     let lic = &l.license;
     let p = params![
         lic.id.to_string(),
@@ -601,25 +614,29 @@ fn write_license(c: &Connection, l: &LicenseRecord, create: bool) -> Result<(), 
         ts(l.created_at),
         ts(l.updated_at)
     ];
-    if create {
+    let Some(read_at) = read_at else {
         c.prepare_cached(
             "INSERT INTO licenses (id, tenant_id, product_id, customer_id, template_id, key_hash, key_hint, status,
              license_type, expires_at, body, policy, expiring_notice_for, created_at, updated_at)
              VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
         )?
         .execute(p)?;
-    } else {
-        let n = c
-            .prepare_cached(
-                "UPDATE licenses SET product_id = ?3, customer_id = ?4, template_id = ?5, key_hash = ?6,
-                 key_hint = ?7, status = ?8, license_type = ?9, expires_at = ?10, body = ?11, policy = ?12,
-                 expiring_notice_for = ?13, created_at = ?14, updated_at = ?15
-                 WHERE id = ?1 AND tenant_id = ?2",
-            )?
-            .execute(p)?;
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
+        return Ok(());
+    };
+    let read_at: &dyn rusqlite::ToSql = &ts(read_at);
+    let n = c
+        .prepare_cached(
+            "UPDATE licenses SET product_id = ?3, customer_id = ?4, template_id = ?5, key_hash = ?6,
+             key_hint = ?7, status = ?8, license_type = ?9, expires_at = ?10, body = ?11, policy = ?12,
+             expiring_notice_for = ?13, created_at = ?14, updated_at = ?15
+             WHERE id = ?1 AND tenant_id = ?2 AND updated_at = ?16",
+        )?
+        .execute(rusqlite::params_from_iter(p.iter().chain(std::iter::once(&read_at))))?;
+    if n == 0 {
+        let exists: bool = c
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM licenses WHERE id = ?1 AND tenant_id = ?2)")?
+            .query_row(params![lic.id.to_string(), lic.tenant_id.to_string()], |r| r.get(0))?;
+        return Err(if exists { StoreError::Changed } else { StoreError::NotFound });
     }
     Ok(())
 }
@@ -842,7 +859,7 @@ impl Store for SqliteStore {
 
     fn insert_license(&self, l: LicenseRecord, audit: NewAudit) -> StoreFuture<'_, ()> {
         self.write(move |c| {
-            write_license(c, &l, true)?;
+            write_license(c, &l, None)?;
             append_audit_tx(c, &audit)
         })
     }
@@ -850,11 +867,12 @@ impl Store for SqliteStore {
     fn update_license(
         &self,
         l: LicenseRecord,
+        read_at: DateTime<Utc>,
         release_activations: Option<String>,
         audit: Option<NewAudit>,
     ) -> StoreFuture<'_, ()> {
         self.write(move |c| {
-            write_license(c, &l, false)?;
+            write_license(c, &l, Some(read_at))?;
             if let Some(reason) = release_activations {
                 c.prepare_cached(
                     "UPDATE activations SET status = 'DEACTIVATED', deactivated_at = ?2, deactivation_reason = ?3
@@ -924,6 +942,29 @@ impl Store for SqliteStore {
                  WHERE status = 'ACTIVE' AND expires_at IS NOT NULL AND expires_at < ?1 ORDER BY expires_at"
             );
             Ok(c.prepare_cached(&sql)?.query_map([ts(t)], row_license)?.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn note_expiring(
+        &self,
+        license_id: Uuid,
+        expires_at: DateTime<Utc>,
+        e: Event,
+        audit: NewAudit,
+    ) -> StoreFuture<'_, bool> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE licenses SET expiring_notice_for = ?2
+                     WHERE id = ?1 AND expires_at = ?2 AND expiring_notice_for IS NOT ?2",
+                )?
+                .execute(params![license_id.to_string(), ts(expires_at)])?;
+            if n == 0 {
+                return Ok(false);
+            }
+            insert_event(c, &e)?;
+            append_audit_tx(c, &audit)?;
+            Ok(true)
         })
     }
 
@@ -1236,16 +1277,7 @@ impl Store for SqliteStore {
 
     fn add_event(&self, e: Event, audit: Option<NewAudit>) -> StoreFuture<'_, ()> {
         self.write(move |c| {
-            c.prepare_cached(&format!("INSERT INTO events ({EVENT_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"))?.execute(
-                params![
-                    e.id.to_string(),
-                    e.tenant_id.to_string(),
-                    s_uuid(e.license_id),
-                    e.kind,
-                    ts(e.at),
-                    json(&e.data)?
-                ],
-            )?;
+            insert_event(c, &e)?;
             if let Some(a) = audit {
                 append_audit_tx(c, &a)?;
             }

@@ -7,5 +7,6 @@ mod cli;
 mod client;
 mod common;
 mod concurrency;
+mod license_conflicts;
 mod offline;
 mod offline_receipt;
