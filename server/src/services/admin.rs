@@ -1,5 +1,6 @@
 //! Tenants, API tokens, customers, products, license templates.
 
+use chrono::{DateTime, Datelike, Utc};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -143,7 +144,44 @@ pub fn validate_template(t: &Template) -> AppResult<()> {
     if t.fingerprint_policy.required > 15 {
         return Err(AppError::invalid("fingerprint_policy.required must be at most 15"));
     }
+    if let Some(d) = t.duration_days {
+        check_days("duration_days", d)?;
+    }
+    if let Some(d) = t.maintenance_days {
+        check_days("maintenance_days", d)?;
+    }
     validate_emergency(&t.emergency)
+}
+
+/// Longest license, maintenance or renewal period, in days (100 years).
+pub const MAX_DAYS: u32 = 36_500;
+
+/// Checks a number of days given for `field`.
+pub fn check_days(field: &str, days: u32) -> AppResult<()> {
+    if days > MAX_DAYS {
+        return Err(AppError::invalid(format!("{field} must be at most {MAX_DAYS} days (100 years)")));
+    }
+    Ok(())
+}
+
+/// Checks a date given for `field`: from 1970 to 9999.
+pub fn check_date(field: &str, t: DateTime<Utc>) -> AppResult<()> {
+    if !(1970..=9999).contains(&t.year()) {
+        return Err(AppError::invalid(format!(
+            "{field} must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z"
+        )));
+    }
+    Ok(())
+}
+
+/// `t` plus `days` days, checked as a date for `field`.
+pub fn add_days(field: &str, t: DateTime<Utc>, days: u32) -> AppResult<DateTime<Utc>> {
+    check_days(field, days)?;
+    let sum = t
+        .checked_add_signed(chrono::Duration::days(i64::from(days)))
+        .ok_or_else(|| AppError::invalid(format!("{field} would be after 9999-12-31T23:59:59Z")))?;
+    check_date(field, sum)?;
+    Ok(sum)
 }
 
 pub fn validate_emergency(e: &EmergencyPolicy) -> AppResult<()> {

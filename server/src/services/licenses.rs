@@ -12,7 +12,7 @@ use tessera_core::model::{EmergencyPolicy, Feature, Restriction, TransferPolicy}
 use tessera_core::{License, LicenseKey, LicenseModel, LicenseStatus, LicenseType};
 use uuid::Uuid;
 
-use super::admin::{validate_emergency, validate_features, validate_timing};
+use super::admin::{add_days, check_date, check_days, validate_emergency, validate_features, validate_timing};
 use super::{Ctx, PageQuery, Services};
 use crate::error::{AppError, AppResult};
 use crate::store::{LicenseFilter, LicensePolicy, LicenseRecord, Page};
@@ -199,6 +199,13 @@ pub fn validate_license(l: &License) -> AppResult<()> {
     if l.grace_days > 255 {
         return Err(AppError::invalid("grace_days must be at most 255"));
     }
+    check_date("starts_at", l.starts_at)?;
+    if let Some(e) = l.expires_at {
+        check_date("expires_at", e)?;
+    }
+    if let Some(m) = l.maintenance_expires_at {
+        check_date("maintenance_expires_at", m)?;
+    }
     if let Some(e) = l.expires_at {
         if e <= l.starts_at {
             return Err(AppError::invalid("expires_at must be after starts_at"));
@@ -265,15 +272,24 @@ impl Services {
             .or(template.as_ref().map(|t| t.license_type))
             .ok_or_else(|| AppError::invalid("license_type is required without a template"))?;
         let starts_at = req.starts_at.unwrap_or(now);
+        check_date("starts_at", starts_at)?;
+        if let Some(d) = req.duration_days {
+            check_days("duration_days", d)?;
+        }
         let duration = req.duration_days.or(template.as_ref().and_then(|t| t.duration_days));
-        let expires_at = if req.perpetual {
-            None
-        } else {
-            req.expires_at.or(duration.map(|d| starts_at + Duration::days(i64::from(d))))
+        let expires_at = match (req.perpetual, req.expires_at, duration) {
+            (true, _, _) => None,
+            (false, Some(e), _) => Some(e),
+            (false, None, d) => d.map(|d| add_days("expires_at", starts_at, d)).transpose()?,
         };
-        let maintenance_expires_at = req
-            .maintenance_expires_at
-            .or(template.as_ref().and_then(|t| t.maintenance_days).map(|d| starts_at + Duration::days(i64::from(d))));
+        let maintenance_expires_at = match req.maintenance_expires_at {
+            Some(m) => Some(m),
+            None => template
+                .as_ref()
+                .and_then(|t| t.maintenance_days)
+                .map(|d| add_days("maintenance_expires_at", starts_at, d))
+                .transpose()?,
+        };
         let t = template.as_ref();
         let license = License {
             id: Uuid::now_v7(),
@@ -441,10 +457,14 @@ impl Services {
             (Some(_), Some(_)) => return Err(AppError::invalid("give either days or expires_at, not both")),
             (Some(0), None) => return Err(AppError::invalid("days must be at least 1")),
             (Some(d), None) => {
+                check_days("days", d)?;
                 let base = l.expires_at.map_or(now, |e| e.max(now));
-                base + Duration::days(i64::from(d))
+                add_days("expires_at", base, d)?
             }
-            (None, Some(t)) => t,
+            (None, Some(t)) => {
+                check_date("expires_at", t)?;
+                t
+            }
             (None, None) => return Err(AppError::invalid("give days (extend by) or expires_at (new expiry)")),
         };
         if new_expiry <= now {

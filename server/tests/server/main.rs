@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod common;
 mod concurrency;
+mod date_bounds;
 mod license_conflicts;
 mod offline;
 mod offline_receipt;
