@@ -105,6 +105,9 @@ pub struct DeactivateRequest {
     pub sent_at: DateTime<Utc>,
 }
 
+/// Largest amount of one usage event (2^40).
+pub const MAX_USAGE_AMOUNT: i64 = 1 << 40;
+
 fn client_error(status: StatusCode, code: &'static str, msg: impl Into<String>) -> AppError {
     AppError::new(status, code, msg)
 }
@@ -521,6 +524,11 @@ impl Services {
             tessera_core::Feature::validate_id(&u.feature).map_err(AppError::invalid)?;
             if u.amount < 0 {
                 return Err(AppError::invalid("usage amounts must not be negative"));
+            }
+            if u.amount > MAX_USAGE_AMOUNT {
+                return Err(AppError::invalid(format!(
+                    "a usage amount must be at most {MAX_USAGE_AMOUNT} (2^40) per event"
+                )));
             }
         }
         let l = &rec.license;

@@ -1072,7 +1072,9 @@ impl Store for SqliteStore {
                 )?;
                 let mut add = c.prepare_cached(
                     "INSERT INTO usage_totals (license_id, feature, total) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (license_id, feature) DO UPDATE SET total = total + excluded.total",
+                     ON CONFLICT (license_id, feature)
+                     DO UPDATE SET total = CASE WHEN total > 9223372036854775807 - excluded.total
+                                           THEN 9223372036854775807 ELSE total + excluded.total END",
                 )?;
                 for u in &op.usage {
                     let inserted = ins.execute(params![

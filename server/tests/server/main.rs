@@ -11,3 +11,4 @@ mod date_bounds;
 mod license_conflicts;
 mod offline;
 mod offline_receipt;
+mod usage_limits;
