@@ -146,22 +146,6 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-/// An optionally authenticated caller (self-service endpoints accept both).
-pub struct MaybeAuth(pub Ctx);
-
-impl FromRequestParts<AppState> for MaybeAuth {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if parts.headers.contains_key(header::AUTHORIZATION) {
-            let Auth(ctx) = Auth::from_request_parts(parts, state).await?;
-            return Ok(MaybeAuth(ctx));
-        }
-        let ip = client_ip(parts, state.services.config.trust_forwarded_for);
-        Ok(MaybeAuth(Ctx::client(ip)))
-    }
-}
-
 /// A client-endpoint caller (authenticated by the license key or device key in the body).
 pub struct Client(pub Ctx);
 

@@ -26,7 +26,7 @@ use crate::services::licenses::*;
 use crate::services::offline::{IssueEmergency, ReceiptRequest, RespondRequest};
 use crate::services::security::{CheckKey, CreateBlock, CreateReport};
 use crate::services::{PageQuery, Services};
-use extract::{client_ip, ApiBytes, ApiJson, ApiPath, ApiQuery, Auth, Client, MaybeAuth};
+use extract::{client_ip, ApiBytes, ApiJson, ApiPath, ApiQuery, Auth, Client};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -62,8 +62,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/client/validate", post(client_validate))
         .route("/v1/client/heartbeat", post(client_heartbeat))
         .route("/v1/client/deactivate", post(client_deactivate))
-        .route("/v1/client/offline/respond", post(offline_respond))
-        .route("/v1/client/offline/receipt", post(offline_receipt))
+        .route("/v1/client/offline/respond", post(client_offline_respond))
+        .route("/v1/client/offline/receipt", post(client_offline_receipt))
         .layer(middleware::from_fn_with_state(state.clone(), ip_rate_limit));
 
     Router::new()
@@ -483,17 +483,26 @@ async fn list_reports(State(s): State<AppState>, Auth(ctx): Auth) -> J {
 
 // Offline ----------------------------------------------------------------------------------------------------
 
-async fn offline_respond(
+async fn offline_respond(State(s): State<AppState>, Auth(ctx): Auth, ApiJson(req): ApiJson<RespondRequest>) -> J {
+    ok(s.services.offline_respond(&ctx, req).await?)
+}
+
+async fn offline_receipt(State(s): State<AppState>, Auth(ctx): Auth, ApiJson(req): ApiJson<ReceiptRequest>) -> J {
+    ok(s.services.offline_receipt(&ctx, req).await?)
+}
+
+/// Self-service: authenticated by the license key (respond) or the device signature (receipt).
+async fn client_offline_respond(
     State(s): State<AppState>,
-    MaybeAuth(ctx): MaybeAuth,
+    Client(ctx): Client,
     ApiJson(req): ApiJson<RespondRequest>,
 ) -> J {
     ok(s.services.offline_respond(&ctx, req).await?)
 }
 
-async fn offline_receipt(
+async fn client_offline_receipt(
     State(s): State<AppState>,
-    MaybeAuth(ctx): MaybeAuth,
+    Client(ctx): Client,
     ApiJson(req): ApiJson<ReceiptRequest>,
 ) -> J {
     ok(s.services.offline_receipt(&ctx, req).await?)

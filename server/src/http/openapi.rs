@@ -65,8 +65,8 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("post", "/v1/client/validate", "client", "Validate a license (signed response)", "client"),
     ("post", "/v1/client/heartbeat", "client", "Heartbeat (device-signed)", "device"),
     ("post", "/v1/client/deactivate", "client", "Deactivate (device-signed)", "device"),
-    ("post", "/v1/client/offline/respond", "client", "Self-service offline response (license key)", "optional"),
-    ("post", "/v1/client/offline/receipt", "client", "Self-service deactivation receipt", "optional"),
+    ("post", "/v1/client/offline/respond", "client", "Self-service offline response (license key)", "client"),
+    ("post", "/v1/client/offline/receipt", "client", "Self-service deactivation receipt", "client"),
 ];
 
 pub fn document() -> Value {

@@ -189,8 +189,13 @@ impl Services {
         Ok(json!({"signed": env.to_compact()}))
     }
 
-    fn check_key_rate(&self, key: &LicenseKey) -> AppResult<()> {
-        self.key_limiter.check(&key.hint()).map_err(AppError::rate_limited)
+    pub(super) fn check_key_rate(&self, key: &LicenseKey) -> AppResult<()> {
+        self.check_hint_rate(&key.hint())
+    }
+
+    /// The per-license-key limit, for requests that carry only the key's hint (deactivation receipts).
+    pub(super) fn check_hint_rate(&self, hint: &[u8; 6]) -> AppResult<()> {
+        self.key_limiter.check(hint).map_err(AppError::rate_limited)
     }
 
     async fn license_by_key(&self, key: &LicenseKey) -> AppResult<LicenseRecord> {

@@ -103,7 +103,12 @@ impl Services {
                     "this request code was not made for this license key (or it was altered)",
                 )
             })?;
-            return self.store.get_license_by_key_hash(hash).await.map_err(|_| no_license());
+            let rec = self.store.get_license_by_key_hash(hash).await.map_err(|_| no_license())?;
+            // Staff answer for the licenses of their own tenant only, key or not.
+            if ctx.principal.is_some() && ctx.scope()?.is_some_and(|s| s != rec.license.tenant_id) {
+                return Err(no_license());
+            }
+            return Ok(rec);
         }
         let scope = ctx.scope()?;
         let candidates = self.store.find_licenses_by_hint(req.request.key_hint).await?;
@@ -119,10 +124,13 @@ impl Services {
         let self_service = ctx.principal.is_none();
         if !self_service {
             ctx.require_support()?;
-        } else if req.license_key.is_none() {
-            return Err(AppError::unauthorized(
-                "the self-service endpoint needs the license_key the request was made with",
-            ));
+        } else {
+            let Some(key) = req.license_key.as_deref() else {
+                return Err(AppError::unauthorized(
+                    "the self-service endpoint needs the license_key the request was made with",
+                ));
+            };
+            self.check_key_rate(&parse_license_key(key)?)?;
         }
         let signed = SignedRequest::decode(&req.request_code).map_err(code_error)?;
         let rec = self.license_for_request(ctx, &signed, req.license_key.as_deref()).await?;
@@ -228,6 +236,9 @@ impl Services {
             ctx.require_support()?;
         }
         let receipt = SignedReceipt::decode(&req.receipt_code).map_err(code_error)?;
+        if ctx.principal.is_none() {
+            self.check_hint_rate(&receipt.receipt.key_hint)?;
+        }
         let scope = if ctx.principal.is_some() { ctx.scope()? } else { None };
         let candidates = self.store.find_licenses_by_hint(receipt.receipt.key_hint).await?;
         // A device that was already freed (and maybe activated again since) has older, inactive activations:

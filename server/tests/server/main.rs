@@ -11,4 +11,5 @@ mod date_bounds;
 mod license_conflicts;
 mod offline;
 mod offline_receipt;
+mod offline_scope;
 mod usage_limits;
