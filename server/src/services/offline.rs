@@ -71,6 +71,19 @@ pub struct IssuedEmergency {
     pub reason: String,
 }
 
+/// An issued emergency code as listed: without the code text.
+#[derive(Debug, Serialize)]
+pub struct EmergencyListing {
+    pub id: Uuid,
+    pub serial: u32,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub reason: String,
+    /// Bound to one device (issued for its request code).
+    pub bound: bool,
+    pub issued_by: String,
+}
+
 fn code_error(e: impl std::fmt::Display) -> AppError {
     AppError::new(StatusCode::BAD_REQUEST, "INVALID_CODE", e.to_string())
 }
@@ -388,8 +401,23 @@ impl Services {
         }
     }
 
-    pub async fn list_emergency(&self, ctx: &Ctx, license_id: Uuid) -> AppResult<Vec<EmergencyRecord>> {
+    /// The emergency codes issued for a license (support or admin): when, by whom, why, until when; never the
+    /// code text, which would grant access to whoever reads it.
+    pub async fn list_emergency(&self, ctx: &Ctx, license_id: Uuid) -> AppResult<Vec<EmergencyListing>> {
+        ctx.require_support()?;
         let rec = self.license_record(ctx, license_id).await?;
-        Ok(self.store.list_emergency(ctx.scope()?, rec.license.id).await?)
+        let list = self.store.list_emergency(ctx.scope()?, rec.license.id).await?;
+        Ok(list
+            .into_iter()
+            .map(|r| EmergencyListing {
+                id: r.id,
+                serial: r.serial,
+                issued_at: r.issued_at,
+                expires_at: r.expires_at,
+                reason: r.reason,
+                bound: r.bound_device.is_some(),
+                issued_by: r.issued_by,
+            })
+            .collect())
     }
 }

@@ -8,6 +8,7 @@ mod client;
 mod common;
 mod concurrency;
 mod date_bounds;
+mod emergency_listing;
 mod license_conflicts;
 mod offline;
 mod offline_receipt;
