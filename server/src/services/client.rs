@@ -538,6 +538,21 @@ impl Services {
         }
         let l = &rec.license;
         let now = self.now();
+        if a.status == ActivationStatus::Active {
+            // A blocked device is deactivated (blocks normally take its activations along; this catches one
+            // activated while the block was being added): the heartbeat below then answers DEACTIVATED.
+            let fp_hashes: Vec<String> = a.fingerprint.components().iter().map(|c| hex::encode(c.hash)).collect();
+            if let Some(b) = self.store.find_block(l.tenant_id, a.device_public_key.clone(), fp_hashes).await? {
+                let audit = ctx.audit(
+                    now,
+                    Some(a.tenant_id),
+                    "activation.deactivate",
+                    Some(a.id.to_string()),
+                    json!({"reason": "device blocked", "block_id": b.id, "license_id": a.license_id}),
+                );
+                self.store.deactivate(a.id, now, "device blocked".into(), audit).await?;
+            }
+        }
         let status = effective_status(l, now);
         let usable = status == LicenseStatus::Active && now >= l.starts_at;
         let (lease, token) = if usable {

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::licenses::effective_status;
 use super::{Ctx, Services};
 use crate::error::{AppError, AppResult};
-use crate::store::{BlockedDevice, SuspiciousReport};
+use crate::store::{Activation, BlockedDevice, NewAudit, SuspiciousReport};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,15 +94,8 @@ impl Services {
         let now = self.now();
         let (tenant_id, device_key, fp) = if let Some(aid) = req.activation_id {
             let a = self.store.get_activation(ctx.scope()?, aid).await.map_err(|e| AppError::store("activation", e))?;
+            // The block (same device key) deactivates it.
             let fp = a.fingerprint.get(ComponentKind::MachineId).map(|c| hex::encode(c.hash));
-            let audit = ctx.audit(
-                now,
-                Some(a.tenant_id),
-                "activation.deactivate",
-                Some(a.id.to_string()),
-                json!({"reason": "device blocked"}),
-            );
-            self.store.deactivate(a.id, now, "device blocked".into(), audit).await?;
             (a.tenant_id, Some(a.device_public_key), fp)
         } else {
             let tenant = ctx.tenant_for_create(req.tenant_id)?;
@@ -142,7 +135,15 @@ impl Services {
         };
         let audit =
             ctx.audit(now, Some(tenant_id), "device.block", Some(b.id.to_string()), json!({"reason": b.reason}));
-        self.store.add_block(b.clone(), audit).await?;
+        // Every active activation of the blocked device goes with the block, in the same transaction.
+        let template = ctx.audit(now, Some(tenant_id), "activation.deactivate", None, json!({}));
+        let block_id = b.id;
+        let deactivated = Box::new(move |a: &Activation| NewAudit {
+            target: Some(a.id.to_string()),
+            details: json!({"reason": "device blocked", "block_id": block_id, "license_id": a.license_id}),
+            ..template.clone()
+        });
+        self.store.add_block(b.clone(), audit, "device blocked".into(), deactivated).await?;
         Ok(b)
     }
 

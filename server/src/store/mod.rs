@@ -521,7 +521,16 @@ pub trait Store: Send + Sync + 'static {
     fn usage_totals(&self, license_id: Uuid) -> StoreFuture<'_, Vec<(String, i64)>>;
 
     // Security
-    fn add_block(&self, b: BlockedDevice, audit: NewAudit) -> StoreFuture<'_, ()>;
+    /// Adds the block and, in the same transaction, deactivates (with `reason`) the tenant's active activations
+    /// it matches: the same device key, or a fingerprint component with the blocked hash; each deactivation is
+    /// audited with `deactivated(activation)`. Returns the ids of the deactivated activations.
+    fn add_block(
+        &self,
+        b: BlockedDevice,
+        audit: NewAudit,
+        reason: String,
+        deactivated: Box<dyn Fn(&Activation) -> NewAudit + Send>,
+    ) -> StoreFuture<'_, Vec<Uuid>>;
     fn list_blocks(&self, scope: Scope) -> StoreFuture<'_, Vec<BlockedDevice>>;
     fn remove_block(&self, scope: Scope, id: Uuid, audit: NewAudit) -> StoreFuture<'_, ()>;
     fn find_block(

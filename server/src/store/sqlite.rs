@@ -1141,7 +1141,13 @@ impl Store for SqliteStore {
         self.read(move |c| usage_totals_tx(c, license_id))
     }
 
-    fn add_block(&self, b: BlockedDevice, audit: NewAudit) -> StoreFuture<'_, ()> {
+    fn add_block(
+        &self,
+        b: BlockedDevice,
+        audit: NewAudit,
+        reason: String,
+        deactivated: Box<dyn Fn(&Activation) -> NewAudit + Send>,
+    ) -> StoreFuture<'_, Vec<Uuid>> {
         self.write(move |c| {
             c.prepare_cached(&format!("INSERT INTO blocked_devices ({BLOCK_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"))?
                 .execute(params![
@@ -1152,7 +1158,31 @@ impl Store for SqliteStore {
                     b.reason,
                     ts(b.created_at)
                 ])?;
-            append_audit_tx(c, &audit)
+            append_audit_tx(c, &audit)?;
+            let sql = format!(
+                "SELECT {ACTIVATION_COLS} FROM activations
+                 WHERE tenant_id = ?1 AND status = 'ACTIVE' AND (device_public_key = ?2 OR ?3 IS NOT NULL)"
+            );
+            let candidates = c
+                .prepare_cached(&sql)?
+                .query_map(params![b.tenant_id.to_string(), b.device_public_key, b.fingerprint_hash], row_activation)?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut ids = Vec::new();
+            for a in candidates.iter().filter(|a| {
+                b.device_public_key.as_deref() == Some(&a.device_public_key[..])
+                    || b.fingerprint_hash.as_ref().is_some_and(|h| {
+                        a.fingerprint.components().iter().any(|x| hex::encode(x.hash).eq_ignore_ascii_case(h))
+                    })
+            }) {
+                c.prepare_cached(
+                    "UPDATE activations SET status = 'DEACTIVATED', deactivated_at = ?2, deactivation_reason = ?3
+                     WHERE id = ?1 AND status = 'ACTIVE'",
+                )?
+                .execute(params![a.id.to_string(), ts(b.created_at), reason])?;
+                append_audit_tx(c, &with_outcome(deactivated(a), "DEACTIVATED"))?;
+                ids.push(a.id);
+            }
+            Ok(ids)
         })
     }
 

@@ -8,6 +8,7 @@ mod client;
 mod common;
 mod concurrency;
 mod date_bounds;
+mod device_blocks;
 mod emergency_listing;
 mod license_conflicts;
 mod offline;
