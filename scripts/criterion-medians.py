@@ -29,7 +29,9 @@ def main():
         gdir = os.path.join(root, group)
         if not os.path.isdir(gdir) or group == "report":
             continue
-        for bench in sorted(os.listdir(gdir)):
+        # A benchmark outside any group sits directly under criterion/<name>/new.
+        benches = [""] if os.path.isdir(os.path.join(gdir, "new")) else sorted(os.listdir(gdir))
+        for bench in benches:
             est = os.path.join(gdir, bench, "new", "estimates.json")
             smp = os.path.join(gdir, bench, "new", "sample.json")
             if not os.path.exists(est):
@@ -40,7 +42,8 @@ def main():
                 s = json.load(open(smp))
                 per_iter = sorted(t / n for t, n in zip(s["times"], s["iters"]))
                 p99 = fmt(per_iter[min(len(per_iter) - 1, int(len(per_iter) * 0.99))])
-            print(f"| {group}/{bench} | {fmt(median)} | {p99} |")
+            name = f"{group}/{bench}" if bench else group
+            print(f"| {name} | {fmt(median)} | {p99} |")
 
 
 main()
