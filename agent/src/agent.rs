@@ -1125,6 +1125,8 @@ pub fn license_from_grant(g: &OfflineGrant, product_id: Uuid) -> License {
 
 /// What a verified activation contributes to the snapshot.
 struct Bound {
+    /// The latest time the signed artefacts vouch for: the clock cannot be trusted to be earlier than this.
+    trusted_floor: DateTime<Utc>,
     license: License,
     fingerprint: MatchOutcome,
     lease_expires_at: Option<DateTime<Utc>>,
@@ -1143,9 +1145,9 @@ fn verify_activation(
         Mode::Online => {
             let lf = a.license_file.as_deref().ok_or("the cached license file is missing")?;
             require_canonical(lf, canonical_license_file(lf), "license file")?;
-            let license = verify_license_file(lf, keys)
-                .map_err(|e| format!("the cached license file failed verification ({e})"))?
-                .license;
+            let file = verify_license_file(lf, keys)
+                .map_err(|e| format!("the cached license file failed verification ({e})"))?;
+            let (license, file_signed_at) = (file.license, file.signed_at);
             let tok = a.activation_token.as_deref().ok_or("the cached activation token is missing")?;
             require_canonical(tok, canonical_compact(tok), "activation token")?;
             let claims = verify_activation_token(tok, keys)
@@ -1163,15 +1165,18 @@ fn verify_activation(
                 ));
             }
             let mut license = license;
+            let mut trusted_floor = file_signed_at.max(claims.issued_at);
             if let Some(lr) = &a.last_response {
                 require_canonical(lr, canonical_compact(lr), "server answer")?;
-                let (r, _): (StoredHeartbeat, _) = client::open_signed(lr, keys, None)
+                let (r, server_time): (StoredHeartbeat, _) = client::open_signed(lr, keys, None)
                     .map_err(|e| format!("the cached server answer failed verification ({e})"))?;
                 if let Some(s) = r.license_status {
                     license.status = s;
                 }
+                trusted_floor = trusted_floor.max(server_time);
             }
             Ok(Bound {
+                trusted_floor,
                 fingerprint: match_fingerprint(&claims.fingerprint_policy, &claims.fingerprint, current),
                 lease_expires_at: Some(claims.lease_expires_at),
                 activation_id: Some(claims.activation_id),
@@ -1203,6 +1208,7 @@ fn verify_activation(
             }
             let g = &resp.grant;
             Ok(Bound {
+                trusted_floor: g.issued_at,
                 fingerprint: match_fingerprint(&g.fingerprint_policy, &bound, current),
                 lease_expires_at: g.lease_expires_at,
                 activation_id: None,
@@ -1256,6 +1262,8 @@ fn load(
         snap.activation_id = a.activation_id;
         match verify_activation(cfg, a, device_public, current) {
             Ok(b) => {
+                // Signed times are a floor for trusted time even if the stored mark was lowered or deleted.
+                snap.clock.high_water = snap.clock.high_water.max(b.trusted_floor);
                 snap.license = Some(b.license);
                 snap.fingerprint = Some(b.fingerprint);
                 snap.lease_expires_at = b.lease_expires_at;

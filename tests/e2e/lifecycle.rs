@@ -160,6 +160,15 @@ async fn lease_and_clock_rules_hold_offline() {
     assert_eq!(agent.check("export_pdf").reason, Reason::ClockTampered);
     // The high-water mark is persisted: a restart does not forget it.
     drop(agent);
+    let agent = Agent::open(config.clone()).unwrap();
+    assert_eq!(agent.check("export_pdf").reason, Reason::ClockTampered);
+    drop(agent);
+
+    // Deleting the stored mark does not help: the signed artefacts' own times are a floor.
+    let db = rusqlite::Connection::open(&config.state_path).unwrap();
+    db.execute("DELETE FROM clock", []).unwrap();
+    drop(db);
+    clock.advance(Duration::hours(-2));
     let agent = Agent::open(config).unwrap();
     assert_eq!(agent.check("export_pdf").reason, Reason::ClockTampered);
 }
