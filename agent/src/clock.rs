@@ -14,9 +14,36 @@ pub trait Clock: Send + Sync {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    /// `Utc::now()` turns the OS time into a calendar date on every call; within one second only the
+    /// sub-second part changes, so each thread keeps the current second's date and reuses it. This is the hot
+    /// half of every feature check.
     #[inline]
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        use std::cell::Cell;
+        use std::time::{SystemTime, UNIX_EPOCH};
+
+        use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+
+        thread_local! {
+            static SECOND: Cell<(u64, Option<NaiveDate>)> = const { Cell::new((u64::MAX, None)) };
+        }
+        let Ok(since) = SystemTime::now().duration_since(UNIX_EPOCH) else {
+            return Utc::now();
+        };
+        let (secs, nanos) = (since.as_secs(), since.subsec_nanos());
+        let seconds_of_day = (secs % 86_400) as u32;
+        let date = SECOND.with(|c| match c.get() {
+            (s, Some(d)) if s == secs / 86_400 => Some(d),
+            _ => {
+                let d = DateTime::from_timestamp(secs as i64, 0).map(|t| t.date_naive());
+                c.set((secs / 86_400, d));
+                d
+            }
+        });
+        match (date, NaiveTime::from_num_seconds_from_midnight_opt(seconds_of_day, nanos)) {
+            (Some(d), Some(t)) => NaiveDateTime::new(d, t).and_utc(),
+            _ => Utc::now(),
+        }
     }
 }
 
@@ -76,6 +103,21 @@ impl HighWater {
     /// True when `now` is more than `tolerance` behind the mark.
     pub fn is_rolled_back(&self, now: DateTime<Utc>, tolerance: Duration) -> bool {
         now + tolerance < self.0
+    }
+}
+
+#[cfg(test)]
+mod system_clock_tests {
+    use super::*;
+
+    #[test]
+    fn cached_date_matches_chrono() {
+        for _ in 0..1000 {
+            let before = Utc::now();
+            let ours = SystemClock.now();
+            let after = Utc::now();
+            assert!(before <= ours && ours <= after, "{before} <= {ours} <= {after}");
+        }
     }
 }
 
