@@ -318,6 +318,11 @@ thread_local! {
     static CHECK_CACHE: RefCell<Option<(u64, Arc<Snapshot>)>> = const { RefCell::new(None) };
 }
 
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
 /// Largest amount one usage event may carry (the server refuses more).
 pub const MAX_USAGE_AMOUNT: u64 = 1 << 40;
 
@@ -704,6 +709,11 @@ impl Agent {
             "sent_at": cfg.clock.now(),
             "usage": queue,
             "metrics": {"agent_version": env!("CARGO_PKG_VERSION")},
+            // What this device holds already: the server sends a license file or token only when it changed.
+            "held": {
+                "license_file": activation.license_file.as_deref().map(sha256_hex),
+                "activation_token": activation.activation_token.as_deref().map(sha256_hex),
+            },
         });
         let v = client
             .post::<HeartbeatResult>("/v1/client/heartbeat", &body, &nonce, Some(&self.inner.device), &cfg.keyset)

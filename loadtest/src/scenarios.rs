@@ -216,8 +216,16 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
                     let env = tessera_core::envelope::Envelope::from_compact(signed)?;
                     let payload: Value =
                         serde_json::from_slice(env.open(&servers.real.public_keyset(), Domain::ServerResponse)?)?;
-                    let id = payload["result"]["activation_id"].as_str().context("activation id")?.to_string();
-                    activated.push((id, device));
+                    let result = &payload["result"];
+                    let id = result["activation_id"].as_str().context("activation id")?.to_string();
+                    // A real agent tells the server what it holds (PROTOCOL.md, heartbeat `held`).
+                    let digest = |k: &str| {
+                        use sha2::Digest as _;
+                        result[k].as_str().map(|t| hex::encode(sha2::Sha256::digest(t)))
+                    };
+                    let held =
+                        json!({"license_file": digest("license_file"), "activation_token": digest("activation_token")});
+                    activated.push((id, device, held));
                 }
                 let path = "/v1/client/heartbeat";
                 // Bodies may repeat (usage-free heartbeats are idempotent; the replay window is 10 minutes).
@@ -226,9 +234,9 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
                 let pool: Pool = Arc::new(
                     (0..n as u64)
                         .map(|i| {
-                            let (id, device) = &activated[(i as usize) % activated.len()];
+                            let (id, device, held) = &activated[(i as usize) % activated.len()];
                             let body = serde_json::to_vec(&json!({
-                                "activation_id": id, "nonce": nonce(i), "sent_at": now,
+                                "activation_id": id, "nonce": nonce(i), "sent_at": now, "held": held,
                             }))
                             .unwrap_or_default();
                             let sig = device.sign(Domain::DeviceMessage, &[path.as_bytes()], &body);

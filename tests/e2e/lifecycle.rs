@@ -202,3 +202,57 @@ async fn an_edited_cache_is_denied() {
     assert!(status.problem.is_some(), "status names the problem");
     assert!(status.recovery.is_some(), "and how to recover");
 }
+
+/// A heartbeat resends the license file and token only when the device does not hold them already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_resend_only_what_changed() {
+    use sha2::Digest as _;
+    use tessera_e2e::{device_public, device_sign, nonce, open_signed, random_fingerprint};
+
+    let mut server = TestServer::start().await;
+    let fx = server.fixture("held", json!({})).await;
+    let dev = tessera_core::SigningKey::generate_ed25519();
+    let n = nonce();
+    let activate = json!({"license_key": fx.key, "fingerprint": random_fingerprint(),
+                          "device_public_key": device_public(&dev), "nonce": n});
+    let (_, v) = server.request(reqwest::Method::POST, "/v1/client/activate", None, Some(activate)).await;
+    let act = open_signed(&server.keyset(), &v, &n).expect("signed activation");
+    let digest = |k: &str| hex::encode(sha2::Sha256::digest(act[k].as_str().unwrap()));
+    let heartbeat = |held: serde_json::Value| {
+        let n = nonce();
+        let body = json!({"activation_id": act["activation_id"], "nonce": n, "sent_at": Utc::now(), "held": held});
+        (n, device_sign(&dev, "/v1/client/heartbeat", &body))
+    };
+    let send = |(n, (bytes, sig)): (String, (Vec<u8>, String))| {
+        let (http, url, keys) = (server.http.clone(), server.url(), server.keyset());
+        async move {
+            let r = http
+                .post(format!("{url}/v1/client/heartbeat"))
+                .header("content-type", "application/json")
+                .header("x-tessera-signature", sig)
+                .body(bytes)
+                .send()
+                .await
+                .unwrap();
+            open_signed(&keys, &r.json().await.unwrap(), &n).expect("signed heartbeat")
+        }
+    };
+    // Holding both: neither comes back.
+    let r = send(heartbeat(
+        json!({"license_file": digest("license_file"), "activation_token": digest("activation_token")}),
+    ))
+    .await;
+    assert!(r.get("license_file").is_none() && r.get("activation_token").is_none(), "{r}");
+    // Holding nothing (or something else): both come back.
+    let r = send(heartbeat(json!({"license_file": "00", "activation_token": null}))).await;
+    assert!(r["license_file"].as_str().is_some_and(|f| f.contains("BEGIN TESSERA LICENSE")), "{r}");
+    assert!(r["activation_token"].is_string(), "{r}");
+    // A change on the server (renewal) sends the new file even to a device holding the old one.
+    server.ok(&format!("/v1/licenses/{}/renew", fx.license), &fx.token, json!({"days": 10})).await;
+    let r = send(heartbeat(
+        json!({"license_file": digest("license_file"), "activation_token": digest("activation_token")}),
+    ))
+    .await;
+    assert!(r["license_file"].is_string(), "{r}");
+    server.stop().await;
+}

@@ -1,6 +1,7 @@
 //! Client endpoints (docs/PROTOCOL.md): activate, validate, heartbeat, deactivate. Successful answers are
 //! signed envelopes of kind `server-response` echoing the client's nonce.
 
+use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
@@ -83,14 +84,35 @@ pub struct HeartbeatRequest {
     pub usage: Vec<UsageEvent>,
     #[serde(default)]
     pub metrics: Option<Value>,
+    /// What the device already holds; unchanged artefacts are not sent again.
+    #[serde(default)]
+    pub held: Held,
+}
+
+/// SHA-256 (lower-case hex) of the exact text of the artefacts a device holds.
+#[derive(Debug, Default, Deserialize)]
+pub struct Held {
+    #[serde(default)]
+    pub license_file: Option<String>,
+    #[serde(default)]
+    pub activation_token: Option<String>,
+}
+
+impl Held {
+    fn has(digest: &Option<String>, text: &str) -> bool {
+        digest.as_deref().is_some_and(|d| d.eq_ignore_ascii_case(&hex::encode(Sha256::digest(text.as_bytes()))))
+    }
 }
 
 #[derive(Debug, Serialize)]
 pub struct HeartbeatResult {
     pub activation_status: ActivationStatus,
     pub license_status: LicenseStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub activation_token: Option<String>,
-    pub license_file: String,
+    /// Omitted when the device holds this exact file already.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license_file: Option<String>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub next_heartbeat_secs: u32,
     pub accepted_usage: Vec<Uuid>,
@@ -518,8 +540,9 @@ impl Services {
 
     pub async fn heartbeat(&self, ctx: &Ctx, path: &str, body: &[u8], signature: Option<&str>) -> AppResult<Value> {
         let (a, rec) = self.verify_device_body(ctx, "client.heartbeat", path, body, signature).await?;
-        let req: HeartbeatRequest = serde_json::from_slice(body)
+        let mut req: HeartbeatRequest = serde_json::from_slice(body)
             .map_err(|e| AppError::bad_request(format!("heartbeat body is not valid: {e}")))?;
+        let held = std::mem::take(&mut req.held);
         check_nonce(&req.nonce)?;
         self.check_sent_at(req.sent_at)?;
         if req.usage.len() > 1000 {
@@ -583,11 +606,14 @@ impl Services {
             .await?;
         let activation_status = if out.active { ActivationStatus::Active } else { ActivationStatus::Deactivated };
         let token = if out.active { token } else { None };
+        let token = token.filter(|t| !Held::has(&held.activation_token, t));
+        let file = self.license_file_for(&rec);
+        let license_file = (!Held::has(&held.license_file, &file)).then_some(file);
         let result = HeartbeatResult {
             activation_status,
             license_status: status,
             activation_token: token,
-            license_file: self.license_file_for(&rec),
+            license_file,
             lease_expires_at: if out.active { lease } else { None },
             next_heartbeat_secs: l.heartbeat_interval_secs,
             accepted_usage: out.accepted_usage,
