@@ -109,9 +109,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
 pub fn client_ip(parts: &Parts, trust_forwarded: bool) -> Option<String> {
     if trust_forwarded {
+        // The rightmost entry is the one our proxy appended; entries left of it come from the client and can be
+        // anything, so using them would let a client pick its own rate-limit bucket.
         if let Some(v) = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            if let Some(first) = v.split(',').next() {
-                let ip = first.trim();
+            if let Some(last) = v.rsplit(',').next() {
+                let ip = last.trim();
                 if !ip.is_empty() {
                     return Some(ip.to_string());
                 }
@@ -155,5 +157,23 @@ impl FromRequestParts<AppState> for Client {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let ip = client_ip(parts, state.services.config.trust_forwarded_for);
         Ok(Client(Ctx::client(ip)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(xff: &str) -> Parts {
+        let mut p = axum::http::Request::builder().header("x-forwarded-for", xff).body(()).unwrap().into_parts().0;
+        p.extensions.insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 1], 443))));
+        p
+    }
+
+    #[test]
+    fn forwarded_for_uses_the_entry_our_proxy_appended() {
+        let p = parts("6.6.6.6, 203.0.113.9");
+        assert_eq!(client_ip(&p, true).as_deref(), Some("203.0.113.9"), "the client-supplied entry is ignored");
+        assert_eq!(client_ip(&p, false).as_deref(), Some("10.0.0.1"), "untrusted header: the socket address");
     }
 }

@@ -43,7 +43,7 @@ impl Services {
                 Some(a.id.to_string()),
                 json!({"license_id": a.license_id, "last_seen_at": a.last_seen_at}),
             );
-            if self.store.deactivate(a.id, now, "missed heartbeats".into(), audit).await? {
+            if self.store.cull_if_stale(a.id, now, audit).await? {
                 report.culled += 1;
             }
         }

@@ -516,6 +516,9 @@ pub trait Store: Send + Sync + 'static {
     fn deactivate(&self, id: Uuid, at: DateTime<Utc>, reason: String, audit: NewAudit) -> StoreFuture<'_, bool>;
     /// Active floating activations whose lease ended before `t`.
     fn stale_floating(&self, t: DateTime<Utc>) -> StoreFuture<'_, Vec<Activation>>;
+    /// Deactivates a floating activation only if its lease is still over at `at`, checked in the same write: a
+    /// heartbeat that renewed the lease after the scan keeps its seat. Returns whether it was culled.
+    fn cull_if_stale(&self, id: Uuid, at: DateTime<Utc>, audit: NewAudit) -> StoreFuture<'_, bool>;
     /// Deletes deactivated activations older than `before`; returns how many.
     fn purge_deactivated(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64>;
     fn usage_totals(&self, license_id: Uuid) -> StoreFuture<'_, Vec<(String, i64)>>;

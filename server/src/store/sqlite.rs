@@ -1118,6 +1118,23 @@ impl Store for SqliteStore {
         })
     }
 
+    fn cull_if_stale(&self, id: Uuid, at: DateTime<Utc>, audit: NewAudit) -> StoreFuture<'_, bool> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE activations SET status = 'DEACTIVATED', deactivated_at = ?2,
+                            deactivation_reason = 'missed heartbeats'
+                     WHERE id = ?1 AND status = 'ACTIVE' AND floating = 1
+                       AND lease_expires_at IS NOT NULL AND lease_expires_at < ?2",
+                )?
+                .execute(params![id.to_string(), ts(at)])?;
+            if n > 0 {
+                append_audit_tx(c, &with_outcome(audit, "DEACTIVATED"))?;
+            }
+            Ok(n > 0)
+        })
+    }
+
     fn stale_floating(&self, t: DateTime<Utc>) -> StoreFuture<'_, Vec<Activation>> {
         self.read(move |c| {
             let sql = format!(

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod common;
 mod concurrency;
+mod cull_race;
 mod date_bounds;
 mod device_blocks;
 mod emergency_listing;
