@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 const OPS: &[&str] = &["/healthz", "/readyz", "/metrics", "/v1/openapi.json"];
 /// The audit trail and the event log record refused calls; everything else must stay as it was.
-const LOGS: &[&str] = &["audit_log", "events"];
+const LOGS: &[&str] = &["audit_log", "audit_head", "events"];
 
 #[derive(Clone, Copy, PartialEq)]
 enum Body {

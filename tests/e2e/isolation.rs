@@ -16,7 +16,7 @@ use uuid::Uuid;
 const OPS: &[&str] = &["/healthz", "/readyz", "/metrics", "/v1/openapi.json"];
 
 /// Tables that legitimately change when a refused call is made: the audit trail and the event log.
-const LOGS: &[&str] = &["audit_log", "events"];
+const LOGS: &[&str] = &["audit_log", "audit_head", "events"];
 
 /// Tenant A's objects, and every string of tenant A that must never reach tenant B.
 struct TenantA {

@@ -34,12 +34,16 @@ pub async fn verify_chain(store: &dyn Store) -> Result<AuditVerification, crate:
     let mut prev_hash = vec![0u8; 32];
     let mut prev_seq = 0i64;
     let mut checked = 0u64;
+    // The head is read first: rows appended while the walk runs lie past it and are left to the next check.
+    let (head_seq, head_hash) = store.audit_head().await?.unwrap_or((0, vec![0u8; 32]));
     loop {
         let rows = store.audit_rows(None, prev_seq, 1000).await?;
-        if rows.is_empty() {
-            return Ok(AuditVerification { ok: true, checked, first_broken: None });
-        }
+        let mut end = rows.is_empty();
         for r in rows {
+            if r.seq > head_seq {
+                end = true;
+                break;
+            }
             let broken = |reason: &str| AuditVerification {
                 ok: false,
                 checked,
@@ -58,7 +62,20 @@ pub async fn verify_chain(store: &dyn Store) -> Result<AuditVerification, crate:
             prev_seq = r.seq;
             prev_hash = r.hash;
         }
+        if end || prev_seq >= head_seq {
+            break;
+        }
     }
+    // The walk must end exactly at the recorded head: otherwise the newest rows were deleted (or the head edited).
+    if prev_seq == head_seq && prev_hash == head_hash {
+        return Ok(AuditVerification { ok: true, checked, first_broken: None });
+    }
+    let reason = if prev_seq < head_seq {
+        format!("rows {} to {head_seq} are missing (deleted from the end of the log)", prev_seq + 1)
+    } else {
+        "the recorded chain head does not match the last row (edited)".to_string()
+    };
+    Ok(AuditVerification { ok: false, checked, first_broken: Some(BrokenLink { seq: prev_seq + 1, reason }) })
 }
 
 impl Services {

@@ -554,5 +554,7 @@ pub trait Store: Send + Sync + 'static {
     fn list_events(&self, scope: Scope, license_id: Option<Uuid>) -> StoreFuture<'_, Vec<Event>>;
     fn append_audit(&self, entries: Vec<NewAudit>) -> StoreFuture<'_, ()>;
     /// Audit rows with `seq > after`, in order.
+    /// The chain head as last written: `(seq, hash)` of the newest row, or `None` for an empty log.
+    fn audit_head(&self) -> StoreFuture<'_, Option<(i64, Vec<u8>)>>;
     fn audit_rows(&self, scope: Scope, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>>;
 }

@@ -21,6 +21,7 @@ use crate::time::{parse as parse_time, ts};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_activation_lookup.sql"),
+    include_str!("../../../migrations/sqlite/0003_audit_head.sql"),
 ];
 const MAX_BATCH: usize = 1024;
 
@@ -335,6 +336,11 @@ fn append_audit_tx(c: &Connection, e: &NewAudit) -> Result<(), StoreError> {
         prev_hash,
         hash.to_vec()
     ])?;
+    c.prepare_cached(
+        "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2)
+         ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    )?
+    .execute(params![seq, hash.to_vec()])?;
     Ok(())
 }
 
@@ -1352,6 +1358,14 @@ impl Store for SqliteStore {
                 append_audit_tx(c, e)?;
             }
             Ok(())
+        })
+    }
+
+    fn audit_head(&self) -> StoreFuture<'_, Option<(i64, Vec<u8>)>> {
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
         })
     }
 

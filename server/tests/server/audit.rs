@@ -79,3 +79,24 @@ async fn newer_schema_is_refused_and_restart_reuses_state() {
     };
     assert!(err.contains("newer"), "{err}");
 }
+
+#[tokio::test]
+async fn deleting_the_newest_audit_rows_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let h = Harness::with_config(dir, |_| {}).await;
+    let f = h.fixture("tail", 2, "SUBSCRIPTION").await;
+    activate(&h, &f.key, &device(), fingerprint("tail")).await;
+    let (_, v) = h.get("/v1/audit/verify", Some(&h.admin)).await;
+    assert_eq!(v["ok"], true, "{v}");
+    let last = v["checked"].as_i64().unwrap();
+
+    // Someone removes the last two entries (say, their own activation and the refusal before it).
+    let db = rusqlite::Connection::open(tessera_server::db_path(&path)).unwrap();
+    db.execute("DELETE FROM audit_log WHERE seq > ?1", [last - 2]).unwrap();
+    drop(db);
+    let (_, v) = h.get("/v1/audit/verify", Some(&h.admin)).await;
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["first_broken"]["seq"], last - 1, "{v}");
+    assert!(v["first_broken"]["reason"].as_str().unwrap().contains("end of the log"), "{v}");
+}
