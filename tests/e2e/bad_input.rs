@@ -615,9 +615,8 @@ async fn bad_input_is_refused_on_every_route_and_changes_nothing() {
             }
             calls += 1;
         }
-        // Unknown fields: the admin API refuses them. Client endpoints ignore them (newer agents may send more),
-        // and so do templates (a JSON merge patch onto the defaults) for now.
-        if !r.template.starts_with("/v1/client/") && !r.template.starts_with("/v1/templates") {
+        // Unknown fields: the admin API refuses them. Client endpoints ignore them (newer agents may send more).
+        if !r.template.starts_with("/v1/client/") {
             let mut b = w.fresh(r);
             b["no_such_field"] = json!(1);
             let resp = w.send(r, &r.path, Some("application/json"), Some(serde_json::to_vec(&b).unwrap())).await;

@@ -227,6 +227,26 @@ fn new_token_secret() -> String {
     format!("{TOKEN_PREFIX}{}", hex::encode(b))
 }
 
+/// The fields of `tessera_core::Template` a create or update body may carry.
+const TEMPLATE_FIELDS: &[&str] = &[
+    "product_id",
+    "name",
+    "license_type",
+    "license_model",
+    "max_activations",
+    "duration_days",
+    "maintenance_days",
+    "grace_days",
+    "features",
+    "restrictions",
+    "heartbeat_interval_secs",
+    "lease_secs",
+    "fingerprint_policy",
+    "emergency",
+    "transfer_policy",
+    "metadata",
+];
+
 impl Services {
     /// Resolves a bearer token to its principal. Unknown, malformed and revoked tokens are all refused alike.
     pub async fn authenticate(&self, token: &str) -> AppResult<Principal> {
@@ -478,6 +498,7 @@ impl Services {
     pub async fn create_template(&self, ctx: &Ctx, body: Value) -> AppResult<TemplateRecord> {
         ctx.require_admin()?;
         reject_fields(&body, &["id", "tenant_id", "created_at", "updated_at"])?;
+        super::only_fields(&body, TEMPLATE_FIELDS, "template")?;
         let product_id = body
             .get("product_id")
             .and_then(Value::as_str)
@@ -519,6 +540,7 @@ impl Services {
     pub async fn update_template(&self, ctx: &Ctx, id: Uuid, patch: Value) -> AppResult<TemplateRecord> {
         ctx.require_admin()?;
         reject_fields(&patch, &["id", "tenant_id", "created_at", "updated_at"])?;
+        super::only_fields(&patch, TEMPLATE_FIELDS, "template")?;
         let mut rec = self.get_template(ctx, id).await?;
         if let Some(p) = patch.get("product_id") {
             let pid = p

@@ -295,6 +295,19 @@ pub fn reject_fields(patch: &Value, fields: &[&str]) -> AppResult<()> {
     }
 }
 
+/// Refuses top-level fields outside `known` (a typo such as `max_activation` must not silently keep a default).
+pub fn only_fields(body: &Value, known: &[&str], what: &str) -> AppResult<()> {
+    if let Value::Object(m) = body {
+        if let Some(k) = m.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(AppError::invalid(format!(
+                "unknown field {k:?} in a {what}: known fields are {}",
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn status_error(status: StatusCode, code: &'static str, msg: String) -> AppError {
     AppError::new(status, code, msg)
 }
