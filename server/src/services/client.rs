@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tessera_core::crypto::ed25519_public_from_bytes;
 use tessera_core::decision::Inputs;
 use tessera_core::envelope::Envelope;
-use tessera_core::fingerprint::{match_fingerprint, Component, Fingerprint, MatchPolicy};
+use tessera_core::fingerprint::{match_fingerprint, Component, ComponentKind, Fingerprint, MatchPolicy};
 use tessera_core::token::{sign_activation_token, ActivationClaims};
 use tessera_core::{decide, Decision, Domain, License, LicenseKey, LicenseStatus, Query};
 use uuid::Uuid;
@@ -189,6 +189,13 @@ fn candidates_for(policy: &MatchPolicy, fp: &Fingerprint) -> SameDeviceCandidate
 
 /// Lease for an online activation: floating licenses must check in every heartbeat (twice the interval of
 /// slack); others may stay offline for the license's lease.
+/// Both fingerprints carry a machine identity (machine id or pinned identity) and it is the same.
+fn same_identity(a: &Fingerprint, b: &Fingerprint) -> bool {
+    [ComponentKind::MachineId, ComponentKind::Pinned]
+        .into_iter()
+        .any(|k| matches!((a.get(k), b.get(k)), (Some(x), Some(y)) if x.hash == y.hash))
+}
+
 pub fn lease_for(l: &License, now: DateTime<Utc>) -> DateTime<Utc> {
     let secs = if l.license_type.is_floating() {
         (l.heartbeat_interval_secs.saturating_mul(2)).min(l.lease_secs)
@@ -382,11 +389,12 @@ impl Services {
         let candidates = candidates_for(&policy, &fingerprint);
         let fp = fingerprint;
         let dk = device_key;
+        // The same device: the same device key, or (a reinstalled agent with a new key) a fingerprint that matches
+        // under the policy AND carries the same machine identity. Without an identity component on both sides,
+        // look-alike hosts (cloned VMs, pods) could otherwise take turns on one seat.
         let same_device = Box::new(move |a: &Activation| {
             a.device_public_key == dk
-                || (!fp.is_empty()
-                    && !a.fingerprint.is_empty()
-                    && match_fingerprint(&policy, &a.fingerprint, &fp).is_match())
+                || (same_identity(&a.fingerprint, &fp) && match_fingerprint(&policy, &a.fingerprint, &fp).is_match())
         });
         let audit = ctx.audit(now, tenant, "client.activate", target, json!({"license_id": l.id}));
         let outcome = self

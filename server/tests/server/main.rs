@@ -15,4 +15,5 @@ mod license_conflicts;
 mod offline;
 mod offline_receipt;
 mod offline_scope;
+mod reuse;
 mod usage_limits;
