@@ -226,13 +226,22 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             continue;
         }
         let n = batch.len();
+        // Set when SQLite aborted the whole transaction (disk full, I/O error): the rest of the batch must not run,
+        // or it would run (and commit) outside the batch while being reported as failed.
+        let mut aborted = false;
         for j in batch {
-            if exec_cached(&conn, "SAVEPOINT job").is_err() {
+            if aborted || exec_cached(&conn, "SAVEPOINT job").is_err() {
                 let (_, d) = j(None);
                 dones.push(d);
                 continue;
             }
             let (ok, d) = j(Some(&conn));
+            if conn.is_autocommit() {
+                tracing::error!("the database aborted the batch transaction; the batch is refused");
+                aborted = true;
+                dones.push(d);
+                continue;
+            }
             let end =
                 if ok { conn.execute_batch("RELEASE job") } else { conn.execute_batch("ROLLBACK TO job; RELEASE job") };
             if let Err(e) = end {
