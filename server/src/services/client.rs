@@ -491,6 +491,39 @@ impl Services {
     }
 
     /// Verifies a device-signed body against the activation's key, before anything else in it is trusted.
+    /// Whether the tenant may have device blocks. Most tenants have none, so heartbeats skip the block lookup;
+    /// the answer is cached for 30 s (blocks added through this server clear it at once; another process's
+    /// blocks are seen within 30 s — and blocking deactivates existing activations in any case).
+    pub(crate) async fn tenant_may_have_blocks(&self, tenant: Uuid) -> AppResult<bool> {
+        const FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+        if let Some((any, at)) = self.tenant_blocks.lock().unwrap_or_else(|e| e.into_inner()).get(&tenant) {
+            if at.elapsed() < FRESH {
+                return Ok(*any);
+            }
+        }
+        let any = self.store.has_blocks(tenant).await.map_err(|e| AppError::store("device blocks", e))?;
+        self.tenant_blocks.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant, (any, std::time::Instant::now()));
+        Ok(any)
+    }
+
+    pub(crate) fn forget_tenant_blocks(&self, tenant: Uuid) {
+        self.tenant_blocks.lock().unwrap_or_else(|e| e.into_inner()).remove(&tenant);
+    }
+
+    /// The parsed device key, from a small cache.
+    fn device_key(&self, public: &[u8]) -> Result<tessera_core::VerifyingKey, tessera_core::CryptoError> {
+        if let Some(k) = self.device_keys.lock().unwrap_or_else(|e| e.into_inner()).get(public) {
+            return Ok(k.clone());
+        }
+        let k = ed25519_public_from_bytes(public)?;
+        let mut cache = self.device_keys.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= 100_000 {
+            cache.clear();
+        }
+        cache.insert(public.to_vec(), k.clone());
+        Ok(k)
+    }
+
     pub async fn verify_device_body(
         &self,
         ctx: &Ctx,
@@ -523,7 +556,7 @@ impl Services {
                 "the device signature does not verify: the request was altered or signed by another device",
             )
         };
-        let vk = ed25519_public_from_bytes(&a.device_public_key).map_err(|_| bad())?;
+        let vk = self.device_key(&a.device_public_key).map_err(|_| bad())?;
         if vk.verify(Domain::DeviceMessage, &[path.as_bytes()], body, &sig).is_err() {
             let e = bad();
             self.audit_refusal(ctx, Some(a.tenant_id), action, Some(a.id.to_string()), &e);
@@ -569,7 +602,7 @@ impl Services {
         }
         let l = &rec.license;
         let now = self.now();
-        if a.status == ActivationStatus::Active {
+        if a.status == ActivationStatus::Active && self.tenant_may_have_blocks(l.tenant_id).await? {
             // A blocked device is deactivated (blocks normally take its activations along; this catches one
             // activated while the block was being added): the heartbeat below then answers DEACTIVATED.
             let fp_hashes: Vec<String> = a.fingerprint.components().iter().map(|c| hex::encode(c.hash)).collect();

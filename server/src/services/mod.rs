@@ -34,6 +34,10 @@ pub struct Services {
     pub key_limiter: Arc<RateLimiter>,
     pub(crate) file_cache: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, CachedFile>>>,
     pub(crate) token_cache: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, CachedToken>>>,
+    /// Parsed device public keys (point decompression costs about as much as a tenth of a verification).
+    pub(crate) device_keys: Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, tessera_core::VerifyingKey>>>,
+    /// Per tenant: whether it has any device block, and when that was read (see `tenant_may_have_blocks`).
+    pub(crate) tenant_blocks: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, (bool, std::time::Instant)>>>,
     /// Audit entries of read-only client calls, written together a few milliseconds later.
     audit_buffer: Arc<std::sync::Mutex<Vec<NewAudit>>>,
 }
@@ -67,6 +71,8 @@ impl Services {
             key_limiter: Arc::new(key_limiter),
             file_cache: Arc::default(),
             token_cache: Arc::default(),
+            device_keys: Arc::default(),
+            tenant_blocks: Arc::default(),
             audit_buffer: Arc::default(),
         }
     }

@@ -536,6 +536,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'_, Vec<Uuid>>;
     fn list_blocks(&self, scope: Scope) -> StoreFuture<'_, Vec<BlockedDevice>>;
     fn remove_block(&self, scope: Scope, id: Uuid, audit: NewAudit) -> StoreFuture<'_, ()>;
+    /// Whether the tenant has any device block at all.
+    fn has_blocks(&self, tenant_id: Uuid) -> StoreFuture<'_, bool>;
     fn find_block(
         &self,
         tenant_id: Uuid,

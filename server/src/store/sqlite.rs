@@ -1238,6 +1238,13 @@ impl Store for SqliteStore {
         })
     }
 
+    fn has_blocks(&self, tenant_id: Uuid) -> StoreFuture<'_, bool> {
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT EXISTS(SELECT 1 FROM blocked_devices WHERE tenant_id = ?1)")?
+                .query_row([tenant_id.to_string()], |r| r.get(0))?)
+        })
+    }
+
     fn find_block(
         &self,
         tenant_id: Uuid,
