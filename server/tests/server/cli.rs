@@ -122,8 +122,3 @@ async fn keys_offline_and_emergency_from_the_shell() {
     assert_eq!(ks.keys()[0].key_id().to_string(), rotated["kid"].as_str().unwrap());
     let _ = json!({});
 }
-
-/// The binding responses and emergency codes are signed over: the license key hash within its product.
-fn bind(k: &tessera_core::LicenseKey, product: &str) -> [u8; 32] {
-    tessera_core::offline::license_binding(&k.hash(), &product.parse().unwrap())
-}

@@ -221,3 +221,24 @@ pub async fn device_call(h: &Harness, path: &str, dev: &SigningKey, body: Value)
     let (s, b) = h.raw(Method::POST, path, None, Some(bytes), &[("x-tessera-signature", &sig)]).await;
     (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
 }
+
+/// An offline request code signed by `dev` for the license `key`, and its decoded form.
+pub fn signed_request(key: &str, dev: &SigningKey, nonce: u16) -> (String, tessera_core::offline::SignedRequest) {
+    let k = tessera_core::LicenseKey::parse(key).unwrap();
+    let mut dpk = [0u8; 32];
+    dpk.copy_from_slice(&dev.verifying_key().public_bytes());
+    tessera_core::offline::OfflineRequest {
+        key_hint: k.hint(),
+        device_public_key: dpk,
+        fingerprint_commitment: [7u8; 10],
+        created_at: Utc::now(),
+        nonce,
+    }
+    .sign(&k.hash(), dev)
+    .unwrap()
+}
+
+/// The binding responses and emergency codes are signed over: the license key hash within its product.
+pub fn bind(k: &tessera_core::LicenseKey, product: &str) -> [u8; 32] {
+    tessera_core::offline::license_binding(&k.hash(), &product.parse().unwrap())
+}

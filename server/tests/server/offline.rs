@@ -1,32 +1,17 @@
 use axum::http::StatusCode;
 use chrono::Utc;
 use serde_json::json;
-use tessera_core::offline::{DeactivationReceipt, OfflineRequest, SignedEmergency, SignedRequest, SignedResponse};
-use tessera_core::{LicenseKey, SigningKey};
+use tessera_core::offline::{DeactivationReceipt, SignedEmergency, SignedResponse};
+use tessera_core::LicenseKey;
 
 use crate::common::*;
-
-fn request_code(key: &str, dev: &SigningKey) -> (String, SignedRequest) {
-    let k = LicenseKey::parse(key).unwrap();
-    let mut dpk = [0u8; 32];
-    dpk.copy_from_slice(&dev.verifying_key().public_bytes());
-    OfflineRequest {
-        key_hint: k.hint(),
-        device_public_key: dpk,
-        fingerprint_commitment: [7u8; 10],
-        created_at: Utc::now(),
-        nonce: 42,
-    }
-    .sign(&k.hash(), dev)
-    .unwrap()
-}
 
 #[tokio::test]
 async fn offline_respond_receipt_and_seats() {
     let h = Harness::new().await;
     let f = h.fixture("o", 1, "PERPETUAL").await;
     let dev = device();
-    let (code, signed) = request_code(&f.key, &dev);
+    let (code, signed) = signed_request(&f.key, &dev, 42);
     let (s, v) = h.post("/v1/offline/respond", Some(&f.token), json!({"request_code": code.to_lowercase()})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["summary"]["license_id"], f.license.as_str());
@@ -51,7 +36,7 @@ async fn offline_respond_receipt_and_seats() {
 
     // Seat limit: a second device is refused.
     let dev2 = device();
-    let (code2, _) = request_code(&f.key, &dev2);
+    let (code2, _) = signed_request(&f.key, &dev2, 42);
     let (s, v) = h.post("/v1/offline/respond", Some(&f.token), json!({"request_code": code2})).await;
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::CONFLICT, "SEAT_LIMIT_REACHED"));
 
@@ -101,7 +86,7 @@ async fn emergency_codes_limits_binding_and_listing() {
     e.verify(&h.keys(), &bind(&k, &f.product), &[9u8; 32]).unwrap();
 
     let dev = device();
-    let (req, _) = request_code(&f.key, &dev);
+    let (req, _) = signed_request(&f.key, &dev, 42);
     let (s, v) = h.post(&path, t, json!({"reason": "bound", "validity_hours": 2, "request_code": req})).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["serial"], 2);
@@ -123,9 +108,4 @@ async fn emergency_codes_limits_binding_and_listing() {
     h.advance(chrono::Duration::days(31));
     let (s, _) = h.post(&path, t, json!({"reason": "later"})).await;
     assert_eq!(s, StatusCode::CREATED);
-}
-
-/// The binding responses and emergency codes are signed over: the license key hash within its product.
-fn bind(k: &tessera_core::LicenseKey, product: &str) -> [u8; 32] {
-    tessera_core::offline::license_binding(&k.hash(), &product.parse().unwrap())
 }

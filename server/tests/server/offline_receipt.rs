@@ -3,26 +3,10 @@
 use axum::http::StatusCode;
 use chrono::Utc;
 use serde_json::json;
-use tessera_core::offline::{DeactivationReceipt, OfflineRequest};
+use tessera_core::offline::DeactivationReceipt;
 use tessera_core::{LicenseKey, SigningKey};
 
 use crate::common::*;
-
-fn request_code(key: &str, dev: &SigningKey, nonce: u16) -> String {
-    let k = LicenseKey::parse(key).unwrap();
-    let mut dpk = [0u8; 32];
-    dpk.copy_from_slice(&dev.verifying_key().public_bytes());
-    OfflineRequest {
-        key_hint: k.hint(),
-        device_public_key: dpk,
-        fingerprint_commitment: [7u8; 10],
-        created_at: Utc::now(),
-        nonce,
-    }
-    .sign(&k.hash(), dev)
-    .unwrap()
-    .0
-}
 
 fn receipt(key: &str, dev: &SigningKey, at: chrono::DateTime<Utc>) -> String {
     let k = LicenseKey::parse(key).unwrap();
@@ -37,7 +21,7 @@ async fn offline_receipt_frees_the_active_activation_after_a_reactivation() {
     let f = h.fixture("rcpt", 1, "PERPETUAL").await;
     let t = Some(f.token.as_str());
     let dev = device();
-    let (s, v) = h.post("/v1/offline/respond", t, json!({"request_code": request_code(&f.key, &dev, 1)})).await;
+    let (s, v) = h.post("/v1/offline/respond", t, json!({"request_code": signed_request(&f.key, &dev, 1).0})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let first = v["summary"]["activation_id"].as_str().unwrap().to_string();
     let r1 = receipt(&f.key, &dev, Utc::now() - chrono::Duration::seconds(5));
@@ -46,7 +30,7 @@ async fn offline_receipt_frees_the_active_activation_after_a_reactivation() {
     assert_eq!(v["activation_id"], first.as_str());
 
     // The same device is activated again: a new activation, the old one stays deactivated.
-    let (s, v) = h.post("/v1/offline/respond", t, json!({"request_code": request_code(&f.key, &dev, 2)})).await;
+    let (s, v) = h.post("/v1/offline/respond", t, json!({"request_code": signed_request(&f.key, &dev, 2).0})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let second = v["summary"]["activation_id"].as_str().unwrap().to_string();
     assert_ne!(first, second);
@@ -65,6 +49,7 @@ async fn offline_receipt_frees_the_active_activation_after_a_reactivation() {
     let (s, v) = h.post("/v1/offline/receipt", t, json!({"receipt_code": r2})).await;
     assert_eq!((s, v["freed"].as_bool()), (StatusCode::OK, Some(false)), "{v}");
     // The seat is free for another device.
-    let (s, v) = h.post("/v1/offline/respond", t, json!({"request_code": request_code(&f.key, &device(), 3)})).await;
+    let (s, v) =
+        h.post("/v1/offline/respond", t, json!({"request_code": signed_request(&f.key, &device(), 3).0})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
 }

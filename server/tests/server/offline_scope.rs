@@ -4,26 +4,10 @@
 use axum::http::StatusCode;
 use chrono::Utc;
 use serde_json::json;
-use tessera_core::offline::{DeactivationReceipt, OfflineRequest};
+use tessera_core::offline::DeactivationReceipt;
 use tessera_core::{LicenseKey, SigningKey};
 
 use crate::common::*;
-
-fn request_code(key: &str, dev: &SigningKey) -> String {
-    let k = LicenseKey::parse(key).unwrap();
-    let mut dpk = [0u8; 32];
-    dpk.copy_from_slice(&dev.verifying_key().public_bytes());
-    OfflineRequest {
-        key_hint: k.hint(),
-        device_public_key: dpk,
-        fingerprint_commitment: [7u8; 10],
-        created_at: Utc::now(),
-        nonce: 1,
-    }
-    .sign(&k.hash(), dev)
-    .unwrap()
-    .0
-}
 
 fn receipt(key: &str, dev: &SigningKey) -> String {
     let k = LicenseKey::parse(key).unwrap();
@@ -38,7 +22,7 @@ async fn staff_offline_endpoints_need_a_token_and_stay_in_their_tenant() {
     let a = h.fixture("a", 2, "PERPETUAL").await;
     let b = h.fixture("b", 2, "PERPETUAL").await;
     let dev = device();
-    let code = request_code(&a.key, &dev);
+    let code = signed_request(&a.key, &dev, 1).0;
 
     // No token on the staff endpoints: 401, even with the license key.
     let (s, v) = h.post("/v1/offline/respond", None, json!({"request_code": code, "license_key": a.key})).await;
@@ -78,7 +62,7 @@ async fn self_service_offline_endpoints_are_rate_limited_per_license_key() {
     let f = h.fixture("rl", 5, "PERPETUAL").await;
     let other = h.fixture("rl2", 5, "PERPETUAL").await;
     let dev = device();
-    let code = request_code(&f.key, &dev);
+    let code = signed_request(&f.key, &dev, 1).0;
     let body = json!({"request_code": code, "license_key": f.key});
     for _ in 0..2 {
         let (s, v) = h.post("/v1/client/offline/respond", None, body.clone()).await;
@@ -97,7 +81,7 @@ async fn self_service_offline_endpoints_are_rate_limited_per_license_key() {
         .post(
             "/v1/client/offline/respond",
             None,
-            json!({"request_code": request_code(&other.key, &odev), "license_key": other.key}),
+            json!({"request_code": signed_request(&other.key, &odev, 1).0, "license_key": other.key}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
