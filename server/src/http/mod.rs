@@ -30,7 +30,8 @@ use extract::{client_ip, ApiBytes, ApiJson, ApiPath, ApiQuery, Auth, Client};
 
 #[derive(Clone)]
 pub struct AppState {
-    pub services: Services,
+    /// Behind one `Arc`: the state is cloned for every request and middleware layer.
+    pub services: Arc<Services>,
     pub ip_limiter: Arc<RateLimiter>,
 }
 
@@ -38,7 +39,7 @@ impl AppState {
     pub fn new(services: Services) -> AppState {
         let rl = &services.config.rate_limits;
         let ip_limiter = Arc::new(RateLimiter::new(rl.per_ip_per_sec, rl.per_ip_burst));
-        AppState { services, ip_limiter }
+        AppState { services: Arc::new(services), ip_limiter }
     }
 }
 

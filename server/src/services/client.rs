@@ -3,6 +3,7 @@
 
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
@@ -99,9 +100,20 @@ pub struct Held {
 }
 
 impl Held {
-    fn has(digest: &Option<String>, text: &str) -> bool {
-        digest.as_deref().is_some_and(|d| d.eq_ignore_ascii_case(&hex::encode(Sha256::digest(text.as_bytes()))))
+    /// Whether the device's digest names the artefact with SHA-256 `digest`.
+    fn has(held: &Option<String>, digest: &[u8; 32]) -> bool {
+        let mut bytes = [0u8; 32];
+        held.as_deref().is_some_and(|h| hex::decode_to_slice(h, &mut bytes).is_ok() && bytes == *digest)
     }
+}
+
+/// The token a heartbeat answers with: reused (`token: None`, the cached one) or renewed with a new lease.
+struct HeartbeatToken {
+    lease: DateTime<Utc>,
+    token: Option<String>,
+    digest: [u8; 32],
+    renewed: bool,
+    license_updated_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize)]
@@ -227,7 +239,7 @@ impl Services {
         self.key_limiter.check(hint).map_err(AppError::rate_limited)
     }
 
-    async fn license_by_key(&self, key: &LicenseKey) -> AppResult<LicenseRecord> {
+    async fn license_by_key(&self, key: &LicenseKey) -> AppResult<Arc<LicenseRecord>> {
         self.store.get_license_by_key_hash(key.hash()).await.map_err(|e| match e {
             crate::store::StoreError::NotFound => client_error(
                 StatusCode::NOT_FOUND,
@@ -261,23 +273,36 @@ impl Services {
         sign_activation_token(self.keys.signer(), &claims)
     }
 
-    /// The activation token for a heartbeat and the lease it carries. A token is re-signed when less than half of
-    /// its lease is left (or the license or device key changed); until then the previous one is returned, and the
-    /// stored lease stays the token's, so server and device agree on it.
-    fn token_for_heartbeat(&self, a: &Activation, rec: &LicenseRecord, now: DateTime<Utc>) -> (DateTime<Utc>, String) {
+    /// The activation token for a heartbeat. A token is re-signed when less than half of its lease is left (or the
+    /// license or device key changed); until then the previous one is reused (`renewed: false`), and the stored
+    /// lease stays the token's, so server and device agree on it.
+    fn token_for_heartbeat(&self, a: &Activation, rec: &LicenseRecord, now: DateTime<Utc>) -> HeartbeatToken {
         let full = lease_for(&rec.license, now) - now;
         if let Some(c) = self.token_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&a.id) {
             if c.license_updated_at == rec.updated_at
                 && c.device_key == a.device_public_key
                 && c.lease_expires_at - now > full / 2
             {
-                return (c.lease_expires_at, c.token.clone());
+                return HeartbeatToken {
+                    lease: c.lease_expires_at,
+                    token: None,
+                    digest: c.digest,
+                    renewed: false,
+                    license_updated_at: rec.updated_at,
+                };
             }
         }
         let lease = now + full;
         let mut a2 = a.clone();
         a2.lease_expires_at = Some(lease);
         let token = self.activation_token(&a2, &rec.license);
+        let digest = Sha256::digest(token.as_bytes()).into();
+        HeartbeatToken { lease, token: Some(token), digest, renewed: true, license_updated_at: rec.updated_at }
+    }
+
+    /// Remembers a renewed token once its lease is stored; reused tokens are looked up again when sent.
+    fn remember_token(&self, a: &Activation, t: &HeartbeatToken) {
+        let Some(token) = &t.token else { return };
         let mut cache = self.token_cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() > 200_000 {
             cache.clear();
@@ -285,17 +310,22 @@ impl Services {
         cache.insert(
             a.id,
             super::CachedToken {
-                license_updated_at: rec.updated_at,
+                license_updated_at: t.license_updated_at,
                 device_key: a.device_public_key.clone(),
-                lease_expires_at: lease,
+                lease_expires_at: t.lease,
                 token: token.clone(),
+                digest: t.digest,
             },
         );
-        (lease, token)
+    }
+
+    /// The text of a token `token_for_heartbeat` chose to reuse.
+    fn cached_token_text(&self, id: Uuid) -> Option<String> {
+        self.token_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|c| c.token.clone())
     }
 
     /// The signed license file, re-signed only when the license changed or the cached one is an hour old.
-    pub fn license_file_for(&self, rec: &LicenseRecord) -> String {
+    pub fn license_file_for(&self, rec: &LicenseRecord) -> Arc<super::SignedFile> {
         let now = self.now();
         let status = effective_status(&rec.license, now);
         let fresh = |c: &super::CachedFile| {
@@ -303,21 +333,22 @@ impl Services {
         };
         if let Some(c) = self.file_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&rec.license.id) {
             if fresh(c) {
-                return c.text.clone();
+                return c.file.clone();
             }
         }
         let mut l = rec.license.clone();
         l.status = status;
         let text = tessera_core::token::sign_license_file(self.keys.signer(), &l, now);
+        let file = Arc::new(super::SignedFile { digest: Sha256::digest(text.as_bytes()).into(), text });
         let mut cache = self.file_cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() > 100_000 {
             cache.clear();
         }
         cache.insert(
             rec.license.id,
-            super::CachedFile { updated_at: rec.updated_at, status, signed_at: now, text: text.clone() },
+            super::CachedFile { updated_at: rec.updated_at, status, signed_at: now, file: file.clone() },
         );
-        text
+        file
     }
 
     pub async fn activate(&self, ctx: &Ctx, req: ActivateRequest) -> AppResult<Value> {
@@ -361,7 +392,12 @@ impl Services {
             return Err(e);
         }
         let fp_hashes: Vec<String> = fingerprint.components().iter().map(|c| hex::encode(c.hash)).collect();
-        if let Some(b) = self.store.find_block(l.tenant_id, device_key.clone(), fp_hashes).await? {
+        let block = if self.tenant_may_have_blocks(l.tenant_id).await? {
+            self.store.find_block(l.tenant_id, device_key.clone(), fp_hashes).await?
+        } else {
+            None
+        };
+        if let Some(b) = block {
             let e = client_error(StatusCode::FORBIDDEN, "DEVICE_BLOCKED", "this device is blocked by the vendor")
                 .with_details(json!({"block_id": b.id}));
             self.audit_refusal(ctx, tenant, "client.activate", target, &e);
@@ -428,7 +464,7 @@ impl Services {
         let result = ActivateResult {
             activation_id: activation.id,
             activation_token: self.activation_token(&activation, l),
-            license_file: self.license_file_for(&rec),
+            license_file: self.license_file_for(&rec).text.clone(),
             lease_expires_at: activation.lease_expires_at,
             heartbeat_interval_secs: l.heartbeat_interval_secs,
             reused,
@@ -490,24 +526,10 @@ impl Services {
         self.sign_response(&req.nonce, result)
     }
 
-    /// Verifies a device-signed body against the activation's key, before anything else in it is trusted.
-    /// Whether the tenant may have device blocks. Most tenants have none, so heartbeats skip the block lookup;
-    /// the answer is cached for 30 s (blocks added through this server clear it at once; another process's
-    /// blocks are seen within 30 s — and blocking deactivates existing activations in any case).
+    /// Whether the tenant has device blocks: most have none, and then the block lookup is skipped (the store
+    /// answers from its fed cache).
     pub(crate) async fn tenant_may_have_blocks(&self, tenant: Uuid) -> AppResult<bool> {
-        const FRESH: std::time::Duration = std::time::Duration::from_secs(30);
-        if let Some((any, at)) = self.tenant_blocks.lock().unwrap_or_else(|e| e.into_inner()).get(&tenant) {
-            if at.elapsed() < FRESH {
-                return Ok(*any);
-            }
-        }
-        let any = self.store.has_blocks(tenant).await.map_err(|e| AppError::store("device blocks", e))?;
-        self.tenant_blocks.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant, (any, std::time::Instant::now()));
-        Ok(any)
-    }
-
-    pub(crate) fn forget_tenant_blocks(&self, tenant: Uuid) {
-        self.tenant_blocks.lock().unwrap_or_else(|e| e.into_inner()).remove(&tenant);
+        self.store.has_blocks(tenant).await.map_err(|e| AppError::store("device blocks", e))
     }
 
     /// The parsed device key, from a small cache.
@@ -524,6 +546,7 @@ impl Services {
         Ok(k)
     }
 
+    /// Verifies a device-signed body against the activation's key, before anything else in it is trusted.
     pub async fn verify_device_body(
         &self,
         ctx: &Ctx,
@@ -531,7 +554,7 @@ impl Services {
         path: &str,
         body: &[u8],
         signature: Option<&str>,
-    ) -> AppResult<(Activation, LicenseRecord)> {
+    ) -> AppResult<(Arc<Activation>, Arc<LicenseRecord>)> {
         let sig = signature.and_then(tessera_core::encoding::b64url_decode).ok_or_else(|| {
             client_error(
                 StatusCode::UNAUTHORIZED,
@@ -602,6 +625,7 @@ impl Services {
         }
         let l = &rec.license;
         let now = self.now();
+        let mut blocked = false;
         if a.status == ActivationStatus::Active && self.tenant_may_have_blocks(l.tenant_id).await? {
             // A blocked device is deactivated (blocks normally take its activations along; this catches one
             // activated while the block was being added): the heartbeat below then answers DEACTIVATED.
@@ -615,50 +639,69 @@ impl Services {
                     json!({"reason": "device blocked", "block_id": b.id, "license_id": a.license_id}),
                 );
                 self.store.deactivate(a.id, now, "device blocked".into(), audit).await?;
+                blocked = true;
             }
         }
         let status = effective_status(l, now);
         let usable = status == LicenseStatus::Active && now >= l.starts_at;
-        let (lease, token) = if usable {
-            let (lease, token) = self.token_for_heartbeat(&a, &rec, now);
-            (Some(lease), Some(token))
-        } else {
-            (a.lease_expires_at, None)
-        };
-        let out_usage_empty = req.usage.is_empty();
-        let audit = ctx.audit(
+        let token = usable.then(|| self.token_for_heartbeat(&a, &rec, now));
+        let mut audit = ctx.audit(
             now,
             Some(l.tenant_id),
             "client.heartbeat",
             Some(a.id.to_string()),
             json!({"usage": req.usage.len()}),
         );
-        let out = self
-            .store
-            .heartbeat(HeartbeatOp {
-                activation_id: a.id,
-                license_id: l.id,
-                now,
-                lease_expires_at: lease,
-                usage: req.usage,
-                // A heartbeat that changes nothing but the lease is audited only when configured.
-                audit: (self.config.audit_heartbeats || !usable || !out_usage_empty).then_some(audit),
-            })
-            .await?;
-        let activation_status = if out.active { ActivationStatus::Active } else { ActivationStatus::Deactivated };
-        let token = if out.active { token } else { None };
-        let token = token.filter(|t| !Held::has(&held.activation_token, t));
+        // A heartbeat that changes nothing durable (no usage, the token and its stored lease reused, the
+        // activation active) is answered without waiting for the writer: its last-seen time and audit entry are
+        // written with the next deferred batch, a few milliseconds later.
+        let quiet = req.usage.is_empty()
+            && !blocked
+            && a.status == ActivationStatus::Active
+            && token.as_ref().is_some_and(|t| !t.renewed);
+        let (active, lease, accepted_usage, totals) = if quiet {
+            audit.outcome = "OK".into();
+            self.defer(self.config.audit_heartbeats.then_some(audit), Some((a.id, now)));
+            let totals = self.store.usage_totals(l.id).await?;
+            (true, token.as_ref().map(|t| t.lease), Vec::new(), totals)
+        } else {
+            let changes_something = !usable || !req.usage.is_empty() || token.as_ref().is_some_and(|t| t.renewed);
+            let out = self
+                .store
+                .heartbeat(HeartbeatOp {
+                    activation_id: a.id,
+                    license_id: l.id,
+                    now,
+                    lease_expires_at: token.as_ref().map(|t| t.lease),
+                    usage: req.usage,
+                    // A heartbeat that changes nothing but the last-seen time is audited only when configured.
+                    audit: (self.config.audit_heartbeats || changes_something).then_some(audit),
+                })
+                .await?;
+            if out.active {
+                if let Some(t) = &token {
+                    self.remember_token(&a, t);
+                }
+            }
+            (out.active, out.lease_expires_at, out.accepted_usage, Arc::new(out.usage_totals))
+        };
+        let activation_status = if active { ActivationStatus::Active } else { ActivationStatus::Deactivated };
+        let activation_token = match token.filter(|t| active && !Held::has(&held.activation_token, &t.digest)) {
+            Some(HeartbeatToken { token: Some(text), .. }) => Some(text),
+            Some(_) => self.cached_token_text(a.id),
+            None => None,
+        };
         let file = self.license_file_for(&rec);
-        let license_file = (!Held::has(&held.license_file, &file)).then_some(file);
+        let license_file = (!Held::has(&held.license_file, &file.digest)).then(|| file.text.clone());
         let result = HeartbeatResult {
             activation_status,
             license_status: status,
-            activation_token: token,
+            activation_token,
             license_file,
-            lease_expires_at: if out.active { lease } else { None },
+            lease_expires_at: if active { lease } else { None },
             next_heartbeat_secs: l.heartbeat_interval_secs,
-            accepted_usage: out.accepted_usage,
-            usage_totals: out.usage_totals.into_iter().collect(),
+            accepted_usage,
+            usage_totals: totals.iter().cloned().collect(),
         };
         self.sign_response(&req.nonce, result)
     }

@@ -18,6 +18,8 @@ pub struct JobReport {
     pub culled: u32,
     pub purged: u64,
     pub expiring_soon: u32,
+    /// Change-feed rows older than an hour, dropped.
+    pub pruned_changes: u64,
 }
 
 impl Services {
@@ -51,6 +53,9 @@ impl Services {
         // Purge.
         let days = self.config.jobs.purge_deactivated_after_days;
         report.purged = self.store.purge_deactivated(now - Duration::days(i64::from(days))).await?;
+        // The feed only has to outlive the slowest reader's poll (a fraction of a second); its rows carry the
+        // database's own clock, not the service clock.
+        report.pruned_changes = self.store.prune_changes(chrono::Utc::now() - Duration::hours(1)).await?;
 
         // Expiring soon.
         let ctx = Ctx::system("expiring-soon");

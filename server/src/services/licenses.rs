@@ -362,7 +362,7 @@ impl Services {
         if scope.is_some_and(|s| s != rec.license.tenant_id) {
             return Err(AppError::not_found("license"));
         }
-        Ok(LicenseView::from(&rec))
+        Ok(LicenseView::from(&*rec))
     }
 
     pub async fn list_licenses(&self, ctx: &Ctx, q: LicenseListQuery) -> AppResult<Page<LicenseView>> {

@@ -36,10 +36,15 @@ pub struct Services {
     pub(crate) token_cache: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, CachedToken>>>,
     /// Parsed device public keys (point decompression costs about as much as a tenth of a verification).
     pub(crate) device_keys: Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, tessera_core::VerifyingKey>>>,
-    /// Per tenant: whether it has any device block, and when that was read (see `tenant_may_have_blocks`).
-    pub(crate) tenant_blocks: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, (bool, std::time::Instant)>>>,
-    /// Audit entries of read-only client calls, written together a few milliseconds later.
-    audit_buffer: Arc<std::sync::Mutex<Vec<NewAudit>>>,
+    /// Writes of calls that answer without waiting for the writer, made together a few milliseconds later.
+    deferred: Arc<std::sync::Mutex<Deferred>>,
+}
+
+/// Audit entries of read-only client calls and last-seen times of quiet heartbeats, not yet written.
+#[derive(Default)]
+struct Deferred {
+    audit: Vec<NewAudit>,
+    seen: Vec<(Uuid, DateTime<Utc>)>,
 }
 
 /// The last activation token issued to an activation by a heartbeat.
@@ -48,6 +53,8 @@ pub(crate) struct CachedToken {
     pub device_key: Vec<u8>,
     pub lease_expires_at: DateTime<Utc>,
     pub token: String,
+    /// SHA-256 of `token`, compared with the digest the device says it holds.
+    pub digest: [u8; 32],
 }
 
 /// A signed license file kept while the license is unchanged.
@@ -55,7 +62,13 @@ pub(crate) struct CachedFile {
     pub updated_at: DateTime<Utc>,
     pub status: tessera_core::LicenseStatus,
     pub signed_at: DateTime<Utc>,
+    pub file: Arc<SignedFile>,
+}
+
+/// A signed license file and the SHA-256 of its text.
+pub struct SignedFile {
     pub text: String,
+    pub digest: [u8; 32],
 }
 
 impl Services {
@@ -72,18 +85,24 @@ impl Services {
             file_cache: Arc::default(),
             token_cache: Arc::default(),
             device_keys: Arc::default(),
-            tenant_blocks: Arc::default(),
-            audit_buffer: Arc::default(),
+            deferred: Arc::default(),
         }
     }
 
     /// Queues an audit entry for a call whose answer must not wait for a write (validate, refusals). Entries
     /// queued within a few milliseconds are appended in one write.
     pub fn audit_later(&self, entry: NewAudit) {
+        self.defer(Some(entry), None);
+    }
+
+    /// Queues an audit entry and/or an activation's last-seen time (see [`Services::audit_later`]).
+    pub fn defer(&self, entry: Option<NewAudit>, seen: Option<(Uuid, DateTime<Utc>)>) {
         let first = {
-            let mut b = self.audit_buffer.lock().unwrap_or_else(|e| e.into_inner());
-            b.push(entry);
-            b.len() == 1
+            let mut d = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            let was_empty = d.audit.is_empty() && d.seen.is_empty();
+            d.audit.extend(entry);
+            d.seen.extend(seen);
+            was_empty
         };
         if first {
             let s = self.clone();
@@ -94,14 +113,15 @@ impl Services {
         }
     }
 
-    /// Writes the queued audit entries now (also called on shutdown).
+    /// Writes the deferred audit entries and last-seen times now (also called on shutdown).
     pub async fn flush_audit(&self) {
-        let batch = std::mem::take(&mut *self.audit_buffer.lock().unwrap_or_else(|e| e.into_inner()));
-        if batch.is_empty() {
+        let d = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner()));
+        if d.audit.is_empty() && d.seen.is_empty() {
             return;
         }
-        if let Err(e) = self.store.append_audit(batch).await {
-            tracing::warn!(error = %e, "could not record audit entries");
+        let n = d.audit.len();
+        if let Err(e) = self.store.write_deferred(d.audit, d.seen).await {
+            tracing::warn!(error = %e, entries = n, "could not record deferred audit entries and last-seen times");
         }
     }
 

@@ -121,7 +121,7 @@ impl Services {
             if ctx.principal.is_some() && ctx.scope()?.is_some_and(|s| s != rec.license.tenant_id) {
                 return Err(no_license());
             }
-            return Ok(rec);
+            return Ok(std::sync::Arc::unwrap_or_clone(rec));
         }
         let scope = ctx.scope()?;
         let candidates = self.store.find_licenses_by_hint(req.request.key_hint).await?;

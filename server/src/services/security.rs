@@ -144,7 +144,6 @@ impl Services {
             ..template.clone()
         });
         self.store.add_block(b.clone(), audit, "device blocked".into(), deactivated).await?;
-        self.forget_tenant_blocks(tenant_id);
         Ok(b)
     }
 
@@ -157,11 +156,6 @@ impl Services {
         let scope = ctx.scope()?;
         let audit = ctx.audit(self.now(), scope, "device.unblock", Some(id.to_string()), json!({}));
         self.store.remove_block(scope, id, audit).await.map_err(|e| AppError::store("block", e))?;
-        if let Some(t) = scope {
-            self.forget_tenant_blocks(t);
-        } else {
-            self.tenant_blocks.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        }
         Ok(())
     }
 

@@ -3,10 +3,12 @@
 //! that must be atomic (seat-limited activation, rate-limited emergency codes); every rule that decides what to
 //! write lives in `services`.
 
+pub mod cache;
 pub mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -282,6 +284,7 @@ pub struct HeartbeatOp {
     pub activation_id: Uuid,
     pub license_id: Uuid,
     pub now: DateTime<Utc>,
+    /// The new lease; `None` keeps the stored one.
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub usage: Vec<UsageEvent>,
     pub audit: Option<NewAudit>,
@@ -291,6 +294,8 @@ pub struct HeartbeatOp {
 pub struct HeartbeatOutcome {
     /// `false` when the activation was no longer active (nothing updated, no usage stored).
     pub active: bool,
+    /// The lease as stored after the heartbeat.
+    pub lease_expires_at: Option<DateTime<Utc>>,
     pub accepted_usage: Vec<Uuid>,
     pub usage_totals: Vec<(String, i64)>,
 }
@@ -483,7 +488,8 @@ pub trait Store: Send + Sync + 'static {
         audit: Option<NewAudit>,
     ) -> StoreFuture<'_, ()>;
     fn get_license(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, LicenseRecord>;
-    fn get_license_by_key_hash(&self, hash: [u8; 32]) -> StoreFuture<'_, LicenseRecord>;
+    /// Served from a cache kept exact by the change feed (see `cache`); the hot path of every client call.
+    fn get_license_by_key_hash(&self, hash: [u8; 32]) -> StoreFuture<'_, Arc<LicenseRecord>>;
     fn find_licenses_by_hint(&self, hint: [u8; 6]) -> StoreFuture<'_, Vec<LicenseRecord>>;
     fn list_licenses(
         &self,
@@ -508,7 +514,9 @@ pub trait Store: Send + Sync + 'static {
     fn activate(&self, op: ActivateOp) -> StoreFuture<'_, ActivateOutcome>;
     fn get_activation(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Activation>;
     /// An activation and its license, in one read (the hot path of device-signed requests).
-    fn activation_with_license(&self, id: Uuid) -> StoreFuture<'_, (Activation, LicenseRecord)>;
+    /// Served from the cache. Its `last_seen_at` and `lease_expires_at` may lag behind the database (they change on
+    /// every heartbeat and are not fed); read `get_activation` where they matter.
+    fn activation_with_license(&self, id: Uuid) -> StoreFuture<'_, (Arc<Activation>, Arc<LicenseRecord>)>;
     fn list_activations(&self, scope: Scope, license_id: Uuid) -> StoreFuture<'_, Vec<Activation>>;
     fn count_active_seats(&self, license_id: Uuid) -> StoreFuture<'_, u32>;
     fn heartbeat(&self, op: HeartbeatOp) -> StoreFuture<'_, HeartbeatOutcome>;
@@ -521,7 +529,10 @@ pub trait Store: Send + Sync + 'static {
     fn cull_if_stale(&self, id: Uuid, at: DateTime<Utc>, audit: NewAudit) -> StoreFuture<'_, bool>;
     /// Deletes deactivated activations older than `before`; returns how many.
     fn purge_deactivated(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64>;
-    fn usage_totals(&self, license_id: Uuid) -> StoreFuture<'_, Vec<(String, i64)>>;
+    /// Running usage totals per feature of a license (cached like licenses).
+    fn usage_totals(&self, license_id: Uuid) -> StoreFuture<'_, Arc<Vec<(String, i64)>>>;
+    /// Drops change-feed rows older than `before` (the newest row always stays); returns how many.
+    fn prune_changes(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64>;
 
     // Security
     /// Adds the block and, in the same transaction, deactivates (with `reason`) the tenant's active activations
@@ -554,7 +565,9 @@ pub trait Store: Send + Sync + 'static {
     // Events and audit
     fn add_event(&self, e: Event, audit: Option<NewAudit>) -> StoreFuture<'_, ()>;
     fn list_events(&self, scope: Scope, license_id: Option<Uuid>) -> StoreFuture<'_, Vec<Event>>;
-    fn append_audit(&self, entries: Vec<NewAudit>) -> StoreFuture<'_, ()>;
+    /// Writes what was deferred from calls that answer without waiting for a write: audit entries, and the
+    /// last-seen times of activations whose heartbeat changed nothing else.
+    fn write_deferred(&self, audit: Vec<NewAudit>, seen: Vec<(Uuid, DateTime<Utc>)>) -> StoreFuture<'_, ()>;
     /// Audit rows with `seq > after`, in order.
     /// The chain head as last written: `(seq, hash)` of the newest row, or `None` for an empty log.
     fn audit_head(&self) -> StoreFuture<'_, Option<(i64, Vec<u8>)>>;

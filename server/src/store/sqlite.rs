@@ -4,7 +4,7 @@
 //! and every request answered only after its batch committed.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::cache::{Cache, Kind};
 use super::*;
 use crate::time::{parse as parse_time, ts};
 
@@ -22,7 +23,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_activation_lookup.sql"),
     include_str!("../../../migrations/sqlite/0003_audit_head.sql"),
+    include_str!("../../../migrations/sqlite/0004_change_feed.sql"),
 ];
+/// How often other processes' changes are picked up from the change feed.
+const FEED_POLL: Duration = Duration::from_millis(200);
 const MAX_BATCH: usize = 1024;
 
 /// `PRAGMA synchronous` setting.
@@ -77,6 +81,9 @@ pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
     readers: std::sync::Arc<ReadPool>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    cache: Arc<Cache>,
+    /// Dropping it stops the feed poller.
+    _stop_poller: std::sync::mpsc::Sender<()>,
 }
 
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
@@ -116,11 +123,20 @@ impl SqliteStore {
         migrations.to_latest(&mut conn).map_err(|e| StoreError::Schema(format!("applying migrations failed: {e}")))?;
         conn.set_prepared_statement_cache_capacity(64);
 
+        let cache = Arc::new(Cache::default());
+        cache.start_at(conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get(0))?);
         let (tx, rx) = mpsc::channel::<Job>(8192);
+        let writer_cache = cache.clone();
         let handle = std::thread::Builder::new()
             .name("tessera-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, &writer_cache))
             .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
+        let (stop_poller, stopped) = std::sync::mpsc::channel::<()>();
+        let (poll_cache, poll_path) = (cache.clone(), path.to_path_buf());
+        std::thread::Builder::new()
+            .name("tessera-sqlite-feed".into())
+            .spawn(move || feed_poller(&poll_path, &poll_cache, &stopped))
+            .map_err(|e| StoreError::Db(format!("cannot start the change-feed poller: {e}")))?;
         Ok(SqliteStore {
             writer: tx,
             readers: std::sync::Arc::new(ReadPool {
@@ -130,6 +146,8 @@ impl SqliteStore {
                 permits: std::sync::Arc::new(tokio::sync::Semaphore::new(readers.max(1))),
             }),
             writer_thread: Mutex::new(Some(handle)),
+            cache,
+            _stop_poller: stop_poller,
         })
     }
 
@@ -202,7 +220,64 @@ fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute([])
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+/// Runs `f` in one read transaction and returns the change-feed position that transaction saw with its result.
+fn snapshot<T>(c: &Connection, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<(i64, T), StoreError> {
+    exec_cached(c, "BEGIN")?;
+    let r = c
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM changes")
+        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+        .map_err(StoreError::from)
+        .and_then(|snap| Ok((snap, f(c)?)));
+    let _ = exec_cached(c, "COMMIT");
+    r
+}
+
+fn ready<'a, T: Send + 'a>(v: T) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(Ok(v)))
+}
+
+/// Applies the change-feed rows after the cache's position (see `cache`).
+fn apply_feed(c: &Connection, cache: &Cache) -> Result<(), StoreError> {
+    loop {
+        let after = cache.applied();
+        let floor: Option<i64> = c.prepare_cached("SELECT MIN(seq) FROM changes")?.query_row([], |r| r.get(0))?;
+        let rows = c
+            .prepare_cached("SELECT seq, kind, id FROM changes WHERE seq > ?1 ORDER BY seq LIMIT 4096")?
+            .query_map([after], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let n = rows.len();
+        let parsed: Vec<(i64, Kind, Uuid)> = rows
+            .into_iter()
+            .map(|(seq, kind, id)| match Uuid::parse_str(&id) {
+                Ok(id) => (seq, Kind::parse(&kind), id),
+                Err(_) => (seq, Kind::Unknown, Uuid::nil()),
+            })
+            .collect();
+        cache.apply(floor, &parsed);
+        if n < 4096 {
+            return Ok(());
+        }
+    }
+}
+
+/// Picks up other processes' changes every [`FEED_POLL`] until the store is dropped.
+fn feed_poller(path: &Path, cache: &Cache, stop: &std::sync::mpsc::Receiver<()>) {
+    let mut conn = None;
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(FEED_POLL) {
+        if conn.is_none() {
+            conn = open_reader(path).ok();
+        }
+        if let Some(c) = &conn {
+            if let Err(e) = apply_feed(c, cache) {
+                tracing::warn!(error = %e, "reading the change feed failed; the cache is emptied");
+                cache.clear();
+                conn = None;
+            }
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, cache: &Cache) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::with_capacity(64);
         batch.push(first);
@@ -253,6 +328,11 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
         if let Err(e) = &result {
             tracing::error!(error = %e, "commit failed; the batch is rolled back");
             let _ = conn.execute_batch("ROLLBACK");
+        }
+        // Before anyone hears of the commit, so this process reads its own writes.
+        if let Err(e) = apply_feed(&conn, cache) {
+            tracing::warn!(error = %e, "reading the change feed failed; the cache is emptied");
+            cache.clear();
         }
         crate::metrics::METRICS.store_batch(n, started.elapsed());
         for d in dones {
@@ -321,35 +401,46 @@ fn paginate<T>(mut items: Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid) -> Page<T
 }
 
 fn append_audit_tx(c: &Connection, e: &NewAudit) -> Result<(), StoreError> {
+    append_audits_tx(c, std::slice::from_ref(e))
+}
+
+/// Appends entries to the hash chain: one read of the newest row, one insert per entry, one head update.
+fn append_audits_tx(c: &Connection, entries: &[NewAudit]) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
     let prev: Option<(i64, Vec<u8>)> = c
         .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let (prev_seq, prev_hash) = prev.unwrap_or((0, vec![0u8; 32]));
-    let seq = prev_seq + 1;
-    let hash = audit_hash(&prev_hash, seq, e);
-    c.prepare_cached(
+    let (mut seq, mut prev_hash) = prev.unwrap_or((0, vec![0u8; 32]));
+    let mut insert = c.prepare_cached(
         "INSERT INTO audit_log (seq, at, tenant_id, actor, action, target, ip, outcome, details, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
-        seq,
-        ts(e.at),
-        s_uuid(e.tenant_id),
-        e.actor,
-        e.action,
-        e.target,
-        e.ip,
-        e.outcome,
-        json(&e.details)?,
-        prev_hash,
-        hash.to_vec()
-    ])?;
+    )?;
+    for e in entries {
+        seq += 1;
+        let hash = audit_hash(&prev_hash, seq, e).to_vec();
+        insert.execute(params![
+            seq,
+            ts(e.at),
+            s_uuid(e.tenant_id),
+            e.actor,
+            e.action,
+            e.target,
+            e.ip,
+            e.outcome,
+            json(&e.details)?,
+            prev_hash,
+            hash
+        ])?;
+        prev_hash = hash;
+    }
     c.prepare_cached(
         "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2)
          ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
     )?
-    .execute(params![seq, hash.to_vec()])?;
+    .execute(params![seq, prev_hash])?;
     Ok(())
 }
 
@@ -906,10 +997,17 @@ impl Store for SqliteStore {
         self.read(move |c| get_scoped(c, "licenses", LICENSE_COLS, scope, id, row_license))
     }
 
-    fn get_license_by_key_hash(&self, hash: [u8; 32]) -> StoreFuture<'_, LicenseRecord> {
+    fn get_license_by_key_hash(&self, hash: [u8; 32]) -> StoreFuture<'_, Arc<LicenseRecord>> {
+        if let Some(l) = self.cache.license_by_key(&hash) {
+            return ready(l);
+        }
+        let cache = self.cache.clone();
         self.read(move |c| {
             let sql = format!("SELECT {LICENSE_COLS} FROM licenses WHERE key_hash = ?1");
-            Ok(c.prepare_cached(&sql)?.query_row([hash.to_vec()], row_license)?)
+            let (snap, l) = snapshot(c, |c| Ok(c.prepare_cached(&sql)?.query_row([hash.to_vec()], row_license)?))?;
+            let l = Arc::new(l);
+            cache.put_license(snap, l.clone());
+            Ok(l)
         })
     }
 
@@ -1044,10 +1142,21 @@ impl Store for SqliteStore {
         self.read(move |c| get_scoped(c, "activations", ACTIVATION_COLS, scope, id, row_activation))
     }
 
-    fn activation_with_license(&self, id: Uuid) -> StoreFuture<'_, (Activation, LicenseRecord)> {
+    fn activation_with_license(&self, id: Uuid) -> StoreFuture<'_, (Arc<Activation>, Arc<LicenseRecord>)> {
+        if let Some(a) = self.cache.activation(&id) {
+            if let Some(l) = self.cache.license(&a.license_id) {
+                return ready((a, l));
+            }
+        }
+        let cache = self.cache.clone();
         self.read(move |c| {
-            let a = get_scoped(c, "activations", ACTIVATION_COLS, None, id, row_activation)?;
-            let l = get_scoped(c, "licenses", LICENSE_COLS, None, a.license_id, row_license)?;
+            let (snap, (a, l)) = snapshot(c, |c| {
+                let a = get_scoped(c, "activations", ACTIVATION_COLS, None, id, row_activation)?;
+                let l = get_scoped(c, "licenses", LICENSE_COLS, None, a.license_id, row_license)?;
+                Ok((Arc::new(a), Arc::new(l)))
+            })?;
+            cache.put_activation(snap, a.clone());
+            cache.put_license(snap, l.clone());
             Ok((a, l))
         })
     }
@@ -1073,12 +1182,15 @@ impl Store for SqliteStore {
 
     fn heartbeat(&self, op: HeartbeatOp) -> StoreFuture<'_, HeartbeatOutcome> {
         self.write(move |c| {
-            let n = c
+            let lease: Option<Option<String>> = c
                 .prepare_cached(
-                    "UPDATE activations SET last_seen_at = ?2, lease_expires_at = ?3
-                     WHERE id = ?1 AND status = 'ACTIVE'",
+                    "UPDATE activations SET last_seen_at = ?2, lease_expires_at = COALESCE(?3, lease_expires_at)
+                     WHERE id = ?1 AND status = 'ACTIVE' RETURNING lease_expires_at",
                 )?
-                .execute(params![op.activation_id.to_string(), ts(op.now), s_time(op.lease_expires_at)])?;
+                .query_row(params![op.activation_id.to_string(), ts(op.now), s_time(op.lease_expires_at)], |r| r.get(0))
+                .optional()?;
+            let n = usize::from(lease.is_some());
+            let lease_expires_at = lease.flatten().and_then(|t| parse_time(&t));
             let mut accepted = Vec::new();
             if n > 0 {
                 let mut ins = c.prepare_cached(
@@ -1113,6 +1225,7 @@ impl Store for SqliteStore {
             }
             Ok(HeartbeatOutcome {
                 active: n > 0,
+                lease_expires_at,
                 accepted_usage: accepted,
                 usage_totals: usage_totals_tx(c, op.license_id)?,
             })
@@ -1169,8 +1282,26 @@ impl Store for SqliteStore {
         })
     }
 
-    fn usage_totals(&self, license_id: Uuid) -> StoreFuture<'_, Vec<(String, i64)>> {
-        self.read(move |c| usage_totals_tx(c, license_id))
+    fn usage_totals(&self, license_id: Uuid) -> StoreFuture<'_, Arc<Vec<(String, i64)>>> {
+        if let Some(t) = self.cache.usage(&license_id) {
+            return ready(t);
+        }
+        let cache = self.cache.clone();
+        self.read(move |c| {
+            let (snap, totals) = snapshot(c, |c| usage_totals_tx(c, license_id))?;
+            let totals = Arc::new(totals);
+            cache.put_usage(snap, license_id, totals.clone());
+            Ok(totals)
+        })
+    }
+
+    fn prune_changes(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM changes WHERE at < ?1 AND seq < (SELECT MAX(seq) FROM changes)")?
+                .execute([ts(before)])?;
+            Ok(n as u64)
+        })
     }
 
     fn add_block(
@@ -1239,9 +1370,17 @@ impl Store for SqliteStore {
     }
 
     fn has_blocks(&self, tenant_id: Uuid) -> StoreFuture<'_, bool> {
+        if let Some(any) = self.cache.has_blocks(&tenant_id) {
+            return ready(any);
+        }
+        let cache = self.cache.clone();
         self.read(move |c| {
-            Ok(c.prepare_cached("SELECT EXISTS(SELECT 1 FROM blocked_devices WHERE tenant_id = ?1)")?
-                .query_row([tenant_id.to_string()], |r| r.get(0))?)
+            let (snap, any) = snapshot(c, |c| {
+                Ok(c.prepare_cached("SELECT EXISTS(SELECT 1 FROM blocked_devices WHERE tenant_id = ?1)")?
+                    .query_row([tenant_id.to_string()], |r| r.get(0))?)
+            })?;
+            cache.put_has_blocks(snap, tenant_id, any);
+            Ok(any)
         })
     }
 
@@ -1368,12 +1507,15 @@ impl Store for SqliteStore {
         })
     }
 
-    fn append_audit(&self, entries: Vec<NewAudit>) -> StoreFuture<'_, ()> {
+    fn write_deferred(&self, audit: Vec<NewAudit>, seen: Vec<(Uuid, DateTime<Utc>)>) -> StoreFuture<'_, ()> {
         self.write(move |c| {
-            for e in &entries {
-                append_audit_tx(c, e)?;
+            let mut touch = c.prepare_cached(
+                "UPDATE activations SET last_seen_at = ?2 WHERE id = ?1 AND status = 'ACTIVE' AND last_seen_at < ?2",
+            )?;
+            for (id, at) in &seen {
+                touch.execute(params![id.to_string(), ts(*at)])?;
             }
-            Ok(())
+            append_audits_tx(c, &audit)
         })
     }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod audit;
+mod cache;
 mod cli;
 mod client;
 mod common;

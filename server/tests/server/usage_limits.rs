@@ -60,5 +60,8 @@ async fn usage_totals_saturate_and_stay_integers() {
         assert!(out.active);
     }
     // Read back as an INTEGER (a REAL would fail to decode as i64).
-    assert_eq!(h.services.store.usage_totals(license_id).await.unwrap(), vec![("api_calls".to_string(), i64::MAX)]);
+    assert_eq!(
+        h.services.store.usage_totals(license_id).await.unwrap().as_slice(),
+        &[("api_calls".to_string(), i64::MAX)]
+    );
 }

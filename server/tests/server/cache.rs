@@ -1,0 +1,157 @@
+//! The read cache behind client calls: changes made by another process (another connection to the same SQLite
+//! file, as the `tessera-server offline …` CLI is) reach heartbeats through the change feed, and quiet heartbeats
+//! (answered without waiting for the writer) still record their last-seen time and audit entry.
+
+use std::time::{Duration as StdDuration, Instant};
+
+use axum::http::StatusCode;
+use chrono::{Duration, Utc};
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+async fn beat(h: &Harness, dev: &tessera_core::SigningKey, act: &str) -> Value {
+    let n = nonce();
+    let (s, v) = device_call(
+        h,
+        "/v1/client/heartbeat",
+        dev,
+        json!({"activation_id": act, "nonce": n, "sent_at": *h.now.lock().unwrap()}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    open_signed(&h.keys(), &v, &n)
+}
+
+/// Another process's connection: the server does not hear of its writes except through the feed.
+fn other_process(h: &Harness) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(tessera_server::db_path(h._dir.path())).unwrap();
+    c.busy_timeout(StdDuration::from_secs(5)).unwrap();
+    c
+}
+
+/// Heartbeats until `done` holds for the answer; returns how long that took.
+async fn beat_until(
+    h: &Harness,
+    dev: &tessera_core::SigningKey,
+    act: &str,
+    done: impl Fn(&Value) -> bool,
+) -> StdDuration {
+    let started = Instant::now();
+    loop {
+        let r = beat(h, dev, act).await;
+        if done(&r) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < StdDuration::from_secs(5), "the change never reached heartbeats: {r}");
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn changes_from_another_process_reach_cached_heartbeats() {
+    let h = Harness::new().await;
+    let f = h.fixture("feed", 5, "SUBSCRIPTION").await;
+    let (d1, d2) = (device(), device());
+    let (_, r1) = activate(&h, &f.key, &d1, fingerprint("one")).await;
+    let (_, r2) = activate(&h, &f.key, &d2, fingerprint("two")).await;
+    let (a1, a2) = (r1["activation_id"].as_str().unwrap(), r2["activation_id"].as_str().unwrap());
+    // Warm the cache: the second heartbeat of each is answered from it.
+    for _ in 0..2 {
+        assert_eq!(beat(&h, &d1, a1).await["activation_status"], "ACTIVE");
+        assert_eq!(beat(&h, &d2, a2).await["license_status"], "ACTIVE");
+    }
+
+    // Another process deactivates one activation…
+    let other = other_process(&h);
+    let n = other
+        .execute(
+            "UPDATE activations SET status = 'DEACTIVATED', deactivated_at = ?2, deactivation_reason = 'elsewhere'
+             WHERE id = ?1",
+            rusqlite::params![a1, tessera_server::time::ts(Utc::now())],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let took = beat_until(&h, &d1, a1, |r| r["activation_status"] == "DEACTIVATED").await;
+    assert!(took < StdDuration::from_secs(2), "seen after {took:?}");
+    assert!(beat(&h, &d1, a1).await["activation_token"].is_null(), "no token for a deactivated activation");
+
+    // …and suspends the license (as a writer does: status and updated_at together).
+    let later = tessera_server::time::ts(Utc::now() + Duration::seconds(1));
+    other
+        .execute(
+            "UPDATE licenses SET body = json_set(body, '$.status', 'SUSPENDED'), updated_at = ?2 WHERE id = ?1",
+            rusqlite::params![f.license, later],
+        )
+        .unwrap();
+    // Nothing is written by this server meanwhile: the poller alone brings the change in.
+    let hash = tessera_server::services::client::parse_license_key(&f.key).unwrap().hash();
+    let started = Instant::now();
+    while h.services.store.get_license_by_key_hash(hash).await.unwrap().license.status
+        != tessera_core::LicenseStatus::Suspended
+    {
+        assert!(started.elapsed() < StdDuration::from_secs(2), "the feed poller did not pick the change up");
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    beat_until(&h, &d2, a2, |r| r["license_status"] == "SUSPENDED").await;
+    let r = beat(&h, &d2, a2).await;
+    assert!(r["activation_token"].is_null(), "a suspended license gets no fresh token: {r}");
+    let file = tessera_core::token::verify_license_file(r["license_file"].as_str().unwrap(), &h.keys()).unwrap();
+    assert_eq!(file.license.status, tessera_core::LicenseStatus::Suspended, "the resent file says so too");
+
+    // Changes made through this server are seen at once, not a poll later.
+    let (s, v) = h.post(&format!("/v1/licenses/{}/reinstate", f.license), Some(&f.token), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(beat(&h, &d2, a2).await["license_status"], "ACTIVE");
+}
+
+#[tokio::test]
+async fn quiet_heartbeats_still_record_last_seen_and_audit() {
+    let h = Harness::new().await;
+    let f = h.fixture("quiet", 5, "SUBSCRIPTION").await;
+    let d = device();
+    let (_, r) = activate(&h, &f.key, &d, fingerprint("q")).await;
+    let act = r["activation_id"].as_str().unwrap();
+    let first = beat(&h, &d, act).await; // renews the token: written before the answer
+    h.advance(Duration::seconds(30));
+    let quiet_at = chrono::SubsecRound::trunc_subsecs(*h.now.lock().unwrap(), 6); // the store keeps microseconds
+    let second = beat(&h, &d, act).await; // reuses it: answered before its write
+    assert_eq!(first["activation_token"], second["activation_token"]);
+    assert_eq!(first["lease_expires_at"], second["lease_expires_at"], "a quiet heartbeat keeps the stored lease");
+    h.services.flush_audit().await;
+
+    let (s, v) = h.get(&format!("/v1/licenses/{}/activations", f.license), Some(&f.token)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let a = v["items"].as_array().unwrap().iter().find(|a| a["id"] == act).unwrap().clone();
+    assert_eq!(a["last_seen_at"], json!(quiet_at), "{a}");
+    assert_eq!(a["lease_expires_at"], first["lease_expires_at"]);
+
+    let (s, v) = h.get("/v1/audit?limit=1000", Some(&f.token)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let beats: Vec<&Value> =
+        v["items"].as_array().unwrap().iter().filter(|e| e["action"] == "client.heartbeat").collect();
+    assert_eq!(beats.len(), 2, "both heartbeats are in the audit log: {v}");
+    assert!(beats.iter().all(|e| e["outcome"] == "OK"));
+    let (s, v) = h.get("/v1/audit/verify", Some(&h.admin)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+}
+
+#[tokio::test]
+async fn the_feed_is_pruned_but_keeps_its_newest_row() {
+    let h = Harness::new().await;
+    let f = h.fixture("prune", 5, "SUBSCRIPTION").await;
+    for _ in 0..3 {
+        let (s, v) = h.post(&format!("/v1/licenses/{}/suspend", f.license), Some(&f.token), json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (s, v) = h.post(&format!("/v1/licenses/{}/reinstate", f.license), Some(&f.token), json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let other = other_process(&h);
+    let count = || other.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get::<_, i64>(0)).unwrap();
+    assert!(count() >= 6, "every license change is fed");
+    assert_eq!(h.services.store.prune_changes(Utc::now() - Duration::hours(1)).await.unwrap(), 0, "all recent");
+    let pruned = h.services.store.prune_changes(Utc::now() + Duration::hours(1)).await.unwrap();
+    assert_eq!(count(), 1, "the newest row stays, so readers can tell a gap from an empty feed");
+    assert!(pruned >= 5);
+}
