@@ -37,10 +37,17 @@ impl Histogram {
     }
 }
 
+/// Requests of one route and method.
+#[derive(Default)]
+struct RouteStats {
+    by_status: BTreeMap<u16, u64>,
+    latency: Histogram,
+}
+
 #[derive(Default)]
 struct Inner {
-    requests: BTreeMap<(String, String, u16), u64>,
-    latency: BTreeMap<(String, String), Histogram>,
+    /// Route → method → counts and latency; looked up by `&str`, so a known route allocates nothing.
+    routes: BTreeMap<String, BTreeMap<String, RouteStats>>,
     activations: BTreeMap<String, u64>,
     store_ops: BTreeMap<String, Histogram>,
     batches: Histogram,
@@ -62,17 +69,19 @@ impl Metrics {
 
     pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         self.with(|m| {
-            *m.requests.entry((method.to_string(), route.to_string(), status)).or_default() += 1;
-            m.latency.entry((method.to_string(), route.to_string())).or_default().observe(elapsed.as_secs_f64());
+            if let Some(stats) = entry(&mut m.routes, route).and_then(|by| entry(by, method)) {
+                *stats.by_status.entry(status).or_default() += 1;
+                stats.latency.observe(elapsed.as_secs_f64());
+            }
         });
     }
 
     pub fn activation(&self, outcome: &str) {
-        self.with(|m| *m.activations.entry(outcome.to_string()).or_default() += 1);
+        self.with(|m| entry(&mut m.activations, outcome).map(|n| *n += 1));
     }
 
     pub fn store_op(&self, kind: &str, elapsed: Duration) {
-        self.with(|m| m.store_ops.entry(kind.to_string()).or_default().observe(elapsed.as_secs_f64()));
+        self.with(|m| entry(&mut m.store_ops, kind).map(|h| h.observe(elapsed.as_secs_f64())));
     }
 
     pub fn store_batch(&self, items: usize, elapsed: Duration) {
@@ -87,16 +96,19 @@ impl Metrics {
             let mut out = String::with_capacity(4096);
             out.push_str("# HELP tessera_http_requests_total HTTP requests by route and status.\n");
             out.push_str("# TYPE tessera_http_requests_total counter\n");
-            for ((method, route, status), n) in &m.requests {
-                let _ = writeln!(
-                    out,
-                    "tessera_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
-                );
+            let routes = || m.routes.iter().flat_map(|(r, by)| by.iter().map(move |(method, s)| (r, method, s)));
+            for (route, method, s) in routes() {
+                for (status, n) in &s.by_status {
+                    let _ = writeln!(
+                        out,
+                        "tessera_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+                    );
+                }
             }
             out.push_str("# HELP tessera_http_request_duration_seconds HTTP request latency.\n");
             out.push_str("# TYPE tessera_http_request_duration_seconds histogram\n");
-            for ((method, route), h) in &m.latency {
-                h.render(
+            for (route, method, s) in routes() {
+                s.latency.render(
                     &mut out,
                     "tessera_http_request_duration_seconds",
                     &format!("method=\"{method}\",route=\"{route}\""),
@@ -121,4 +133,13 @@ impl Metrics {
             out
         })
     }
+}
+
+/// The value under `key`, created when missing; allocates only then. (Always `Some`: an `Option` because the
+/// borrow checker cannot yet return the first lookup's borrow and fall back to an insert.)
+fn entry<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> Option<&'a mut V> {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key)
 }

@@ -36,7 +36,11 @@ impl RateLimiter {
             let (rate, burst) = (self.rate, self.burst);
             map.retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
         }
-        let b = map.entry(key.to_vec()).or_insert(Bucket { tokens: self.burst, last: now });
+        // Look up by slice first: a known caller costs no allocation.
+        if !map.contains_key(key) {
+            map.insert(key.to_vec(), Bucket { tokens: self.burst, last: now });
+        }
+        let Some(b) = map.get_mut(key) else { return Ok(()) };
         b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * self.rate).min(self.burst);
         b.last = now;
         if b.tokens >= 1.0 {

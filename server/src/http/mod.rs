@@ -131,11 +131,11 @@ async fn with_timeout(limit: Duration, req: Request, next: Next) -> Response {
 
 async fn record_metrics(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().to_string();
-    let route =
-        req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
-    crate::metrics::METRICS.request(&method, &route, resp.status().as_u16(), started.elapsed());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    crate::metrics::METRICS.request(method.as_str(), route, resp.status().as_u16(), started.elapsed());
     resp
 }
 

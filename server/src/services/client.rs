@@ -107,10 +107,10 @@ impl Held {
     }
 }
 
-/// The token a heartbeat answers with: reused (`token: None`, the cached one) or renewed with a new lease.
+/// The token a heartbeat answers with: the cached one (its lease is the stored one) or renewed with a new lease.
 struct HeartbeatToken {
     lease: DateTime<Utc>,
-    token: Option<String>,
+    token: Arc<str>,
     digest: [u8; 32],
     renewed: bool,
     license_updated_at: DateTime<Utc>,
@@ -220,11 +220,14 @@ pub fn lease_for(l: &License, now: DateTime<Utc>) -> DateTime<Utc> {
 impl Services {
     /// `{"signed": "<envelope>"}` around `{"nonce", "server_time", "result"}`.
     pub fn sign_response(&self, nonce: &str, result: impl Serialize) -> AppResult<Value> {
-        let payload = json!({
-            "nonce": nonce,
-            "server_time": crate::time::ts(self.now()),
-            "result": result,
-        });
+        #[derive(Serialize)]
+        struct Payload<'a, R> {
+            nonce: &'a str,
+            server_time: String,
+            result: R,
+        }
+        // Serialized straight from the result's type, without building a JSON value first.
+        let payload = Payload { nonce, server_time: crate::time::ts(self.now()), result };
         let bytes = serde_json::to_vec(&payload).map_err(|e| AppError::internal("sign", e))?;
         let env = Envelope::seal(self.keys.signer(), Domain::ServerResponse, bytes);
         Ok(json!({"signed": env.to_compact()}))
@@ -273,19 +276,20 @@ impl Services {
         sign_activation_token(self.keys.signer(), &claims)
     }
 
-    /// The activation token for a heartbeat. A token is re-signed when less than half of its lease is left (or the
-    /// license or device key changed); until then the previous one is reused (`renewed: false`), and the stored
-    /// lease stays the token's, so server and device agree on it.
+    /// The activation token for a heartbeat. A token is re-signed when less than half of its lease is left, the
+    /// license or device key changed, or its lease is not the stored one (a re-activation, another node); until
+    /// then the previous one is reused (`renewed: false`), so server and device agree on the lease.
     fn token_for_heartbeat(&self, a: &Activation, rec: &LicenseRecord, now: DateTime<Utc>) -> HeartbeatToken {
         let full = lease_for(&rec.license, now) - now;
         if let Some(c) = self.token_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&a.id) {
             if c.license_updated_at == rec.updated_at
                 && c.device_key == a.device_public_key
+                && a.lease_expires_at == Some(c.lease_expires_at)
                 && c.lease_expires_at - now > full / 2
             {
                 return HeartbeatToken {
                     lease: c.lease_expires_at,
-                    token: None,
+                    token: c.token.clone(),
                     digest: c.digest,
                     renewed: false,
                     license_updated_at: rec.updated_at,
@@ -295,14 +299,13 @@ impl Services {
         let lease = now + full;
         let mut a2 = a.clone();
         a2.lease_expires_at = Some(lease);
-        let token = self.activation_token(&a2, &rec.license);
+        let token: Arc<str> = self.activation_token(&a2, &rec.license).into();
         let digest = Sha256::digest(token.as_bytes()).into();
-        HeartbeatToken { lease, token: Some(token), digest, renewed: true, license_updated_at: rec.updated_at }
+        HeartbeatToken { lease, token, digest, renewed: true, license_updated_at: rec.updated_at }
     }
 
-    /// Remembers a renewed token once its lease is stored; reused tokens are looked up again when sent.
+    /// Remembers a renewed token once its lease is stored.
     fn remember_token(&self, a: &Activation, t: &HeartbeatToken) {
-        let Some(token) = &t.token else { return };
         let mut cache = self.token_cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() > 200_000 {
             cache.clear();
@@ -313,15 +316,10 @@ impl Services {
                 license_updated_at: t.license_updated_at,
                 device_key: a.device_public_key.clone(),
                 lease_expires_at: t.lease,
-                token: token.clone(),
+                token: t.token.clone(),
                 digest: t.digest,
             },
         );
-    }
-
-    /// The text of a token `token_for_heartbeat` chose to reuse.
-    fn cached_token_text(&self, id: Uuid) -> Option<String> {
-        self.token_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|c| c.token.clone())
     }
 
     /// The signed license file, re-signed only when the license changed or the cached one is an hour old.
@@ -672,25 +670,22 @@ impl Services {
                     activation_id: a.id,
                     license_id: l.id,
                     now,
-                    lease_expires_at: token.as_ref().map(|t| t.lease),
+                    // A reused token's lease is the stored one: keep it (a concurrent renewal may have moved it).
+                    lease_expires_at: token.as_ref().filter(|t| t.renewed).map(|t| t.lease),
                     usage: req.usage,
                     // A heartbeat that changes nothing but the last-seen time is audited only when configured.
                     audit: (self.config.audit_heartbeats || changes_something).then_some(audit),
                 })
                 .await?;
-            if out.active {
-                if let Some(t) = &token {
-                    self.remember_token(&a, t);
-                }
+            if let Some(t) = token.as_ref().filter(|t| t.renewed && out.active && out.lease_expires_at == Some(t.lease))
+            {
+                self.remember_token(&a, t);
             }
             (out.active, out.lease_expires_at, out.accepted_usage, Arc::new(out.usage_totals))
         };
         let activation_status = if active { ActivationStatus::Active } else { ActivationStatus::Deactivated };
-        let activation_token = match token.filter(|t| active && !Held::has(&held.activation_token, &t.digest)) {
-            Some(HeartbeatToken { token: Some(text), .. }) => Some(text),
-            Some(_) => self.cached_token_text(a.id),
-            None => None,
-        };
+        let activation_token =
+            token.filter(|t| active && !Held::has(&held.activation_token, &t.digest)).map(|t| t.token.to_string());
         let file = self.license_file_for(&rec);
         let license_file = (!Held::has(&held.license_file, &file.digest)).then(|| file.text.clone());
         let result = HeartbeatResult {

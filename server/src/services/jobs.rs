@@ -25,7 +25,10 @@ pub struct JobReport {
 impl Services {
     pub async fn run_jobs(&self) -> AppResult<JobReport> {
         let now = self.now();
-        let mut report = JobReport::default();
+        // The change feed only has to outlive the slowest reader's poll (a fraction of a second); its rows carry
+        // the database's own clock, not the service clock. First, so a failing job below cannot starve it.
+        let pruned_changes = self.store.prune_changes(chrono::Utc::now() - Duration::hours(1)).await?;
+        let mut report = JobReport { pruned_changes, ..JobReport::default() };
 
         // Expire: past expiry and grace.
         let ctx = Ctx::system("expire");
@@ -53,9 +56,6 @@ impl Services {
         // Purge.
         let days = self.config.jobs.purge_deactivated_after_days;
         report.purged = self.store.purge_deactivated(now - Duration::days(i64::from(days))).await?;
-        // The feed only has to outlive the slowest reader's poll (a fraction of a second); its rows carry the
-        // database's own clock, not the service clock.
-        report.pruned_changes = self.store.prune_changes(chrono::Utc::now() - Duration::hours(1)).await?;
 
         // Expiring soon.
         let ctx = Ctx::system("expiring-soon");

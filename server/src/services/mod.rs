@@ -52,7 +52,7 @@ pub(crate) struct CachedToken {
     pub license_updated_at: DateTime<Utc>,
     pub device_key: Vec<u8>,
     pub lease_expires_at: DateTime<Utc>,
-    pub token: String,
+    pub token: Arc<str>,
     /// SHA-256 of `token`, compared with the digest the device says it holds.
     pub digest: [u8; 32],
 }

@@ -57,6 +57,8 @@ struct Entry<T> {
 struct Inner {
     /// The feed position applied so far.
     applied: i64,
+    /// Set when the feed could not be read: nothing is served or stored until an apply succeeds.
+    poisoned: bool,
     licenses: HashMap<Uuid, Entry<Arc<LicenseRecord>>>,
     by_key: HashMap<[u8; 32], Uuid>,
     activations: HashMap<Uuid, Entry<Arc<Activation>>>,
@@ -93,6 +95,11 @@ impl Cache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The lock, unless the cache is poisoned.
+    fn live(&self) -> Option<MutexGuard<'_, Inner>> {
+        Some(self.lock()).filter(|i| !i.poisoned)
+    }
+
     /// Starts the feed at `position` (the newest change when the store opened; the cache is empty).
     pub fn start_at(&self, position: i64) {
         let mut i = self.lock();
@@ -105,29 +112,29 @@ impl Cache {
     }
 
     pub fn license(&self, id: &Uuid) -> Option<Arc<LicenseRecord>> {
-        self.lock().licenses.get(id).map(|e| e.value.clone())
+        self.live()?.licenses.get(id).map(|e| e.value.clone())
     }
 
     pub fn license_by_key(&self, hash: &[u8; 32]) -> Option<Arc<LicenseRecord>> {
-        let i = self.lock();
+        let i = self.live()?;
         i.by_key.get(hash).and_then(|id| i.licenses.get(id)).map(|e| e.value.clone())
     }
 
     pub fn activation(&self, id: &Uuid) -> Option<Arc<Activation>> {
-        self.lock().activations.get(id).map(|e| e.value.clone())
+        self.live()?.activations.get(id).map(|e| e.value.clone())
     }
 
     pub fn usage(&self, license_id: &Uuid) -> Option<Totals> {
-        self.lock().usage.get(license_id).map(|e| e.value.clone())
+        self.live()?.usage.get(license_id).map(|e| e.value.clone())
     }
 
     pub fn has_blocks(&self, tenant: &Uuid) -> Option<bool> {
-        self.lock().blocks.get(tenant).map(|e| e.value)
+        self.live()?.blocks.get(tenant).map(|e| e.value)
     }
 
     pub fn put_has_blocks(&self, snap: i64, tenant: Uuid, any: bool) {
         let mut i = self.lock();
-        if i.applied > snap {
+        if i.poisoned || i.applied > snap {
             return;
         }
         if i.blocks.len() >= CAPACITY {
@@ -138,7 +145,7 @@ impl Cache {
 
     pub fn put_license(&self, snap: i64, rec: Arc<LicenseRecord>) {
         let mut i = self.lock();
-        if i.applied > snap {
+        if i.poisoned || i.applied > snap {
             return;
         }
         if i.licenses.len() >= CAPACITY {
@@ -156,7 +163,7 @@ impl Cache {
 
     pub fn put_activation(&self, snap: i64, a: Arc<Activation>) {
         let mut i = self.lock();
-        if i.applied > snap {
+        if i.poisoned || i.applied > snap {
             return;
         }
         if i.activations.len() >= CAPACITY {
@@ -167,7 +174,7 @@ impl Cache {
 
     pub fn put_usage(&self, snap: i64, license_id: Uuid, totals: Totals) {
         let mut i = self.lock();
-        if i.applied > snap {
+        if i.poisoned || i.applied > snap {
             return;
         }
         if i.usage.len() >= CAPACITY {
@@ -208,11 +215,14 @@ impl Cache {
             }
             i.applied = seq;
         }
+        i.poisoned = false;
     }
 
-    /// Forgets everything (the feed could not be read).
-    pub fn clear(&self) {
-        self.lock().clear();
+    /// The feed could not be read: forget everything and serve nothing until an apply succeeds.
+    pub fn poison(&self) {
+        let mut i = self.lock();
+        i.clear();
+        i.poisoned = true;
     }
 }
 
@@ -276,5 +286,20 @@ mod tests {
         c.apply(Some(50), &[(50, Kind::Usage, Uuid::new_v4())]);
         assert!(c.activation(&a).is_none(), "rows 11..49 were pruned unseen");
         assert_eq!(c.applied(), 50);
+    }
+
+    #[test]
+    fn a_poisoned_cache_serves_and_stores_nothing_until_an_apply_succeeds() {
+        let c = Cache::default();
+        c.start_at(10);
+        let a = Uuid::new_v4();
+        c.put_activation(10, activation(a));
+        c.poison();
+        assert!(c.activation(&a).is_none());
+        c.put_activation(10, activation(a));
+        assert!(c.activation(&a).is_none(), "a read from before the failure is not stored");
+        c.apply(None, &[]);
+        c.put_activation(10, activation(a));
+        assert!(c.activation(&a).is_some());
     }
 }

@@ -394,22 +394,40 @@ pub struct AuditEntry {
 /// How the chain hash of an audit row is computed. Shared by the store (when appending) and the verifier.
 pub fn audit_hash(prev_hash: &[u8], seq: i64, e: &NewAudit) -> [u8; 32] {
     use sha2::{Digest, Sha256};
-    let canonical = serde_json::json!({
-        "seq": seq,
-        "at": crate::time::ts(e.at),
-        "tenant_id": e.tenant_id,
-        "actor": e.actor,
-        "action": e.action,
-        "target": e.target,
-        "ip": e.ip,
-        "outcome": e.outcome,
-        "details": e.details,
-    });
     let mut h = Sha256::new();
     h.update(b"tessera/audit/v1\0");
     h.update(prev_hash);
-    h.update(canonical.to_string().as_bytes());
+    h.update(canonical_audit(seq, e));
     h.finalize().into()
+}
+
+/// The hashed form of an audit row: compact JSON with keys in alphabetical order (the order of the fields below;
+/// nested objects are `serde_json` maps, sorted too). Serialized from borrowed fields, without a JSON value.
+fn canonical_audit(seq: i64, e: &NewAudit) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Canonical<'a> {
+        action: &'a str,
+        actor: &'a str,
+        at: String,
+        details: &'a Value,
+        ip: &'a Option<String>,
+        outcome: &'a str,
+        seq: i64,
+        target: &'a Option<String>,
+        tenant_id: &'a Option<Uuid>,
+    }
+    let c = Canonical {
+        action: &e.action,
+        actor: &e.actor,
+        at: crate::time::ts(e.at),
+        details: &e.details,
+        ip: &e.ip,
+        outcome: &e.outcome,
+        seq,
+        target: &e.target,
+        tenant_id: &e.tenant_id,
+    };
+    serde_json::to_vec(&c).unwrap_or_default()
 }
 
 mod hexbytes {
@@ -514,8 +532,8 @@ pub trait Store: Send + Sync + 'static {
     fn activate(&self, op: ActivateOp) -> StoreFuture<'_, ActivateOutcome>;
     fn get_activation(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Activation>;
     /// An activation and its license, in one read (the hot path of device-signed requests).
-    /// Served from the cache. Its `last_seen_at` and `lease_expires_at` may lag behind the database (they change on
-    /// every heartbeat and are not fed); read `get_activation` where they matter.
+    /// Served from the cache. Its `last_seen_at` may lag behind the database (it moves on every heartbeat and is
+    /// not fed); read `get_activation` where it matters.
     fn activation_with_license(&self, id: Uuid) -> StoreFuture<'_, (Arc<Activation>, Arc<LicenseRecord>)>;
     fn list_activations(&self, scope: Scope, license_id: Uuid) -> StoreFuture<'_, Vec<Activation>>;
     fn count_active_seats(&self, license_id: Uuid) -> StoreFuture<'_, u32>;
@@ -572,4 +590,44 @@ pub trait Store: Send + Sync + 'static {
     /// The chain head as last written: `(seq, hash)` of the newest row, or `None` for an empty log.
     fn audit_head(&self) -> StoreFuture<'_, Option<(i64, Vec<u8>)>>;
     fn audit_rows(&self, scope: Scope, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>>;
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::*;
+
+    /// The form chains were first hashed in: a `json!` value (sorted keys). Existing logs must keep verifying.
+    fn original(seq: i64, e: &NewAudit) -> Vec<u8> {
+        serde_json::json!({
+            "seq": seq,
+            "at": crate::time::ts(e.at),
+            "tenant_id": e.tenant_id,
+            "actor": e.actor,
+            "action": e.action,
+            "target": e.target,
+            "ip": e.ip,
+            "outcome": e.outcome,
+            "details": e.details,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn the_canonical_form_is_byte_identical_to_the_original() {
+        let base = NewAudit {
+            at: chrono::Utc::now(),
+            tenant_id: Some(Uuid::new_v4()),
+            actor: "token:ab\"c".into(),
+            action: "client.heartbeat".into(),
+            target: Some(Uuid::new_v4().to_string()),
+            ip: Some("203.0.113.9".into()),
+            outcome: "OK".into(),
+            details: serde_json::json!({"z": [1, {"b": null, "a": "é\n"}], "a": 1.5, "usage": 0}),
+        };
+        let bare = NewAudit { tenant_id: None, target: None, ip: None, details: Value::Null, ..base.clone() };
+        for (seq, e) in [(1, &base), (i64::MAX, &bare)] {
+            assert_eq!(canonical_audit(seq, e), original(seq, e));
+        }
+    }
 }

@@ -109,6 +109,8 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", sync.pragma())?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Every write request runs in its own savepoint: keep their statement journals in memory, not temp files.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > MIGRATIONS.len() as i64 {
             return Err(StoreError::Schema(format!(
@@ -240,11 +242,18 @@ fn ready<'a, T: Send + 'a>(v: T) -> StoreFuture<'a, T> {
 fn apply_feed(c: &Connection, cache: &Cache) -> Result<(), StoreError> {
     loop {
         let after = cache.applied();
-        let floor: Option<i64> = c.prepare_cached("SELECT MIN(seq) FROM changes")?.query_row([], |r| r.get(0))?;
-        let rows = c
-            .prepare_cached("SELECT seq, kind, id FROM changes WHERE seq > ?1 ORDER BY seq LIMIT 4096")?
-            .query_map([after], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
+        // The floor and the rows from one snapshot, so a prune in between cannot hide a gap.
+        exec_cached(c, "BEGIN")?;
+        let read = (|| -> Result<_, StoreError> {
+            let floor: Option<i64> = c.prepare_cached("SELECT MIN(seq) FROM changes")?.query_row([], |r| r.get(0))?;
+            let rows = c
+                .prepare_cached("SELECT seq, kind, id FROM changes WHERE seq > ?1 ORDER BY seq LIMIT 4096")?
+                .query_map([after], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((floor, rows))
+        })();
+        let _ = exec_cached(c, "COMMIT");
+        let (floor, rows) = read?;
         let n = rows.len();
         let parsed: Vec<(i64, Kind, Uuid)> = rows
             .into_iter()
@@ -261,17 +270,24 @@ fn apply_feed(c: &Connection, cache: &Cache) -> Result<(), StoreError> {
 }
 
 /// Picks up other processes' changes every [`FEED_POLL`] until the store is dropped.
+/// While the feed cannot be read, the cache is bypassed (poisoned) rather than trusted.
 fn feed_poller(path: &Path, cache: &Cache, stop: &std::sync::mpsc::Receiver<()>) {
-    let mut conn = None;
+    let mut conn: Option<Connection> = None;
+    let mut failing = false;
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(FEED_POLL) {
-        if conn.is_none() {
-            conn = open_reader(path).ok();
-        }
-        if let Some(c) = &conn {
-            if let Err(e) = apply_feed(c, cache) {
-                tracing::warn!(error = %e, "reading the change feed failed; the cache is emptied");
-                cache.clear();
+        let result = match &conn {
+            Some(c) => apply_feed(c, cache),
+            None => open_reader(path).and_then(|c| apply_feed(&c, cache).map(|()| conn = Some(c))),
+        };
+        match result {
+            Ok(()) => failing = false,
+            Err(e) => {
+                cache.poison();
                 conn = None;
+                if !failing {
+                    tracing::warn!(error = %e, "reading the change feed failed; reads bypass the cache until it works");
+                }
+                failing = true;
             }
         }
     }
@@ -331,8 +347,8 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, cache: &Cache) {
         }
         // Before anyone hears of the commit, so this process reads its own writes.
         if let Err(e) = apply_feed(&conn, cache) {
-            tracing::warn!(error = %e, "reading the change feed failed; the cache is emptied");
-            cache.clear();
+            tracing::warn!(error = %e, "reading the change feed failed; reads bypass the cache until it works");
+            cache.poison();
         }
         crate::metrics::METRICS.store_batch(n, started.elapsed());
         for d in dones {

@@ -155,3 +155,39 @@ async fn the_feed_is_pruned_but_keeps_its_newest_row() {
     assert_eq!(count(), 1, "the newest row stays, so readers can tell a gap from an empty feed");
     assert!(pruned >= 5);
 }
+
+#[tokio::test]
+async fn a_heartbeat_never_hands_out_a_lease_other_than_the_stored_one() {
+    let h = Harness::new().await;
+    let f = h.fixture("lease", 5, "SUBSCRIPTION").await;
+    let d = device();
+    let (_, r) = activate(&h, &f.key, &d, fingerprint("l")).await;
+    let act = r["activation_id"].as_str().unwrap().to_string();
+    let stored = || async {
+        let (_, v) = h.get(&format!("/v1/licenses/{}/activations", f.license), Some(&f.token)).await;
+        v["items"].as_array().unwrap().iter().find(|a| a["id"] == act.as_str()).unwrap()["lease_expires_at"].clone()
+    };
+    let check = |r: &Value| {
+        let token = r["activation_token"].as_str().expect("a token (the test sends no held digests)");
+        let claims = tessera_core::token::verify_activation_token(token, &h.keys()).unwrap();
+        assert_eq!(json!(claims.lease_expires_at), r["lease_expires_at"], "token and answer agree: {r}");
+    };
+    let first = beat(&h, &d, &act).await;
+    check(&first);
+    assert_eq!(stored().await, first["lease_expires_at"]);
+    // The same device activates again (a reinstall): the stored lease moves on without a heartbeat.
+    h.advance(Duration::seconds(40));
+    let (s, again) = activate(&h, &f.key, &d, fingerprint("l")).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(again["activation_id"], act.as_str());
+    assert_ne!(stored().await, first["lease_expires_at"]);
+    // The next heartbeat must not fall back to the cached token and its older lease.
+    h.advance(Duration::seconds(5));
+    let next = beat(&h, &d, &act).await;
+    check(&next);
+    h.services.flush_audit().await;
+    assert_eq!(stored().await, next["lease_expires_at"], "what the device was told is what is stored");
+    let quiet = beat(&h, &d, &act).await;
+    check(&quiet);
+    assert_eq!(quiet["lease_expires_at"], next["lease_expires_at"]);
+}
