@@ -81,12 +81,17 @@ pub async fn open(config: Config, clock: time::Clock) -> Result<Opened, StartErr
     let preset = config.admin_token.clone().map(|s| s.0);
     let store: Arc<dyn Store> = sqlite.clone();
     let services = Services::new(store, keyset, clock, config);
-    let admin_token = services.bootstrap_admin(preset).await.map_err(|e| StartError::Other(e.message))?;
-    if let Some(tok) = &admin_token {
-        let path = dir.join("admin-token");
-        tessera_core::crypto::write_private_file(&path, format!("{tok}\n").as_bytes())
-            .map_err(|e| StartError::DataDir { path: path.display().to_string(), reason: e.to_string() })?;
-    }
+    let path = dir.join("admin-token");
+    let persist = |tok: &str| {
+        tessera_core::crypto::write_private_file(&path, format!("{tok}\n").as_bytes()).map_err(|e| {
+            AppError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "DATA_DIR",
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })
+    };
+    let admin_token = services.bootstrap_admin(preset, persist).await.map_err(|e| StartError::Other(e.message))?;
     Ok(Opened { services, sqlite, admin_token })
 }
 

@@ -270,7 +270,13 @@ impl Services {
     }
 
     /// Creates the first vendor-admin token when the database has none; returns it.
-    pub async fn bootstrap_admin(&self, preset: Option<String>) -> AppResult<Option<String>> {
+    /// Creates the first vendor-admin token when there is none. `persist` saves the secret (the data directory's
+    /// 0600 file) BEFORE the token is committed: a crash in between leaves no token, and the next start makes one.
+    pub async fn bootstrap_admin(
+        &self,
+        preset: Option<String>,
+        persist: impl FnOnce(&str) -> AppResult<()>,
+    ) -> AppResult<Option<String>> {
         if self.store.count_tokens().await? > 0 {
             return Ok(None);
         }
@@ -295,6 +301,7 @@ impl Services {
         };
         let ctx = Ctx::system("bootstrap");
         let audit = ctx.audit(now, None, "token.create", Some(info.id.to_string()), json!({"role": "vendor-admin"}));
+        persist(&secret)?;
         self.store.create_token(info, hash_secret(&secret), audit).await?;
         Ok(Some(secret))
     }

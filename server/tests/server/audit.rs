@@ -100,3 +100,27 @@ async fn deleting_the_newest_audit_rows_is_detected() {
     assert_eq!(v["first_broken"]["seq"], last - 1, "{v}");
     assert!(v["first_broken"]["reason"].as_str().unwrap().contains("end of the log"), "{v}");
 }
+
+#[tokio::test]
+async fn the_first_admin_token_is_saved_before_it_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let config = test_config(&path);
+    // The token file cannot be written (a directory is in its way): the start fails and commits no token…
+    std::fs::create_dir(path.join("admin-token")).unwrap();
+    let err = match tessera_server::start(config.clone()).await {
+        Ok(_) => panic!("a token that cannot be saved must not be created"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("admin-token"), "the error names the file: {err}");
+    let db = rusqlite::Connection::open(tessera_server::db_path(&path)).unwrap();
+    let tokens: i64 = db.query_row("SELECT COUNT(*) FROM api_tokens", [], |r| r.get(0)).unwrap();
+    assert_eq!(tokens, 0, "no token nobody could know");
+    drop(db);
+    // …so once the path is free, the next start creates one and saves it.
+    std::fs::remove_dir(path.join("admin-token")).unwrap();
+    let s = tessera_server::start(config).await.unwrap();
+    let token = s.admin_token.clone().expect("a token on the first successful start");
+    assert_eq!(std::fs::read_to_string(path.join("admin-token")).unwrap().trim(), token);
+    s.shutdown().await;
+}
