@@ -23,9 +23,12 @@ use clap::Parser;
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Load harness for tessera-server with a same-run baseline")]
 pub struct Args {
-    /// Seconds per scenario.
+    /// Seconds per scenario (and as many again for its paired baseline).
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
+    /// Each scenario alternates with the baseline in this many slices, so both see the same machine noise.
+    #[arg(long, default_value_t = 8)]
+    pub rounds: u32,
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
@@ -48,11 +51,24 @@ pub struct Stats {
     pub elapsed: Duration,
     pub latencies_us: Vec<u32>,
     pub first_error: Option<String>,
+    /// Throughput of the baseline slices interleaved with this scenario's.
+    pub paired_baseline_rps: Option<f64>,
 }
 
 impl Stats {
     pub fn rps(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Both slices' requests and time together.
+    pub fn merge(mut self, other: Stats) -> Stats {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.latencies_us.extend(other.latencies_us);
+        self.latencies_us.sort_unstable();
+        self.first_error = self.first_error.or(other.first_error);
+        self
     }
 
     pub fn percentile_ms(&self, p: f64) -> f64 {
@@ -102,6 +118,7 @@ where
         elapsed: Duration::ZERO,
         latencies_us: vec![],
         first_error: None,
+        paired_baseline_rps: None,
     };
     for t in tasks {
         let (lat, errors, first_error) = t.await.expect("worker");
@@ -118,28 +135,33 @@ where
 }
 
 fn report(args: &Args, results: &[Stats]) -> String {
-    let base = results.first().map(Stats::rps).unwrap_or(f64::NAN);
     let mut out = String::new();
     out.push_str(&format!(
-        "Run of {} — {} s per scenario, {} keep-alive connections, {} server worker threads, client in the same process.\n\n",
+        "Run of {} — {} s per scenario in {} slices alternating with as many baseline slices, {} keep-alive \
+         connections, {} server worker threads, client in the same process.\n\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         args.duration,
+        args.rounds.max(1),
         args.connections,
         args.server_threads
     ));
     out.push_str(
-        "| scenario | requests | errors | req/s | p50 | p99 | ratio to baseline |\n|---|---|---|---|---|---|---|\n",
+        "| scenario | requests | errors | req/s | p50 | p99 | paired baseline req/s | ratio to baseline |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for s in results {
+        let (paired, ratio) = match s.paired_baseline_rps {
+            Some(b) => (format!("{b:.0}"), format!("{:.2}", s.rps() / b)),
+            None => ("—".into(), "1.00".into()),
+        };
         out.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} |\n",
+            "| {} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {paired} | {ratio} |\n",
             s.name,
             s.ok,
             s.errors,
             s.rps(),
             s.percentile_ms(0.50),
             s.percentile_ms(0.99),
-            s.rps() / base
         ));
     }
     for s in results {

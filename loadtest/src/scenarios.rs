@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,12 +113,26 @@ fn activation_body(key: &str, device: &SigningKey, i: u64) -> Vec<u8> {
 /// A pool of prepared requests, shared by the workers.
 type Pool = Arc<Vec<(Vec<u8>, Option<String>)>>;
 
-async fn run_pool(name: &str, args: &Args, http: &reqwest::Client, url: String, pool: Pool) -> Stats {
-    let http = http.clone();
-    let url = Arc::new(url);
-    drive(name, args.connections, Duration::from_secs(args.duration), move |_, i| {
+/// A scenario's prepared requests and where it is in them (slices continue where the last one stopped, so a
+/// "new device each time" pool is never replayed).
+struct Load {
+    url: Arc<String>,
+    pool: Pool,
+    next: Arc<AtomicU64>,
+}
+
+impl Load {
+    fn new(url: String, pool: Pool) -> Load {
+        Load { url: Arc::new(url), pool, next: Arc::new(AtomicU64::new(0)) }
+    }
+}
+
+async fn run_slice(name: &str, args: &Args, http: &reqwest::Client, load: &Load, slice: Duration) -> Stats {
+    let (http, url, pool, next) = (http.clone(), load.url.clone(), load.pool.clone(), load.next.clone());
+    drive(name, args.connections, slice, move |_, _| {
         let http = http.clone();
         let url = url.clone();
+        let i = next.fetch_add(1, Ordering::Relaxed);
         let (body, sig) = pool[(i as usize) % pool.len()].clone();
         async move {
             let mut req = http.post(url.as_str()).header("content-type", "application/json").body(body);
@@ -137,6 +152,31 @@ async fn run_pool(name: &str, args: &Args, http: &reqwest::Client, url: String, 
     .await
 }
 
+/// Runs the scenario in `args.rounds` slices, each right after a baseline slice of the same length; returns the
+/// baseline's slices and the scenario's, each merged, the scenario carrying its paired baseline throughput.
+async fn interleaved(name: &str, args: &Args, http: &reqwest::Client, base: &Load, load: &Load) -> (Stats, Stats) {
+    let rounds = args.rounds.max(1);
+    let slice = Duration::from_secs(args.duration) / rounds;
+    let (mut b, mut s): (Option<Stats>, Option<Stats>) = (None, None);
+    for _ in 0..rounds {
+        let bs = run_slice(BASELINE, args, http, base, slice).await;
+        b = Some(match b {
+            Some(x) => x.merge(bs),
+            None => bs,
+        });
+        let ss = run_slice(name, args, http, load, slice).await;
+        s = Some(match s {
+            Some(x) => x.merge(ss),
+            None => ss,
+        });
+    }
+    let (b, mut s) = (b.expect("at least one round"), s.expect("at least one round"));
+    s.paired_baseline_rps = Some(b.rps());
+    (b, s)
+}
+
+const BASELINE: &str = "baseline (verify Ed25519 + sign JSON, no DB)";
+
 pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats>> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
@@ -145,7 +185,7 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
         .build()?;
     let api = Api { http: http.clone(), base: servers.real.url() };
     let per_run = |rate: u64| (rate * args.duration).max(1000) as usize;
-    let mut results = Vec::new();
+    let mut pairs: Vec<(Stats, Stats)> = Vec::new();
 
     eprintln!("baseline: preparing signed bodies");
     let pool: Pool = Arc::new(
@@ -156,8 +196,11 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
             })
             .collect(),
     );
-    let url = format!("http://{}{}", servers.baseline, baseline::PATH);
-    results.push(run_pool("baseline (verify Ed25519 + sign JSON, no DB)", args, &http, url, pool).await);
+    let base = Load::new(format!("http://{}{}", servers.baseline, baseline::PATH), pool);
+    let run = |name: &'static str, load: Load| {
+        let (http, base) = (http.clone(), &base);
+        async move { interleaved(name, args, &http, base, &load).await }
+    };
 
     for scenario in &args.scenarios {
         match scenario.as_str() {
@@ -172,7 +215,7 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
                         .collect(),
                 );
                 let url = format!("{}/v1/client/validate", servers.real.url());
-                results.push(run_pool("validate", args, &http, url, pool).await);
+                pairs.push(run("validate", Load::new(url, pool)).await);
             }
             "activate" => {
                 let key = fixture(&api, &servers.admin, 0).await?;
@@ -189,7 +232,7 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
                         .collect(),
                 );
                 let url = format!("{}/v1/client/activate", servers.real.url());
-                results.push(run_pool("activate (new device each, synchronous=FULL)", args, &http, url, pool).await);
+                pairs.push(run("activate (new device each, synchronous=FULL)", Load::new(url, pool)).await);
             }
             "heartbeat" => {
                 let key = fixture(&api, &servers.admin, 0).await?;
@@ -245,10 +288,21 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
                         .collect(),
                 );
                 let url = format!("{}{path}", servers.real.url());
-                results.push(run_pool("heartbeat (device-signed)", args, &http, url, pool).await);
+                pairs.push(run("heartbeat (device-signed)", Load::new(url, pool)).await);
             }
             other => bail!("unknown scenario {other:?}: use validate, activate, heartbeat"),
         }
     }
+    // First row: every baseline slice together; then each scenario with the baseline slices paired with it.
+    let mut baseline: Option<Stats> = None;
+    let mut results = Vec::with_capacity(pairs.len() + 1);
+    for (b, s) in pairs {
+        baseline = Some(match baseline {
+            Some(x) => x.merge(b),
+            None => b,
+        });
+        results.push(s);
+    }
+    results.insert(0, baseline.context("no scenario ran")?);
     Ok(results)
 }

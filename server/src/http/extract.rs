@@ -148,7 +148,8 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-/// A client-endpoint caller (authenticated by the license key or device key in the body).
+/// A client-endpoint caller (authenticated by the license key or device key in the body), within its per-IP rate
+/// limit (checked here, before the body is read: 429 with Retry-After otherwise).
 pub struct Client(pub Ctx);
 
 impl FromRequestParts<AppState> for Client {
@@ -156,7 +157,21 @@ impl FromRequestParts<AppState> for Client {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let ip = client_ip(parts, state.services.config.trust_forwarded_for);
+        let key = ip.as_deref().unwrap_or_default();
+        state.ip_limiter.check(key.as_bytes()).map_err(AppError::rate_limited)?;
         Ok(Client(Ctx::client(ip)))
+    }
+}
+
+/// The device signature header (`X-Tessera-Signature`), if present; the services say what is wrong with it.
+pub struct DeviceSignature(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for DeviceSignature {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let v = parts.headers.get("x-tessera-signature").and_then(|v| v.to_str().ok()).map(str::to_string);
+        Ok(DeviceSignature(v))
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,7 +26,7 @@ use crate::services::licenses::*;
 use crate::services::offline::{IssueEmergency, ReceiptRequest, RespondRequest};
 use crate::services::security::{CheckKey, CreateBlock, CreateReport};
 use crate::services::{PageQuery, Services};
-use extract::{client_ip, ApiBytes, ApiJson, ApiPath, ApiQuery, Auth, Client};
+use extract::{ApiBytes, ApiJson, ApiPath, ApiQuery, Auth, Client, DeviceSignature};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -64,8 +64,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/client/heartbeat", post(client_heartbeat))
         .route("/v1/client/deactivate", post(client_deactivate))
         .route("/v1/client/offline/respond", post(client_offline_respond))
-        .route("/v1/client/offline/receipt", post(client_offline_receipt))
-        .layer(middleware::from_fn_with_state(state.clone(), ip_rate_limit));
+        .route("/v1/client/offline/receipt", post(client_offline_receipt));
 
     Router::new()
         .route("/healthz", get(healthz))
@@ -109,16 +108,19 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn(move |req, next| with_timeout(timeout, req, next)))
-        .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn(move |req, next| timed(timeout, req, next)))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 
 // Middleware -------------------------------------------------------------------------------------------------
 
-async fn with_timeout(limit: Duration, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
+/// The request timeout and the request metrics, in one layer.
+async fn timed(limit: Duration, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let resp = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -126,26 +128,10 @@ async fn with_timeout(limit: Duration, req: Request, next: Next) -> Response {
             "the request took too long and was abandoned: retry later",
         )
         .into_response(),
-    }
-}
-
-async fn record_metrics(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let resp = next.run(req).await;
+    };
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     crate::metrics::METRICS.request(method.as_str(), route, resp.status().as_u16(), started.elapsed());
     resp
-}
-
-async fn ip_rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    let ip = client_ip(&parts, state.services.config.trust_forwarded_for).unwrap_or_default();
-    if let Err(wait) = state.ip_limiter.check(ip.as_bytes()) {
-        return AppError::rate_limited(wait).into_response();
-    }
-    next.run(Request::from_parts(parts, body)).await
 }
 
 async fn not_found() -> AppError {
@@ -519,24 +505,20 @@ async fn client_validate(State(s): State<AppState>, Client(ctx): Client, ApiJson
     Ok(Json(s.services.validate(&ctx, req).await?))
 }
 
-fn signature(headers: &HeaderMap) -> Option<&str> {
-    headers.get("x-tessera-signature").and_then(|v| v.to_str().ok())
-}
-
 async fn client_heartbeat(
     State(s): State<AppState>,
     Client(ctx): Client,
-    headers: HeaderMap,
+    DeviceSignature(sig): DeviceSignature,
     ApiBytes(body): ApiBytes,
 ) -> J {
-    Ok(Json(s.services.heartbeat(&ctx, "/v1/client/heartbeat", &body, signature(&headers)).await?))
+    Ok(Json(s.services.heartbeat(&ctx, "/v1/client/heartbeat", &body, sig.as_deref()).await?))
 }
 
 async fn client_deactivate(
     State(s): State<AppState>,
     Client(ctx): Client,
-    headers: HeaderMap,
+    DeviceSignature(sig): DeviceSignature,
     ApiBytes(body): ApiBytes,
 ) -> J {
-    Ok(Json(s.services.deactivate(&ctx, "/v1/client/deactivate", &body, signature(&headers)).await?))
+    Ok(Json(s.services.deactivate(&ctx, "/v1/client/deactivate", &body, sig.as_deref()).await?))
 }
