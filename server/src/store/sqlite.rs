@@ -111,6 +111,10 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // Every write request runs in its own savepoint: keep their statement journals in memory, not temp files.
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // Checkpoints run beside the writer (the feed thread, PASSIVE: they never block a commit); the writer
+        // checkpoints itself only as a safety net if the WAL grows past ~80 MB.
+        conn.pragma_update(None, "wal_autocheckpoint", 20_000)?;
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > MIGRATIONS.len() as i64 {
             return Err(StoreError::Schema(format!(
@@ -137,7 +141,7 @@ impl SqliteStore {
         let (poll_cache, poll_path) = (cache.clone(), path.to_path_buf());
         std::thread::Builder::new()
             .name("tessera-sqlite-feed".into())
-            .spawn(move || feed_poller(&poll_path, &poll_cache, &stopped))
+            .spawn(move || feed_poller(&poll_path, sync, &poll_cache, &stopped))
             .map_err(|e| StoreError::Db(format!("cannot start the change-feed poller: {e}")))?;
         Ok(SqliteStore {
             writer: tx,
@@ -269,12 +273,26 @@ fn apply_feed(c: &Connection, cache: &Cache) -> Result<(), StoreError> {
     }
 }
 
-/// Picks up other processes' changes every [`FEED_POLL`] until the store is dropped.
+/// Picks up other processes' changes every [`FEED_POLL`] until the store is dropped, and checkpoints the WAL.
 /// While the feed cannot be read, the cache is bypassed (poisoned) rather than trusted.
-fn feed_poller(path: &Path, cache: &Cache, stop: &std::sync::mpsc::Receiver<()>) {
+fn feed_poller(path: &Path, sync: Synchronous, cache: &Cache, stop: &std::sync::mpsc::Receiver<()>) {
     let mut conn: Option<Connection> = None;
+    let mut checkpointer: Option<Connection> = None;
     let mut failing = false;
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(FEED_POLL) {
+        // PASSIVE: copies what no reader still needs and never waits; the writer keeps committing meanwhile.
+        if checkpointer.is_none() {
+            checkpointer = Connection::open(path)
+                .and_then(|c| c.pragma_update(None, "synchronous", sync.pragma()).map(|()| c))
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot open the checkpoint connection"))
+                .ok();
+        }
+        if let Some(c) = &checkpointer {
+            if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "WAL checkpoint failed; the writer checkpoints past ~80 MB");
+                checkpointer = None;
+            }
+        }
         let result = match &conn {
             Some(c) => apply_feed(c, cache),
             None => open_reader(path).and_then(|c| apply_feed(&c, cache).map(|()| conn = Some(c))),
