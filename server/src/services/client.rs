@@ -70,9 +70,25 @@ pub struct ValidateResult {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Deserialize)]
-pub struct DeviceEnvelopeHead {
-    pub activation_id: Uuid,
+/// A device-signed request body: parsed once, trusted only after its signature verifies.
+pub trait DeviceRequest: serde::de::DeserializeOwned {
+    /// What the request is, for error messages ("heartbeat").
+    const WHAT: &'static str;
+    fn activation_id(&self) -> Uuid;
+}
+
+impl DeviceRequest for HeartbeatRequest {
+    const WHAT: &'static str = "heartbeat";
+    fn activation_id(&self) -> Uuid {
+        self.activation_id
+    }
+}
+
+impl DeviceRequest for DeactivateRequest {
+    const WHAT: &'static str = "deactivate";
+    fn activation_id(&self) -> Uuid {
+        self.activation_id
+    }
 }
 
 /// Unknown fields are ignored (newer agents may send more).
@@ -545,14 +561,14 @@ impl Services {
     }
 
     /// Verifies a device-signed body against the activation's key, before anything else in it is trusted.
-    pub async fn verify_device_body(
+    pub async fn verify_device_body<T: DeviceRequest>(
         &self,
         ctx: &Ctx,
         action: &str,
         path: &str,
         body: &[u8],
         signature: Option<&str>,
-    ) -> AppResult<(Arc<Activation>, Arc<LicenseRecord>)> {
+    ) -> AppResult<(T, Arc<Activation>, Arc<LicenseRecord>)> {
         let sig = signature.and_then(tessera_core::encoding::b64url_decode).ok_or_else(|| {
             client_error(
                 StatusCode::UNAUTHORIZED,
@@ -560,9 +576,9 @@ impl Services {
                 "this request must be signed by the device key (header X-Tessera-Signature, base64url)",
             )
         })?;
-        let head: DeviceEnvelopeHead = serde_json::from_slice(body)
-            .map_err(|e| AppError::bad_request(format!("the body must be JSON with an activation_id: {e}")))?;
-        let (a, rec) = self.store.activation_with_license(head.activation_id).await.map_err(|e| match e {
+        let req: T = serde_json::from_slice(body)
+            .map_err(|e| AppError::bad_request(format!("{} body is not valid: {e}", T::WHAT)))?;
+        let (a, rec) = self.store.activation_with_license(req.activation_id()).await.map_err(|e| match e {
             crate::store::StoreError::NotFound => client_error(
                 StatusCode::NOT_FOUND,
                 "ACTIVATION_NOT_FOUND",
@@ -583,7 +599,7 @@ impl Services {
             self.audit_refusal(ctx, Some(a.tenant_id), action, Some(a.id.to_string()), &e);
             return Err(e);
         }
-        Ok((a, rec))
+        Ok((req, a, rec))
     }
 
     fn check_sent_at(&self, sent_at: DateTime<Utc>) -> AppResult<()> {
@@ -601,9 +617,8 @@ impl Services {
     }
 
     pub async fn heartbeat(&self, ctx: &Ctx, path: &str, body: &[u8], signature: Option<&str>) -> AppResult<Value> {
-        let (a, rec) = self.verify_device_body(ctx, "client.heartbeat", path, body, signature).await?;
-        let mut req: HeartbeatRequest = serde_json::from_slice(body)
-            .map_err(|e| AppError::bad_request(format!("heartbeat body is not valid: {e}")))?;
+        let (mut req, a, rec): (HeartbeatRequest, _, _) =
+            self.verify_device_body(ctx, "client.heartbeat", path, body, signature).await?;
         let held = std::mem::take(&mut req.held);
         check_nonce(&req.nonce)?;
         self.check_sent_at(req.sent_at)?;
@@ -702,9 +717,8 @@ impl Services {
     }
 
     pub async fn deactivate(&self, ctx: &Ctx, path: &str, body: &[u8], signature: Option<&str>) -> AppResult<Value> {
-        let (a, _) = self.verify_device_body(ctx, "client.deactivate", path, body, signature).await?;
-        let req: DeactivateRequest = serde_json::from_slice(body)
-            .map_err(|e| AppError::bad_request(format!("deactivate body is not valid: {e}")))?;
+        let (req, a, _): (DeactivateRequest, _, _) =
+            self.verify_device_body(ctx, "client.deactivate", path, body, signature).await?;
         check_nonce(&req.nonce)?;
         self.check_sent_at(req.sent_at)?;
         let now = self.now();
