@@ -497,12 +497,29 @@ async fn client_offline_receipt(
 
 // Client -----------------------------------------------------------------------------------------------------
 
-async fn client_activate(State(s): State<AppState>, Client(ctx): Client, ApiJson(req): ApiJson<ActivateRequest>) -> J {
-    Ok(Json(s.services.activate(&ctx, req).await?))
+/// What client endpoints answer: a signed envelope, or the error shape.
+type Signed = AppResult<crate::services::client::SignedAnswer>;
+
+impl IntoResponse for crate::services::client::SignedAnswer {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, "application/json")], self.to_json()).into_response()
+    }
 }
 
-async fn client_validate(State(s): State<AppState>, Client(ctx): Client, ApiJson(req): ApiJson<ValidateRequest>) -> J {
-    Ok(Json(s.services.validate(&ctx, req).await?))
+async fn client_activate(
+    State(s): State<AppState>,
+    Client(ctx): Client,
+    ApiJson(req): ApiJson<ActivateRequest>,
+) -> Signed {
+    s.services.activate(&ctx, req).await
+}
+
+async fn client_validate(
+    State(s): State<AppState>,
+    Client(ctx): Client,
+    ApiJson(req): ApiJson<ValidateRequest>,
+) -> Signed {
+    s.services.validate(&ctx, req).await
 }
 
 async fn client_heartbeat(
@@ -510,8 +527,8 @@ async fn client_heartbeat(
     Client(ctx): Client,
     DeviceSignature(sig): DeviceSignature,
     ApiBytes(body): ApiBytes,
-) -> J {
-    Ok(Json(s.services.heartbeat(&ctx, "/v1/client/heartbeat", &body, sig.as_deref()).await?))
+) -> Signed {
+    s.services.heartbeat(&ctx, "/v1/client/heartbeat", &body, sig.as_deref()).await
 }
 
 async fn client_deactivate(
@@ -519,6 +536,6 @@ async fn client_deactivate(
     Client(ctx): Client,
     DeviceSignature(sig): DeviceSignature,
     ApiBytes(body): ApiBytes,
-) -> J {
-    Ok(Json(s.services.deactivate(&ctx, "/v1/client/deactivate", &body, sig.as_deref()).await?))
+) -> Signed {
+    s.services.deactivate(&ctx, "/v1/client/deactivate", &body, sig.as_deref()).await
 }

@@ -70,6 +70,30 @@ pub struct ValidateResult {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// A signed answer to a client: `{"signed": "<compact envelope>"}` on the wire. The compact form is base64url,
+/// dots and ASCII labels, so it is written into the JSON without escaping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedAnswer(pub String);
+
+impl SignedAnswer {
+    pub fn to_json(&self) -> String {
+        let mut s = String::with_capacity(self.0.len() + 14);
+        s.push_str("{\"signed\":\"");
+        s.push_str(&self.0);
+        s.push_str("\"}");
+        s
+    }
+}
+
+impl Serialize for SignedAnswer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("signed", &self.0)?;
+        m.end()
+    }
+}
+
 /// A device-signed request body: parsed once, trusted only after its signature verifies.
 pub trait DeviceRequest: serde::de::DeserializeOwned {
     /// What the request is, for error messages ("heartbeat").
@@ -235,7 +259,7 @@ pub fn lease_for(l: &License, now: DateTime<Utc>) -> DateTime<Utc> {
 
 impl Services {
     /// `{"signed": "<envelope>"}` around `{"nonce", "server_time", "result"}`.
-    pub fn sign_response(&self, nonce: &str, result: impl Serialize) -> AppResult<Value> {
+    pub fn sign_response(&self, nonce: &str, result: impl Serialize) -> AppResult<SignedAnswer> {
         #[derive(Serialize)]
         struct Payload<'a, R> {
             nonce: &'a str,
@@ -246,7 +270,7 @@ impl Services {
         let payload = Payload { nonce, server_time: crate::time::ts(self.now()), result };
         let bytes = serde_json::to_vec(&payload).map_err(|e| AppError::internal("sign", e))?;
         let env = Envelope::seal(self.keys.signer(), Domain::ServerResponse, bytes);
-        Ok(json!({"signed": env.to_compact()}))
+        Ok(SignedAnswer(env.to_compact()))
     }
 
     pub(super) fn check_key_rate(&self, key: &LicenseKey) -> AppResult<()> {
@@ -365,7 +389,7 @@ impl Services {
         file
     }
 
-    pub async fn activate(&self, ctx: &Ctx, req: ActivateRequest) -> AppResult<Value> {
+    pub async fn activate(&self, ctx: &Ctx, req: ActivateRequest) -> AppResult<SignedAnswer> {
         check_nonce(&req.nonce)?;
         let key = parse_license_key(&req.license_key)?;
         self.check_key_rate(&key)?;
@@ -486,7 +510,7 @@ impl Services {
         self.sign_response(&req.nonce, result)
     }
 
-    pub async fn validate(&self, ctx: &Ctx, req: ValidateRequest) -> AppResult<Value> {
+    pub async fn validate(&self, ctx: &Ctx, req: ValidateRequest) -> AppResult<SignedAnswer> {
         check_nonce(&req.nonce)?;
         let key = parse_license_key(&req.license_key)?;
         self.check_key_rate(&key)?;
@@ -616,7 +640,13 @@ impl Services {
         Ok(())
     }
 
-    pub async fn heartbeat(&self, ctx: &Ctx, path: &str, body: &[u8], signature: Option<&str>) -> AppResult<Value> {
+    pub async fn heartbeat(
+        &self,
+        ctx: &Ctx,
+        path: &str,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> AppResult<SignedAnswer> {
         let (mut req, a, rec): (HeartbeatRequest, _, _) =
             self.verify_device_body(ctx, "client.heartbeat", path, body, signature).await?;
         let held = std::mem::take(&mut req.held);
@@ -716,7 +746,13 @@ impl Services {
         self.sign_response(&req.nonce, result)
     }
 
-    pub async fn deactivate(&self, ctx: &Ctx, path: &str, body: &[u8], signature: Option<&str>) -> AppResult<Value> {
+    pub async fn deactivate(
+        &self,
+        ctx: &Ctx,
+        path: &str,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> AppResult<SignedAnswer> {
         let (req, a, _): (DeactivateRequest, _, _) =
             self.verify_device_body(ctx, "client.deactivate", path, body, signature).await?;
         check_nonce(&req.nonce)?;
@@ -731,5 +767,20 @@ impl Services {
         );
         self.store.deactivate(a.id, now, "deactivated by the device".into(), audit).await?;
         self.sign_response(&req.nonce, json!({"deactivated": true}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_answer_is_written_as_the_json_serde_would_write() {
+        let key = tessera_core::SigningKey::generate_ed25519();
+        let env = Envelope::seal(&key, Domain::ServerResponse, br#"{"nonce":"n\u0000\"","result":{}}"#.to_vec());
+        let a = SignedAnswer(env.to_compact());
+        assert_eq!(a.to_json(), serde_json::to_string(&a).unwrap());
+        let v: Value = serde_json::from_str(&a.to_json()).unwrap();
+        assert_eq!(Envelope::from_compact(v["signed"].as_str().unwrap()).unwrap().to_compact(), a.0);
     }
 }
