@@ -704,7 +704,8 @@ impl Services {
             && token.as_ref().is_some_and(|t| !t.renewed);
         let (active, lease, accepted_usage, totals) = if quiet {
             audit.outcome = "OK".into();
-            self.defer(self.config.audit_heartbeats.then_some(audit), Some((a.id, now)));
+            let touch = self.note_seen(a.id, now, false).then_some((a.id, now));
+            self.defer(self.config.audit_heartbeats.then_some(audit), touch);
             let totals = self.store.usage_totals(l.id).await?;
             (true, token.as_ref().map(|t| t.lease), Vec::new(), totals)
         } else {
@@ -722,6 +723,9 @@ impl Services {
                     audit: (self.config.audit_heartbeats || changes_something).then_some(audit),
                 })
                 .await?;
+            if out.active {
+                self.note_seen(a.id, now, true); // the heartbeat's write set it
+            }
             if let Some(t) = token.as_ref().filter(|t| t.renewed && out.active && out.lease_expires_at == Some(t.lease))
             {
                 self.remember_token(&a, t);

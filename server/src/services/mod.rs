@@ -38,7 +38,13 @@ pub struct Services {
     pub(crate) device_keys: Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, tessera_core::VerifyingKey>>>,
     /// Writes of calls that answer without waiting for the writer, made together a few milliseconds later.
     deferred: Arc<std::sync::Mutex<Deferred>>,
+    /// Per activation, the last-seen time this process last wrote (see [`LAST_SEEN_GRANULARITY`]).
+    seen_written: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, DateTime<Utc>>>>,
 }
+
+/// An activation's stored last-seen time is moved at most this often by heartbeats that change nothing else; the
+/// exact time of every heartbeat is in the audit log. Saves a row rewrite per heartbeat for frequent heartbeaters.
+pub const LAST_SEEN_GRANULARITY_SECS: i64 = 60;
 
 /// Audit entries of read-only client calls and last-seen times of quiet heartbeats, not yet written.
 #[derive(Default)]
@@ -86,6 +92,7 @@ impl Services {
             token_cache: Arc::default(),
             device_keys: Arc::default(),
             deferred: Arc::default(),
+            seen_written: Arc::default(),
         }
     }
 
@@ -111,6 +118,21 @@ impl Services {
                 s.flush_audit().await;
             });
         }
+    }
+
+    /// Records that `id` was seen at `at`; returns whether the stored last-seen time needs writing (it is older than
+    /// the granularity, as far as this process knows). `written` says the caller writes it anyway.
+    pub(crate) fn note_seen(&self, id: Uuid, at: DateTime<Utc>, written: bool) -> bool {
+        let mut m = self.seen_written.lock().unwrap_or_else(|e| e.into_inner());
+        let due = written
+            || m.get(&id).is_none_or(|last| at - *last >= chrono::Duration::seconds(LAST_SEEN_GRANULARITY_SECS));
+        if due {
+            if m.len() >= 200_000 {
+                m.clear();
+            }
+            m.insert(id, at);
+        }
+        due
     }
 
     /// Writes the deferred audit entries and last-seen times now (also called on shutdown).
