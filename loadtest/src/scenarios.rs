@@ -4,6 +4,9 @@
 //! so the measured window spends the shared CPU on the server, not on the client's cryptography.
 
 use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::http::HeaderValue;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -111,7 +114,12 @@ fn activation_body(key: &str, device: &SigningKey, i: u64) -> Vec<u8> {
 }
 
 /// A pool of prepared requests, shared by the workers.
-type Pool = Arc<Vec<(Vec<u8>, Option<String>)>>;
+type Pool = Arc<Vec<(Bytes, Option<HeaderValue>)>>;
+
+/// A prepared request: reference-counted, so sending one copies nothing on the client side.
+fn item(body: Vec<u8>, signature: Option<String>) -> (Bytes, Option<HeaderValue>) {
+    (Bytes::from(body), signature.map(|s| HeaderValue::from_str(&s).expect("base64url is a valid header value")))
+}
 
 /// A scenario's prepared requests and where it is in them (slices continue where the last one stopped, so a
 /// "new device each time" pool is never replayed).
@@ -192,7 +200,7 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
         (0..20_000u64)
             .map(|i| {
                 let (b, s) = baseline::request(&servers.baseline_device, i);
-                (b, Some(s))
+                item(b, Some(s))
             })
             .collect(),
     );
@@ -210,7 +218,7 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
                     (0..20_000u64)
                         .map(|i| {
                             let b = json!({"license_key": key, "feature": "export_pdf", "nonce": nonce(i)});
-                            (serde_json::to_vec(&b).unwrap_or_default(), None)
+                            item(serde_json::to_vec(&b).unwrap_or_default(), None)
                         })
                         .collect(),
                 );
@@ -227,7 +235,7 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
                             let mut seed = [0u8; 32];
                             seed[..8].copy_from_slice(&i.to_be_bytes());
                             seed[8] = 0xac;
-                            (activation_body(&key, &SigningKey::ed25519_from_bytes(&seed), i), None)
+                            item(activation_body(&key, &SigningKey::ed25519_from_bytes(&seed), i), None)
                         })
                         .collect(),
                 );
@@ -283,7 +291,7 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
                             }))
                             .unwrap_or_default();
                             let sig = device.sign(Domain::DeviceMessage, &[path.as_bytes()], &body);
-                            (body, Some(b64url(&sig)))
+                            item(body, Some(b64url(&sig)))
                         })
                         .collect(),
                 );
