@@ -600,9 +600,22 @@ impl Services {
                 "this request must be signed by the device key (header X-Tessera-Signature, base64url)",
             )
         })?;
-        let req: T = serde_json::from_slice(body)
-            .map_err(|e| AppError::bad_request(format!("{} body is not valid: {e}", T::WHAT)))?;
-        let (a, rec) = self.store.activation_with_license(req.activation_id()).await.map_err(|e| match e {
+        // One parse in the common case; a body that does not parse whole is still checked for its activation and
+        // signature first, so a forged request is refused as forged (401, audited), not as malformed.
+        let parsed: Result<T, _> = serde_json::from_slice(body);
+        let activation_id = match &parsed {
+            Ok(r) => r.activation_id(),
+            Err(_) => {
+                #[derive(Deserialize)]
+                struct Head {
+                    activation_id: Uuid,
+                }
+                serde_json::from_slice::<Head>(body)
+                    .map_err(|e| AppError::bad_request(format!("the body must be JSON with an activation_id: {e}")))?
+                    .activation_id
+            }
+        };
+        let (a, rec) = self.store.activation_with_license(activation_id).await.map_err(|e| match e {
             crate::store::StoreError::NotFound => client_error(
                 StatusCode::NOT_FOUND,
                 "ACTIVATION_NOT_FOUND",
@@ -623,6 +636,7 @@ impl Services {
             self.audit_refusal(ctx, Some(a.tenant_id), action, Some(a.id.to_string()), &e);
             return Err(e);
         }
+        let req = parsed.map_err(|e| AppError::bad_request(format!("{} body is not valid: {e}", T::WHAT)))?;
         Ok((req, a, rec))
     }
 
@@ -730,7 +744,10 @@ impl Services {
             {
                 self.remember_token(&a, t);
             }
-            (out.active, out.lease_expires_at, out.accepted_usage, Arc::new(out.usage_totals))
+            // The lease the device is told is its token's (never later than the stored one: heartbeat leases only
+            // move forward); with no token (license unusable) there is none.
+            let lease = token.as_ref().map(|t| t.lease);
+            (out.active, lease, out.accepted_usage, Arc::new(out.usage_totals))
         };
         let activation_status = if active { ActivationStatus::Active } else { ActivationStatus::Deactivated };
         let activation_token =

@@ -104,6 +104,9 @@ impl Services {
 
     /// Queues an audit entry and/or an activation's last-seen time (see [`Services::audit_later`]).
     pub fn defer(&self, entry: Option<NewAudit>, seen: Option<(Uuid, DateTime<Utc>)>) {
+        if entry.is_none() && seen.is_none() {
+            return;
+        }
         let first = {
             let mut d = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
             let was_empty = d.audit.is_empty() && d.seen.is_empty();
@@ -124,8 +127,10 @@ impl Services {
     /// the granularity, as far as this process knows). `written` says the caller writes it anyway.
     pub(crate) fn note_seen(&self, id: Uuid, at: DateTime<Utc>, written: bool) -> bool {
         let mut m = self.seen_written.lock().unwrap_or_else(|e| e.into_inner());
+        // Due when unknown, older than the granularity, or in the future (the clock stepped back).
         let due = written
-            || m.get(&id).is_none_or(|last| at - *last >= chrono::Duration::seconds(LAST_SEEN_GRANULARITY_SECS));
+            || m.get(&id)
+                .is_none_or(|last| at < *last || at - *last >= chrono::Duration::seconds(LAST_SEEN_GRANULARITY_SECS));
         if due {
             if m.len() >= 200_000 {
                 m.clear();
@@ -142,8 +147,16 @@ impl Services {
             return;
         }
         let n = d.audit.len();
+        let seen = d.seen.clone();
         if let Err(e) = self.store.write_deferred(d.audit, d.seen).await {
             tracing::warn!(error = %e, entries = n, "could not record deferred audit entries and last-seen times");
+            // Not written: the next heartbeat of each of these activations writes its last-seen time again.
+            let mut m = self.seen_written.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, at) in seen {
+                if m.get(&id) == Some(&at) {
+                    m.remove(&id);
+                }
+            }
         }
     }
 

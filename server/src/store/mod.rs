@@ -284,7 +284,7 @@ pub struct HeartbeatOp {
     pub activation_id: Uuid,
     pub license_id: Uuid,
     pub now: DateTime<Utc>,
-    /// The new lease; `None` keeps the stored one.
+    /// The new lease; `None` keeps the stored one, and a stored lease is never moved back.
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub usage: Vec<UsageEvent>,
     pub audit: Option<NewAudit>,

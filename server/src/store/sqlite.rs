@@ -27,6 +27,8 @@ const MIGRATIONS: &[&str] = &[
 ];
 /// How often other processes' changes are picked up from the change feed.
 const FEED_POLL: Duration = Duration::from_millis(200);
+/// How often committed WAL frames are copied back to the database (beside the writer, never blocking it).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 const MAX_BATCH: usize = 1024;
 
 /// `PRAGMA synchronous` setting.
@@ -84,6 +86,8 @@ pub struct SqliteStore {
     cache: Arc<Cache>,
     /// Dropping it stops the feed poller.
     _stop_poller: std::sync::mpsc::Sender<()>,
+    /// Dropping it stops the checkpointer.
+    _stop_checkpointer: std::sync::mpsc::Sender<()>,
 }
 
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
@@ -111,7 +115,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // Every write request runs in its own savepoint: keep their statement journals in memory, not temp files.
         conn.pragma_update(None, "temp_store", "MEMORY")?;
-        // Checkpoints run beside the writer (the feed thread, PASSIVE: they never block a commit); the writer
+        // Checkpoints run beside the writer (their own thread, PASSIVE: they never block a commit); the writer
         // checkpoints itself only as a safety net if the WAL grows past ~80 MB.
         conn.pragma_update(None, "wal_autocheckpoint", 20_000)?;
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
@@ -141,8 +145,14 @@ impl SqliteStore {
         let (poll_cache, poll_path) = (cache.clone(), path.to_path_buf());
         std::thread::Builder::new()
             .name("tessera-sqlite-feed".into())
-            .spawn(move || feed_poller(&poll_path, sync, &poll_cache, &stopped))
+            .spawn(move || feed_poller(&poll_path, &poll_cache, &stopped))
             .map_err(|e| StoreError::Db(format!("cannot start the change-feed poller: {e}")))?;
+        let (stop_checkpointer, stopped) = std::sync::mpsc::channel::<()>();
+        let cp_path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("tessera-sqlite-checkpoint".into())
+            .spawn(move || checkpointer(&cp_path, sync, &stopped))
+            .map_err(|e| StoreError::Db(format!("cannot start the WAL checkpointer: {e}")))?;
         Ok(SqliteStore {
             writer: tx,
             readers: std::sync::Arc::new(ReadPool {
@@ -154,6 +164,7 @@ impl SqliteStore {
             writer_thread: Mutex::new(Some(handle)),
             cache,
             _stop_poller: stop_poller,
+            _stop_checkpointer: stop_checkpointer,
         })
     }
 
@@ -273,26 +284,38 @@ fn apply_feed(c: &Connection, cache: &Cache) -> Result<(), StoreError> {
     }
 }
 
-/// Picks up other processes' changes every [`FEED_POLL`] until the store is dropped, and checkpoints the WAL.
-/// While the feed cannot be read, the cache is bypassed (poisoned) rather than trusted.
-fn feed_poller(path: &Path, sync: Synchronous, cache: &Cache, stop: &std::sync::mpsc::Receiver<()>) {
+/// Copies committed WAL frames back into the database every [`CHECKPOINT_EVERY`] until the store is dropped.
+/// PASSIVE: copies what no reader still needs and never waits, so the writer keeps committing meanwhile. If this
+/// cannot work, the writer's own threshold (~80 MB of WAL) still bounds the log.
+fn checkpointer(path: &Path, sync: Synchronous, stop: &std::sync::mpsc::Receiver<()>) {
     let mut conn: Option<Connection> = None;
-    let mut checkpointer: Option<Connection> = None;
     let mut failing = false;
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(FEED_POLL) {
-        // PASSIVE: copies what no reader still needs and never waits; the writer keeps committing meanwhile.
-        if checkpointer.is_none() {
-            checkpointer = Connection::open(path)
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        let result = match &conn {
+            Some(c) => c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())),
+            None => Connection::open(path)
                 .and_then(|c| c.pragma_update(None, "synchronous", sync.pragma()).map(|()| c))
-                .inspect_err(|e| tracing::warn!(error = %e, "cannot open the checkpoint connection"))
-                .ok();
-        }
-        if let Some(c) = &checkpointer {
-            if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "WAL checkpoint failed; the writer checkpoints past ~80 MB");
-                checkpointer = None;
+                .and_then(|c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map(|()| conn = Some(c))),
+        };
+        match result {
+            Ok(()) => failing = false,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; the writer checkpoints past ~80 MB meanwhile");
+                }
+                failing = true;
+                conn = None;
             }
         }
+    }
+}
+
+/// Picks up other processes' changes every [`FEED_POLL`] until the store is dropped. While the feed cannot be
+/// read, the cache is bypassed (poisoned) rather than trusted.
+fn feed_poller(path: &Path, cache: &Cache, stop: &std::sync::mpsc::Receiver<()>) {
+    let mut conn: Option<Connection> = None;
+    let mut failing = false;
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(FEED_POLL) {
         let result = match &conn {
             Some(c) => apply_feed(c, cache),
             None => open_reader(path).and_then(|c| apply_feed(&c, cache).map(|()| conn = Some(c))),
@@ -1218,7 +1241,12 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let lease: Option<Option<String>> = c
                 .prepare_cached(
-                    "UPDATE activations SET last_seen_at = ?2, lease_expires_at = COALESCE(?3, lease_expires_at)
+                    // A heartbeat lease only moves forward (racing renewals cannot pull it back under a token
+                    // already handed out); timestamps are fixed-width RFC 3339, so text order is time order.
+                    "UPDATE activations SET last_seen_at = MAX(last_seen_at, ?2),
+                            lease_expires_at = CASE WHEN ?3 IS NULL THEN lease_expires_at
+                                                    WHEN lease_expires_at IS NULL OR lease_expires_at < ?3 THEN ?3
+                                                    ELSE lease_expires_at END
                      WHERE id = ?1 AND status = 'ACTIVE' RETURNING lease_expires_at",
                 )?
                 .query_row(params![op.activation_id.to_string(), ts(op.now), s_time(op.lease_expires_at)], |r| r.get(0))

@@ -199,3 +199,49 @@ async fn a_heartbeat_never_hands_out_a_lease_other_than_the_stored_one() {
     check(&quiet);
     assert_eq!(quiet["lease_expires_at"], next["lease_expires_at"]);
 }
+
+#[tokio::test]
+async fn a_forged_heartbeat_is_refused_as_forged_even_when_malformed() {
+    let h = Harness::new().await;
+    let f = h.fixture("forged", 5, "SUBSCRIPTION").await;
+    let d = device();
+    let (_, r) = activate(&h, &f.key, &d, fingerprint("forged")).await;
+    let act = r["activation_id"].as_str().unwrap();
+    // No sent_at (malformed) and signed by another key: the signature is judged first.
+    let body = json!({"activation_id": act, "nonce": nonce()});
+    let (s, v) = device_call(&h, "/v1/client/heartbeat", &device(), body.clone()).await;
+    assert_eq!((s, err_code(&v)), (StatusCode::UNAUTHORIZED, "SIGNATURE_INVALID".to_string()), "{v}");
+    // Signed by the device, the same body is a plain 400 naming the problem.
+    let (s, v) = device_call(&h, "/v1/client/heartbeat", &d, body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("sent_at"), "{v}");
+    // An unknown activation is named as such, whatever else is wrong with the body.
+    let (s, v) =
+        device_call(&h, "/v1/client/heartbeat", &d, json!({"activation_id": uuid::Uuid::now_v7(), "x": 1})).await;
+    assert_eq!((s, err_code(&v)), (StatusCode::NOT_FOUND, "ACTIVATION_NOT_FOUND".to_string()), "{v}");
+}
+
+#[tokio::test]
+async fn a_stored_lease_never_moves_back() {
+    let h = Harness::new().await;
+    let f = h.fixture("monotonic", 5, "CONCURRENT").await;
+    let d = device();
+    let (_, r) = activate(&h, &f.key, &d, fingerprint("m")).await;
+    let act: uuid::Uuid = r["activation_id"].as_str().unwrap().parse().unwrap();
+    let license: uuid::Uuid = f.license.parse().unwrap();
+    let now = Utc::now();
+    let op = |lease| tessera_server::store::HeartbeatOp {
+        activation_id: act,
+        license_id: license,
+        now,
+        lease_expires_at: Some(lease),
+        usage: vec![],
+        audit: None,
+    };
+    let later = now + Duration::hours(2);
+    let out = h.services.store.heartbeat(op(later)).await.unwrap();
+    assert_eq!(out.lease_expires_at, Some(chrono::SubsecRound::trunc_subsecs(later, 6)));
+    // A renewal computed a moment earlier that commits second cannot pull the lease under a token already out.
+    let out = h.services.store.heartbeat(op(now + Duration::hours(1))).await.unwrap();
+    assert_eq!(out.lease_expires_at, Some(chrono::SubsecRound::trunc_subsecs(later, 6)));
+}
