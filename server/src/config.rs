@@ -32,6 +32,49 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// How heartbeats that change nothing durable ("quiet" ones: no usage, token and lease kept) are audited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeartbeatAudit {
+    /// One audit row per heartbeat.
+    Each,
+    /// One row per tenant per deferred batch (a few milliseconds), listing each heartbeat's activation, time and
+    /// address: every call is still recorded, at a fraction of the cost.
+    Batched,
+    /// Not recorded (the activation's last-seen time still moves).
+    Changes,
+}
+
+impl HeartbeatAudit {
+    /// `each`, `batched`, `changes`; `true`/`false` (the older boolean setting) mean `each`/`changes`.
+    pub fn parse(s: &str) -> Option<HeartbeatAudit> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "each" | "true" | "1" | "yes" | "on" => Some(HeartbeatAudit::Each),
+            "batched" => Some(HeartbeatAudit::Batched),
+            "changes" | "false" | "0" | "no" | "off" => Some(HeartbeatAudit::Changes),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HeartbeatAudit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(HeartbeatAudit::Each),
+            Raw::Bool(false) => Ok(HeartbeatAudit::Changes),
+            Raw::Text(s) => HeartbeatAudit::parse(&s).ok_or_else(|| {
+                serde::de::Error::custom(format!("audit_heartbeats: expected each, batched or changes, not {s:?}"))
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimits {
@@ -82,8 +125,9 @@ pub struct Config {
     pub jobs: Jobs,
     /// Record every validate call in the audit log (a write per call).
     pub audit_validate: bool,
-    /// Record every heartbeat in the audit log (refusals and status changes are recorded regardless).
-    pub audit_heartbeats: bool,
+    /// How heartbeats that change nothing durable are audited (refusals and heartbeats that renew a lease, carry
+    /// usage or find the activation or license unusable always get their own row).
+    pub audit_heartbeats: HeartbeatAudit,
     /// Vendor-admin token to create on first start instead of a random one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<Secret>,
@@ -103,7 +147,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             jobs: Jobs::default(),
             audit_validate: true,
-            audit_heartbeats: true,
+            audit_heartbeats: HeartbeatAudit::Batched,
             admin_token: None,
             trust_forwarded_for: false,
         }
@@ -188,7 +232,13 @@ impl Config {
                 "TESSERA_EXPIRING_SOON_DAYS" => self.jobs.expiring_soon_days = num(k, v)?,
                 "TESSERA_PURGE_DEACTIVATED_AFTER_DAYS" => self.jobs.purge_deactivated_after_days = num(k, v)?,
                 "TESSERA_AUDIT_VALIDATE" => self.audit_validate = boolean(k, v)?,
-                "TESSERA_AUDIT_HEARTBEATS" => self.audit_heartbeats = boolean(k, v)?,
+                "TESSERA_AUDIT_HEARTBEATS" => {
+                    self.audit_heartbeats = HeartbeatAudit::parse(v).ok_or_else(|| ConfigError::Env {
+                        name: k.to_string(),
+                        value: v.to_string(),
+                        reason: "expected each, batched or changes".into(),
+                    })?
+                }
                 "TESSERA_TRUST_FORWARDED_FOR" => self.trust_forwarded_for = boolean(k, v)?,
                 "TESSERA_ADMIN_TOKEN" => self.admin_token = Some(Secret(v.trim().to_string())),
                 "TESSERA_ADMIN_TOKEN_FILE" => {
@@ -234,5 +284,27 @@ mod tests {
         assert!(!format!("{c:?}").contains("fromfile"));
         let bad = Config::load(None, [("TESSERA_READ_CONNECTIONS".into(), "many".into())]);
         assert!(bad.unwrap_err().to_string().contains("TESSERA_READ_CONNECTIONS"));
+    }
+
+    #[test]
+    fn heartbeat_audit_reads_names_and_the_older_booleans() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        for (toml, want) in [
+            ("audit_heartbeats = \"each\"", HeartbeatAudit::Each),
+            ("audit_heartbeats = \"batched\"", HeartbeatAudit::Batched),
+            ("audit_heartbeats = false", HeartbeatAudit::Changes),
+            ("audit_heartbeats = true", HeartbeatAudit::Each),
+        ] {
+            std::fs::write(&file, toml).unwrap();
+            assert_eq!(Config::load(Some(&file), []).unwrap().audit_heartbeats, want, "{toml}");
+        }
+        std::fs::write(&file, "audit_heartbeats = \"sometimes\"").unwrap();
+        assert!(Config::load(Some(&file), []).unwrap_err().to_string().contains("each, batched or changes"));
+        let env = |v: &str| Config::load(None, [("TESSERA_AUDIT_HEARTBEATS".to_string(), v.to_string())]);
+        assert_eq!(env("changes").unwrap().audit_heartbeats, HeartbeatAudit::Changes);
+        assert_eq!(env("0").unwrap().audit_heartbeats, HeartbeatAudit::Changes);
+        assert!(env("maybe").unwrap_err().to_string().contains("TESSERA_AUDIT_HEARTBEATS"));
+        assert_eq!(Config::default().audit_heartbeats, HeartbeatAudit::Batched);
     }
 }

@@ -19,9 +19,12 @@ use uuid::Uuid;
 
 use super::licenses::effective_status;
 use super::{Ctx, Services};
+use crate::config::HeartbeatAudit;
 use crate::error::{AppError, AppResult};
 use crate::store::{identity_hash, SameDeviceCandidates};
-use crate::store::{ActivateOp, ActivateOutcome, Activation, ActivationStatus, HeartbeatOp, LicenseRecord, UsageEvent};
+use crate::store::{
+    ActivateOp, ActivateOutcome, Activation, ActivationStatus, HeartbeatOp, LicenseRecord, NewAudit, UsageEvent,
+};
 
 /// Largest clock difference accepted on device-signed requests.
 pub const REPLAY_WINDOW_SECS: i64 = 600;
@@ -702,13 +705,10 @@ impl Services {
         let status = effective_status(l, now);
         let usable = status == LicenseStatus::Active && now >= l.starts_at;
         let token = usable.then(|| self.token_for_heartbeat(&a, &rec, now));
-        let mut audit = ctx.audit(
-            now,
-            Some(l.tenant_id),
-            "client.heartbeat",
-            Some(a.id.to_string()),
-            json!({"usage": req.usage.len()}),
-        );
+        let usage_count = req.usage.len();
+        let audit = || {
+            ctx.audit(now, Some(l.tenant_id), "client.heartbeat", Some(a.id.to_string()), json!({"usage": usage_count}))
+        };
         // A heartbeat that changes nothing durable (no usage, the token and its stored lease reused, the
         // activation active) is answered without waiting for the writer: its last-seen time and audit entry are
         // written with the next deferred batch, a few milliseconds later.
@@ -717,13 +717,24 @@ impl Services {
             && a.status == ActivationStatus::Active
             && token.as_ref().is_some_and(|t| !t.renewed);
         let (active, lease, accepted_usage, totals) = if quiet {
-            audit.outcome = "OK".into();
             let touch = self.note_seen(a.id, now, false).then_some((a.id, now));
-            self.defer(self.config.audit_heartbeats.then_some(audit), touch);
+            match self.config.audit_heartbeats {
+                HeartbeatAudit::Each => self.defer(Some(NewAudit { outcome: "OK".into(), ..audit() }), touch),
+                HeartbeatAudit::Batched => self.defer_beat(
+                    super::QuietBeat { tenant_id: l.tenant_id, activation_id: a.id, at: now, ip: ctx.ip.clone() },
+                    touch,
+                ),
+                HeartbeatAudit::Changes => self.defer(None, touch),
+            }
             let totals = self.store.usage_totals(l.id).await?;
             (true, token.as_ref().map(|t| t.lease), Vec::new(), totals)
         } else {
-            let changes_something = !usable || !req.usage.is_empty() || token.as_ref().is_some_and(|t| t.renewed);
+            // Anything but a quiet heartbeat gets its own audit row, whatever `audit_heartbeats` says.
+            let changes_something = !usable
+                || blocked
+                || a.status != ActivationStatus::Active
+                || !req.usage.is_empty()
+                || token.as_ref().is_some_and(|t| t.renewed);
             let out = self
                 .store
                 .heartbeat(HeartbeatOp {
@@ -734,7 +745,7 @@ impl Services {
                     lease_expires_at: token.as_ref().filter(|t| t.renewed).map(|t| t.lease),
                     usage: req.usage,
                     // A heartbeat that changes nothing but the last-seen time is audited only when configured.
-                    audit: (self.config.audit_heartbeats || changes_something).then_some(audit),
+                    audit: (self.config.audit_heartbeats == HeartbeatAudit::Each || changes_something).then(audit),
                 })
                 .await?;
             if out.active {

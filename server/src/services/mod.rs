@@ -51,6 +51,53 @@ pub const LAST_SEEN_GRANULARITY_SECS: i64 = 60;
 struct Deferred {
     audit: Vec<NewAudit>,
     seen: Vec<(Uuid, DateTime<Utc>)>,
+    /// Quiet heartbeats to record in one audit row per tenant (`audit_heartbeats = "batched"`).
+    beats: Vec<QuietBeat>,
+}
+
+/// A heartbeat that changed nothing durable, as recorded in a batch row.
+pub(crate) struct QuietBeat {
+    pub tenant_id: Uuid,
+    pub activation_id: Uuid,
+    pub at: DateTime<Utc>,
+    pub ip: Option<String>,
+}
+
+impl Deferred {
+    fn is_empty(&self) -> bool {
+        self.audit.is_empty() && self.seen.is_empty() && self.beats.is_empty()
+    }
+
+    /// The batch rows: one per tenant, in order of first heartbeat, each listing its heartbeats.
+    fn beat_rows(beats: Vec<QuietBeat>) -> Vec<NewAudit> {
+        let mut by_tenant: Vec<(Uuid, Vec<QuietBeat>)> = Vec::new();
+        for b in beats {
+            match by_tenant.iter_mut().find(|(t, _)| *t == b.tenant_id) {
+                Some((_, v)) => v.push(b),
+                None => by_tenant.push((b.tenant_id, vec![b])),
+            }
+        }
+        by_tenant
+            .into_iter()
+            .map(|(tenant, beats)| {
+                let at = beats.iter().map(|b| b.at).max().unwrap_or_default();
+                let list: Vec<serde_json::Value> = beats
+                    .iter()
+                    .map(|b| serde_json::json!({"activation_id": b.activation_id, "at": crate::time::ts(b.at), "ip": b.ip}))
+                    .collect();
+                NewAudit {
+                    at,
+                    tenant_id: Some(tenant),
+                    actor: "client".into(),
+                    action: "client.heartbeat.batch".into(),
+                    target: None,
+                    ip: None,
+                    outcome: "OK".into(),
+                    details: serde_json::json!({"count": list.len(), "heartbeats": list}),
+                }
+            })
+            .collect()
+    }
 }
 
 /// The last activation token issued to an activation by a heartbeat.
@@ -104,14 +151,24 @@ impl Services {
 
     /// Queues an audit entry and/or an activation's last-seen time (see [`Services::audit_later`]).
     pub fn defer(&self, entry: Option<NewAudit>, seen: Option<(Uuid, DateTime<Utc>)>) {
-        if entry.is_none() && seen.is_none() {
+        self.defer_all(entry, seen, None);
+    }
+
+    /// Queues a quiet heartbeat for its tenant's batch row, and/or its last-seen time.
+    pub(crate) fn defer_beat(&self, beat: QuietBeat, seen: Option<(Uuid, DateTime<Utc>)>) {
+        self.defer_all(None, seen, Some(beat));
+    }
+
+    fn defer_all(&self, entry: Option<NewAudit>, seen: Option<(Uuid, DateTime<Utc>)>, beat: Option<QuietBeat>) {
+        if entry.is_none() && seen.is_none() && beat.is_none() {
             return;
         }
         let first = {
             let mut d = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
-            let was_empty = d.audit.is_empty() && d.seen.is_empty();
+            let was_empty = d.is_empty();
             d.audit.extend(entry);
             d.seen.extend(seen);
+            d.beats.extend(beat);
             was_empty
         };
         if first {
@@ -142,10 +199,11 @@ impl Services {
 
     /// Writes the deferred audit entries and last-seen times now (also called on shutdown).
     pub async fn flush_audit(&self) {
-        let d = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner()));
-        if d.audit.is_empty() && d.seen.is_empty() {
+        let mut d = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner()));
+        if d.is_empty() {
             return;
         }
+        d.audit.extend(Deferred::beat_rows(std::mem::take(&mut d.beats)));
         let n = d.audit.len();
         let seen = d.seen.clone();
         if let Err(e) = self.store.write_deferred(d.audit, d.seen).await {

@@ -9,6 +9,7 @@ use chrono::{Duration, Utc};
 use serde_json::{json, Value};
 
 use crate::common::*;
+use tessera_server::config::HeartbeatAudit;
 
 async fn beat(h: &Harness, dev: &tessera_core::SigningKey, act: &str) -> Value {
     let n = nonce();
@@ -107,7 +108,40 @@ async fn changes_from_another_process_reach_cached_heartbeats() {
 
 #[tokio::test]
 async fn quiet_heartbeats_still_record_last_seen_and_audit() {
-    let h = Harness::new().await;
+    for mode in [HeartbeatAudit::Batched, HeartbeatAudit::Each] {
+        quiet_heartbeats_are_recorded(mode).await;
+    }
+}
+
+/// Each heartbeat's record in the audit log as (activation id, time, address): its own row, or an entry of its
+/// tenant's batch row.
+fn heartbeat_records(items: &[Value]) -> Vec<(String, String, Value)> {
+    let mut out = Vec::new();
+    for e in items {
+        if e["action"] == "client.heartbeat" {
+            assert_eq!(e["outcome"], "OK", "{e}");
+            out.push((
+                e["target"].as_str().unwrap().to_string(),
+                e["at"].as_str().unwrap().to_string(),
+                e["ip"].clone(),
+            ));
+        } else if e["action"] == "client.heartbeat.batch" {
+            let list = e["details"]["heartbeats"].as_array().unwrap();
+            assert_eq!(e["details"]["count"], list.len(), "{e}");
+            for b in list {
+                out.push((
+                    b["activation_id"].as_str().unwrap().to_string(),
+                    b["at"].as_str().unwrap().to_string(),
+                    b["ip"].clone(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+async fn quiet_heartbeats_are_recorded(mode: HeartbeatAudit) {
+    let h = Harness::with_config(tempfile::tempdir().unwrap(), |c| c.audit_heartbeats = mode).await;
     let f = h.fixture("quiet", 5, "SUBSCRIPTION").await;
     let d = device();
     let (_, r) = activate(&h, &f.key, &d, fingerprint("q")).await;
@@ -136,10 +170,16 @@ async fn quiet_heartbeats_still_record_last_seen_and_audit() {
 
     let (s, v) = h.get("/v1/audit?limit=1000", Some(&f.token)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let beats: Vec<&Value> =
-        v["items"].as_array().unwrap().iter().filter(|e| e["action"] == "client.heartbeat").collect();
-    assert_eq!(beats.len(), 3, "every heartbeat is in the audit log: {v}");
-    assert!(beats.iter().all(|e| e["outcome"] == "OK"));
+    let items = v["items"].as_array().unwrap();
+    let records = heartbeat_records(items);
+    assert_eq!(records.len(), 3, "every heartbeat is in the audit log ({mode:?}): {v}");
+    assert!(records.iter().all(|(id, _, _)| id == act), "{records:?}");
+    assert_eq!(records.last().unwrap().1, tessera_server::time::ts(quiet_at), "with its own time");
+    let batch_rows = items.iter().filter(|e| e["action"] == "client.heartbeat.batch").count();
+    match mode {
+        HeartbeatAudit::Batched => assert_eq!(batch_rows, 2, "the two quiet heartbeats, one flush each"),
+        _ => assert_eq!(batch_rows, 0),
+    }
     let (s, v) = h.get("/v1/audit/verify", Some(&h.admin)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["ok"], true, "{v}");
