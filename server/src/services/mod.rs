@@ -68,11 +68,13 @@ impl Deferred {
         self.audit.is_empty() && self.seen.is_empty() && self.beats.is_empty()
     }
 
-    /// The batch rows: one per tenant, in order of first heartbeat, each listing its heartbeats.
+    /// The batch rows: one per tenant (and per 1,000 heartbeats, so a row stays small when the writer fell behind),
+    /// in order of first heartbeat, each listing its heartbeats.
     fn beat_rows(beats: Vec<QuietBeat>) -> Vec<NewAudit> {
+        const PER_ROW: usize = 1000;
         let mut by_tenant: Vec<(Uuid, Vec<QuietBeat>)> = Vec::new();
         for b in beats {
-            match by_tenant.iter_mut().find(|(t, _)| *t == b.tenant_id) {
+            match by_tenant.iter_mut().rev().find(|(t, v)| *t == b.tenant_id && v.len() < PER_ROW) {
                 Some((_, v)) => v.push(b),
                 None => by_tenant.push((b.tenant_id, vec![b])),
             }
@@ -429,4 +431,25 @@ pub fn only_fields(body: &Value, known: &[&str], what: &str) -> AppResult<()> {
 
 pub fn status_error(status: StatusCode, code: &'static str, msg: String) -> AppError {
     AppError::new(status, code, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_heartbeats_are_batched_per_tenant_in_rows_of_at_most_a_thousand() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let beat = |tenant| QuietBeat { tenant_id: tenant, activation_id: Uuid::new_v4(), at: Utc::now(), ip: None };
+        let beats: Vec<QuietBeat> = (0..2500).map(|i| beat(if i % 2 == 0 { a } else { b })).collect();
+        let rows = Deferred::beat_rows(beats);
+        let count = |t: Uuid| -> Vec<u64> {
+            rows.iter().filter(|r| r.tenant_id == Some(t)).map(|r| r.details["count"].as_u64().unwrap()).collect()
+        };
+        assert_eq!(count(a), vec![1000, 250]);
+        assert_eq!(count(b), vec![1000, 250]);
+        assert!(rows
+            .iter()
+            .all(|r| r.details["heartbeats"].as_array().unwrap().len() as u64 == r.details["count"].as_u64().unwrap()));
+    }
 }
