@@ -721,7 +721,13 @@ impl Services {
             match self.config.audit_heartbeats {
                 HeartbeatAudit::Each => self.defer(Some(NewAudit { outcome: "OK".into(), ..audit() }), touch),
                 HeartbeatAudit::Batched => self.defer_beat(
-                    super::QuietBeat { tenant_id: l.tenant_id, activation_id: a.id, at: now, ip: ctx.ip.clone() },
+                    super::QuietBeat {
+                        tenant_id: l.tenant_id,
+                        activation_id: a.id,
+                        at: now,
+                        actor: ctx.actor.clone(),
+                        ip: ctx.ip.clone(),
+                    },
                     touch,
                 ),
                 HeartbeatAudit::Changes => self.defer(None, touch),
@@ -729,12 +735,6 @@ impl Services {
             let totals = self.store.usage_totals(l.id).await?;
             (true, token.as_ref().map(|t| t.lease), Vec::new(), totals)
         } else {
-            // Anything but a quiet heartbeat gets its own audit row, whatever `audit_heartbeats` says.
-            let changes_something = !usable
-                || blocked
-                || a.status != ActivationStatus::Active
-                || !req.usage.is_empty()
-                || token.as_ref().is_some_and(|t| t.renewed);
             let out = self
                 .store
                 .heartbeat(HeartbeatOp {
@@ -744,8 +744,8 @@ impl Services {
                     // A reused token's lease is the stored one: keep it (a concurrent renewal may have moved it).
                     lease_expires_at: token.as_ref().filter(|t| t.renewed).map(|t| t.lease),
                     usage: req.usage,
-                    // A heartbeat that changes nothing but the last-seen time is audited only when configured.
-                    audit: (self.config.audit_heartbeats == HeartbeatAudit::Each || changes_something).then(audit),
+                    // Anything but a quiet heartbeat gets its own audit row, whatever `audit_heartbeats` says.
+                    audit: Some(audit()),
                 })
                 .await?;
             if out.active {

@@ -60,6 +60,7 @@ pub(crate) struct QuietBeat {
     pub tenant_id: Uuid,
     pub activation_id: Uuid,
     pub at: DateTime<Utc>,
+    pub actor: String,
     pub ip: Option<String>,
 }
 
@@ -72,9 +73,14 @@ impl Deferred {
     /// in order of first heartbeat, each listing its heartbeats.
     fn beat_rows(beats: Vec<QuietBeat>) -> Vec<NewAudit> {
         const PER_ROW: usize = 1000;
+        // Rows per (tenant, actor): the row's actor is its heartbeats' actor.
         let mut by_tenant: Vec<(Uuid, Vec<QuietBeat>)> = Vec::new();
         for b in beats {
-            match by_tenant.iter_mut().rev().find(|(t, v)| *t == b.tenant_id && v.len() < PER_ROW) {
+            let row = by_tenant
+                .iter_mut()
+                .rev()
+                .find(|(t, v)| *t == b.tenant_id && v.len() < PER_ROW && v.first().is_some_and(|f| f.actor == b.actor));
+            match row {
                 Some((_, v)) => v.push(b),
                 None => by_tenant.push((b.tenant_id, vec![b])),
             }
@@ -83,6 +89,7 @@ impl Deferred {
             .into_iter()
             .map(|(tenant, beats)| {
                 let at = beats.iter().map(|b| b.at).max().unwrap_or_default();
+                let actor = beats.first().map_or_else(|| "client".to_string(), |b| b.actor.clone());
                 let list: Vec<serde_json::Value> = beats
                     .iter()
                     .map(|b| serde_json::json!({"activation_id": b.activation_id, "at": crate::time::ts(b.at), "ip": b.ip}))
@@ -90,7 +97,7 @@ impl Deferred {
                 NewAudit {
                     at,
                     tenant_id: Some(tenant),
-                    actor: "client".into(),
+                    actor,
                     action: "client.heartbeat.batch".into(),
                     target: None,
                     ip: None,
@@ -440,7 +447,13 @@ mod tests {
     #[test]
     fn quiet_heartbeats_are_batched_per_tenant_in_rows_of_at_most_a_thousand() {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let beat = |tenant| QuietBeat { tenant_id: tenant, activation_id: Uuid::new_v4(), at: Utc::now(), ip: None };
+        let beat = |tenant| QuietBeat {
+            tenant_id: tenant,
+            activation_id: Uuid::new_v4(),
+            at: Utc::now(),
+            actor: "client".into(),
+            ip: None,
+        };
         let beats: Vec<QuietBeat> = (0..2500).map(|i| beat(if i % 2 == 0 { a } else { b })).collect();
         let rows = Deferred::beat_rows(beats);
         let count = |t: Uuid| -> Vec<u64> {

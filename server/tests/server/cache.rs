@@ -285,3 +285,36 @@ async fn a_stored_lease_never_moves_back() {
     let out = h.services.store.heartbeat(op(now + Duration::hours(1))).await.unwrap();
     assert_eq!(out.lease_expires_at, Some(chrono::SubsecRound::trunc_subsecs(later, 6)));
 }
+
+#[tokio::test]
+async fn a_batch_row_holds_only_its_own_tenants_heartbeats() {
+    let h = Harness::new().await; // default: batched
+    let (fa, fb) = (h.fixture("tenant-a", 5, "SUBSCRIPTION").await, h.fixture("tenant-b", 5, "SUBSCRIPTION").await);
+    let (da, db) = (device(), device());
+    let (_, ra) = activate(&h, &fa.key, &da, fingerprint("a")).await;
+    let (_, rb) = activate(&h, &fb.key, &db, fingerprint("b")).await;
+    let (aa, ab) = (ra["activation_id"].as_str().unwrap(), rb["activation_id"].as_str().unwrap());
+    beat(&h, &da, aa).await; // renewals: own rows
+    beat(&h, &db, ab).await;
+    // Quiet heartbeats of both tenants in one deferred batch.
+    for _ in 0..3 {
+        beat(&h, &da, aa).await;
+        beat(&h, &db, ab).await;
+    }
+    h.services.flush_audit().await;
+    for (f, mine, theirs) in [(&fa, aa, ab), (&fb, ab, aa)] {
+        let (s, v) = h.get("/v1/audit?limit=1000", Some(&f.token)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let items = v["items"].as_array().unwrap();
+        let records = heartbeat_records(items);
+        assert_eq!(records.len(), 4, "one renewal and three quiet heartbeats: {v}");
+        assert!(records.iter().all(|(id, _, _)| id == mine), "only this tenant's heartbeats: {records:?}");
+        assert!(!v.to_string().contains(theirs), "nothing of the other tenant");
+        let batches: Vec<&Value> = items.iter().filter(|e| e["action"] == "client.heartbeat.batch").collect();
+        assert_eq!(batches.len(), 1, "{v}");
+        assert_eq!(batches[0]["tenant_id"], f.tenant.as_str());
+        assert_eq!(batches[0]["actor"], "client");
+    }
+    let (_, v) = h.get("/v1/audit/verify", Some(&h.admin)).await;
+    assert_eq!(v["ok"], true, "{v}");
+}
