@@ -721,13 +721,7 @@ impl Services {
             match self.config.audit_heartbeats {
                 HeartbeatAudit::Each => self.defer(Some(NewAudit { outcome: "OK".into(), ..audit() }), touch),
                 HeartbeatAudit::Batched => self.defer_beat(
-                    super::QuietBeat {
-                        tenant_id: l.tenant_id,
-                        activation_id: a.id,
-                        at: now,
-                        actor: ctx.actor.clone(),
-                        ip: ctx.ip.clone(),
-                    },
+                    super::QuietBeat { tenant_id: l.tenant_id, activation_id: a.id, at: now, ip: ctx.ip.clone() },
                     touch,
                 ),
                 HeartbeatAudit::Changes => self.defer(None, touch),

@@ -56,11 +56,11 @@ struct Deferred {
 }
 
 /// A heartbeat that changed nothing durable, as recorded in a batch row.
+/// Its actor is always the client-endpoint actor (`Ctx::client`), so it is not carried per heartbeat.
 pub(crate) struct QuietBeat {
     pub tenant_id: Uuid,
     pub activation_id: Uuid,
     pub at: DateTime<Utc>,
-    pub actor: String,
     pub ip: Option<String>,
 }
 
@@ -73,14 +73,9 @@ impl Deferred {
     /// in order of first heartbeat, each listing its heartbeats.
     fn beat_rows(beats: Vec<QuietBeat>) -> Vec<NewAudit> {
         const PER_ROW: usize = 1000;
-        // Rows per (tenant, actor): the row's actor is its heartbeats' actor.
         let mut by_tenant: Vec<(Uuid, Vec<QuietBeat>)> = Vec::new();
         for b in beats {
-            let row = by_tenant
-                .iter_mut()
-                .rev()
-                .find(|(t, v)| *t == b.tenant_id && v.len() < PER_ROW && v.first().is_some_and(|f| f.actor == b.actor));
-            match row {
+            match by_tenant.iter_mut().rev().find(|(t, v)| *t == b.tenant_id && v.len() < PER_ROW) {
                 Some((_, v)) => v.push(b),
                 None => by_tenant.push((b.tenant_id, vec![b])),
             }
@@ -89,7 +84,6 @@ impl Deferred {
             .into_iter()
             .map(|(tenant, beats)| {
                 let at = beats.iter().map(|b| b.at).max().unwrap_or_default();
-                let actor = beats.first().map_or_else(|| "client".to_string(), |b| b.actor.clone());
                 let list: Vec<serde_json::Value> = beats
                     .iter()
                     .map(|b| serde_json::json!({"activation_id": b.activation_id, "at": crate::time::ts(b.at), "ip": b.ip}))
@@ -97,7 +91,7 @@ impl Deferred {
                 NewAudit {
                     at,
                     tenant_id: Some(tenant),
-                    actor,
+                    actor: Ctx::client(None).actor,
                     action: "client.heartbeat.batch".into(),
                     target: None,
                     ip: None,
@@ -447,13 +441,7 @@ mod tests {
     #[test]
     fn quiet_heartbeats_are_batched_per_tenant_in_rows_of_at_most_a_thousand() {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let beat = |tenant| QuietBeat {
-            tenant_id: tenant,
-            activation_id: Uuid::new_v4(),
-            at: Utc::now(),
-            actor: "client".into(),
-            ip: None,
-        };
+        let beat = |tenant| QuietBeat { tenant_id: tenant, activation_id: Uuid::new_v4(), at: Utc::now(), ip: None };
         let beats: Vec<QuietBeat> = (0..2500).map(|i| beat(if i % 2 == 0 { a } else { b })).collect();
         let rows = Deferred::beat_rows(beats);
         let count = |t: Uuid| -> Vec<u64> {
