@@ -69,10 +69,8 @@ struct Inner {
 
 impl Inner {
     fn drop_license(&mut self, id: &Uuid, seq: i64) {
-        if self.licenses.get(id).is_some_and(|e| e.snap < seq) {
-            if let Some(e) = self.licenses.remove(id) {
-                self.by_key.remove(&e.value.key_hash);
-            }
+        if let Some(rec) = drop_older(&mut self.licenses, id, seq) {
+            self.by_key.remove(&rec.key_hash);
         }
     }
 
@@ -82,6 +80,23 @@ impl Inner {
         self.activations.clear();
         self.usage.clear();
         self.blocks.clear();
+    }
+}
+
+/// Inserts, emptying the map first when it is full (a crude bound; a miss costs one read).
+fn insert<T>(map: &mut HashMap<Uuid, Entry<T>>, key: Uuid, snap: i64, value: T) {
+    if map.len() >= CAPACITY {
+        map.clear();
+    }
+    map.insert(key, Entry { snap, value });
+}
+
+/// Removes `key` if it was read before change `seq`; returns what was removed.
+fn drop_older<T>(map: &mut HashMap<Uuid, Entry<T>>, key: &Uuid, seq: i64) -> Option<T> {
+    if map.get(key).is_some_and(|e| e.snap < seq) {
+        map.remove(key).map(|e| e.value)
+    } else {
+        None
     }
 }
 
@@ -132,55 +147,39 @@ impl Cache {
         self.live()?.blocks.get(tenant).map(|e| e.value)
     }
 
-    pub fn put_has_blocks(&self, snap: i64, tenant: Uuid, any: bool) {
+    /// Runs `put` if a value read at `snap` may enter the cache (see the module docs).
+    fn put_read_at(&self, snap: i64, put: impl FnOnce(&mut Inner)) {
         let mut i = self.lock();
-        if i.poisoned || i.applied > snap {
-            return;
+        if !i.poisoned && i.applied <= snap {
+            put(&mut i);
         }
-        if i.blocks.len() >= CAPACITY {
-            i.blocks.clear();
-        }
-        i.blocks.insert(tenant, Entry { snap, value: any });
+    }
+
+    pub fn put_has_blocks(&self, snap: i64, tenant: Uuid, any: bool) {
+        self.put_read_at(snap, |i| insert(&mut i.blocks, tenant, snap, any));
     }
 
     pub fn put_license(&self, snap: i64, rec: Arc<LicenseRecord>) {
-        let mut i = self.lock();
-        if i.poisoned || i.applied > snap {
-            return;
-        }
-        if i.licenses.len() >= CAPACITY {
-            i.licenses.clear();
-            i.by_key.clear();
-        }
-        let id = rec.license.id;
-        if let Some(old) = i.licenses.get(&id) {
-            let old_key = old.value.key_hash;
-            i.by_key.remove(&old_key);
-        }
-        i.by_key.insert(rec.key_hash, id);
-        i.licenses.insert(id, Entry { snap, value: rec });
+        self.put_read_at(snap, |i| {
+            if i.licenses.len() >= CAPACITY {
+                i.by_key.clear();
+            }
+            let id = rec.license.id;
+            if let Some(old) = i.licenses.get(&id) {
+                let old_key = old.value.key_hash;
+                i.by_key.remove(&old_key);
+            }
+            i.by_key.insert(rec.key_hash, id);
+            insert(&mut i.licenses, id, snap, rec);
+        });
     }
 
     pub fn put_activation(&self, snap: i64, a: Arc<Activation>) {
-        let mut i = self.lock();
-        if i.poisoned || i.applied > snap {
-            return;
-        }
-        if i.activations.len() >= CAPACITY {
-            i.activations.clear();
-        }
-        i.activations.insert(a.id, Entry { snap, value: a });
+        self.put_read_at(snap, |i| insert(&mut i.activations, a.id, snap, a));
     }
 
     pub fn put_usage(&self, snap: i64, license_id: Uuid, totals: Totals) {
-        let mut i = self.lock();
-        if i.poisoned || i.applied > snap {
-            return;
-        }
-        if i.usage.len() >= CAPACITY {
-            i.usage.clear();
-        }
-        i.usage.insert(license_id, Entry { snap, value: totals });
+        self.put_read_at(snap, |i| insert(&mut i.usage, license_id, snap, totals));
     }
 
     /// Applies feed rows (in order of `seq`). `floor` is the oldest row still in the feed: when rows this cache has
@@ -197,19 +196,13 @@ impl Cache {
             match kind {
                 Kind::License => i.drop_license(&id, seq),
                 Kind::Activation => {
-                    if i.activations.get(&id).is_some_and(|e| e.snap < seq) {
-                        i.activations.remove(&id);
-                    }
+                    drop_older(&mut i.activations, &id, seq);
                 }
                 Kind::Usage => {
-                    if i.usage.get(&id).is_some_and(|e| e.snap < seq) {
-                        i.usage.remove(&id);
-                    }
+                    drop_older(&mut i.usage, &id, seq);
                 }
                 Kind::Blocks => {
-                    if i.blocks.get(&id).is_some_and(|e| e.snap < seq) {
-                        i.blocks.remove(&id);
-                    }
+                    drop_older(&mut i.blocks, &id, seq);
                 }
                 Kind::Unknown => i.clear(),
             }
