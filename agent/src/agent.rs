@@ -27,7 +27,7 @@ use tessera_core::{
 use uuid::Uuid;
 
 use crate::client::{self, Client};
-use crate::clock::{Clock, HighWater, SystemClock};
+use crate::clock::{Clock, SystemClock, TrustedTime};
 use crate::error::AgentError;
 use crate::identity::{self, Collected, IdentityMode, RawComponent};
 use crate::state::{self, ActivationRow, Mode, PendingRequest, Store, UsageEvent};
@@ -112,7 +112,12 @@ struct Snapshot {
     signatures_valid: bool,
     fingerprint: Option<MatchOutcome>,
     lease_expires_at: Option<DateTime<Utc>>,
+    /// Trusted time as of this snapshot, with the tolerance.
     clock: ClockGuard,
+    /// The observation `clock` was computed from (its trusted time is `clock.high_water`).
+    trusted: TrustedTime,
+    /// The latest time the verified artefacts vouch for.
+    floor: Option<DateTime<Utc>>,
     build_date: Option<DateTime<Utc>>,
     emergency: Option<EmergencyGrant>,
     emergency_serial: Option<u32>,
@@ -128,7 +133,13 @@ struct Snapshot {
 
 impl Snapshot {
     #[inline]
-    fn decide(&self, now: DateTime<Utc>, feature: Option<&str>, amount: u64) -> Decision {
+    fn decide(&self, clock: &dyn Clock, now: DateTime<Utc>, feature: Option<&str>, amount: u64) -> Decision {
+        let mut guard = self.clock;
+        if now < guard.high_water {
+            // The wall clock is behind trusted time (rare on an honest machine): count the time that passed since
+            // the snapshot on the boot clock, so a clock held back cannot stop time within this process either.
+            guard.high_water = guard.high_water.max(self.trusted.observe(now, clock.boot()).trusted);
+        }
         let used = match feature {
             Some(f) if !self.usage.is_empty() => self.usage.get(f).copied().unwrap_or(0),
             _ => 0,
@@ -139,7 +150,7 @@ impl Snapshot {
             signatures_valid: self.signatures_valid,
             fingerprint: self.fingerprint,
             lease_expires_at: self.lease_expires_at,
-            clock: Some(self.clock),
+            clock: Some(guard),
             build_date: self.build_date,
             environment: Environment::default(),
             emergency: self.emergency,
@@ -370,10 +381,14 @@ impl Agent {
                 reason: format!("the device key cannot be read ({e})"),
             })?,
             None => {
+                // Another process opening the same new state file may store its key first: use the stored one.
                 let key = SigningKey::generate_ed25519();
                 let pem = key.to_pkcs8_pem().map_err(AgentError::internal)?;
-                store.insert_device(&pem, now)?;
-                key
+                let stored = store.insert_device(&pem, now)?;
+                SigningKey::from_pkcs8_pem(&stored).map_err(|e| AgentError::StateCorrupt {
+                    path: config.state_path.clone(),
+                    reason: format!("the device key cannot be read ({e})"),
+                })?
             }
         };
         let device_public: [u8; 32] =
@@ -393,6 +408,8 @@ impl Agent {
                 fingerprint: None,
                 lease_expires_at: None,
                 clock: ClockGuard { high_water: now, tolerance: Duration::zero() },
+                trusted: TrustedTime::start(now, None),
+                floor: None,
                 build_date: None,
                 emergency: None,
                 emergency_serial: None,
@@ -468,20 +485,21 @@ impl Agent {
     /// Is `feature` allowed now? Served from memory.
     #[inline]
     pub fn check(&self, feature: &str) -> Decision {
-        let now = self.inner.config.clock.now();
+        let clock = &*self.inner.config.clock;
+        let now = clock.now();
         let generation = self.inner.generation.load(Ordering::Acquire);
         // Lock-free fast path: this thread's copy of the current snapshot (one atomic load, no shared write).
         CHECK_CACHE.with(|cell| {
             let Ok(mut cache) = cell.try_borrow_mut() else {
-                return self.snapshot().decide(now, Some(feature), 0);
+                return self.snapshot().decide(clock, now, Some(feature), 0);
             };
             if let Some((g, snap)) = cache.as_ref() {
                 if *g == generation {
-                    return snap.decide(now, Some(feature), 0);
+                    return snap.decide(clock, now, Some(feature), 0);
                 }
             }
             let snap = self.snapshot();
-            let d = snap.decide(now, Some(feature), 0);
+            let d = snap.decide(clock, now, Some(feature), 0);
             *cache = Some((generation, snap));
             d
         })
@@ -489,8 +507,8 @@ impl Agent {
 
     /// Is the license usable at all (no particular feature)?
     pub fn check_license(&self) -> Decision {
-        let now = self.inner.config.clock.now();
-        self.snapshot().decide(now, None, 0)
+        let clock = &*self.inner.config.clock;
+        self.snapshot().decide(clock, clock.now(), None, 0)
     }
 
     /// Uses `amount` units of `feature`'s quota. When allowed, the usage event (with an idempotency id) is in the
@@ -515,25 +533,22 @@ impl Agent {
             // No quota is this large; a bigger single record is a caller bug, not something to store.
             return Ok(Decision { allowed: false, reason: Reason::QuotaExceeded, facts: Default::default() });
         }
-        let mut d = snap.decide(now, Some(feature), amount);
+        let mut d = snap.decide(&*self.inner.config.clock, now, Some(feature), amount);
         if !d.allowed || amount == 0 {
             return Ok(d);
         }
         let ev = UsageEvent { id: Uuid::now_v7(), feature: feature.to_string(), amount, recorded_at: now };
-        let mut hw = HighWater(snap.clock.high_water);
-        let raised = hw.observe_local(now);
-        store.tx(|tx| {
+        let clock = &*self.inner.config.clock;
+        let trusted = store.tx(|tx| {
             state::enqueue_usage(tx, &ev)?;
-            if raised {
-                state::set_high_water(tx, hw.0)?;
-            }
-            Ok(())
+            advance_trusted(tx, clock, snap.floor, Duration::zero())
         })?;
         let mut next = (*snap).clone();
         let total = next.usage.entry(feature.to_string()).or_insert(0);
         *total = total.saturating_add(amount);
         next.pending_usage += 1;
-        next.clock.high_water = hw.0;
+        next.clock.high_water = trusted.trusted;
+        next.trusted = trusted;
         self.publish(next);
         if let Some(used) = d.facts.used.as_mut() {
             *used = used.saturating_add(amount);
@@ -548,7 +563,7 @@ impl Agent {
     pub fn status(&self) -> Status {
         let snap = self.snapshot();
         let cfg = &self.inner.config;
-        let decision = snap.decide(cfg.clock.now(), None, 0);
+        let decision = snap.decide(&*cfg.clock, cfg.clock.now(), None, 0);
         let recovery = (!decision.allowed).then(|| recovery_hint(&decision, &snap, cfg));
         Status {
             state_path: cfg.state_path.clone(),
@@ -611,9 +626,10 @@ impl Agent {
         self.inner.client.as_ref().ok_or(AgentError::NoServer)
     }
 
-    /// Records a verified server time as the trusted-time mark.
-    fn trust_server_time(tx: &rusqlite::Connection, t: DateTime<Utc>) -> rusqlite::Result<()> {
-        state::set_high_water(tx, t)
+    /// Records a verified server time as trusted time.
+    fn trust_server_time(&self, tx: &rusqlite::Connection, t: DateTime<Utc>) -> rusqlite::Result<()> {
+        let clock = &*self.inner.config.clock;
+        state::set_trusted_time(tx, &TrustedTime::from_server(t, clock.now(), clock.boot()))
     }
 
     /// Activates this device online with a license key.
@@ -671,7 +687,7 @@ impl Agent {
         store.tx(|tx| {
             state::put_activation(tx, &row)?;
             state::delete_pending(tx, &row.key_hash)?;
-            Self::trust_server_time(tx, v.server_time)
+            self.trust_server_time(tx, v.server_time)
         })?;
         self.reload_locked(&mut store)?;
         Ok(Activated {
@@ -751,7 +767,7 @@ impl Agent {
             for (feature, total) in &r.usage_totals {
                 state::set_usage_total(tx, feature, (*total).max(0) as u64)?;
             }
-            Self::trust_server_time(tx, v.server_time)?;
+            self.trust_server_time(tx, v.server_time)?;
             if deactivated {
                 state::delete_activation(tx)?;
             } else if let Some(mut row) =
@@ -808,7 +824,7 @@ impl Agent {
         let mut store = self.store();
         store.tx(|tx| {
             state::delete_activation(tx)?;
-            Self::trust_server_time(tx, v.server_time)
+            self.trust_server_time(tx, v.server_time)
         })?;
         self.reload_locked(&mut store)
     }
@@ -900,12 +916,11 @@ impl Agent {
             heartbeat_interval_secs: None,
             activated_at: now,
         };
-        let mut hw = HighWater(self.snapshot().clock.high_water);
-        hw.observe_local(now);
+        let floor = self.snapshot().floor;
         store.tx(|tx| {
             state::put_activation(tx, &row)?;
             state::delete_pending(tx, &p.key_hash)?;
-            state::set_high_water(tx, hw.0)
+            advance_trusted(tx, &*cfg.clock, floor, Duration::zero()).map(|_| ())
         })?;
         self.reload_locked(&mut store)?;
         Ok(Applied::Activation {
@@ -922,7 +937,7 @@ impl Agent {
         let cfg = &self.inner.config;
         let now = cfg.clock.now();
         let snap = self.snapshot();
-        if HighWater(snap.clock.high_water).is_rolled_back(now, cfg.clock_tolerance) {
+        if snap.trusted.is_rolled_back(now, cfg.clock_tolerance) {
             return Err(AgentError::Refused(format!(
                 "the system clock is behind the last trusted time ({}): correct the clock, then apply the code",
                 snap.clock.high_water
@@ -969,9 +984,7 @@ impl Agent {
         let inserted = store.tx(|tx| {
             let ok = state::insert_emergency(tx, &key_hash, c.serial, &canonical, c.expires_at, now)?;
             if ok {
-                let mut hw = HighWater(snap.clock.high_water);
-                hw.observe_local(now);
-                state::set_high_water(tx, hw.0)?;
+                advance_trusted(tx, &*cfg.clock, snap.floor, Duration::zero())?;
             }
             Ok(ok)
         })?;
@@ -999,16 +1012,15 @@ impl Agent {
         Ok(receipt)
     }
 
-    /// Persists the current local time into the trusted-time mark when it is later.
+    /// Advances trusted time by the time elapsed since it was last recorded, and records it.
     pub fn touch_clock(&self) -> Result<(), AgentError> {
-        let now = self.inner.config.clock.now();
         let mut store = self.store();
         let snap = self.snapshot();
-        let mut hw = HighWater(snap.clock.high_water);
-        if hw.observe_local(now) {
-            store.set_high_water(hw.0)?;
+        let trusted = store.tx(|tx| advance_trusted(tx, &*self.inner.config.clock, snap.floor, Duration::zero()))?;
+        if trusted != snap.trusted {
             let mut next = (*snap).clone();
-            next.clock.high_water = hw.0;
+            next.clock.high_water = trusted.trusted;
+            next.trusted = trusted;
             self.publish(next);
         }
         Ok(())
@@ -1238,21 +1250,14 @@ fn load(
     current: &Fingerprint,
 ) -> Result<Snapshot, AgentError> {
     let now = cfg.clock.now();
-    let stored = store.high_water()?;
-    let mut hw = HighWater(stored.unwrap_or(now));
-    hw.observe_local(now);
-    // Persist local time with a coarse granularity (far below the tolerance): a `check` process then usually
-    // opens the state without a write (and its fsync).
-    let granularity = (cfg.clock_tolerance / 4).min(Duration::seconds(60));
-    if stored.is_none_or(|s| hw.0 - s >= granularity) {
-        store.set_high_water(hw.0)?;
-    }
     let mut snap = Snapshot {
         license: None,
         signatures_valid: true,
         fingerprint: None,
         lease_expires_at: None,
-        clock: ClockGuard { high_water: hw.0, tolerance: cfg.clock_tolerance },
+        clock: ClockGuard { high_water: now, tolerance: cfg.clock_tolerance },
+        trusted: TrustedTime::start(now, None),
+        floor: None,
         build_date: cfg.build_date,
         emergency: None,
         emergency_serial: None,
@@ -1273,7 +1278,7 @@ fn load(
         match verify_activation(cfg, a, device_public, current) {
             Ok(b) => {
                 // Signed times are a floor for trusted time even if the stored mark was lowered or deleted.
-                snap.clock.high_water = snap.clock.high_water.max(b.trusted_floor);
+                snap.floor = Some(b.trusted_floor);
                 snap.license = Some(b.license);
                 snap.fingerprint = Some(b.fingerprint);
                 snap.lease_expires_at = b.lease_expires_at;
@@ -1316,5 +1321,35 @@ fn load(
         snap.license = None;
         snap.emergency = None;
     }
+    // Record trusted time with a coarse granularity (far below the tolerance): a `check` process then usually
+    // opens the state without a write (and its fsync).
+    let granularity = (cfg.clock_tolerance / 4).min(Duration::seconds(60));
+    let trusted = advance_trusted(store.conn(), &*cfg.clock, snap.floor, granularity).map_err(|e| store.err(e))?;
+    snap.clock.high_water = trusted.trusted;
+    snap.trusted = trusted;
     Ok(snap)
+}
+
+/// Reads the recorded trusted time, advances it by the time elapsed since (see [`TrustedTime`]), raises it to
+/// `floor` (what verified artefacts vouch for), and records the result unless a later recomputation from the
+/// record would give the same (`granularity`: how far trusted time may move before it must be recorded).
+fn advance_trusted(
+    c: &rusqlite::Connection,
+    clock: &dyn Clock,
+    floor: Option<DateTime<Utc>>,
+    granularity: Duration,
+) -> rusqlite::Result<TrustedTime> {
+    let (now, boot) = (clock.now(), clock.boot());
+    let stored = state::trusted_time(c)?;
+    let mut next = match &stored {
+        Some(s) => s.observe(now, boot),
+        None => TrustedTime::start(now, boot),
+    };
+    if let Some(f) = floor {
+        next.raise_to(f);
+    }
+    if stored.as_ref().is_none_or(|s| next.needs_save(s, granularity)) {
+        state::set_trusted_time(c, &next)?;
+    }
+    Ok(next)
 }

@@ -30,6 +30,9 @@ pub enum AgentError {
     Identity(String),
     #[error("{0}")]
     Refused(String),
+    /// The agent's configuration is refused (e.g. a vendor build given another keyset).
+    #[error("{0}")]
+    Config(String),
     #[error("internal error: {0}. Please report this to the vendor")]
     Internal(String),
 }

@@ -18,18 +18,20 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod daemon;
 mod error;
 pub mod identity;
 pub mod state;
+pub mod vendor;
 
 pub use agent::{
     backoff, jitter, license_from_grant, Activated, Agent, AgentConfig, Applied, EmergencyStatus, HeartbeatOutcome,
     LicenseSummary, Status, DEFAULT_CLOCK_TOLERANCE_SECS,
 };
-pub use clock::{Clock, HighWater, SystemClock, TestClock};
+pub use clock::{BootReading, Clock, SystemClock, TestClock, TrustedTime};
 pub use error::AgentError;
 pub use identity::{IdentityMode, RawComponent, IDENTITY_ENV, IDENTITY_FILE_ENV};
 pub use state::Mode;

@@ -9,9 +9,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use uuid::Uuid;
 
+use crate::clock::{BootReading, TrustedTime};
 use crate::error::AgentError;
 
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE device (
@@ -63,6 +64,13 @@ CREATE TABLE emergency (
     ended INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (key_hash, serial)
 );
+";
+
+/// Version 2: trusted time keeps the clock readings it was last advanced from (see `clock::TrustedTime`).
+const SCHEMA_V2: &str = "
+ALTER TABLE clock ADD COLUMN wall_us INTEGER;
+ALTER TABLE clock ADD COLUMN boot_id TEXT;
+ALTER TABLE clock ADD COLUMN since_boot_us INTEGER;
 ";
 
 /// The activation as stored (unverified).
@@ -208,26 +216,56 @@ impl Store {
         map_err(&self.path, e)
     }
 
+    /// Sets the connection up and brings the schema to the current version. Several processes may open a new
+    /// state file at once (an application starting eight workers): the version is read and the schema written
+    /// inside one `BEGIN IMMEDIATE` transaction, so exactly one of them migrates and the others wait for it
+    /// (busy timeout) and then see the current version.
     fn init(&mut self) -> Result<(), AgentError> {
         let path = self.path.clone();
         let m = |e| map_err(&path, e);
-        self.conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(m)?;
+        self.conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(m)?;
         let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(m)?;
         if version > SCHEMA_VERSION {
             return Err(AgentError::StateTooNew { path, found: version, supported: SCHEMA_VERSION });
         }
-        let mode: String = self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(m)?;
+        let mode = self.journal_wal().map_err(m)?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(mode, "state file is not in WAL mode");
         }
         self.conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;").map_err(m)?;
-        if version == 0 {
-            let tx = self.conn.transaction().map_err(m)?;
-            tx.execute_batch(SCHEMA_V1).map_err(m)?;
+        if version < SCHEMA_VERSION {
+            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(m)?;
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(m)?;
+            if version > SCHEMA_VERSION {
+                return Err(AgentError::StateTooNew { path, found: version, supported: SCHEMA_VERSION });
+            }
+            if version < 1 {
+                tx.execute_batch(SCHEMA_V1).map_err(m)?;
+            }
+            if version < 2 {
+                tx.execute_batch(SCHEMA_V2).map_err(m)?;
+            }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(m)?;
             tx.commit().map_err(m)?;
         }
         Ok(())
+    }
+
+    /// Switches to WAL. The switch needs the database to itself; a process that loses the race to another
+    /// process's migration gets SQLITE_BUSY without the busy handler, so it retries for a while.
+    fn journal_wal(&self) -> rusqlite::Result<String> {
+        let mut tries = 0;
+        loop {
+            match self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::DatabaseBusy && tries < 200 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Runs `f` in one transaction: all or nothing.
@@ -252,26 +290,26 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    pub fn insert_device(&mut self, pem: &str, now: DateTime<Utc>) -> Result<(), AgentError> {
+    /// Stores `pem` as the device key unless another process stored one first; returns the key that is stored.
+    pub fn insert_device(&mut self, pem: &str, now: DateTime<Utc>) -> Result<String, AgentError> {
         self.tx(|tx| {
-            tx.execute("INSERT INTO device (id, secret_pem, created_at) VALUES (1, ?1, ?2)", params![pem, ts(now)])
-                .map(|_| ())
+            tx.execute(
+                "INSERT OR IGNORE INTO device (id, secret_pem, created_at) VALUES (1, ?1, ?2)",
+                params![pem, ts(now)],
+            )?;
+            tx.query_row("SELECT secret_pem FROM device WHERE id = 1", [], |r| r.get(0))
         })
     }
 
     // --- trusted time ---------------------------------------------------------------------------------
 
-    pub fn high_water(&self) -> Result<Option<DateTime<Utc>>, AgentError> {
-        let us: Option<i64> = self
-            .conn
-            .query_row("SELECT high_water_us FROM clock WHERE id = 1", [], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.err(e))?;
-        Ok(us.and_then(|us| Utc.timestamp_micros(us).single()))
+    /// The stored trusted time (unverified: signed artefact times are applied as a floor by the agent).
+    pub fn trusted_time(&self) -> Result<Option<TrustedTime>, AgentError> {
+        trusted_time(&self.conn).map_err(|e| self.err(e))
     }
 
-    pub fn set_high_water(&mut self, t: DateTime<Utc>) -> Result<(), AgentError> {
-        self.tx(|tx| set_high_water(tx, t))
+    pub fn set_trusted_time(&mut self, t: &TrustedTime) -> Result<(), AgentError> {
+        self.tx(|tx| set_trusted_time(tx, t))
     }
 
     // --- activation -----------------------------------------------------------------------------------
@@ -404,11 +442,46 @@ impl Store {
 
 // --- statements used inside transactions ------------------------------------------------------------------
 
-pub fn set_high_water(tx: &Connection, t: DateTime<Utc>) -> rusqlite::Result<()> {
+fn micros(us: Option<i64>) -> Option<DateTime<Utc>> {
+    us.and_then(|us| Utc.timestamp_micros(us).single())
+}
+
+pub fn trusted_time(c: &Connection) -> rusqlite::Result<Option<TrustedTime>> {
+    let row = c
+        .query_row("SELECT high_water_us, wall_us, boot_id, since_boot_us FROM clock WHERE id = 1", [], |r| {
+            Ok((
+                r.get::<_, Option<i64>>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+            ))
+        })
+        .optional()?;
+    Ok(row.and_then(|(trusted, wall, boot_id, since)| {
+        let trusted = micros(trusted)?;
+        let boot = match (boot_id, since) {
+            (Some(boot_id), Some(us)) if us >= 0 => {
+                Some(BootReading { boot_id, since_boot: std::time::Duration::from_micros(us as u64) })
+            }
+            _ => None,
+        };
+        // A row from schema 1 has no wall reading: the mark was the latest local time seen.
+        Some(TrustedTime { trusted, wall: micros(wall).unwrap_or(trusted), boot })
+    }))
+}
+
+pub fn set_trusted_time(tx: &Connection, t: &TrustedTime) -> rusqlite::Result<()> {
+    let since = t.boot.as_ref().map(|b| i64::try_from(b.since_boot.as_micros()).unwrap_or(i64::MAX));
     tx.execute(
-        "INSERT INTO clock (id, high_water_us) VALUES (1, ?1)
-         ON CONFLICT (id) DO UPDATE SET high_water_us = excluded.high_water_us",
-        [t.timestamp_micros()],
+        "INSERT INTO clock (id, high_water_us, wall_us, boot_id, since_boot_us) VALUES (1, ?1, ?2, ?3, ?4)
+         ON CONFLICT (id) DO UPDATE SET high_water_us = excluded.high_water_us, wall_us = excluded.wall_us,
+            boot_id = excluded.boot_id, since_boot_us = excluded.since_boot_us",
+        params![
+            t.trusted.timestamp_micros(),
+            t.wall.timestamp_micros(),
+            t.boot.as_ref().map(|b| b.boot_id.as_str()),
+            since
+        ],
     )
     .map(|_| ())
 }
@@ -564,5 +637,55 @@ mod tests {
         assert_eq!(s.tx(|tx| ack_usage(tx, &[id])).unwrap(), 1);
         assert_eq!(s.tx(|tx| ack_usage(tx, &[id])).unwrap(), 0);
         assert!(s.usage_queue(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn eight_processes_creating_one_state_file_at_once_all_succeed() {
+        // Each thread has its own connection, as separate processes do; all race on a file that does not exist.
+        for round in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.db");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let mut s = Store::open(&path)?;
+                        s.insert_device(&format!("pem-{i}"), Utc::now())
+                    })
+                })
+                .collect();
+            let keys: Vec<String> = handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
+            assert!(
+                keys.iter().all(|k| *k == keys[0]),
+                "round {round}: every opener uses the one stored key: {keys:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_schema_1_state_file_is_migrated_and_keeps_its_trusted_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let t = Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap();
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA_V1).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute("INSERT INTO clock (id, high_water_us) VALUES (1, ?1)", [t.timestamp_micros()]).unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        let v: i64 = s.conn().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        assert_eq!(s.trusted_time().unwrap(), Some(TrustedTime { trusted: t, wall: t, boot: None }));
+        let next = TrustedTime {
+            trusted: t + chrono::Duration::hours(1),
+            wall: t,
+            boot: Some(BootReading { boot_id: "b".into(), since_boot: std::time::Duration::from_micros(1_500_000) }),
+        };
+        s.set_trusted_time(&next).unwrap();
+        drop(s);
+        assert_eq!(Store::open(&path).unwrap().trusted_time().unwrap(), Some(next));
     }
 }

@@ -3,7 +3,8 @@
 //! Time and every fact are passed in; nothing is read from the environment. The result is allowed or denied
 //! with a stable reason code and the facts behind it. Checks run in a fixed order, trust first:
 //!
-//! 1. activated at all (`NOT_ACTIVATED`), signatures (`SIGNATURE_INVALID`), clock (`CLOCK_TAMPERED`);
+//! 1. activated at all (`NOT_ACTIVATED`), signatures (`SIGNATURE_INVALID`), clock (`CLOCK_TAMPERED`: the clock is
+//!    more than the tolerance behind trusted time; within it, every later check uses the later of the two);
 //! 2. license status (`REVOKED`, `SUSPENDED`, `EXPIRED` when the server marked it so);
 //! 3. device binding (`FINGERPRINT_MISMATCH`) and lease (`LEASE_EXPIRED`);
 //! 4. validity window (`NOT_YET_VALID`, grace → `IN_GRACE`, then `EXPIRED`), restrictions (`RESTRICTED`),
@@ -232,7 +233,12 @@ fn deny(reason: Reason, facts: Facts) -> Decision {
 
 /// Decides. See the module documentation for the order of checks.
 pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
-    let now = inputs.now;
+    // With a clock guard, time is the later of the clock and trusted time: a clock held back within the
+    // tolerance does not hold back expiry, leases or emergency codes either.
+    let now = match inputs.clock {
+        Some(c) => inputs.now.max(c.high_water),
+        None => inputs.now,
+    };
     let emergency = inputs.emergency.filter(|e| now < e.expires_at);
     let mut facts = Facts {
         lease_expires_at: inputs.lease_expires_at,
@@ -246,7 +252,7 @@ pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
         return deny(Reason::SignatureInvalid, facts);
     }
     if let Some(clock) = inputs.clock {
-        if now.checked_add_signed(clock.tolerance).unwrap_or(DateTime::<Utc>::MAX_UTC) < clock.high_water {
+        if inputs.now.checked_add_signed(clock.tolerance).unwrap_or(DateTime::<Utc>::MAX_UTC) < clock.high_water {
             return deny(Reason::ClockTampered, facts);
         }
     }

@@ -240,3 +240,29 @@ fn wildcard_and_restrictions() {
     inputs.environment.ip = Some("192.168.1.1".parse().unwrap());
     assert_eq!(decide(&inputs, &Query::feature("unlisted")).reason, Reason::Restricted);
 }
+
+#[test]
+fn a_clock_behind_trusted_time_within_the_tolerance_decides_at_trusted_time() {
+    // The license expires (grace ended) on 2027-01-15; trusted time is past that, the clock is set back
+    // 50 minutes with a one-hour tolerance: not tampered, but expiry is judged at trusted time.
+    let l = base();
+    let trusted = at(2027, 1, 15) + Duration::minutes(30);
+    let mut inputs = Inputs::new(trusted - Duration::minutes(50), Some(&l));
+    assert_eq!(
+        decide(&inputs, &Query::feature("export_pdf_docs")).reason,
+        Reason::InGrace,
+        "without a guard: the clock"
+    );
+    inputs.clock = Some(ClockGuard { high_water: trusted, tolerance: Duration::hours(1) });
+    assert_eq!(decide(&inputs, &Query::feature("export_pdf_docs")).reason, Reason::Expired);
+    // Leases and emergency codes too.
+    let mut inputs = Inputs::new(at(2026, 6, 1), Some(&l));
+    inputs.lease_expires_at = Some(at(2026, 6, 1) + Duration::minutes(10));
+    inputs.clock =
+        Some(ClockGuard { high_water: at(2026, 6, 1) + Duration::minutes(20), tolerance: Duration::hours(1) });
+    assert_eq!(decide(&inputs, &Query::feature("export_pdf_docs")).reason, Reason::LeaseExpired);
+    inputs.lease_expires_at = None;
+    inputs.emergency =
+        Some(EmergencyGrant { expires_at: at(2026, 6, 1) + Duration::minutes(15), scope: EmergencyScope::AllFeatures });
+    assert_eq!(decide(&inputs, &Query::feature("export_pdf_docs")).reason, Reason::Valid, "the emergency has ended");
+}

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod crash;
+mod customer;
 mod isolation;
 mod lifecycle;
 mod offline;

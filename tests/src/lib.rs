@@ -16,6 +16,8 @@ use tessera_core::PublicKeyset;
 use tessera_server::{Config, RunningServer};
 use uuid::Uuid;
 
+pub mod vendor;
+
 /// A settable server clock.
 #[derive(Clone)]
 pub struct ServerClock(Arc<Mutex<DateTime<Utc>>>);
@@ -338,8 +340,12 @@ impl Drop for ServerProcess {
 
 /// Runs the `tessera-agent` binary; returns (exit code, stdout, stderr).
 pub fn run_agent(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out =
-        Command::new(bin("tessera-agent")).args(args).envs(env.iter().copied()).stdin(Stdio::null()).output().unwrap();
+    run_binary(&bin("tessera-agent"), args, env)
+}
+
+/// Runs a binary with no standard input; returns (exit code, stdout, stderr).
+pub fn run_binary(path: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(path).args(args).envs(env.iter().copied()).stdin(Stdio::null()).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -67,6 +67,10 @@ pub struct UpdateCustomer {
 pub struct CreateProduct {
     #[serde(default)]
     pub tenant_id: Option<Uuid>,
+    /// A product id of the vendor's choosing: vendor builds of the agent have their product id compiled in, so
+    /// a product re-created on a new server (staging, a reinstall) must keep it. A new id is made when absent.
+    #[serde(default)]
+    pub id: Option<Uuid>,
     pub name: String,
     #[serde(default)]
     pub code: Option<String>,
@@ -450,9 +454,12 @@ impl Services {
             Some(c) => check_code(&c)?,
             None => slug(&name),
         };
+        if req.id.is_some_and(|id| id.is_nil() || id.is_max()) {
+            return Err(AppError::invalid("id must be a UUID other than the nil and max UUIDs (or left out)"));
+        }
         let now = self.now();
         let p = Product {
-            id: Uuid::now_v7(),
+            id: req.id.unwrap_or_else(Uuid::now_v7),
             tenant_id,
             name,
             code,
@@ -462,6 +469,9 @@ impl Services {
         };
         let audit = ctx.audit(now, Some(tenant_id), "product.create", Some(p.id.to_string()), json!({"code": p.code}));
         self.store.put_product(p.clone(), true, audit).await.map_err(|e| match e {
+            crate::store::StoreError::Conflict(m) if req.id.is_some() && m.contains("products.id") => {
+                AppError::conflict("PRODUCT_ID_TAKEN", format!("a product with id {} exists already", p.id))
+            }
             crate::store::StoreError::Conflict(_) => AppError::conflict(
                 "PRODUCT_CODE_TAKEN",
                 format!("a product with code {:?} exists already: choose another code", p.code),

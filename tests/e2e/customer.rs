@@ -1,0 +1,212 @@
+//! The customer as an attacker, with nothing but the shipped binaries, a text editor and curl
+//! (docs/SECURITY.md, "Threat model"): each test is one attack and the rule that stops it.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use tessera_e2e::{run_agent, vendor, TestServer};
+
+const IDENTITY: (&str, &str) = ("TESSERA_AGENT_IDENTITY", "e2e-customer-machine-0001");
+
+fn state(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
+
+fn json_of(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// The customer runs their own `tessera-server`, issues themselves a perpetual license for every feature of the
+/// vendor's product id, and points the vendor's agent at its keys and URL. A vendor build trusts only the
+/// keyset compiled into it: every way of passing another is refused, and the forged server's answers do not
+/// verify. The same attack on a development build works — which is why it says what it is in every output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_build_trusts_only_its_compiled_in_keyset() {
+    let real = vendor::server().await;
+    let fx = vendor::fixture(&real, "Vendor", vendor::PRODUCT_ID, json!({})).await;
+    let own = TestServer::start().await;
+    let forged = vendor::fixture(
+        &own,
+        "Customer's own server",
+        vendor::PRODUCT_ID,
+        json!({"license_type": "PERPETUAL", "duration_days": null, "features": [{"id": "*"}]}),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let own_keys = dir.path().join("own-keyset.json");
+    std::fs::write(&own_keys, own.keyset().to_json()).unwrap();
+    let own_keys = own_keys.display().to_string();
+    let st = state(dir.path(), "vendor.db");
+    let (own_url, real_url) = (own.url(), real.url());
+
+    let run = |args: Vec<String>, env: Vec<(&'static str, String)>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).chain([IDENTITY]).collect();
+            vendor::run_agent(&args, &env)
+        })
+    };
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    // --keyset, or the environment variable, naming the customer's keys: refused before anything is read.
+    for (extra, env) in
+        [(vec!["--keyset", own_keys.as_str()], vec![]), (vec![], vec![("TESSERA_AGENT_KEYSET", own_keys.clone())])]
+    {
+        let mut a = args(&["--state", &st, "--server", &own_url]);
+        a.extend(args(&extra));
+        a.extend(args(&["activate", "--key", &forged.key]));
+        let (code, out, err) = run(a, env).await.unwrap();
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(err.contains("takes no --keyset"), "{err}");
+        assert!(err.contains(vendor::SIGNING_KID), "names the keys it trusts: {err}");
+    }
+    // Another product id, or more clock tolerance than the build allows: refused too.
+    let (code, _, err) =
+        run(args(&["--state", &st, "--product", &uuid::Uuid::new_v4().to_string(), "status"]), vec![]).await.unwrap();
+    assert_eq!(code, 2);
+    assert!(err.contains("licenses only that product"), "{err}");
+    let (code, _, err) =
+        run(args(&["--state", &st, "status"]), vec![("TESSERA_AGENT_CLOCK_TOLERANCE", "999999".into())]).await.unwrap();
+    assert_eq!(code, 2);
+    assert!(err.contains("outside what this vendor build allows"), "{err}");
+
+    // Pointed at the customer's server without a keyset: its answer is signed by a key the build does not know.
+    let (code, out, err) =
+        run(args(&["--state", &st, "--server", &own_url, "activate", "--key", &forged.key]), vec![]).await.unwrap();
+    assert_eq!(code, 2, "{out}");
+    assert!(err.contains("could not be trusted"), "{err}");
+    let (code, out, _) = run(args(&["--state", &st, "check", "anything", "--json"]), vec![]).await.unwrap();
+    assert_eq!(code, 1);
+    assert_eq!(json_of(&out)["reason"], "NOT_ACTIVATED");
+
+    // The vendor's own server: works, and every answer names the build.
+    let (code, out, err) =
+        run(args(&["--state", &st, "--server", &real_url, "activate", "--key", &fx.key]), vec![]).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("development build"), "{err}");
+    let (code, out, _) = run(args(&["--state", &st, "check", "export_pdf", "--json"]), vec![]).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    let v = json_of(&out);
+    assert_eq!(v["build"]["kind"], "vendor");
+    assert_eq!(v["build"]["key_ids"][0], vendor::SIGNING_KID);
+    let (_, out, _) = run(args(&["--state", &st, "check", "teleport"]), vec![]).await.unwrap();
+    assert!(out.contains("NOT_ENTITLED"), "{out}");
+    let (code, out, _) = run(args(&["--version"]), vec![]).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(out.contains("vendor build of Tessera e2e") && out.contains(vendor::SIGNING_KID), "{out}");
+    let (_, out, _) = run(args(&["--state", &st, "status"]), vec![]).await.unwrap();
+    assert!(out.contains("build:        vendor build"), "{out}");
+
+    // The same attack on a development build succeeds: that build takes its keys from whoever runs it, and
+    // says so on every run.
+    let dev_state = state(dir.path(), "dev.db");
+    let product = vendor::PRODUCT_ID.to_string();
+    let dev = move |a: Vec<String>| {
+        let mut full = vec!["--state".to_string(), dev_state.clone(), "--keyset".into(), own_keys.clone()];
+        full.extend(["--product".to_string(), product.clone()]);
+        full.extend(a);
+        tokio::task::spawn_blocking(move || {
+            run_agent(&full.iter().map(String::as_str).collect::<Vec<_>>(), &[IDENTITY])
+        })
+    };
+    let (code, _, err) = dev(args(&["--server", &own_url, "activate", "--key", &forged.key])).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("development build"), "{err}");
+    let (code, out, err) = dev(args(&["check", "teleport", "--json"])).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json_of(&out)["build"]["kind"], "development");
+    assert!(err.contains("development build"), "{err}");
+}
+
+/// Eight processes of an application start at once on a machine that has never run the agent: all of them
+/// get an answer (today most failed with "table device already exists" or a UNIQUE constraint error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_first_checks_at_once_on_a_new_state_file_all_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyset = dir.path().join("keyset.json");
+    std::fs::write(&keyset, include_str!("../../keys/test/keyset.json")).unwrap();
+    for round in 0..3 {
+        let st = state(dir.path(), &format!("fresh-{round}.db"));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (st, keyset, barrier) = (st.clone(), keyset.display().to_string(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let args =
+                        ["--state", &st, "--keyset", &keyset, "--product", vendor::PRODUCT_ID, "check", "x", "--json"];
+                    run_agent(&args, &[IDENTITY])
+                })
+            })
+            .collect();
+        for h in handles {
+            let (code, out, err) = h.join().unwrap();
+            assert_eq!(code, 1, "round {round}: denied, not an error: {out}{err}");
+            assert_eq!(json_of(&out)["reason"], "NOT_ACTIVATED");
+        }
+        let (_, out, _) = run_agent(
+            &[
+                "--state",
+                &st,
+                "--keyset",
+                &keyset.display().to_string(),
+                "--product",
+                vendor::PRODUCT_ID,
+                "status",
+                "--json",
+            ],
+            &[IDENTITY],
+        );
+        assert!(json_of(&out)["device_public_key"].as_str().is_some_and(|k| !k.is_empty()));
+    }
+}
+
+/// Runs the vendor build under libfaketime (the wall clock shifted by `offset`, e.g. "-20m"); the boot clock
+/// the agent also reads (`/proc/uptime`) is not shifted, as on a machine whose owner sets the clock.
+fn vendor_agent_with_clock(offset: &str, args: &[&str]) -> (i32, String, String) {
+    let faketime = ["/usr/bin/faketime", "/usr/local/bin/faketime"].into_iter().find(|p| Path::new(p).exists());
+    let faketime = faketime.expect("this test needs libfaketime's `faketime` (Debian: apt-get install faketime)");
+    let agent = vendor::agent_binary().display().to_string();
+    let mut full = vec!["-f", offset, agent.as_str()];
+    full.extend_from_slice(args);
+    tessera_e2e::run_binary(Path::new(faketime), &full, &[IDENTITY, ("FAKETIME_DONT_FAKE_MONOTONIC", "1")])
+}
+
+/// The customer keeps the clock behind, inside the tolerance, so that a lease or license never runs out
+/// offline (the old high-water mark only ever saw the held-back clock). Trusted time counts elapsed time on the
+/// boot clock and checks decide at it: the lease ends on time, and holding the clock back further than the
+/// tolerance is CLOCK_TAMPERED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_held_back_does_not_hold_back_the_lease() {
+    let server = vendor::server().await;
+    // The shortest lease the server allows, so the test can wait for it.
+    let fx =
+        vendor::fixture(&server, "Clock", vendor::PRODUCT_ID, json!({"heartbeat_interval_secs": 10, "lease_secs": 10}))
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path(), "clock.db");
+    let url = server.url();
+    let (st2, key) = (st.clone(), fx.key.clone());
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        vendor::run_agent(&["--state", &st2, "--server", &url, "activate", "--key", &key, "--json"], &[IDENTITY])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let lease: chrono::DateTime<chrono::Utc> = json_of(&out)["lease_expires_at"].as_str().unwrap().parse().unwrap();
+    drop(server); // offline from here on
+
+    let check = |offset: &str| {
+        let (code, out, err) = vendor_agent_with_clock(offset, &["--state", &st, "check", "export_pdf", "--json"]);
+        assert!(code == 0 || code == 1, "{out}{err}");
+        json_of(&out)["reason"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(check("-20m"), "VALID", "20 minutes behind is within the 30-minute tolerance, and the lease runs");
+    while chrono::Utc::now() <= lease + chrono::Duration::seconds(1) {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(check("-20m"), "LEASE_EXPIRED", "the clock says the lease runs for 20 more minutes; it has ended");
+    assert_eq!(check("+0"), "LEASE_EXPIRED");
+    assert_eq!(check("-40m"), "CLOCK_TAMPERED", "beyond the tolerance");
+    assert_eq!(check("-20m"), "LEASE_EXPIRED", "the budget is not spent by one look at a wrong clock");
+}
