@@ -22,7 +22,7 @@ use tessera_core::offline::{
 };
 use tessera_core::token::{verify_activation_token, verify_license_file};
 use tessera_core::{
-    decide, Decision, Inputs, License, LicenseKey, LicenseStatus, PublicKeyset, Query, Reason, SigningKey,
+    decide, Decision, Domain, Inputs, License, LicenseKey, LicenseStatus, PublicKeyset, Query, Reason, SigningKey,
 };
 use uuid::Uuid;
 
@@ -129,6 +129,60 @@ struct Snapshot {
     problem: Option<String>,
     pending_usage: u64,
     pending_requests: usize,
+    /// The vendor-signed artefacts the license was verified from, for attested answers.
+    evidence: Option<Arc<Evidence>>,
+}
+
+/// The vendor-signed artefacts behind a decision, as cached (verified at load). An application that embeds
+/// the vendor's public key verifies them itself (agent/README.md, "Verifying the daemon's answers").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Evidence {
+    Online {
+        /// The armored license file.
+        license_file: String,
+        /// The activation token (compact envelope): binds the license to this device's public key.
+        activation_token: String,
+        /// The last signed heartbeat answer (compact envelope of kind `server-response`), when there was one:
+        /// it carries the license status (a suspension or revocation) and the server's time.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_server_answer: Option<String>,
+    },
+    Offline {
+        /// The device-signed offline request (base64url of its exact bytes).
+        offline_request: String,
+        /// The vendor's response code answering it.
+        offline_response: String,
+    },
+}
+
+/// An answer to a local check that the asking application can verify without trusting whoever answered: the
+/// decision, signed by the device key over the application's challenge, and the vendor-signed artefacts that
+/// bind that device key to the license.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttestedCheck {
+    pub decision: Decision,
+    /// The signed answer: a compact envelope of kind `local-answer` whose payload is [`AttestedPayload`] JSON,
+    /// signed by the device key (`evidence` names it).
+    pub attestation: String,
+    /// `None` when nothing is activated (the decision then denies).
+    pub evidence: Option<Evidence>,
+    pub device_public_key: String,
+}
+
+/// What a local answer's signature covers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttestedPayload {
+    /// The application's challenge, base64url, echoed.
+    pub challenge: String,
+    pub feature: String,
+    pub allowed: bool,
+    pub reason: Reason,
+    /// The time the decision was made at (the later of the clock and trusted time).
+    pub decided_at: DateTime<Utc>,
+    pub product_id: Uuid,
+    pub license_id: Option<Uuid>,
+    pub activation_id: Option<Uuid>,
 }
 
 impl Snapshot {
@@ -421,6 +475,7 @@ impl Agent {
                 problem: None,
                 pending_usage: 0,
                 pending_requests: 0,
+                evidence: None,
             })),
             device,
             device_public,
@@ -502,6 +557,37 @@ impl Agent {
             let d = snap.decide(clock, now, Some(feature), 0);
             *cache = Some((generation, snap));
             d
+        })
+    }
+
+    /// [`Agent::check`], answered so that the asking application can verify it: the decision signed by the
+    /// device key over `challenge` (16 to 64 bytes the application chose at random), with the vendor-signed
+    /// artefacts it was decided from. What the application checks is in agent/README.md.
+    pub fn check_attested(&self, feature: &str, challenge: &[u8]) -> Result<AttestedCheck, AgentError> {
+        if !(16..=64).contains(&challenge.len()) {
+            return Err(AgentError::Config("a challenge is 16 to 64 random bytes".into()));
+        }
+        let clock = &*self.inner.config.clock;
+        let snap = self.snapshot();
+        let now = clock.now();
+        let decision = snap.decide(clock, now, Some(feature), 0);
+        let payload = AttestedPayload {
+            challenge: b64url(challenge),
+            feature: feature.to_string(),
+            allowed: decision.allowed,
+            reason: decision.reason,
+            decided_at: decision.facts.trusted_time.map_or(now, |t| t.max(now)),
+            product_id: self.inner.config.product_id,
+            license_id: snap.license.as_ref().map(|l| l.id),
+            activation_id: snap.activation_id,
+        };
+        let bytes = serde_json::to_vec(&payload).map_err(AgentError::internal)?;
+        let attestation = Envelope::seal(&self.inner.device, Domain::LocalAnswer, bytes).to_compact();
+        Ok(AttestedCheck {
+            decision,
+            attestation,
+            evidence: snap.evidence.as_deref().cloned(),
+            device_public_key: b64url(&self.inner.device_public),
         })
     }
 
@@ -1269,6 +1355,7 @@ fn load(
         problem: None,
         pending_usage: store.pending_usage_count()?,
         pending_requests: store.pending_requests()?.len(),
+        evidence: None,
     };
     let activation = store.activation()?;
     if let Some(a) = &activation {
@@ -1284,6 +1371,7 @@ fn load(
                 snap.lease_expires_at = b.lease_expires_at;
                 snap.activation_id = b.activation_id.or(a.activation_id);
                 snap.heartbeat_interval_secs = b.heartbeat_interval_secs.max(1);
+                snap.evidence = evidence_of(a).map(Arc::new);
             }
             Err(problem) => {
                 tracing::warn!(%problem, "cached activation rejected");
@@ -1320,6 +1408,7 @@ fn load(
     if !snap.signatures_valid {
         snap.license = None;
         snap.emergency = None;
+        snap.evidence = None;
     }
     // Record trusted time with a coarse granularity (far below the tolerance): a `check` process then usually
     // opens the state without a write (and its fsync).
@@ -1328,6 +1417,21 @@ fn load(
     snap.clock.high_water = trusted.trusted;
     snap.trusted = trusted;
     Ok(snap)
+}
+
+/// The artefacts of a verified activation row.
+fn evidence_of(a: &ActivationRow) -> Option<Evidence> {
+    match a.mode {
+        Mode::Online => Some(Evidence::Online {
+            license_file: a.license_file.clone()?,
+            activation_token: a.activation_token.clone()?,
+            last_server_answer: a.last_response.clone(),
+        }),
+        Mode::Offline => Some(Evidence::Offline {
+            offline_request: b64url(a.request_bytes.as_deref()?),
+            offline_response: a.response_code.clone()?,
+        }),
+    }
 }
 
 /// Reads the recorded trusted time, advances it by the time elapsed since (see [`TrustedTime`]), raises it to

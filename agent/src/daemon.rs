@@ -4,14 +4,17 @@
 //! |---|---|
 //! | `GET /v1/status` | [`crate::Status`] |
 //! | `GET /v1/check/{feature}` | a decision; 200 when allowed, 403 when denied |
+//! | `GET /v1/check/{feature}?challenge=<base64url>` | the same, plus `attestation` (the decision signed by the device key over the challenge) and `evidence` (the vendor-signed license file and activation token): see [`crate::AttestedCheck`] |
 //! | `POST /v1/usage` `{"feature": "...", "amount": 1}` | a decision; 200 when recorded, 403 when denied |
 //! | `GET /healthz` | `ok` |
 //!
-//! Listen on loopback only: the API has no authentication of its own.
+//! Listen on loopback only: the API has no authentication of its own. An application that must not trust
+//! whatever answers on that port asks with a challenge and verifies the answer with the vendor's public key
+//! (agent/README.md, "Verifying the daemon's answers").
 
 use std::net::SocketAddr;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,23 +35,62 @@ fn one() -> u64 {
     1
 }
 
-fn decision_response(d: Decision) -> Response {
-    let status = if d.allowed { StatusCode::OK } else { StatusCode::FORBIDDEN };
-    let body = serde_json::json!({
+fn decision_body(d: &Decision) -> serde_json::Value {
+    serde_json::json!({
         "allowed": d.allowed,
         "reason": d.reason,
         "explanation": d.reason.explain(),
         "facts": d.facts,
-    });
-    (status, Json(body)).into_response()
+    })
+}
+
+fn decision_status(d: &Decision) -> StatusCode {
+    if d.allowed {
+        StatusCode::OK
+    } else {
+        StatusCode::FORBIDDEN
+    }
+}
+
+fn decision_response(d: Decision) -> Response {
+    (decision_status(&d), Json(decision_body(&d))).into_response()
+}
+
+fn bad_request(code: &str, message: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": {"code": code, "message": message}}))).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CheckQuery {
+    /// 16 to 64 random bytes, base64url: ask for an attested answer.
+    pub challenge: Option<String>,
 }
 
 async fn status(State(agent): State<Agent>) -> Response {
     Json(agent.status()).into_response()
 }
 
-async fn check(State(agent): State<Agent>, Path(feature): Path<String>) -> Response {
-    decision_response(agent.check(&feature))
+async fn check(State(agent): State<Agent>, Path(feature): Path<String>, Query(q): Query<CheckQuery>) -> Response {
+    let Some(challenge) = q.challenge else {
+        return decision_response(agent.check(&feature));
+    };
+    let Some(bytes) = tessera_core::encoding::b64url_decode(&challenge).filter(|b| (16..=64).contains(&b.len())) else {
+        return bad_request(
+            "INVALID_CHALLENGE",
+            "challenge must be 16 to 64 random bytes in base64url (no padding); make a new one for every check",
+        );
+    };
+    match agent.check_attested(&feature, &bytes) {
+        Ok(a) => {
+            let mut body = decision_body(&a.decision);
+            body["challenge"] = serde_json::Value::String(challenge);
+            body["attestation"] = serde_json::Value::String(a.attestation);
+            body["device_public_key"] = serde_json::Value::String(a.device_public_key);
+            body["evidence"] = serde_json::to_value(&a.evidence).unwrap_or_default();
+            (decision_status(&a.decision), Json(body)).into_response()
+        }
+        Err(e) => bad_request("INVALID_CHALLENGE", &e.to_string()),
+    }
 }
 
 async fn usage(State(agent): State<Agent>, Json(body): Json<UsageBody>) -> Response {

@@ -75,9 +75,13 @@ pub fn collect(mode: &IdentityMode, product_id: Uuid) -> Result<Collected, Agent
             vec![pinned(&text, &format!("the identity file {}", p.display()))?]
         }
     };
-    if raw.is_empty() {
+    if !raw.iter().any(|r| matches!(r.kind, ComponentKind::MachineId | ComponentKind::Pinned)) {
+        // Without a machine identity the fingerprint is CPU, memory and OS: every similar machine would match it.
         return Err(AgentError::Identity(format!(
-            "no hardware identity could be read on this machine: set {IDENTITY_ENV} or {IDENTITY_FILE_ENV} to pin one"
+            "no machine identity could be read on this machine (no /etc/machine-id, no firmware product UUID or \
+             board serial readable by this user). Create one (`systemd-machine-id-setup`), run the agent with \
+             access to /sys/class/dmi/id, or, in a container whose license allows a pinned identity, set \
+             {IDENTITY_ENV} or {IDENTITY_FILE_ENV}"
         )));
     }
     Ok(hash_components(raw, product_id))
@@ -129,11 +133,43 @@ fn hostname() -> Option<String> {
 
 #[cfg(target_os = "linux")]
 fn machine_id() -> Option<String> {
-    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+    machine_identity_under(Path::new("/"))
+}
+
+/// Values images and firmware ship in place of a real id: they would make every such machine look the same.
+fn is_placeholder_id(v: &str) -> bool {
+    let v = v.trim().to_ascii_lowercase();
+    let hex: String = v.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+    v.is_empty()
+        || v == "uninitialized"
+        || (!hex.is_empty()
+            && hex.len() == v.chars().filter(|c| *c != '-').count()
+            && hex.chars().all(|c| c == '0' || c == 'f'))
+        || v == "03000200-0400-0500-0006-000700080009"
+        || [
+            "none",
+            "default string",
+            "to be filled by o.e.m.",
+            "not specified",
+            "not applicable",
+            "0",
+            "system serial number",
+            "123456789",
+        ]
+        .contains(&v.as_str())
+}
+
+/// The machine identity on Linux, under `root` (tests pass a directory laid out like `/`): the systemd / D-Bus
+/// machine id; where an image has none (or a placeholder), the firmware's product UUID, then the board serial.
+/// `None` when none of them is there: the caller refuses rather than fingerprint without an identity.
+fn machine_identity_under(root: &Path) -> Option<String> {
+    let read = |rel: &str| {
+        std::fs::read_to_string(root.join(rel)).ok().map(|s| s.trim().to_string()).filter(|s| !is_placeholder_id(s))
+    };
+    read("etc/machine-id")
+        .or_else(|| read("var/lib/dbus/machine-id"))
+        .or_else(|| read("sys/class/dmi/id/product_uuid").map(|u| format!("dmi-product:{}", u.to_ascii_lowercase())))
+        .or_else(|| read("sys/class/dmi/id/board_serial").map(|s| format!("dmi-board:{s}")))
 }
 
 #[cfg(target_os = "macos")]
@@ -361,6 +397,33 @@ mod tests {
         let out = match_fingerprint(&MatchPolicy::default(), &bound, &now);
         assert!(!out.is_match());
         assert_eq!(out.broken_deal_breaker, Some(MachineId));
+    }
+
+    #[test]
+    fn a_missing_or_placeholder_machine_id_falls_back_to_firmware_ids() {
+        let root = tempfile::tempdir().unwrap();
+        let put = |rel: &str, v: &str| {
+            let p = root.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, v).unwrap();
+        };
+        assert_eq!(machine_identity_under(root.path()), None, "nothing there: no identity");
+        put("etc/machine-id", "\n");
+        put("sys/class/dmi/id/board_serial", "To be filled by O.E.M.\n");
+        assert_eq!(machine_identity_under(root.path()), None, "empty and placeholder values are not identities");
+        put("sys/class/dmi/id/product_uuid", "00000000-0000-0000-0000-000000000000\n");
+        assert_eq!(machine_identity_under(root.path()), None);
+        put("sys/class/dmi/id/board_serial", "PF2XK9QZ\n");
+        assert_eq!(machine_identity_under(root.path()).as_deref(), Some("dmi-board:PF2XK9QZ"));
+        put("sys/class/dmi/id/product_uuid", "4C4C4544-0042-3510-8052-B4C04F333432\n");
+        assert_eq!(
+            machine_identity_under(root.path()).as_deref(),
+            Some("dmi-product:4c4c4544-0042-3510-8052-b4c04f333432")
+        );
+        put("etc/machine-id", "0f1e2d3c4b5a69788796a5b4c3d2e1f0\n");
+        assert_eq!(machine_identity_under(root.path()).as_deref(), Some("0f1e2d3c4b5a69788796a5b4c3d2e1f0"));
+        assert!(is_placeholder_id("uninitialized") && is_placeholder_id("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"));
+        assert!(!is_placeholder_id("0f1e2d3c4b5a69788796a5b4c3d2e1f0"));
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub enum Domain {
     ServerResponse,
     /// A heartbeat, usage report or deactivation signed by a device key.
     DeviceMessage,
+    /// An agent daemon's answer to a local feature check, signed by the device key over the application's
+    /// challenge (agent/README.md, "Verifying the daemon's answers").
+    LocalAnswer,
 }
 
 impl Domain {
@@ -92,6 +95,7 @@ impl Domain {
             Domain::EmergencyCode => "emergency-code",
             Domain::ServerResponse => "server-response",
             Domain::DeviceMessage => "device-message",
+            Domain::LocalAnswer => "local-answer",
         }
     }
 
@@ -105,6 +109,7 @@ impl Domain {
             Domain::EmergencyCode,
             Domain::ServerResponse,
             Domain::DeviceMessage,
+            Domain::LocalAnswer,
         ]
         .into_iter()
         .find(|d| d.label() == s)

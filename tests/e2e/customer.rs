@@ -210,3 +210,134 @@ async fn a_clock_held_back_does_not_hold_back_the_lease() {
     assert_eq!(check("-40m"), "CLOCK_TAMPERED", "beyond the tolerance");
     assert_eq!(check("-20m"), "LEASE_EXPIRED", "the budget is not spent by one look at a wrong clock");
 }
+
+/// A daemon process (vendor or development build) on a free loopback port, killed on drop.
+struct Daemon {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Daemon {
+    async fn start(binary: &Path, args: &[&str]) -> Daemon {
+        let port = tessera_e2e::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(binary)
+            .args(args)
+            .args(["daemon", "--listen", &listen])
+            .env(IDENTITY.0, IDENTITY.1)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://{listen}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while reqwest::get(format!("{url}/healthz")).await.map(|r| r.status().is_success()).ok() != Some(true) {
+            assert!(std::time::Instant::now() < deadline, "the daemon did not start on {url}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Daemon { child, url }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn python_verify(daemon: &Daemon, keyset: &Path, product: &str, feature: &str) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/verify_local_answer.py");
+    let args = [
+        script.display().to_string(),
+        "--daemon".into(),
+        daemon.url.clone(),
+        "--keyset".into(),
+        keyset.display().to_string(),
+        "--product".into(),
+        product.into(),
+        "--feature".into(),
+        feature.into(),
+    ];
+    let out = tokio::task::spawn_blocking(move || std::process::Command::new("python3").args(&args).output())
+        .await
+        .unwrap()
+        .expect("python3 must be installed (with the `cryptography` package: Debian python3-cryptography)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("ModuleNotFoundError"), "install python3-cryptography: {stderr}");
+    let v = json_of(stdout.trim());
+    assert_eq!(out.status.success(), v["verified"] == true, "{stdout}{stderr}");
+    v
+}
+
+/// An application that embeds the vendor's public key need not trust whatever answers on the daemon's port:
+/// it asks with a challenge and verifies the answer and the vendor-signed evidence itself (here from Python
+/// with `cryptography`, nothing of Tessera's). A daemon of the customer's own, backed by their own server,
+/// answers "allowed" for everything and fails that verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_verifies_the_daemons_answers_with_the_vendor_key_alone() {
+    let real = vendor::server().await;
+    let fx = vendor::fixture(&real, "Vendor", vendor::PRODUCT_ID, json!({})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path(), "daemon.db");
+    let (st2, url, key) = (st.clone(), real.url(), fx.key.clone());
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        vendor::run_agent(&["--state", &st2, "--server", &url, "activate", "--key", &key], &[IDENTITY])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    // The vendor's keyset as the application embeds it.
+    let vendor_keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("../keys/test/keyset.json");
+
+    let daemon = Daemon::start(&vendor::agent_binary(), &["--state", &st, "--server", &real.url()]).await;
+    let v = python_verify(&daemon, &vendor_keys, vendor::PRODUCT_ID, "export_pdf").await;
+    assert_eq!(
+        (v["allowed"].clone(), v["usable"].clone(), v["feature_granted"].clone()),
+        (json!(true), json!(true), json!(true)),
+        "{v}"
+    );
+    assert_eq!(v["tampered_refused"].as_array().map(Vec::len), Some(4), "{v}");
+    let v = python_verify(&daemon, &vendor_keys, vendor::PRODUCT_ID, "teleport").await;
+    assert_eq!(
+        (v["allowed"].clone(), v["reason"].clone(), v["feature_granted"].clone()),
+        (json!(false), json!("NOT_ENTITLED"), json!(false)),
+        "{v}"
+    );
+    // A bad challenge is a clear 400, not an unsigned answer.
+    let r = reqwest::get(format!("{}/v1/check/export_pdf?challenge=short", daemon.url)).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "INVALID_CHALLENGE");
+    drop(daemon);
+
+    // The customer's own server and a development-build daemon that trusts it: every check "allowed".
+    let own = TestServer::start().await;
+    let forged = vendor::fixture(&own, "Own", vendor::PRODUCT_ID, json!({"features": [{"id": "*"}]})).await;
+    let own_keys = dir.path().join("own.json");
+    std::fs::write(&own_keys, own.keyset().to_json()).unwrap();
+    let fake_state = state(dir.path(), "fake.db");
+    let dev_args = |extra: &[&str]| {
+        let mut a = vec!["--state".to_string(), fake_state.clone(), "--keyset".into(), own_keys.display().to_string()];
+        a.extend(["--product".into(), vendor::PRODUCT_ID.into(), "--server".into(), own.url()]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let activate = dev_args(&["activate", "--key", &forged.key]);
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        run_agent(&activate.iter().map(String::as_str).collect::<Vec<_>>(), &[IDENTITY])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let fake_args = dev_args(&[]);
+    let fake =
+        Daemon::start(&tessera_e2e::bin("tessera-agent"), &fake_args.iter().map(String::as_str).collect::<Vec<_>>())
+            .await;
+    let r: Value = reqwest::get(format!("{}/v1/check/teleport", fake.url)).await.unwrap().json().await.unwrap();
+    assert_eq!(r["allowed"], true, "the fake daemon says yes: {r}");
+    let v = python_verify(&fake, &vendor_keys, vendor::PRODUCT_ID, "teleport").await;
+    assert_eq!(v["verified"], false, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not in the trusted keyset"), "{v}");
+}
