@@ -338,6 +338,9 @@ struct HeartbeatResult {
 struct StoredHeartbeat {
     #[serde(default)]
     license_status: Option<LicenseStatus>,
+    /// The license's usage totals on the server when it answered.
+    #[serde(default)]
+    usage_totals: HashMap<String, i64>,
 }
 
 #[derive(Deserialize)]
@@ -1142,8 +1145,11 @@ impl Agent {
                                 usage_acknowledged = o.usage_acknowledged,
                                 "heartbeat"
                             );
-                            next_beat =
-                                now + jitter(std::time::Duration::from_secs(u64::from(o.next_heartbeat_secs.max(1))));
+                            let interval = std::time::Duration::from_secs(u64::from(o.next_heartbeat_secs.max(1)));
+                            let lease_left = self.snapshot().lease_expires_at.map(|l| {
+                                (l - self.inner.config.clock.now()).to_std().unwrap_or(std::time::Duration::ZERO)
+                            });
+                            next_beat = now + next_heartbeat_in(jitter(interval), interval, lease_left);
                         }
                         Err(e) => {
                             failures = failures.saturating_add(1);
@@ -1175,6 +1181,21 @@ fn random_unit() -> f64 {
     let mut b = [0u8; 4];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
     f64::from(u32::from_be_bytes(b)) / f64::from(u32::MAX)
+}
+
+/// When the next heartbeat is due: after the (jittered) interval, but early enough that the lease cannot
+/// lapse before it: at most the lease left less a margin (a tenth of the interval, at least 5 s), and never
+/// sooner than a second from now.
+pub fn next_heartbeat_in(
+    jittered: std::time::Duration,
+    interval: std::time::Duration,
+    lease_left: Option<std::time::Duration>,
+) -> std::time::Duration {
+    let margin = (interval / 10).max(std::time::Duration::from_secs(5));
+    match lease_left {
+        Some(left) => jittered.min(left.saturating_sub(margin)).max(std::time::Duration::from_secs(1)),
+        None => jittered,
+    }
 }
 
 /// `d` ± 10 %.
@@ -1240,6 +1261,9 @@ struct Bound {
     lease_expires_at: Option<DateTime<Utc>>,
     activation_id: Option<Uuid>,
     heartbeat_interval_secs: u32,
+    /// Usage totals from the last verified server answer: quota counts never fall below them, whatever the
+    /// unsigned rows of the state file say.
+    signed_usage: HashMap<String, u64>,
 }
 
 fn verify_activation(
@@ -1274,6 +1298,7 @@ fn verify_activation(
             }
             let mut license = license;
             let mut trusted_floor = file_signed_at.max(claims.issued_at);
+            let mut signed_usage = HashMap::new();
             if let Some(lr) = &a.last_response {
                 require_canonical(lr, canonical_compact(lr), "server answer")?;
                 let (r, server_time): (StoredHeartbeat, _) = client::open_signed(lr, keys, None)
@@ -1282,6 +1307,7 @@ fn verify_activation(
                     license.status = s;
                 }
                 trusted_floor = trusted_floor.max(server_time);
+                signed_usage = r.usage_totals.into_iter().map(|(f, n)| (f, n.max(0) as u64)).collect();
             }
             Ok(Bound {
                 trusted_floor,
@@ -1290,6 +1316,7 @@ fn verify_activation(
                 activation_id: Some(claims.activation_id),
                 heartbeat_interval_secs: a.heartbeat_interval_secs.unwrap_or(claims.heartbeat_interval_secs),
                 license,
+                signed_usage,
             })
         }
         Mode::Offline => {
@@ -1322,6 +1349,7 @@ fn verify_activation(
                 activation_id: None,
                 heartbeat_interval_secs: DEFAULT_HEARTBEAT_SECS,
                 license: license_from_grant(g, cfg.product_id),
+                signed_usage: HashMap::new(),
             })
         }
     }
@@ -1372,6 +1400,14 @@ fn load(
                 snap.activation_id = b.activation_id.or(a.activation_id);
                 snap.heartbeat_interval_secs = b.heartbeat_interval_secs.max(1);
                 snap.evidence = evidence_of(a).map(Arc::new);
+                if !b.signed_usage.is_empty() {
+                    let queued: HashMap<String, u64> = store.queued_usage_by_feature()?.into_iter().collect();
+                    for (feature, total) in b.signed_usage {
+                        let floor = total.saturating_add(queued.get(&feature).copied().unwrap_or(0));
+                        let used = snap.usage.entry(feature).or_insert(0);
+                        *used = (*used).max(floor);
+                    }
+                }
             }
             Err(problem) => {
                 tracing::warn!(%problem, "cached activation rejected");

@@ -28,8 +28,8 @@ pub mod state;
 pub mod vendor;
 
 pub use agent::{
-    backoff, jitter, license_from_grant, Activated, Agent, AgentConfig, Applied, AttestedCheck, AttestedPayload,
-    EmergencyStatus, Evidence, HeartbeatOutcome, LicenseSummary, Status, DEFAULT_CLOCK_TOLERANCE_SECS,
+    backoff, jitter, license_from_grant, next_heartbeat_in, Activated, Agent, AgentConfig, Applied, AttestedCheck,
+    AttestedPayload, EmergencyStatus, Evidence, HeartbeatOutcome, LicenseSummary, Status, DEFAULT_CLOCK_TOLERANCE_SECS,
 };
 pub use clock::{BootReading, Clock, SystemClock, TestClock, TrustedTime};
 pub use error::AgentError;

@@ -389,6 +389,22 @@ impl Store {
         Ok(rows)
     }
 
+    /// Units per feature in events not yet acknowledged by the server.
+    pub fn queued_usage_by_feature(&self) -> Result<Vec<(String, u64)>, AgentError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT feature, SUM(amount) FROM usage_queue GROUP BY feature")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                let n: i64 = r.get(1)?;
+                Ok((r.get::<_, String>(0)?, n.max(0) as u64))
+            })
+            .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| map_err(&self.path, e))?;
+        Ok(rows)
+    }
+
     pub fn pending_usage_count(&self) -> Result<u64, AgentError> {
         self.conn
             .query_row("SELECT COUNT(*) FROM usage_queue", [], |r| r.get::<_, i64>(0))

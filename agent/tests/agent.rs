@@ -588,6 +588,36 @@ fn heartbeat_backoff_grows_and_is_capped_with_jitter() {
     assert!(j >= Std::from_secs(90) && j <= Std::from_secs(110));
 }
 
+#[test]
+fn an_honest_agent_renews_before_its_lease_can_lapse() {
+    use std::time::Duration as Std;
+    let interval = Std::from_secs(60);
+    // A floating lease reused with 63 s left: a jittered 66 s beat would land after it; the beat comes at 57 s.
+    assert_eq!(
+        tessera_agent::next_heartbeat_in(Std::from_secs(66), interval, Some(Std::from_secs(63))),
+        Std::from_secs(57)
+    );
+    // Plenty of lease: the jittered interval.
+    assert_eq!(
+        tessera_agent::next_heartbeat_in(Std::from_secs(66), interval, Some(Std::from_secs(3600))),
+        Std::from_secs(66)
+    );
+    // Almost gone: as soon as allowed, never a busy loop.
+    assert_eq!(
+        tessera_agent::next_heartbeat_in(Std::from_secs(66), interval, Some(Std::from_secs(2))),
+        Std::from_secs(1)
+    );
+    for _ in 0..1000 {
+        let left = Std::from_secs(61 + u64::from(rand_byte()) % 60);
+        let next = tessera_agent::next_heartbeat_in(tessera_agent::jitter(interval), interval, Some(left));
+        assert!(next + Std::from_secs(5) <= left, "{next:?} with {left:?} left");
+    }
+}
+
+fn rand_byte() -> u8 {
+    Uuid::new_v4().as_bytes()[0]
+}
+
 // ------------------------------------------------------------------------------------------------------------
 // The binary.
 

@@ -341,3 +341,29 @@ async fn an_application_verifies_the_daemons_answers_with_the_vendor_key_alone()
     assert_eq!(v["verified"], false, "{v}");
     assert!(v["error"].as_str().unwrap().contains("not in the trusted keyset"), "{v}");
 }
+
+/// Deleting the usage rows of the state file to get the quota back: the totals that gate quotas come from the
+/// last signed server answer, which the agent re-verifies at every start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_usage_rows_does_not_give_quota_back() {
+    let server = TestServer::start().await;
+    let fx = server.fixture("quota", json!({})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = tessera_e2e::agent_config(dir.path(), "quota", server.keyset(), fx.product, Some(&server.url()));
+    let agent = tessera_agent::Agent::open(config.clone()).unwrap();
+    agent.activate(&fx.key).await.unwrap();
+    assert!(agent.try_consume("api_calls", 60).unwrap().allowed);
+    let beat = agent.heartbeat().await.unwrap();
+    assert_eq!(beat.usage_acknowledged, 1);
+    assert_eq!(agent.check("api_calls").facts.remaining, Some(40));
+    drop(agent);
+
+    let db = rusqlite::Connection::open(&config.state_path).unwrap();
+    assert_eq!(db.execute("DELETE FROM usage_totals", []).unwrap(), 1);
+    drop(db);
+    let agent = tessera_agent::Agent::open(config.clone()).unwrap();
+    let d = agent.check("api_calls");
+    assert_eq!((d.facts.used, d.facts.remaining), (Some(60), Some(40)), "{d:?}");
+    assert!(!agent.try_consume("api_calls", 41).unwrap().allowed, "the quota is not back");
+    assert!(agent.try_consume("api_calls", 40).unwrap().allowed);
+}
