@@ -11,8 +11,8 @@
 //!    maintenance (`MAINTENANCE_EXPIRED`);
 //! 5. the feature (`NOT_ENTITLED`, `FEATURE_DISABLED`, `FEATURE_EXPIRED`, `QUOTA_EXCEEDED`).
 //!
-//! An active emergency grant lifts the device-binding, lease, activation and expiry checks (never revocation,
-//! suspension, signatures or the clock) and allows with `EMERGENCY_ACCESS`.
+//! An active emergency grant lifts the lease, activation and expiry checks, and (all-features scope only) the
+//! device binding; never revocation, suspension, signatures or the clock. It allows with `EMERGENCY_ACCESS`.
 
 use std::net::IpAddr;
 
@@ -273,10 +273,14 @@ pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
         LicenseStatus::Expired if emergency.is_none() => return deny(Reason::Expired, facts),
         LicenseStatus::Expired | LicenseStatus::Active => {}
     }
+    // A licensed-features emergency keeps the license's device binding: it stands in for the server (lease,
+    // expiry), not for the machine. Only an all-features code, for a machine with no license, lifts it.
+    if emergency.is_none_or(|e| e.scope == EmergencyScope::LicensedFeatures)
+        && inputs.fingerprint.is_some_and(|f| !f.is_match())
+    {
+        return deny(Reason::FingerprintMismatch, facts);
+    }
     if emergency.is_none() {
-        if inputs.fingerprint.is_some_and(|f| !f.is_match()) {
-            return deny(Reason::FingerprintMismatch, facts);
-        }
         if inputs.lease_expires_at.is_some_and(|l| now >= l) {
             return deny(Reason::LeaseExpired, facts);
         }

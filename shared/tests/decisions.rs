@@ -266,3 +266,15 @@ fn a_clock_behind_trusted_time_within_the_tolerance_decides_at_trusted_time() {
         Some(EmergencyGrant { expires_at: at(2026, 6, 1) + Duration::minutes(15), scope: EmergencyScope::AllFeatures });
     assert_eq!(decide(&inputs, &Query::feature("export_pdf_docs")).reason, Reason::Valid, "the emergency has ended");
 }
+
+#[test]
+fn a_licensed_features_emergency_still_binds_the_device() {
+    let l = base();
+    let mut inputs = Inputs::new(at(2026, 6, 1), Some(&l));
+    inputs.lease_expires_at = Some(at(2026, 5, 1));
+    inputs.fingerprint = Some(mismatch());
+    inputs.emergency = Some(EmergencyGrant { expires_at: at(2026, 6, 2), scope: EmergencyScope::LicensedFeatures });
+    assert_eq!(decide(&inputs, &Query::feature("export_pdf_docs")).reason, Reason::FingerprintMismatch);
+    inputs.emergency = Some(EmergencyGrant { expires_at: at(2026, 6, 2), scope: EmergencyScope::AllFeatures });
+    assert_eq!(decide(&inputs, &Query::feature("export_pdf_docs")).reason, Reason::EmergencyAccess);
+}
