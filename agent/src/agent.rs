@@ -131,6 +131,8 @@ struct Snapshot {
     pending_requests: usize,
     /// The vendor-signed artefacts the license was verified from, for attested answers.
     evidence: Option<Arc<Evidence>>,
+    /// The host's DNS domain, for DOMAIN restrictions (reported by the host itself: advisory).
+    domain: Option<Arc<str>>,
 }
 
 /// The vendor-signed artefacts behind a decision, as cached (verified at load). An application that embeds
@@ -206,7 +208,7 @@ impl Snapshot {
             lease_expires_at: self.lease_expires_at,
             clock: Some(guard),
             build_date: self.build_date,
-            environment: Environment::default(),
+            environment: Environment { domain: self.domain.as_deref(), ..Environment::default() },
             emergency: self.emergency,
         };
         decide(&inputs, &Query { feature, amount, used })
@@ -406,6 +408,8 @@ struct Inner {
     device: SigningKey,
     device_public: [u8; 32],
     identity: Collected,
+    /// The host's DNS domain, when it has one (DOMAIN restrictions).
+    domain: Option<Arc<str>>,
     client: Option<Client>,
 }
 
@@ -454,6 +458,7 @@ impl Agent {
                 reason: "the device key is not an Ed25519 key".into(),
             })?;
         let identity = identity::collect(&config.identity, config.product_id)?;
+        let domain = identity::host_domain().map(Arc::from);
         let client = config.server_url.as_deref().map(Client::new).transpose()?;
         let mut inner = Inner {
             config,
@@ -479,15 +484,17 @@ impl Agent {
                 pending_usage: 0,
                 pending_requests: 0,
                 evidence: None,
+                domain: None,
             })),
             device,
             device_public,
             identity,
+            domain,
             client,
         };
         let snap = {
             let store = inner.store.get_mut().map_err(|_| AgentError::internal("state lock poisoned"))?;
-            load(&inner.config, store, &inner.device_public, &inner.identity.fingerprint)?
+            load(&inner.config, store, &inner.device_public, &inner.identity.fingerprint, inner.domain.clone())?
         };
         *inner.snapshot.get_mut().map_err(|_| AgentError::internal("snapshot lock poisoned"))? = Arc::new(snap);
         *inner.generation.get_mut() = next_generation();
@@ -517,7 +524,13 @@ impl Agent {
     /// Re-reads and re-verifies the state. If that fails, checks deny from then on (fail closed): the state on
     /// disk is no longer something this process has verified.
     fn reload_locked(&self, store: &mut Store) -> Result<(), AgentError> {
-        match load(&self.inner.config, store, &self.inner.device_public, &self.inner.identity.fingerprint) {
+        match load(
+            &self.inner.config,
+            store,
+            &self.inner.device_public,
+            &self.inner.identity.fingerprint,
+            self.inner.domain.clone(),
+        ) {
             Ok(snap) => {
                 self.publish(snap);
                 Ok(())
@@ -732,6 +745,7 @@ impl Agent {
             "product_id": cfg.product_id,
             "fingerprint": self.inner.identity.fingerprint,
             "device_public_key": b64url(&self.inner.device_public),
+            "domain": self.inner.domain.as_deref(),
             "metadata": {
                 "hostname": sysinfo::System::host_name().unwrap_or_default(),
                 "os": std::env::consts::OS,
@@ -814,6 +828,8 @@ impl Agent {
             "sent_at": cfg.clock.now(),
             "usage": queue,
             "metrics": {"agent_version": env!("CARGO_PKG_VERSION")},
+            // The host as it is now: one activation heard from two different hosts is flagged by the server.
+            "fingerprint_digest": hex::encode(self.inner.identity.fingerprint.digest()),
             // What this device holds already: the server sends a license file or token only when it changed.
             "held": {
                 "license_file": activation.license_file.as_deref().map(sha256_hex),
@@ -1362,6 +1378,7 @@ fn load(
     store: &mut Store,
     device_public: &[u8; 32],
     current: &Fingerprint,
+    domain: Option<Arc<str>>,
 ) -> Result<Snapshot, AgentError> {
     let now = cfg.clock.now();
     let mut snap = Snapshot {
@@ -1384,6 +1401,7 @@ fn load(
         pending_usage: store.pending_usage_count()?,
         pending_requests: store.pending_requests()?.len(),
         evidence: None,
+        domain,
     };
     let activation = store.activation()?;
     if let Some(a) = &activation {

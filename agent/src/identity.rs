@@ -46,6 +46,39 @@ impl IdentityMode {
     }
 }
 
+/// The host's DNS domain: the domain part of a fully qualified host name, else the first `domain` / `search`
+/// entry of `/etc/resolv.conf`. `None` when the host has none. Reported for DOMAIN restrictions; the machine's
+/// owner can set it, so such restrictions are advisory against the owner (docs/SECURITY.md).
+pub fn host_domain() -> Option<String> {
+    let host = hostname().map(|h| h.trim().to_ascii_lowercase()).unwrap_or_default();
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    domain_from(&host, &resolv)
+}
+
+fn domain_from(host: &str, resolv_conf: &str) -> Option<String> {
+    let valid = |d: &str| {
+        !d.is_empty()
+            && d.len() <= 253
+            && d.contains('.')
+            && d.split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    };
+    let clean = |d: &str| d.trim().trim_end_matches('.').to_ascii_lowercase();
+    if let Some((_, d)) = host.split_once('.') {
+        let d = clean(d);
+        if valid(&d) {
+            return Some(d);
+        }
+    }
+    resolv_conf.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        match words.next() {
+            Some("domain" | "search") => words.map(clean).find(|d| valid(d) && d != "local" && !d.ends_with(".local")),
+            _ => None,
+        }
+    })
+}
+
 /// One raw component value, for local display only.
 #[derive(Debug, Clone, Serialize)]
 pub struct RawComponent {
@@ -424,6 +457,19 @@ mod tests {
         assert_eq!(machine_identity_under(root.path()).as_deref(), Some("0f1e2d3c4b5a69788796a5b4c3d2e1f0"));
         assert!(is_placeholder_id("uninitialized") && is_placeholder_id("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"));
         assert!(!is_placeholder_id("0f1e2d3c4b5a69788796a5b4c3d2e1f0"));
+    }
+
+    #[test]
+    fn the_host_domain_comes_from_the_host_name_or_resolv_conf() {
+        assert_eq!(domain_from("build01.corp.example.com", "").as_deref(), Some("corp.example.com"));
+        assert_eq!(
+            domain_from("box", "nameserver 10.0.0.1\nsearch eu.example.com example.com\n").as_deref(),
+            Some("eu.example.com")
+        );
+        assert_eq!(domain_from("box", "domain Example.COM.\n").as_deref(), Some("example.com"));
+        assert_eq!(domain_from("box", "search local\n"), None);
+        assert_eq!(domain_from("box", ""), None);
+        assert_eq!(domain_from("box.", "search bad_domain.com\n"), None);
     }
 
     #[test]
