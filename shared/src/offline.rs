@@ -333,6 +333,11 @@ impl OfflineGrant {
             }
             put_time_opt(&mut w, f.expires_at);
         }
+        // A trailing flag, written only when set: codes without it stay byte-identical, and a reader that does
+        // not know it refuses the code (non-zero padding or trailing data) rather than ignoring the policy.
+        if self.fingerprint_policy.allow_pinned {
+            w.flag(true);
+        }
         Ok(w.bytes)
     }
 
@@ -371,6 +376,7 @@ impl OfflineGrant {
             let expires_at = get_time_opt(&mut r)?;
             features.push(Feature { id, name: String::new(), enabled, limit_value, limit_type, expires_at });
         }
+        let allow_pinned = r.pos < payload.len() * 8 && r.flag()?;
         if r.finish()? != payload.len() {
             return Err(r.err("unexpected trailing data"));
         }
@@ -384,7 +390,7 @@ impl OfflineGrant {
             maintenance_expires_at,
             lease_expires_at,
             grace_days,
-            fingerprint_policy: MatchPolicy::from_mask(required, mask),
+            fingerprint_policy: MatchPolicy { allow_pinned, ..MatchPolicy::from_mask(required, mask) },
             features,
         };
         Ok((kid_tag, grant))

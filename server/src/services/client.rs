@@ -9,12 +9,13 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::net::IpAddr;
 use tessera_core::crypto::ed25519_public_from_bytes;
-use tessera_core::decision::Inputs;
+use tessera_core::decision::{restrictions_allow, Environment, Inputs};
 use tessera_core::envelope::Envelope;
 use tessera_core::fingerprint::{match_fingerprint, Component, ComponentKind, Fingerprint, MatchPolicy};
 use tessera_core::token::{sign_activation_token, ActivationClaims};
-use tessera_core::{decide, Decision, Domain, License, LicenseKey, LicenseStatus, Query};
+use tessera_core::{decide, Decision, Domain, License, LicenseKey, LicenseStatus, Query, Reason};
 use uuid::Uuid;
 
 use super::licenses::effective_status;
@@ -40,6 +41,9 @@ pub struct ActivateRequest {
     pub device_public_key: String,
     #[serde(default)]
     pub metadata: Option<Value>,
+    /// The host's domain as the agent sees it, for `DOMAIN` restrictions (reported, so advisory).
+    #[serde(default)]
+    pub domain: Option<String>,
     pub nonce: String,
 }
 
@@ -61,6 +65,9 @@ pub struct ValidateRequest {
     pub feature: Option<String>,
     #[serde(default)]
     pub fingerprint: Option<Vec<Component>>,
+    /// The host's domain as the agent sees it, for `DOMAIN` restrictions (reported, so advisory).
+    #[serde(default)]
+    pub domain: Option<String>,
     pub nonce: String,
 }
 
@@ -225,6 +232,60 @@ pub fn license_refusal(l: &License, now: DateTime<Utc>) -> Option<AppError> {
         ),
         LicenseStatus::Active => None,
     }
+}
+
+/// The client address as restrictions see it (an IPv4-mapped IPv6 address is the IPv4 address).
+pub fn client_addr(ctx: &Ctx) -> Option<IpAddr> {
+    ctx.ip.as_deref().and_then(|s| s.parse::<IpAddr>().ok()).map(|ip| ip.to_canonical())
+}
+
+/// A reported domain, if it is a plausible host name (anything else is treated as unknown).
+fn reported_domain(d: Option<&str>) -> Option<&str> {
+    d.map(str::trim).filter(|d| !d.is_empty() && d.len() <= 253 && d.bytes().all(|b| b.is_ascii_graphic()))
+}
+
+/// Refusal when the license's restrictions deny this environment (client address, reported domain).
+fn restriction_refusal(l: &License, env: &Environment<'_>) -> Option<AppError> {
+    if l.restrictions.is_empty() || restrictions_allow(&l.restrictions, env) {
+        return None;
+    }
+    Some(
+        client_error(
+            StatusCode::FORBIDDEN,
+            "RESTRICTED",
+            "the license does not allow use from this network, location or domain",
+        )
+        .with_details(json!({"ip": env.ip, "domain": env.domain})),
+    )
+}
+
+/// Refusal for a fingerprint that cannot be bound under `policy` (see `MatchPolicy::insufficient`): without a
+/// machine identity, or with too few components, any similar machine would match it.
+pub fn fingerprint_refusal(policy: &MatchPolicy, fp: &Fingerprint) -> Option<AppError> {
+    use tessera_core::fingerprint::Insufficient;
+    let why = policy.insufficient(fp)?;
+    let required = policy.required;
+    let msg = match why {
+        Insufficient::PinnedNotAllowed => {
+            "this license's fingerprint policy does not allow a pinned identity: run the \
+             agent with its hardware identity, or ask the vendor for a license whose template allows pinned \
+             identities (allow_pinned)"
+                .to_string()
+        }
+        Insufficient::NoIdentity | Insufficient::TooFewComponents => format!(
+            "the fingerprint must carry a machine identity (machine_id{}) and at least {required} components; this \
+             one has {} ({}): a host without a machine id needs one (e.g. systemd-machine-id-setup)",
+            if policy.allow_pinned { ", or a pinned identity" } else { "" },
+            fp.components().len(),
+            fp.components().iter().map(|c| c.kind.as_str()).collect::<Vec<_>>().join(", "),
+        ),
+    };
+    Some(client_error(StatusCode::UNPROCESSABLE_ENTITY, "FINGERPRINT_INSUFFICIENT", msg).with_details(json!({
+        "reason": why,
+        "required": required,
+        "allow_pinned": policy.allow_pinned,
+        "components": fp.components().iter().map(|c| c.kind).collect::<Vec<_>>(),
+    })))
 }
 
 /// Which activations may belong to this device by fingerprint: when the policy makes the machine id (or the
@@ -432,6 +493,17 @@ impl Services {
             crate::metrics::METRICS.activation(e.code);
             return Err(e);
         }
+        let env = Environment { country: None, domain: reported_domain(req.domain.as_deref()), ip: client_addr(ctx) };
+        if let Some(e) = restriction_refusal(l, &env) {
+            self.audit_refusal(ctx, tenant, "client.activate", target, &e);
+            crate::metrics::METRICS.activation(e.code);
+            return Err(e);
+        }
+        if let Some(e) = fingerprint_refusal(&l.fingerprint_policy, &fingerprint) {
+            self.audit_refusal(ctx, tenant, "client.activate", target, &e);
+            crate::metrics::METRICS.activation(e.code);
+            return Err(e);
+        }
         let fp_hashes: Vec<String> = fingerprint.components().iter().map(|c| hex::encode(c.hash)).collect();
         let block = if self.tenant_may_have_blocks(l.tenant_id).await? {
             self.store.find_block(l.tenant_id, device_key.clone(), fp_hashes).await?
@@ -487,6 +559,11 @@ impl Services {
             .await?;
         let (activation, reused) = match outcome {
             ActivateOutcome::Created { activation, .. } => (activation, false),
+            ActivateOutcome::Replaced { activation, replaced, .. } => {
+                self.token_cache.lock().unwrap_or_else(|e| e.into_inner()).remove(&replaced);
+                crate::metrics::METRICS.activation("replaced");
+                (activation, false)
+            }
             ActivateOutcome::Reused { activation, .. } => (activation, true),
             ActivateOutcome::SeatLimit { seats_used } => {
                 crate::metrics::METRICS.activation("SEAT_LIMIT_REACHED");
@@ -528,6 +605,12 @@ impl Services {
         let mut license = rec.license.clone();
         license.status = effective_status(&license, now);
         let mut inputs = Inputs::new(now, Some(&license));
+        inputs.environment =
+            Environment { country: None, domain: reported_domain(req.domain.as_deref()), ip: client_addr(ctx) };
+        // With a fingerprint, the question is whether THIS machine may use the license: it must be one of the
+        // license's active activations (NOT_ACTIVATED when there is none it could be, FINGERPRINT_MISMATCH when
+        // there are some but it matches none of them).
+        let mut not_activated = false;
         if let Some(components) = req.fingerprint {
             let current = Fingerprint::new(components);
             let acts = self.store.list_activations(None, license.id).await?;
@@ -536,6 +619,7 @@ impl Services {
                 .filter(|a| a.status == ActivationStatus::Active && !a.fingerprint.is_empty())
                 .map(|a| match_fingerprint(&license.fingerprint_policy, &a.fingerprint, &current))
                 .max_by_key(|o| (o.is_match(), o.matched));
+            not_activated = best.is_none();
             inputs.fingerprint = best;
         }
         let mut query = Query { feature: req.feature.as_deref(), amount: 0, used: 0 };
@@ -545,7 +629,10 @@ impl Services {
                 query.used = totals.iter().find(|(id, _)| *id == f.id).map(|(_, n)| (*n).max(0) as u64).unwrap_or(0);
             }
         }
-        let decision = decide(&inputs, &query);
+        let mut decision = decide(&inputs, &query);
+        if not_activated {
+            decision = Decision { allowed: false, reason: Reason::NotActivated, facts: decision.facts };
+        }
         if self.config.audit_validate {
             let mut a = ctx.audit(
                 now,
@@ -685,6 +772,13 @@ impl Services {
         }
         let l = &rec.license;
         let now = self.now();
+        // A heartbeat from an address the license's restrictions deny is refused (403 RESTRICTED, audited): its
+        // lease is not renewed and nothing is recorded, so the device stops working when its current lease ends.
+        let env = Environment { country: None, domain: None, ip: client_addr(ctx) };
+        if let Some(e) = restriction_refusal(l, &env) {
+            self.audit_refusal(ctx, Some(a.tenant_id), "client.heartbeat", Some(a.id.to_string()), &e);
+            return Err(e);
+        }
         let mut blocked = false;
         if a.status == ActivationStatus::Active && self.tenant_may_have_blocks(l.tenant_id).await? {
             // A blocked device is deactivated (blocks normally take its activations along; this catches one

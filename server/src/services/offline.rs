@@ -197,7 +197,9 @@ impl Services {
             })
             .await?;
         let (activation, reused, seats_used) = match outcome {
-            ActivateOutcome::Created { activation, seats_used } => (activation, false, seats_used),
+            // Offline activations are matched by device key only, so nothing is replaced here.
+            ActivateOutcome::Created { activation, seats_used }
+            | ActivateOutcome::Replaced { activation, seats_used, .. } => (activation, false, seats_used),
             ActivateOutcome::Reused { activation, seats_used } => (activation, true, seats_used),
             ActivateOutcome::SeatLimit { seats_used } => {
                 return Err(AppError::new(
