@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod crash;
+mod identity;
 mod isolation;
 mod lifecycle;
 mod offline;
