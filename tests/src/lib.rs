@@ -70,6 +70,7 @@ pub fn test_config(dir: &Path) -> Config {
     c.listen = "127.0.0.1:0".into();
     c.rate_limits.per_ip_per_sec = 0.0;
     c.rate_limits.per_key_per_sec = 0.0;
+    c.rate_limits.admin_per_ip_per_sec = 0.0;
     c.jobs.interval_secs = 0;
     c
 }
@@ -303,6 +304,7 @@ impl ServerProcess {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("TESSERA_RATE_LIMIT_PER_IP", "0")
             .env("TESSERA_RATE_LIMIT_PER_KEY", "0")
+            .env("TESSERA_RATE_LIMIT_ADMIN_PER_IP", "0")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

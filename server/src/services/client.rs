@@ -357,6 +357,40 @@ impl Services {
         })
     }
 
+    /// Records a refused license lookup: an unknown key is counted and summarised (see
+    /// [`super::UNKNOWN_KEY_SUMMARY_SECS`]), anything else audited like other refusals.
+    fn lookup_refusal(&self, ctx: &Ctx, action: &str, err: &AppError) {
+        if err.code != "LICENSE_NOT_FOUND" {
+            return self.audit_refusal(ctx, None, action, None, err);
+        }
+        crate::metrics::METRICS.refusal(err.code);
+        let now = self.now();
+        let summary = {
+            let mut u = self.unknown_keys.lock().unwrap_or_else(|e| e.into_inner());
+            u.count += 1;
+            if let Some(ip) = &ctx.ip {
+                if u.ips.len() < 20 {
+                    u.ips.insert(ip.clone());
+                }
+            }
+            let due = u.since.is_none_or(|s| now - s >= Duration::seconds(super::UNKNOWN_KEY_SUMMARY_SECS));
+            due.then(|| {
+                let row = json!({
+                    "refusals": u.count, "since": u.since.unwrap_or(now), "ips": u.ips,
+                    "window_secs": super::UNKNOWN_KEY_SUMMARY_SECS,
+                    "message": "refusals of unknown license keys, counted since the previous summary row",
+                });
+                *u = super::UnknownKeys { since: Some(now), count: 0, ips: Default::default() };
+                row
+            })
+        };
+        if let Some(details) = summary {
+            let mut a = ctx.audit(now, None, "client.unknown_key", None, details);
+            a.outcome = err.code.to_string();
+            self.audit_later(a);
+        }
+    }
+
     /// Records a refused client call in the audit log without delaying the answer.
     fn audit_refusal(&self, ctx: &Ctx, tenant: Option<Uuid>, action: &str, target: Option<String>, err: &AppError) {
         let mut a = ctx.audit(self.now(), tenant, action, target, json!({"message": err.message}));
@@ -472,10 +506,7 @@ impl Services {
             Some(_) => return Err(AppError::invalid("metadata must be a JSON object of at most 8 KiB")),
         };
         let fingerprint = Fingerprint::new(req.fingerprint);
-        let rec = self
-            .license_by_key(&key)
-            .await
-            .inspect_err(|e| self.audit_refusal(ctx, None, "client.activate", None, e))?;
+        let rec = self.license_by_key(&key).await.inspect_err(|e| self.lookup_refusal(ctx, "client.activate", e))?;
         let l = &rec.license;
         let now = self.now();
         let tenant = Some(l.tenant_id);
@@ -597,10 +628,7 @@ impl Services {
         if let Some(f) = &req.feature {
             tessera_core::Feature::validate_id(f).map_err(AppError::bad_request)?;
         }
-        let rec = self
-            .license_by_key(&key)
-            .await
-            .inspect_err(|e| self.audit_refusal(ctx, None, "client.validate", None, e))?;
+        let rec = self.license_by_key(&key).await.inspect_err(|e| self.lookup_refusal(ctx, "client.validate", e))?;
         let now = self.now();
         let mut license = rec.license.clone();
         license.status = effective_status(&license, now);

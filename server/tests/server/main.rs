@@ -14,6 +14,7 @@ mod device_blocks;
 mod emergency_listing;
 mod identity;
 mod license_conflicts;
+mod limits;
 mod offline;
 mod offline_receipt;
 mod offline_scope;
