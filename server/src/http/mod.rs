@@ -163,8 +163,14 @@ async fn readyz(State(s): State<AppState>) -> Response {
     match s.services.store.ping().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => {
-            AppError::new(StatusCode::SERVICE_UNAVAILABLE, "NOT_READY", format!("the database is not available: {e}"))
-                .into_response()
+            // Anyone may ask: the database's own error text (paths, SQL) stays in the log.
+            tracing::warn!(error = %e, "readiness check failed");
+            AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NOT_READY",
+                "the database is not available: see the server log",
+            )
+            .into_response()
         }
     }
 }

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0002_activation_lookup.sql"),
     include_str!("../../../migrations/sqlite/0003_audit_head.sql"),
     include_str!("../../../migrations/sqlite/0004_change_feed.sql"),
+    include_str!("../../../migrations/sqlite/0005_usage_scope.sql"),
 ];
 /// How often other processes' changes are picked up from the change feed.
 const FEED_POLL: Duration = Duration::from_millis(200);

@@ -100,3 +100,30 @@ async fn ipv6_clients_are_limited_per_64() {
     // ... while another /64 has its own.
     assert_ne!(validate("2001:db8:1:3::1".into()).await, StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test]
+async fn forged_receipts_do_not_use_up_the_license_key_limit() {
+    use tessera_core::offline::DeactivationReceipt;
+    let h = Harness::with_config(tempfile::tempdir().unwrap(), |c| {
+        c.rate_limits.per_key_per_sec = 0.001;
+        c.rate_limits.per_key_burst = 3.0;
+    })
+    .await;
+    let f = h.fixture("forged-receipts", 2, "SUBSCRIPTION").await;
+    let k = tessera_core::LicenseKey::parse(&f.key).unwrap();
+    // Receipts with the license's hint (printed in every code) but signed by a key of no activation.
+    for _ in 0..10 {
+        let forger = device();
+        let mut dpk = [0u8; 32];
+        dpk.copy_from_slice(&forger.verifying_key().public_bytes());
+        let code =
+            DeactivationReceipt::for_device(&k.hash(), &dpk, chrono::Utc::now()).sign(&k.hash(), &forger).unwrap();
+        let (s, v) = h.post("/v1/client/offline/receipt", None, json!({"receipt_code": code})).await;
+        assert_eq!((s, err_code(&v).as_str()), (StatusCode::NOT_FOUND, "ACTIVATION_NOT_FOUND"), "{v}");
+    }
+    // The license's own devices still have their whole limit.
+    for i in 0..3 {
+        let (s, v) = activate(&h, &f.key, &device(), fingerprint(&format!("d{i}"))).await;
+        assert_ne!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    }
+}
