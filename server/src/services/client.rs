@@ -138,6 +138,10 @@ pub struct HeartbeatRequest {
     /// What the device already holds; unchanged artefacts are not sent again.
     #[serde(default)]
     pub held: Held,
+    /// Lower-case hex of `Fingerprint::digest()` of the host's current fingerprint: one activation heard from
+    /// two hosts within [`super::SHARED_HOST_WINDOW_SECS`] is flagged (`security.activation_shared`).
+    #[serde(default)]
+    pub fingerprint_digest: Option<String>,
 }
 
 /// SHA-256 (lower-case hex) of the exact text of the artefacts a device holds.
@@ -807,6 +811,14 @@ impl Services {
             self.audit_refusal(ctx, Some(a.tenant_id), "client.heartbeat", Some(a.id.to_string()), &e);
             return Err(e);
         }
+        if let Some(d) = req.fingerprint_digest.as_deref() {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(d, &mut digest)
+                .map_err(|_| AppError::invalid("fingerprint_digest must be 64 hex digits (SHA-256)"))?;
+            if a.status == ActivationStatus::Active {
+                self.note_host(ctx, &a, digest, now).await?;
+            }
+        }
         let mut blocked = false;
         if a.status == ActivationStatus::Active && self.tenant_may_have_blocks(l.tenant_id).await? {
             // A blocked device is deactivated (blocks normally take its activations along; this catches one
@@ -892,6 +904,56 @@ impl Services {
             usage_totals: totals.iter().cloned().collect(),
         };
         self.sign_response(&req.nonce, result)
+    }
+
+    /// Remembers which host (fingerprint digest) an activation's heartbeat came from; the second distinct host
+    /// within a window files a suspicious-activity report `activation_shared` with its audit event
+    /// `security.activation_shared`, once per window. In memory, per server process.
+    async fn note_host(&self, ctx: &Ctx, a: &Activation, digest: [u8; 32], now: DateTime<Utc>) -> AppResult<()> {
+        let window = Duration::seconds(super::SHARED_HOST_WINDOW_SECS);
+        let details = {
+            let mut hosts = self.hosts_seen.lock().unwrap_or_else(|e| e.into_inner());
+            if hosts.len() > 200_000 {
+                hosts.clear();
+            }
+            let seen = hosts.entry(a.id).or_insert_with(|| super::HostsSeen { since: now, ..Default::default() });
+            if now - seen.since >= window {
+                *seen = super::HostsSeen { since: now, ..Default::default() };
+            }
+            if !seen.digests.contains(&digest) && seen.digests.len() < 8 {
+                seen.digests.push(digest);
+            }
+            if let Some(ip) = &ctx.ip {
+                if seen.ips.len() < 8 {
+                    seen.ips.insert(ip.clone());
+                }
+            }
+            (seen.digests.len() >= 2 && !seen.flagged).then(|| {
+                seen.flagged = true;
+                json!({
+                    "license_id": a.license_id,
+                    "hosts": seen.digests.iter().map(hex::encode).collect::<Vec<_>>(),
+                    "ips": seen.ips,
+                    "since": seen.since,
+                    "window_secs": super::SHARED_HOST_WINDOW_SECS,
+                    "message": "one activation heartbeats from several hosts: a copied state file or a shared device key",
+                })
+            })
+        };
+        let Some(details) = details else { return Ok(()) };
+        let report = crate::store::SuspiciousReport {
+            id: Uuid::now_v7(),
+            tenant_id: a.tenant_id,
+            license_id: Some(a.license_id),
+            activation_id: Some(a.id),
+            kind: "activation_shared".into(),
+            details: details.clone(),
+            created_at: now,
+        };
+        let mut audit =
+            ctx.audit(now, Some(a.tenant_id), "security.activation_shared", Some(a.id.to_string()), details);
+        audit.outcome = "FLAGGED".into();
+        self.store.add_report(report, audit).await.map_err(|e| AppError::store("report", e))
     }
 
     pub async fn deactivate(

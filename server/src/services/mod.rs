@@ -43,6 +43,19 @@ pub struct Services {
     /// Refusals of well-formed but unknown license keys since the last summary row (see
     /// [`UNKNOWN_KEY_SUMMARY_SECS`]).
     pub(crate) unknown_keys: Arc<std::sync::Mutex<UnknownKeys>>,
+    /// Per activation, the hosts (fingerprint digests) its heartbeats came from in the current window.
+    pub(crate) hosts_seen: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, HostsSeen>>>,
+}
+
+/// One activation heard from two hosts within this many seconds is flagged as shared (once per window).
+pub const SHARED_HOST_WINDOW_SECS: i64 = 3600;
+
+#[derive(Default)]
+pub(crate) struct HostsSeen {
+    pub since: DateTime<Utc>,
+    pub digests: Vec<[u8; 32]>,
+    pub ips: std::collections::BTreeSet<String>,
+    pub flagged: bool,
 }
 
 /// Refusals of unknown license keys are counted (metric `tessera_client_refusals_total`) and summarised in at
@@ -161,6 +174,7 @@ impl Services {
             deferred: Arc::default(),
             seen_written: Arc::default(),
             unknown_keys: Arc::default(),
+            hosts_seen: Arc::default(),
         }
     }
 

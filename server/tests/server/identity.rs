@@ -134,3 +134,55 @@ async fn validate_with_a_fingerprint_answers_for_that_machine() {
     // Without a fingerprint the question is about the license only.
     assert_eq!(validate_reason(&h, &f.key, None).await, (true, "VALID".into()));
 }
+
+#[tokio::test]
+async fn one_activation_heartbeating_from_two_hosts_is_flagged_once_per_window() {
+    let h = Harness::new().await;
+    let f = h.fixture("shared-host", 5, "SUBSCRIPTION").await;
+    let dev = device();
+    let (s, a) = activate(&h, &f.key, &dev, fingerprint("one")).await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let id = a["activation_id"].as_str().unwrap().to_string();
+    let beat = |digest: String| {
+        let (h, dev, id) = (&h, &dev, id.clone());
+        async move {
+            let now = *h.now.lock().unwrap();
+            let body = json!({"activation_id": id, "nonce": nonce(), "sent_at": now, "fingerprint_digest": digest});
+            let (s, v) = device_call(h, "/v1/client/heartbeat", dev, body).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+        }
+    };
+    let reports = || async {
+        let (s, v) = h.get("/v1/security/reports", Some(&f.token)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["items"].as_array().unwrap().iter().filter(|r| r["kind"] == "activation_shared").cloned().collect::<Vec<_>>()
+    };
+    let (host_a, host_b, host_c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+    beat(host_a.clone()).await;
+    beat(host_a.clone()).await;
+    assert!(reports().await.is_empty(), "one host is not shared");
+    beat(host_b.clone()).await;
+    let r = reports().await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["activation_id"], id.as_str());
+    assert_eq!(r[0]["details"]["hosts"], json!([host_a, host_b]));
+    beat(host_c).await;
+    beat(host_a.clone()).await;
+    assert_eq!(reports().await.len(), 1, "once per window");
+    let (_, audit) = h.get("/v1/audit?limit=1000", Some(&f.token)).await;
+    let flagged =
+        audit["items"].as_array().unwrap().iter().filter(|e| e["action"] == "security.activation_shared").count();
+    assert_eq!(flagged, 1, "{audit}");
+
+    // The next window flags again.
+    h.advance(chrono::Duration::minutes(61));
+    beat(host_a).await;
+    beat(host_b).await;
+    assert_eq!(reports().await.len(), 2);
+
+    // A digest that is not 64 hex digits is refused.
+    let now = *h.now.lock().unwrap();
+    let body = json!({"activation_id": id, "nonce": nonce(), "sent_at": now, "fingerprint_digest": "xyz"});
+    let (s, v) = device_call(&h, "/v1/client/heartbeat", &dev, body).await;
+    assert_eq!((s, err_code(&v).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{v}");
+}
