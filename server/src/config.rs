@@ -143,6 +143,10 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Trust `X-Forwarded-For` for the client address (behind a reverse proxy).
     pub trust_forwarded_for: bool,
+    /// A GeoIP country database (MaxMind format, e.g. GeoLite2-Country.mmdb): with one, `GEOGRAPHIC`
+    /// restrictions are decided on the client address's country; without, they never deny online.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub geoip_db: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -160,6 +164,7 @@ impl Default for Config {
             audit_heartbeats: HeartbeatAudit::Batched,
             admin_token: None,
             trust_forwarded_for: false,
+            geoip_db: None,
         }
     }
 }
@@ -252,6 +257,7 @@ impl Config {
                     })?
                 }
                 "TESSERA_TRUST_FORWARDED_FOR" => self.trust_forwarded_for = boolean(k, v)?,
+                "TESSERA_GEOIP_DB" => self.geoip_db = Some(PathBuf::from(v)),
                 "TESSERA_ADMIN_TOKEN" => self.admin_token = Some(Secret(v.trim().to_string())),
                 "TESSERA_ADMIN_TOKEN_FILE" => {
                     let s = std::fs::read_to_string(v).map_err(|e| ConfigError::SecretFile {

@@ -259,7 +259,7 @@ fn restriction_refusal(l: &License, env: &Environment<'_>) -> Option<AppError> {
             "RESTRICTED",
             "the license does not allow use from this network, location or domain",
         )
-        .with_details(json!({"ip": env.ip, "domain": env.domain})),
+        .with_details(json!({"ip": env.ip, "domain": env.domain, "country": env.country})),
     )
 }
 
@@ -339,6 +339,17 @@ impl Services {
         let bytes = serde_json::to_vec(&payload).map_err(|e| AppError::internal("sign", e))?;
         let env = Envelope::seal(self.keys.signer(), Domain::ServerResponse, bytes);
         Ok(SignedAnswer(env.to_compact()))
+    }
+
+    /// The client's country from the GeoIP database, looked up only when the license has a `GEOGRAPHIC`
+    /// restriction and a database is configured.
+    fn country_of(&self, l: &License, ip: Option<IpAddr>) -> Option<String> {
+        use tessera_core::model::RestrictionKind;
+        let geo = self.geoip.as_ref()?;
+        if !l.restrictions.iter().any(|r| r.kind == RestrictionKind::Geographic) {
+            return None;
+        }
+        geo.country(ip?)
     }
 
     pub(super) fn check_key_rate(&self, key: &LicenseKey) -> AppResult<()> {
@@ -528,7 +539,9 @@ impl Services {
             crate::metrics::METRICS.activation(e.code);
             return Err(e);
         }
-        let env = Environment { country: None, domain: reported_domain(req.domain.as_deref()), ip: client_addr(ctx) };
+        let ip = client_addr(ctx);
+        let country = self.country_of(l, ip);
+        let env = Environment { country: country.as_deref(), domain: reported_domain(req.domain.as_deref()), ip };
         if let Some(e) = restriction_refusal(l, &env) {
             self.audit_refusal(ctx, tenant, "client.activate", target, &e);
             crate::metrics::METRICS.activation(e.code);
@@ -637,8 +650,10 @@ impl Services {
         let mut license = rec.license.clone();
         license.status = effective_status(&license, now);
         let mut inputs = Inputs::new(now, Some(&license));
+        let ip = client_addr(ctx);
+        let country = self.country_of(&license, ip);
         inputs.environment =
-            Environment { country: None, domain: reported_domain(req.domain.as_deref()), ip: client_addr(ctx) };
+            Environment { country: country.as_deref(), domain: reported_domain(req.domain.as_deref()), ip };
         // With a fingerprint, the question is whether THIS machine may use the license: it must be one of the
         // license's active activations (NOT_ACTIVATED when there is none it could be, FINGERPRINT_MISMATCH when
         // there are some but it matches none of them).
@@ -806,7 +821,9 @@ impl Services {
         let now = self.now();
         // A heartbeat from an address the license's restrictions deny is refused (403 RESTRICTED, audited): its
         // lease is not renewed and nothing is recorded, so the device stops working when its current lease ends.
-        let env = Environment { country: None, domain: None, ip: client_addr(ctx) };
+        let ip = client_addr(ctx);
+        let country = self.country_of(l, ip);
+        let env = Environment { country: country.as_deref(), domain: None, ip };
         if let Some(e) = restriction_refusal(l, &env) {
             self.audit_refusal(ctx, Some(a.tenant_id), "client.heartbeat", Some(a.id.to_string()), &e);
             return Err(e);

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod client;
+pub mod geoip;
 pub mod jobs;
 pub mod licenses;
 pub mod offline;
@@ -45,6 +46,8 @@ pub struct Services {
     pub(crate) unknown_keys: Arc<std::sync::Mutex<UnknownKeys>>,
     /// Per activation, the hosts (fingerprint digests) its heartbeats came from in the current window.
     pub(crate) hosts_seen: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, HostsSeen>>>,
+    /// The GeoIP country database, when configured (`geoip_db`).
+    pub geoip: Option<Arc<geoip::GeoIp>>,
 }
 
 /// One activation heard from two hosts within this many seconds is flagged as shared (once per window).
@@ -175,6 +178,7 @@ impl Services {
             seen_written: Arc::default(),
             unknown_keys: Arc::default(),
             hosts_seen: Arc::default(),
+            geoip: None,
         }
     }
 

@@ -12,6 +12,7 @@ mod cull_race;
 mod date_bounds;
 mod device_blocks;
 mod emergency_listing;
+mod geoip;
 mod identity;
 mod license_conflicts;
 mod limits;
