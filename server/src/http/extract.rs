@@ -110,7 +110,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 /// The rate-limit bucket of a client address: an IPv4 address is its own bucket; an IPv6 client is bucketed by
 /// its /64 (one customer link gets a whole /64, so per-address buckets would be free to multiply).
 pub fn rate_key(ip: Option<&str>) -> Vec<u8> {
-    match ip.and_then(|s| s.parse::<std::net::IpAddr>().ok()).map(|ip| ip.to_canonical()) {
+    match ip.and_then(crate::services::client::parse_addr) {
         Some(std::net::IpAddr::V4(v4)) => v4.octets().to_vec(),
         Some(std::net::IpAddr::V6(v6)) => {
             let mut k = vec![6u8];
@@ -212,5 +212,6 @@ mod tests {
         assert_ne!(rate_key(Some("2001:db8:1:2::1")), rate_key(Some("2001:db8:1:3::1")));
         assert_eq!(rate_key(Some("::ffff:203.0.113.9")), rate_key(Some("203.0.113.9")), "IPv4-mapped is IPv4");
         assert_ne!(rate_key(Some("203.0.113.9")), rate_key(Some("203.0.113.10")));
+        assert_eq!(rate_key(Some("203.0.113.9:4711")), rate_key(Some("203.0.113.9:4712")), "a port is no new client");
     }
 }

@@ -239,8 +239,16 @@ pub fn license_refusal(l: &License, now: DateTime<Utc>) -> Option<AppError> {
 }
 
 /// The client address as restrictions see it (an IPv4-mapped IPv6 address is the IPv4 address).
+/// A forwarded address may carry a port (`203.0.113.9:4711`, `[2001:db8::1]:443`): it is the address all the same.
 pub fn client_addr(ctx: &Ctx) -> Option<IpAddr> {
-    ctx.ip.as_deref().and_then(|s| s.parse::<IpAddr>().ok()).map(|ip| ip.to_canonical())
+    parse_addr(ctx.ip.as_deref()?)
+}
+
+/// An address as a client or proxy writes it, with or without a port; IPv4-mapped IPv6 is IPv4.
+pub fn parse_addr(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    let ip = s.parse::<IpAddr>().ok().or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))?;
+    Some(ip.to_canonical())
 }
 
 /// A reported domain, if it is a plausible host name (anything else is treated as unknown).
@@ -1000,6 +1008,17 @@ impl Services {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_address_is_read_with_or_without_a_port() {
+        let at = |ip: &str| client_addr(&Ctx::client(Some(ip.to_string())));
+        let v4: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(at("203.0.113.9"), Some(v4));
+        assert_eq!(at("203.0.113.9:4711"), Some(v4));
+        assert_eq!(at("::ffff:203.0.113.9"), Some(v4));
+        assert_eq!(at("[2001:db8::1]:443"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(at("not an address"), None);
+    }
 
     #[test]
     fn a_signed_answer_is_written_as_the_json_serde_would_write() {
