@@ -8,5 +8,6 @@ mod identity;
 mod isolation;
 mod lifecycle;
 mod offline;
+mod restrictions;
 mod seats;
 mod tamper;
