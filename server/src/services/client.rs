@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use tessera_core::crypto::ed25519_public_from_bytes;
 use tessera_core::decision::{restrictions_allow, Environment, Inputs};
 use tessera_core::envelope::Envelope;
-use tessera_core::fingerprint::{match_fingerprint, Component, ComponentKind, Fingerprint, MatchPolicy};
+use tessera_core::fingerprint::{match_fingerprint, Component, Fingerprint, MatchPolicy};
 use tessera_core::token::{sign_activation_token, ActivationClaims};
 use tessera_core::{decide, Decision, Domain, License, LicenseKey, LicenseStatus, Query, Reason};
 use uuid::Uuid;
@@ -300,30 +300,24 @@ pub fn fingerprint_refusal(policy: &MatchPolicy, fp: &Fingerprint) -> Option<App
     })))
 }
 
-/// Which activations may belong to this device by fingerprint: when the policy makes the machine id (or the
-/// pinned identity) a deal-breaker, only activations with the same one can match, and an index finds them.
-fn candidates_for(policy: &MatchPolicy, fp: &Fingerprint) -> SameDeviceCandidates {
-    use tessera_core::fingerprint::ComponentKind;
-    if fp.is_empty() {
-        return SameDeviceCandidates::KeyOnly;
-    }
-    let kind =
-        if fp.get(ComponentKind::MachineId).is_some() { ComponentKind::MachineId } else { ComponentKind::Pinned };
+/// Which activations may belong to this device by fingerprint. The same device must carry the same machine
+/// identity (see `same_device` in `activate`), whatever the policy's deal-breakers, so only activations indexed by
+/// that identity can match: an index finds them, and the single writer never scans a license's activations.
+fn candidates_for(fp: &Fingerprint) -> SameDeviceCandidates {
     match identity_hash(fp) {
-        Some(h) if policy.deal_breakers.contains(&kind) => SameDeviceCandidates::ByIdentity(h),
-        _ => SameDeviceCandidates::All,
+        Some(h) => SameDeviceCandidates::ByIdentity(h),
+        None => SameDeviceCandidates::KeyOnly,
     }
+}
+
+/// Both fingerprints carry the same machine identity: the one they are indexed by (`identity_hash`: the machine
+/// id, else the pinned identity).
+fn same_identity(a: &Fingerprint, b: &Fingerprint) -> bool {
+    matches!((identity_hash(a), identity_hash(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// Lease for an online activation: floating licenses must check in every heartbeat (twice the interval of
 /// slack); others may stay offline for the license's lease.
-/// Both fingerprints carry a machine identity (machine id or pinned identity) and it is the same.
-fn same_identity(a: &Fingerprint, b: &Fingerprint) -> bool {
-    [ComponentKind::MachineId, ComponentKind::Pinned]
-        .into_iter()
-        .any(|k| matches!((a.get(k), b.get(k)), (Some(x), Some(y)) if x.hash == y.hash))
-}
-
 pub fn lease_for(l: &License, now: DateTime<Utc>) -> DateTime<Utc> {
     let secs = if l.license_type.is_floating() {
         (l.heartbeat_interval_secs.saturating_mul(2)).min(l.lease_secs)
@@ -591,7 +585,7 @@ impl Services {
             deactivation_reason: None,
         };
         let policy = l.fingerprint_policy.clone();
-        let candidates = candidates_for(&policy, &fingerprint);
+        let candidates = candidates_for(&fingerprint);
         let fp = fingerprint;
         let dk = device_key;
         // The same device: the same device key, or (a reinstalled agent with a new key) a fingerprint that matches

@@ -86,3 +86,34 @@ async fn the_replaced_device_is_told_deactivated() {
         .find(|e| e["target"] == old_id.as_str() && e["action"] == "activation.deactivate");
     assert_eq!(ended.unwrap_or_else(|| panic!("{audit}"))["details"]["replaced_by"], new_id.as_str());
 }
+
+#[tokio::test]
+async fn without_deal_breakers_the_same_machine_is_still_found_by_its_identity() {
+    // A policy that tolerates any component changing: the same device is still the one with the same machine id
+    // (found through the identity index, never by scanning the license's activations in the writer).
+    let h = Harness::new().await;
+    let f = h.fixture("no-deal-breakers", 5, "SUBSCRIPTION").await;
+    let (s, v) = h
+        .call(
+            axum::http::Method::PATCH,
+            &format!("/v1/licenses/{}", f.license),
+            Some(&f.token),
+            Some(json!({"fingerprint_policy": {"required": 3, "deal_breakers": []}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, first) = activate(&h, &f.key, &device(), fingerprint("host-1")).await;
+    // A reinstall on the same machine (new key, one component changed): it replaces the activation.
+    let mut moved = fingerprint("host-1");
+    moved[1]["hash"] = json!("ab".repeat(32));
+    let (_, again) = activate(&h, &f.key, &device(), moved).await;
+    assert_eq!(again["reused"], false);
+    assert_ne!(again["activation_id"], first["activation_id"]);
+    // A look-alike with every other component equal but another machine id is another machine: its own seat.
+    let mut clone = fingerprint("host-1");
+    clone[0]["hash"] = json!("cd".repeat(32));
+    let (s, other) = activate(&h, &f.key, &device(), clone).await;
+    assert_eq!(s, StatusCode::OK, "{other}");
+    let (_, lic) = h.get(&format!("/v1/licenses/{}", f.license), Some(&f.token)).await;
+    assert_eq!(lic["seats_used"], 2, "{lic}");
+}
