@@ -84,11 +84,21 @@ pub struct RateLimits {
     /// Client requests per second per license key (0: no limit).
     pub per_key_per_sec: f64,
     pub per_key_burst: f64,
+    /// Admin API requests per second per IP address, counted before the token is checked (0: no limit).
+    pub admin_per_ip_per_sec: f64,
+    pub admin_per_ip_burst: f64,
 }
 
 impl Default for RateLimits {
     fn default() -> Self {
-        RateLimits { per_ip_per_sec: 500.0, per_ip_burst: 1000.0, per_key_per_sec: 100.0, per_key_burst: 300.0 }
+        RateLimits {
+            per_ip_per_sec: 500.0,
+            per_ip_burst: 1000.0,
+            per_key_per_sec: 100.0,
+            per_key_burst: 300.0,
+            admin_per_ip_per_sec: 50.0,
+            admin_per_ip_burst: 200.0,
+        }
     }
 }
 
@@ -133,6 +143,10 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Trust `X-Forwarded-For` for the client address (behind a reverse proxy).
     pub trust_forwarded_for: bool,
+    /// A GeoIP country database (MaxMind format, e.g. GeoLite2-Country.mmdb): with one, `GEOGRAPHIC`
+    /// restrictions are decided on the client address's country; without, they never deny online.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub geoip_db: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -150,6 +164,7 @@ impl Default for Config {
             audit_heartbeats: HeartbeatAudit::Batched,
             admin_token: None,
             trust_forwarded_for: false,
+            geoip_db: None,
         }
     }
 }
@@ -228,6 +243,8 @@ impl Config {
                 "TESSERA_RATE_LIMIT_PER_IP_BURST" => self.rate_limits.per_ip_burst = num(k, v)?,
                 "TESSERA_RATE_LIMIT_PER_KEY" => self.rate_limits.per_key_per_sec = num(k, v)?,
                 "TESSERA_RATE_LIMIT_PER_KEY_BURST" => self.rate_limits.per_key_burst = num(k, v)?,
+                "TESSERA_RATE_LIMIT_ADMIN_PER_IP" => self.rate_limits.admin_per_ip_per_sec = num(k, v)?,
+                "TESSERA_RATE_LIMIT_ADMIN_PER_IP_BURST" => self.rate_limits.admin_per_ip_burst = num(k, v)?,
                 "TESSERA_JOBS_INTERVAL_SECS" => self.jobs.interval_secs = num(k, v)?,
                 "TESSERA_EXPIRING_SOON_DAYS" => self.jobs.expiring_soon_days = num(k, v)?,
                 "TESSERA_PURGE_DEACTIVATED_AFTER_DAYS" => self.jobs.purge_deactivated_after_days = num(k, v)?,
@@ -240,6 +257,7 @@ impl Config {
                     })?
                 }
                 "TESSERA_TRUST_FORWARDED_FOR" => self.trust_forwarded_for = boolean(k, v)?,
+                "TESSERA_GEOIP_DB" => self.geoip_db = Some(PathBuf::from(v)),
                 "TESSERA_ADMIN_TOKEN" => self.admin_token = Some(Secret(v.trim().to_string())),
                 "TESSERA_ADMIN_TOKEN_FILE" => {
                     let s = std::fs::read_to_string(v).map_err(|e| ConfigError::SecretFile {

@@ -82,10 +82,14 @@ impl AppError {
     pub fn store(what: &str, e: StoreError) -> Self {
         match e {
             StoreError::NotFound => AppError::not_found(what),
-            StoreError::Conflict(m) => AppError::conflict(
-                "CONFLICT",
-                format!("{what} conflicts with an existing one ({m}): use another value"),
-            ),
+            StoreError::Conflict(m) => {
+                // The database's own text (table and constraint names) stays in the log.
+                tracing::info!(what, constraint = %m, "store conflict");
+                AppError::conflict(
+                    "CONFLICT",
+                    format!("the {what} conflicts with existing data (a duplicate, or a reference to something that does not exist): check the values and ids"),
+                )
+            }
             StoreError::Changed => AppError::conflict(
                 if what == "license" { "LICENSE_CHANGED" } else { "CHANGED" },
                 format!("the {what} changed while this request was processed: reload it and retry"),
@@ -114,5 +118,29 @@ impl IntoResponse for AppError {
             }
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_database_text_reaches_a_client() {
+        let sqlite_texts = [
+            StoreError::Conflict("UNIQUE constraint failed: licenses.key_hash".into()),
+            StoreError::Conflict("FOREIGN KEY constraint failed".into()),
+            StoreError::Db("disk I/O error: /var/lib/tessera/tessera.db".into()),
+            StoreError::Corrupt("bad JSON in activations.fingerprint".into()),
+            StoreError::Schema("applying migrations failed: near \"TABLE\": syntax error".into()),
+        ];
+        for e in sqlite_texts {
+            let shown = AppError::store("license", e.clone());
+            let text = format!("{} {}", shown.message, shown.details).to_ascii_lowercase();
+            for leak in ["constraint", "unique", "foreign", "key_hash", "disk", "/var", "json", "fingerprint", "syntax"]
+            {
+                assert!(!text.contains(leak), "{e:?} shows {leak:?}: {text}");
+            }
+        }
     }
 }

@@ -80,7 +80,12 @@ pub async fn open(config: Config, clock: time::Clock) -> Result<Opened, StartErr
         .map_err(|e| StartError::Other(e.to_string()))??;
     let preset = config.admin_token.clone().map(|s| s.0);
     let store: Arc<dyn Store> = sqlite.clone();
-    let services = Services::new(store, keyset, clock, config);
+    let geoip = match &config.geoip_db {
+        Some(p) => Some(Arc::new(services::geoip::GeoIp::open(p).map_err(StartError::Other)?)),
+        None => None,
+    };
+    let mut services = Services::new(store, keyset, clock, config);
+    services.geoip = geoip;
     let path = dir.join("admin-token");
     let persist = |tok: &str| {
         tessera_core::crypto::write_private_file(&path, format!("{tok}\n").as_bytes()).map_err(|e| {

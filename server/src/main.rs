@@ -22,6 +22,9 @@ struct Cli {
     /// Listen address, e.g. 127.0.0.1:8080.
     #[arg(long, global = true)]
     listen: Option<String>,
+    /// GeoIP country database (MaxMind format) for GEOGRAPHIC restrictions.
+    #[arg(long, global = true)]
+    geoip_db: Option<PathBuf>,
     /// Print JSON.
     #[arg(long, global = true)]
     json: bool,
@@ -112,6 +115,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(l) = &cli.listen {
         c.listen = l.clone();
+    }
+    if let Some(g) = &cli.geoip_db {
+        c.geoip_db = Some(g.clone());
     }
     Ok(c)
 }

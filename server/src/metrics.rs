@@ -49,6 +49,7 @@ struct Inner {
     /// Route → method → counts and latency; looked up by `&str`, so a known route allocates nothing.
     routes: BTreeMap<String, BTreeMap<String, RouteStats>>,
     activations: BTreeMap<String, u64>,
+    refusals: BTreeMap<String, u64>,
     store_ops: BTreeMap<String, Histogram>,
     batches: Histogram,
     batch_items: u64,
@@ -78,6 +79,11 @@ impl Metrics {
 
     pub fn activation(&self, outcome: &str) {
         self.with(|m| entry(&mut m.activations, outcome).map(|n| *n += 1));
+    }
+
+    /// A refused client call that is counted rather than audited one by one (unknown license keys).
+    pub fn refusal(&self, code: &str) {
+        self.with(|m| entry(&mut m.refusals, code).map(|n| *n += 1));
     }
 
     pub fn store_op(&self, kind: &str, elapsed: Duration) {
@@ -118,6 +124,11 @@ impl Metrics {
             out.push_str("# TYPE tessera_activations_total counter\n");
             for (outcome, n) in &m.activations {
                 let _ = writeln!(out, "tessera_activations_total{{outcome=\"{outcome}\"}} {n}");
+            }
+            out.push_str("# HELP tessera_client_refusals_total Client calls refused for an unknown license key.\n");
+            out.push_str("# TYPE tessera_client_refusals_total counter\n");
+            for (code, n) in &m.refusals {
+                let _ = writeln!(out, "tessera_client_refusals_total{{code=\"{code}\"}} {n}");
             }
             out.push_str("# HELP tessera_store_op_duration_seconds Store call latency (queue + work).\n");
             out.push_str("# TYPE tessera_store_op_duration_seconds histogram\n");

@@ -125,17 +125,33 @@ impl Fingerprint {
 }
 
 /// How a bound fingerprint is matched: at least `required` components equal, and every deal-breaker equal.
+///
+/// A bound fingerprint must carry a machine identity: a `machine_id`, or a `pinned` identity when
+/// `allow_pinned` is set (containers; a pinned value is chosen by whoever runs the agent, so it is off by default).
+/// A bound fingerprint without one, or without any component, never matches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MatchPolicy {
     pub required: u8,
     #[serde(default)]
     pub deal_breakers: Vec<ComponentKind>,
+    /// Whether a pinned identity (`ComponentKind::Pinned`) counts as the machine identity.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_pinned: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for MatchPolicy {
-    /// Three matching components, and the machine id (or pinned identity) must not change.
+    /// Three matching components, and the machine id (or pinned identity) must not change; pinned identities
+    /// are not accepted.
     fn default() -> Self {
-        MatchPolicy { required: 3, deal_breakers: vec![ComponentKind::MachineId, ComponentKind::Pinned] }
+        MatchPolicy {
+            required: 3,
+            deal_breakers: vec![ComponentKind::MachineId, ComponentKind::Pinned],
+            allow_pinned: false,
+        }
     }
 }
 
@@ -144,32 +160,89 @@ impl MatchPolicy {
         self.deal_breakers.iter().fold(0, |m, k| m | k.bit())
     }
 
+    /// The policy of a compact code (`allow_pinned` is not part of the mask: set it from the code's own flag).
     pub fn from_mask(required: u8, mask: u8) -> Self {
         MatchPolicy {
             required,
             deal_breakers: ComponentKind::ALL.into_iter().filter(|k| mask & k.bit() != 0).collect(),
+            allow_pinned: false,
         }
     }
+
+    /// The component that identifies the machine in `fp` under this policy: the machine id, else the pinned
+    /// identity when the policy allows pinned identities.
+    pub fn identity_of(&self, fp: &Fingerprint) -> Option<ComponentKind> {
+        if fp.get(ComponentKind::MachineId).is_some() {
+            Some(ComponentKind::MachineId)
+        } else if self.allow_pinned && fp.get(ComponentKind::Pinned).is_some() {
+            Some(ComponentKind::Pinned)
+        } else {
+            None
+        }
+    }
+
+    /// Why `fp` cannot be bound to a device under this policy, or `None` when it can: it must carry a machine
+    /// identity, no pinned identity unless the policy allows one, and (a hardware fingerprint) at least
+    /// `required` components. The server checks this before it binds a fingerprint.
+    pub fn insufficient(&self, fp: &Fingerprint) -> Option<Insufficient> {
+        let pinned = fp.get(ComponentKind::Pinned).is_some();
+        if pinned && !self.allow_pinned {
+            return Some(Insufficient::PinnedNotAllowed);
+        }
+        if self.identity_of(fp).is_none() {
+            return Some(Insufficient::NoIdentity);
+        }
+        if !pinned && fp.components().len() < usize::from(self.required) {
+            return Some(Insufficient::TooFewComponents);
+        }
+        None
+    }
+}
+
+/// Why a fingerprint cannot be bound (see [`MatchPolicy::insufficient`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Insufficient {
+    /// No `machine_id` (and no allowed pinned identity).
+    NoIdentity,
+    /// A pinned identity where the policy does not allow one.
+    PinnedNotAllowed,
+    /// A hardware fingerprint with fewer components than the policy requires.
+    TooFewComponents,
+}
+
+/// Why a bound fingerprint can never match, whatever the current one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatchable {
+    /// The bound fingerprint has no components.
+    Empty,
+    /// The bound fingerprint has no machine identity under the policy.
+    NoIdentity,
 }
 
 /// Outcome of comparing a bound fingerprint with the current one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MatchOutcome {
     pub matched: u8,
-    /// Components the comparison needed (`required`, capped at the number bound).
+    /// Components the comparison needed (`required`, capped at the number bound, at least 1).
     pub required: u8,
     pub bound: u8,
     /// The first deal-breaker that was bound but differs or is missing now.
     pub broken_deal_breaker: Option<ComponentKind>,
+    /// Set when the bound fingerprint can match nothing (empty, or without a machine identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmatchable: Option<Unmatchable>,
 }
 
 impl MatchOutcome {
     pub fn is_match(&self) -> bool {
-        self.broken_deal_breaker.is_none() && self.matched >= self.required
+        self.unmatchable.is_none() && self.broken_deal_breaker.is_none() && self.matched >= self.required
     }
 }
 
-/// Compares `current` with `bound` under `policy`. A deal-breaker only counts when it was bound.
+/// Compares `current` with `bound` under `policy`. A deal-breaker only counts when it was bound. A bound
+/// fingerprint that is empty or carries no machine identity under the policy never matches.
 pub fn match_fingerprint(policy: &MatchPolicy, bound: &Fingerprint, current: &Fingerprint) -> MatchOutcome {
     let mut matched = 0u8;
     let mut broken = None;
@@ -182,7 +255,20 @@ pub fn match_fingerprint(policy: &MatchPolicy, bound: &Fingerprint, current: &Fi
         }
     }
     let bound_n = u8::try_from(bound.components().len()).unwrap_or(u8::MAX);
-    MatchOutcome { matched, required: policy.required.min(bound_n), bound: bound_n, broken_deal_breaker: broken }
+    let unmatchable = if bound.is_empty() {
+        Some(Unmatchable::Empty)
+    } else if policy.identity_of(bound).is_none() {
+        Some(Unmatchable::NoIdentity)
+    } else {
+        None
+    };
+    MatchOutcome {
+        matched,
+        required: policy.required.min(bound_n).max(1),
+        bound: bound_n,
+        broken_deal_breaker: broken,
+        unmatchable,
+    }
 }
 
 #[cfg(test)]
@@ -225,8 +311,65 @@ mod tests {
 
     #[test]
     fn mask_round_trip() {
-        let p = MatchPolicy { required: 2, deal_breakers: vec![ComponentKind::Disk, ComponentKind::MachineId] };
+        let p = MatchPolicy {
+            required: 2,
+            deal_breakers: vec![ComponentKind::Disk, ComponentKind::MachineId],
+            allow_pinned: false,
+        };
         let q = MatchPolicy::from_mask(2, p.deal_breaker_mask());
         assert_eq!(q.deal_breaker_mask(), p.deal_breaker_mask());
+    }
+
+    #[test]
+    fn an_empty_binding_matches_nothing() {
+        let empty = Fingerprint::default();
+        let out = match_fingerprint(&MatchPolicy::default(), &empty, &empty);
+        assert_eq!(out.unmatchable, Some(Unmatchable::Empty));
+        assert!(!out.is_match());
+        let any = fp(&[(ComponentKind::MachineId, "m1")]);
+        assert!(!match_fingerprint(&MatchPolicy::default(), &empty, &any).is_match());
+    }
+
+    #[test]
+    fn a_binding_without_machine_identity_matches_nothing() {
+        use ComponentKind::*;
+        // Only weak components: any machine with the same OS, CPU and memory would match.
+        let weak = fp(&[(Os, "linux"), (Cpu, "x"), (Memory, "16")]);
+        let out = match_fingerprint(&MatchPolicy::default(), &weak, &weak);
+        assert_eq!(out.unmatchable, Some(Unmatchable::NoIdentity));
+        assert!(!out.is_match());
+        assert_eq!(MatchPolicy::default().insufficient(&weak), Some(Insufficient::NoIdentity));
+    }
+
+    #[test]
+    fn pinned_identity_only_where_the_policy_allows_it() {
+        let pinned = fp(&[(ComponentKind::Pinned, "pod-0001")]);
+        let strict = MatchPolicy::default();
+        assert!(!match_fingerprint(&strict, &pinned, &pinned).is_match());
+        assert_eq!(strict.insufficient(&pinned), Some(Insufficient::PinnedNotAllowed));
+        let open = MatchPolicy { allow_pinned: true, ..MatchPolicy::default() };
+        assert!(match_fingerprint(&open, &pinned, &pinned).is_match());
+        assert_eq!(open.insufficient(&pinned), None);
+        let other = fp(&[(ComponentKind::Pinned, "pod-0002")]);
+        assert!(!match_fingerprint(&open, &pinned, &other).is_match());
+    }
+
+    #[test]
+    fn a_hardware_fingerprint_needs_the_required_components() {
+        use ComponentKind::*;
+        let p = MatchPolicy::default();
+        assert_eq!(p.insufficient(&fp(&[(MachineId, "m"), (Os, "linux")])), Some(Insufficient::TooFewComponents));
+        assert_eq!(p.insufficient(&fp(&[(MachineId, "m"), (Os, "linux"), (Cpu, "x")])), None);
+    }
+
+    #[test]
+    fn allow_pinned_is_omitted_when_off() {
+        let json = serde_json::to_string(&MatchPolicy::default()).unwrap();
+        assert_eq!(json, r#"{"required":3,"deal_breakers":["machine_id","pinned"]}"#);
+        let back: MatchPolicy = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, MatchPolicy::default());
+        let open = MatchPolicy { allow_pinned: true, ..MatchPolicy::default() };
+        let back: MatchPolicy = serde_json::from_str(&serde_json::to_string(&open).unwrap()).unwrap();
+        assert!(back.allow_pinned);
     }
 }

@@ -333,6 +333,11 @@ impl OfflineGrant {
             }
             put_time_opt(&mut w, f.expires_at);
         }
+        // A trailing flag, written only when set: codes without it stay byte-identical, and a reader that does
+        // not know it refuses the code (non-zero padding or trailing data) rather than ignoring the policy.
+        if self.fingerprint_policy.allow_pinned {
+            w.flag(true);
+        }
         Ok(w.bytes)
     }
 
@@ -371,6 +376,7 @@ impl OfflineGrant {
             let expires_at = get_time_opt(&mut r)?;
             features.push(Feature { id, name: String::new(), enabled, limit_value, limit_type, expires_at });
         }
+        let allow_pinned = r.pos < payload.len() * 8 && r.flag()?;
         if r.finish()? != payload.len() {
             return Err(r.err("unexpected trailing data"));
         }
@@ -384,7 +390,7 @@ impl OfflineGrant {
             maintenance_expires_at,
             lease_expires_at,
             grace_days,
-            fingerprint_policy: MatchPolicy::from_mask(required, mask),
+            fingerprint_policy: MatchPolicy { allow_pinned, ..MatchPolicy::from_mask(required, mask) },
             features,
         };
         Ok((kid_tag, grant))
@@ -595,5 +601,39 @@ impl SignedEmergency {
     ) -> Result<(), CryptoError> {
         let ctx: Vec<&[u8]> = if self.code.bound { vec![key_hash, device_public] } else { vec![key_hash] };
         verify_tagged(keys, self.kid_tag, Domain::EmergencyCode, &ctx, &self.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn grant(allow_pinned: bool, features: usize) -> OfflineGrant {
+        OfflineGrant {
+            license_id: Uuid::from_u128(9),
+            issued_at: from_secs(1_800_000_000),
+            license_type: LicenseType::Subscription,
+            license_model: LicenseModel::PerDevice,
+            starts_at: from_secs(1_790_000_000),
+            expires_at: None,
+            maintenance_expires_at: None,
+            lease_expires_at: Some(from_secs(1_802_592_000)),
+            grace_days: 7,
+            fingerprint_policy: MatchPolicy { allow_pinned, ..MatchPolicy::default() },
+            features: (0..features).map(|i| Feature::new(&format!("f{i}"))).collect(),
+        }
+    }
+
+    #[test]
+    fn allow_pinned_travels_as_a_trailing_flag_written_only_when_set() {
+        for features in 0..12 {
+            let off = grant(false, features).payload(1).unwrap();
+            let on = grant(true, features).payload(1).unwrap();
+            // Without the flag the payload is what it always was; with it, at most one byte longer.
+            assert!(on.len() == off.len() || on.len() == off.len() + 1, "{features}");
+            assert_eq!(OfflineGrant::parse(&off).unwrap().1, grant(false, features));
+            assert_eq!(OfflineGrant::parse(&on).unwrap().1, grant(true, features));
+        }
     }
 }

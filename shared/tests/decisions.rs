@@ -29,7 +29,13 @@ fn with(f: fn(&mut License)) -> Option<License> {
 }
 
 fn mismatch() -> MatchOutcome {
-    MatchOutcome { matched: 1, required: 3, bound: 6, broken_deal_breaker: Some(ComponentKind::MachineId) }
+    MatchOutcome {
+        matched: 1,
+        required: 3,
+        bound: 6,
+        broken_deal_breaker: Some(ComponentKind::MachineId),
+        unmatchable: None,
+    }
 }
 
 #[test]

@@ -5,8 +5,10 @@
 mod bad_input;
 mod crash;
 mod customer;
+mod identity;
 mod isolation;
 mod lifecycle;
 mod offline;
+mod restrictions;
 mod seats;
 mod tamper;

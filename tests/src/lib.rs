@@ -72,6 +72,7 @@ pub fn test_config(dir: &Path) -> Config {
     c.listen = "127.0.0.1:0".into();
     c.rate_limits.per_ip_per_sec = 0.0;
     c.rate_limits.per_key_per_sec = 0.0;
+    c.rate_limits.admin_per_ip_per_sec = 0.0;
     c.jobs.interval_secs = 0;
     c
 }
@@ -211,6 +212,9 @@ pub async fn fixture(api: &impl Api, admin: &str, name: &str, template: Value) -
     let mut tpl = json!({
         "name": "standard", "product_id": product, "license_type": "SUBSCRIPTION", "max_activations": 3,
         "duration_days": 365, "grace_days": 7, "heartbeat_interval_secs": 60, "lease_secs": 3600,
+        // The suite's agents run with a pinned identity (`agent_config`), so its template allows one; the
+        // default policy refuses pinned identities (tests/e2e/identity.rs).
+        "fingerprint_policy": {"required": 3, "deal_breakers": ["machine_id", "pinned"], "allow_pinned": true},
         "features": [{"id": "export_pdf"}, {"id": "api_calls", "limit_value": 100}, {"id": "beta_lab", "enabled": false}]
     });
     if let (Some(base), Some(over)) = (tpl.as_object_mut(), template.as_object()) {
@@ -302,6 +306,7 @@ impl ServerProcess {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("TESSERA_RATE_LIMIT_PER_IP", "0")
             .env("TESSERA_RATE_LIMIT_PER_KEY", "0")
+            .env("TESSERA_RATE_LIMIT_ADMIN_PER_IP", "0")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -107,6 +107,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// The rate-limit bucket of a client address: an IPv4 address is its own bucket; an IPv6 client is bucketed by
+/// its /64 (one customer link gets a whole /64, so per-address buckets would be free to multiply).
+pub fn rate_key(ip: Option<&str>) -> Vec<u8> {
+    match ip.and_then(crate::services::client::parse_addr) {
+        Some(std::net::IpAddr::V4(v4)) => v4.octets().to_vec(),
+        Some(std::net::IpAddr::V6(v6)) => {
+            let mut k = vec![6u8];
+            k.extend_from_slice(&v6.octets()[..8]);
+            k
+        }
+        None => ip.unwrap_or_default().as_bytes().to_vec(),
+    }
+}
+
 pub fn client_ip(parts: &Parts, trust_forwarded: bool) -> Option<String> {
     if trust_forwarded {
         // The rightmost entry is the one our proxy appended; entries left of it come from the client and can be
@@ -130,6 +144,8 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ip = client_ip(parts, state.services.config.trust_forwarded_for);
+        state.admin_limiter.check(&rate_key(ip.as_deref())).map_err(AppError::rate_limited)?;
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -143,7 +159,6 @@ impl FromRequestParts<AppState> for Auth {
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or_else(|| AppError::unauthorized("use the Bearer scheme: Authorization: Bearer <API token>"))?;
         let principal = state.services.authenticate(token).await?;
-        let ip = client_ip(parts, state.services.config.trust_forwarded_for);
         Ok(Auth(Ctx::admin(principal, ip)))
     }
 }
@@ -157,8 +172,7 @@ impl FromRequestParts<AppState> for Client {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let ip = client_ip(parts, state.services.config.trust_forwarded_for);
-        let key = ip.as_deref().unwrap_or_default();
-        state.ip_limiter.check(key.as_bytes()).map_err(AppError::rate_limited)?;
+        state.ip_limiter.check(&rate_key(ip.as_deref())).map_err(AppError::rate_limited)?;
         Ok(Client(Ctx::client(ip)))
     }
 }
@@ -190,5 +204,14 @@ mod tests {
         let p = parts("6.6.6.6, 203.0.113.9");
         assert_eq!(client_ip(&p, true).as_deref(), Some("203.0.113.9"), "the client-supplied entry is ignored");
         assert_eq!(client_ip(&p, false).as_deref(), Some("10.0.0.1"), "untrusted header: the socket address");
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64() {
+        assert_eq!(rate_key(Some("2001:db8:1:2::1")), rate_key(Some("2001:db8:1:2:ffff::9")));
+        assert_ne!(rate_key(Some("2001:db8:1:2::1")), rate_key(Some("2001:db8:1:3::1")));
+        assert_eq!(rate_key(Some("::ffff:203.0.113.9")), rate_key(Some("203.0.113.9")), "IPv4-mapped is IPv4");
+        assert_ne!(rate_key(Some("203.0.113.9")), rate_key(Some("203.0.113.10")));
+        assert_eq!(rate_key(Some("203.0.113.9:4711")), rate_key(Some("203.0.113.9:4712")), "a port is no new client");
     }
 }

@@ -33,13 +33,16 @@ pub struct AppState {
     /// Behind one `Arc`: the state is cloned for every request and middleware layer.
     pub services: Arc<Services>,
     pub ip_limiter: Arc<RateLimiter>,
+    /// Per-IP limit of the admin API, checked before the bearer token (so guessing tokens is slow too).
+    pub admin_limiter: Arc<RateLimiter>,
 }
 
 impl AppState {
     pub fn new(services: Services) -> AppState {
         let rl = &services.config.rate_limits;
         let ip_limiter = Arc::new(RateLimiter::new(rl.per_ip_per_sec, rl.per_ip_burst));
-        AppState { services: Arc::new(services), ip_limiter }
+        let admin_limiter = Arc::new(RateLimiter::new(rl.admin_per_ip_per_sec, rl.admin_per_ip_burst));
+        AppState { services: Arc::new(services), ip_limiter, admin_limiter }
     }
 }
 
@@ -160,8 +163,14 @@ async fn readyz(State(s): State<AppState>) -> Response {
     match s.services.store.ping().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => {
-            AppError::new(StatusCode::SERVICE_UNAVAILABLE, "NOT_READY", format!("the database is not available: {e}"))
-                .into_response()
+            // Anyone may ask: the database's own error text (paths, SQL) stays in the log.
+            tracing::warn!(error = %e, "readiness check failed");
+            AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NOT_READY",
+                "the database is not available: see the server log",
+            )
+            .into_response()
         }
     }
 }

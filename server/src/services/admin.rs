@@ -5,7 +5,7 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tessera_core::license_key::{ct_eq, hash_secret};
-use tessera_core::model::{EmergencyPolicy, Feature};
+use tessera_core::model::{EmergencyPolicy, Feature, Restriction, RestrictionKind};
 use tessera_core::Template;
 use uuid::Uuid;
 
@@ -138,8 +138,9 @@ fn slug(name: &str) -> String {
 }
 
 /// Checks a template's values (shared with license checks).
-pub fn validate_template(t: &Template) -> AppResult<()> {
+pub fn validate_template(t: &mut Template) -> AppResult<()> {
     check_name("name", &t.name)?;
+    normalize_restrictions(&mut t.restrictions)?;
     validate_features(&t.features)?;
     validate_timing(t.heartbeat_interval_secs, t.lease_secs)?;
     if t.grace_days > 255 {
@@ -155,6 +156,80 @@ pub fn validate_template(t: &Template) -> AppResult<()> {
         check_days("maintenance_days", d)?;
     }
     validate_emergency(&t.emergency)
+}
+
+/// Most restrictions on one license or template, and most values in one restriction.
+pub const MAX_RESTRICTIONS: usize = 16;
+pub const MAX_RESTRICTION_VALUES: usize = 256;
+
+/// Checks and normalises the restrictions of a license or template, so a typo is refused when it is written
+/// instead of silently denying (or allowing) everything later: `IP_RANGE` values are CIDRs or single addresses
+/// (written back in canonical form, host bits cleared), `GEOGRAPHIC` values ISO 3166-1 alpha-2 shaped codes
+/// (two ASCII letters, upper-cased), `DOMAIN` values host names or `*.`-wildcards (lower-cased).
+pub fn normalize_restrictions(restrictions: &mut [Restriction]) -> AppResult<()> {
+    if restrictions.len() > MAX_RESTRICTIONS {
+        return Err(AppError::invalid(format!("at most {MAX_RESTRICTIONS} restrictions")));
+    }
+    for r in restrictions.iter_mut() {
+        let kind = match r.kind {
+            RestrictionKind::Geographic => "GEOGRAPHIC",
+            RestrictionKind::Domain => "DOMAIN",
+            RestrictionKind::IpRange => "IP_RANGE",
+        };
+        if r.values.is_empty() || r.values.len() > MAX_RESTRICTION_VALUES {
+            return Err(AppError::invalid(format!("a {kind} restriction needs 1 to {MAX_RESTRICTION_VALUES} values")));
+        }
+        for v in r.values.iter_mut() {
+            let bad = |what: &str| {
+                AppError::invalid(format!("{kind} restriction value {v:?} is not {what}"))
+                    .with_details(json!({"kind": kind, "value": v.clone()}))
+            };
+            let t = v.trim();
+            let norm = match r.kind {
+                RestrictionKind::IpRange => canonical_ip_range(t)
+                    .ok_or_else(|| bad("an IP address or CIDR range (e.g. 203.0.113.0/24 or 2001:db8::/32)"))?,
+                RestrictionKind::Geographic => {
+                    if t.len() != 2 || !t.bytes().all(|b| b.is_ascii_alphabetic()) {
+                        return Err(bad("an ISO 3166-1 alpha-2 country code (two letters, e.g. DE)"));
+                    }
+                    t.to_ascii_uppercase()
+                }
+                RestrictionKind::Domain => {
+                    let host = t.strip_prefix("*.").unwrap_or(t).trim_end_matches('.');
+                    if !is_host_name(host) {
+                        return Err(bad("a host name or a *.example.com wildcard"));
+                    }
+                    let wild = if t.starts_with("*.") { "*." } else { "" };
+                    format!("{wild}{}", host.to_ascii_lowercase())
+                }
+            };
+            *v = norm;
+        }
+    }
+    Ok(())
+}
+
+/// `203.0.113.0/24`, `2001:db8::/32` or a single address, in canonical form; `None` when it is none of these.
+fn canonical_ip_range(s: &str) -> Option<String> {
+    if s.contains('/') {
+        let net: ipnet::IpNet = s.parse().ok()?;
+        return Some(net.trunc().to_string());
+    }
+    let ip: std::net::IpAddr = s.parse().ok()?;
+    Some(ip.to_string())
+}
+
+/// A DNS host name: 1 to 253 characters, labels of 1 to 63 letters, digits and inner hyphens (no wildcard).
+fn is_host_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 /// Longest license, maintenance or renewal period, in days (100 years).
@@ -529,9 +604,9 @@ impl Services {
             "max_activations": 1,
         });
         merge_patch(&mut base, &body);
-        let template: Template =
+        let mut template: Template =
             serde_json::from_value(base).map_err(|e| AppError::invalid(format!("template is not valid: {e}")))?;
-        validate_template(&template)?;
+        validate_template(&mut template)?;
         let now = self.now();
         let rec = TemplateRecord { template, created_at: now, updated_at: now };
         let audit = ctx.audit(
@@ -571,9 +646,9 @@ impl Services {
         }
         let mut v = serde_json::to_value(&rec.template).map_err(|e| AppError::internal("template", e))?;
         merge_patch(&mut v, &patch);
-        let template: Template =
+        let mut template: Template =
             serde_json::from_value(v).map_err(|e| AppError::invalid(format!("template is not valid: {e}")))?;
-        validate_template(&template)?;
+        validate_template(&mut template)?;
         let now = self.now();
         rec.template = template;
         rec.updated_at = now;

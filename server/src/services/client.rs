@@ -9,12 +9,13 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::net::IpAddr;
 use tessera_core::crypto::ed25519_public_from_bytes;
-use tessera_core::decision::Inputs;
+use tessera_core::decision::{restrictions_allow, Environment, Inputs};
 use tessera_core::envelope::Envelope;
-use tessera_core::fingerprint::{match_fingerprint, Component, ComponentKind, Fingerprint, MatchPolicy};
+use tessera_core::fingerprint::{match_fingerprint, Component, Fingerprint, MatchPolicy};
 use tessera_core::token::{sign_activation_token, ActivationClaims};
-use tessera_core::{decide, Decision, Domain, License, LicenseKey, LicenseStatus, Query};
+use tessera_core::{decide, Decision, Domain, License, LicenseKey, LicenseStatus, Query, Reason};
 use uuid::Uuid;
 
 use super::licenses::effective_status;
@@ -40,6 +41,9 @@ pub struct ActivateRequest {
     pub device_public_key: String,
     #[serde(default)]
     pub metadata: Option<Value>,
+    /// The host's domain as the agent sees it, for `DOMAIN` restrictions (reported, so advisory).
+    #[serde(default)]
+    pub domain: Option<String>,
     pub nonce: String,
 }
 
@@ -61,6 +65,9 @@ pub struct ValidateRequest {
     pub feature: Option<String>,
     #[serde(default)]
     pub fingerprint: Option<Vec<Component>>,
+    /// The host's domain as the agent sees it, for `DOMAIN` restrictions (reported, so advisory).
+    #[serde(default)]
+    pub domain: Option<String>,
     pub nonce: String,
 }
 
@@ -131,6 +138,10 @@ pub struct HeartbeatRequest {
     /// What the device already holds; unchanged artefacts are not sent again.
     #[serde(default)]
     pub held: Held,
+    /// Lower-case hex of `Fingerprint::digest()` of the host's current fingerprint: one activation heard from
+    /// two hosts within [`super::SHARED_HOST_WINDOW_SECS`] is flagged (`security.activation_shared`).
+    #[serde(default)]
+    pub fingerprint_digest: Option<String>,
 }
 
 /// SHA-256 (lower-case hex) of the exact text of the artefacts a device holds.
@@ -227,30 +238,86 @@ pub fn license_refusal(l: &License, now: DateTime<Utc>) -> Option<AppError> {
     }
 }
 
-/// Which activations may belong to this device by fingerprint: when the policy makes the machine id (or the
-/// pinned identity) a deal-breaker, only activations with the same one can match, and an index finds them.
-fn candidates_for(policy: &MatchPolicy, fp: &Fingerprint) -> SameDeviceCandidates {
-    use tessera_core::fingerprint::ComponentKind;
-    if fp.is_empty() {
-        return SameDeviceCandidates::KeyOnly;
+/// The client address as restrictions see it (an IPv4-mapped IPv6 address is the IPv4 address).
+/// A forwarded address may carry a port (`203.0.113.9:4711`, `[2001:db8::1]:443`): it is the address all the same.
+pub fn client_addr(ctx: &Ctx) -> Option<IpAddr> {
+    parse_addr(ctx.ip.as_deref()?)
+}
+
+/// An address as a client or proxy writes it, with or without a port; IPv4-mapped IPv6 is IPv4.
+pub fn parse_addr(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    let ip = s.parse::<IpAddr>().ok().or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))?;
+    Some(ip.to_canonical())
+}
+
+/// A reported domain, if it is a plausible host name (anything else is treated as unknown).
+fn reported_domain(d: Option<&str>) -> Option<&str> {
+    d.map(str::trim).filter(|d| !d.is_empty() && d.len() <= 253 && d.bytes().all(|b| b.is_ascii_graphic()))
+}
+
+/// Refusal when the license's restrictions deny this environment (client address, reported domain).
+fn restriction_refusal(l: &License, env: &Environment<'_>) -> Option<AppError> {
+    if l.restrictions.is_empty() || restrictions_allow(&l.restrictions, env) {
+        return None;
     }
-    let kind =
-        if fp.get(ComponentKind::MachineId).is_some() { ComponentKind::MachineId } else { ComponentKind::Pinned };
+    Some(
+        client_error(
+            StatusCode::FORBIDDEN,
+            "RESTRICTED",
+            "the license does not allow use from this network, location or domain",
+        )
+        .with_details(json!({"ip": env.ip, "domain": env.domain, "country": env.country})),
+    )
+}
+
+/// Refusal for a fingerprint that cannot be bound under `policy` (see `MatchPolicy::insufficient`): without a
+/// machine identity, or with too few components, any similar machine would match it.
+pub fn fingerprint_refusal(policy: &MatchPolicy, fp: &Fingerprint) -> Option<AppError> {
+    use tessera_core::fingerprint::Insufficient;
+    let why = policy.insufficient(fp)?;
+    let required = policy.required;
+    let msg = match why {
+        Insufficient::PinnedNotAllowed => {
+            "this license's fingerprint policy does not allow a pinned identity: run the \
+             agent with its hardware identity, or ask the vendor for a license whose template allows pinned \
+             identities (allow_pinned)"
+                .to_string()
+        }
+        Insufficient::NoIdentity | Insufficient::TooFewComponents => format!(
+            "the fingerprint must carry a machine identity (machine_id{}) and at least {required} components; this \
+             one has {} ({}): a host without a machine id needs one (e.g. systemd-machine-id-setup)",
+            if policy.allow_pinned { ", or a pinned identity" } else { "" },
+            fp.components().len(),
+            fp.components().iter().map(|c| c.kind.as_str()).collect::<Vec<_>>().join(", "),
+        ),
+    };
+    Some(client_error(StatusCode::UNPROCESSABLE_ENTITY, "FINGERPRINT_INSUFFICIENT", msg).with_details(json!({
+        "reason": why,
+        "required": required,
+        "allow_pinned": policy.allow_pinned,
+        "components": fp.components().iter().map(|c| c.kind).collect::<Vec<_>>(),
+    })))
+}
+
+/// Which activations may belong to this device by fingerprint. The same device must carry the same machine
+/// identity (see `same_device` in `activate`), whatever the policy's deal-breakers, so only activations indexed by
+/// that identity can match: an index finds them, and the single writer never scans a license's activations.
+fn candidates_for(fp: &Fingerprint) -> SameDeviceCandidates {
     match identity_hash(fp) {
-        Some(h) if policy.deal_breakers.contains(&kind) => SameDeviceCandidates::ByIdentity(h),
-        _ => SameDeviceCandidates::All,
+        Some(h) => SameDeviceCandidates::ByIdentity(h),
+        None => SameDeviceCandidates::KeyOnly,
     }
+}
+
+/// Both fingerprints carry the same machine identity: the one they are indexed by (`identity_hash`: the machine
+/// id, else the pinned identity).
+fn same_identity(a: &Fingerprint, b: &Fingerprint) -> bool {
+    matches!((identity_hash(a), identity_hash(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// Lease for an online activation: floating licenses must check in every heartbeat (twice the interval of
 /// slack); others may stay offline for the license's lease.
-/// Both fingerprints carry a machine identity (machine id or pinned identity) and it is the same.
-fn same_identity(a: &Fingerprint, b: &Fingerprint) -> bool {
-    [ComponentKind::MachineId, ComponentKind::Pinned]
-        .into_iter()
-        .any(|k| matches!((a.get(k), b.get(k)), (Some(x), Some(y)) if x.hash == y.hash))
-}
-
 pub fn lease_for(l: &License, now: DateTime<Utc>) -> DateTime<Utc> {
     let secs = if l.license_type.is_floating() {
         (l.heartbeat_interval_secs.saturating_mul(2)).min(l.lease_secs)
@@ -276,6 +343,17 @@ impl Services {
         Ok(SignedAnswer(env.to_compact()))
     }
 
+    /// The client's country from the GeoIP database, looked up only when the license has a `GEOGRAPHIC`
+    /// restriction and a database is configured.
+    fn country_of(&self, l: &License, ip: Option<IpAddr>) -> Option<String> {
+        use tessera_core::model::RestrictionKind;
+        let geo = self.geoip.as_ref()?;
+        if !l.restrictions.iter().any(|r| r.kind == RestrictionKind::Geographic) {
+            return None;
+        }
+        geo.country(ip?)
+    }
+
     pub(super) fn check_key_rate(&self, key: &LicenseKey) -> AppResult<()> {
         self.check_hint_rate(&key.hint())
     }
@@ -294,6 +372,40 @@ impl Services {
             ),
             e => AppError::store("license", e),
         })
+    }
+
+    /// Records a refused license lookup: an unknown key is counted and summarised (see
+    /// [`super::UNKNOWN_KEY_SUMMARY_SECS`]), anything else audited like other refusals.
+    fn lookup_refusal(&self, ctx: &Ctx, action: &str, err: &AppError) {
+        if err.code != "LICENSE_NOT_FOUND" {
+            return self.audit_refusal(ctx, None, action, None, err);
+        }
+        crate::metrics::METRICS.refusal(err.code);
+        let now = self.now();
+        let summary = {
+            let mut u = self.unknown_keys.lock().unwrap_or_else(|e| e.into_inner());
+            u.count += 1;
+            if let Some(ip) = &ctx.ip {
+                if u.ips.len() < 20 {
+                    u.ips.insert(ip.clone());
+                }
+            }
+            let due = u.since.is_none_or(|s| now - s >= Duration::seconds(super::UNKNOWN_KEY_SUMMARY_SECS));
+            due.then(|| {
+                let row = json!({
+                    "refusals": u.count, "since": u.since.unwrap_or(now), "ips": u.ips,
+                    "window_secs": super::UNKNOWN_KEY_SUMMARY_SECS,
+                    "message": "refusals of unknown license keys, counted since the previous summary row",
+                });
+                *u = super::UnknownKeys { since: Some(now), count: 0, ips: Default::default() };
+                row
+            })
+        };
+        if let Some(details) = summary {
+            let mut a = ctx.audit(now, None, "client.unknown_key", None, details);
+            a.outcome = err.code.to_string();
+            self.audit_later(a);
+        }
     }
 
     /// Records a refused client call in the audit log without delaying the answer.
@@ -411,10 +523,7 @@ impl Services {
             Some(_) => return Err(AppError::invalid("metadata must be a JSON object of at most 8 KiB")),
         };
         let fingerprint = Fingerprint::new(req.fingerprint);
-        let rec = self
-            .license_by_key(&key)
-            .await
-            .inspect_err(|e| self.audit_refusal(ctx, None, "client.activate", None, e))?;
+        let rec = self.license_by_key(&key).await.inspect_err(|e| self.lookup_refusal(ctx, "client.activate", e))?;
         let l = &rec.license;
         let now = self.now();
         let tenant = Some(l.tenant_id);
@@ -428,6 +537,19 @@ impl Services {
             }
         }
         if let Some(e) = license_refusal(l, now) {
+            self.audit_refusal(ctx, tenant, "client.activate", target, &e);
+            crate::metrics::METRICS.activation(e.code);
+            return Err(e);
+        }
+        let ip = client_addr(ctx);
+        let country = self.country_of(l, ip);
+        let env = Environment { country: country.as_deref(), domain: reported_domain(req.domain.as_deref()), ip };
+        if let Some(e) = restriction_refusal(l, &env) {
+            self.audit_refusal(ctx, tenant, "client.activate", target, &e);
+            crate::metrics::METRICS.activation(e.code);
+            return Err(e);
+        }
+        if let Some(e) = fingerprint_refusal(&l.fingerprint_policy, &fingerprint) {
             self.audit_refusal(ctx, tenant, "client.activate", target, &e);
             crate::metrics::METRICS.activation(e.code);
             return Err(e);
@@ -463,7 +585,7 @@ impl Services {
             deactivation_reason: None,
         };
         let policy = l.fingerprint_policy.clone();
-        let candidates = candidates_for(&policy, &fingerprint);
+        let candidates = candidates_for(&fingerprint);
         let fp = fingerprint;
         let dk = device_key;
         // The same device: the same device key, or (a reinstalled agent with a new key) a fingerprint that matches
@@ -487,6 +609,11 @@ impl Services {
             .await?;
         let (activation, reused) = match outcome {
             ActivateOutcome::Created { activation, .. } => (activation, false),
+            ActivateOutcome::Replaced { activation, replaced, .. } => {
+                self.token_cache.lock().unwrap_or_else(|e| e.into_inner()).remove(&replaced);
+                crate::metrics::METRICS.activation("replaced");
+                (activation, false)
+            }
             ActivateOutcome::Reused { activation, .. } => (activation, true),
             ActivateOutcome::SeatLimit { seats_used } => {
                 crate::metrics::METRICS.activation("SEAT_LIMIT_REACHED");
@@ -520,14 +647,19 @@ impl Services {
         if let Some(f) = &req.feature {
             tessera_core::Feature::validate_id(f).map_err(AppError::bad_request)?;
         }
-        let rec = self
-            .license_by_key(&key)
-            .await
-            .inspect_err(|e| self.audit_refusal(ctx, None, "client.validate", None, e))?;
+        let rec = self.license_by_key(&key).await.inspect_err(|e| self.lookup_refusal(ctx, "client.validate", e))?;
         let now = self.now();
         let mut license = rec.license.clone();
         license.status = effective_status(&license, now);
         let mut inputs = Inputs::new(now, Some(&license));
+        let ip = client_addr(ctx);
+        let country = self.country_of(&license, ip);
+        inputs.environment =
+            Environment { country: country.as_deref(), domain: reported_domain(req.domain.as_deref()), ip };
+        // With a fingerprint, the question is whether THIS machine may use the license: it must be one of the
+        // license's active activations (NOT_ACTIVATED when there is none it could be, FINGERPRINT_MISMATCH when
+        // there are some but it matches none of them).
+        let mut not_activated = false;
         if let Some(components) = req.fingerprint {
             let current = Fingerprint::new(components);
             let acts = self.store.list_activations(None, license.id).await?;
@@ -536,6 +668,7 @@ impl Services {
                 .filter(|a| a.status == ActivationStatus::Active && !a.fingerprint.is_empty())
                 .map(|a| match_fingerprint(&license.fingerprint_policy, &a.fingerprint, &current))
                 .max_by_key(|o| (o.is_match(), o.matched));
+            not_activated = best.is_none();
             inputs.fingerprint = best;
         }
         let mut query = Query { feature: req.feature.as_deref(), amount: 0, used: 0 };
@@ -545,7 +678,10 @@ impl Services {
                 query.used = totals.iter().find(|(id, _)| *id == f.id).map(|(_, n)| (*n).max(0) as u64).unwrap_or(0);
             }
         }
-        let decision = decide(&inputs, &query);
+        let mut decision = decide(&inputs, &query);
+        if not_activated {
+            decision = Decision { allowed: false, reason: Reason::NotActivated, facts: decision.facts };
+        }
         if self.config.audit_validate {
             let mut a = ctx.audit(
                 now,
@@ -685,6 +821,23 @@ impl Services {
         }
         let l = &rec.license;
         let now = self.now();
+        // A heartbeat from an address the license's restrictions deny is refused (403 RESTRICTED, audited): its
+        // lease is not renewed and nothing is recorded, so the device stops working when its current lease ends.
+        let ip = client_addr(ctx);
+        let country = self.country_of(l, ip);
+        let env = Environment { country: country.as_deref(), domain: None, ip };
+        if let Some(e) = restriction_refusal(l, &env) {
+            self.audit_refusal(ctx, Some(a.tenant_id), "client.heartbeat", Some(a.id.to_string()), &e);
+            return Err(e);
+        }
+        if let Some(d) = req.fingerprint_digest.as_deref() {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(d, &mut digest)
+                .map_err(|_| AppError::invalid("fingerprint_digest must be 64 hex digits (SHA-256)"))?;
+            if a.status == ActivationStatus::Active {
+                self.note_host(ctx, &a, digest, now).await?;
+            }
+        }
         let mut blocked = false;
         if a.status == ActivationStatus::Active && self.tenant_may_have_blocks(l.tenant_id).await? {
             // A blocked device is deactivated (blocks normally take its activations along; this catches one
@@ -772,6 +925,56 @@ impl Services {
         self.sign_response(&req.nonce, result)
     }
 
+    /// Remembers which host (fingerprint digest) an activation's heartbeat came from; the second distinct host
+    /// within a window files a suspicious-activity report `activation_shared` with its audit event
+    /// `security.activation_shared`, once per window. In memory, per server process.
+    async fn note_host(&self, ctx: &Ctx, a: &Activation, digest: [u8; 32], now: DateTime<Utc>) -> AppResult<()> {
+        let window = Duration::seconds(super::SHARED_HOST_WINDOW_SECS);
+        let details = {
+            let mut hosts = self.hosts_seen.lock().unwrap_or_else(|e| e.into_inner());
+            if hosts.len() > 200_000 {
+                hosts.clear();
+            }
+            let seen = hosts.entry(a.id).or_insert_with(|| super::HostsSeen { since: now, ..Default::default() });
+            if now - seen.since >= window {
+                *seen = super::HostsSeen { since: now, ..Default::default() };
+            }
+            if !seen.digests.contains(&digest) && seen.digests.len() < 8 {
+                seen.digests.push(digest);
+            }
+            if let Some(ip) = &ctx.ip {
+                if seen.ips.len() < 8 {
+                    seen.ips.insert(ip.clone());
+                }
+            }
+            (seen.digests.len() >= 2 && !seen.flagged).then(|| {
+                seen.flagged = true;
+                json!({
+                    "license_id": a.license_id,
+                    "hosts": seen.digests.iter().map(hex::encode).collect::<Vec<_>>(),
+                    "ips": seen.ips,
+                    "since": seen.since,
+                    "window_secs": super::SHARED_HOST_WINDOW_SECS,
+                    "message": "one activation heartbeats from several hosts: a copied state file or a shared device key",
+                })
+            })
+        };
+        let Some(details) = details else { return Ok(()) };
+        let report = crate::store::SuspiciousReport {
+            id: Uuid::now_v7(),
+            tenant_id: a.tenant_id,
+            license_id: Some(a.license_id),
+            activation_id: Some(a.id),
+            kind: "activation_shared".into(),
+            details: details.clone(),
+            created_at: now,
+        };
+        let mut audit =
+            ctx.audit(now, Some(a.tenant_id), "security.activation_shared", Some(a.id.to_string()), details);
+        audit.outcome = "FLAGGED".into();
+        self.store.add_report(report, audit).await.map_err(|e| AppError::store("report", e))
+    }
+
     pub async fn deactivate(
         &self,
         ctx: &Ctx,
@@ -799,6 +1002,17 @@ impl Services {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_address_is_read_with_or_without_a_port() {
+        let at = |ip: &str| client_addr(&Ctx::client(Some(ip.to_string())));
+        let v4: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(at("203.0.113.9"), Some(v4));
+        assert_eq!(at("203.0.113.9:4711"), Some(v4));
+        assert_eq!(at("::ffff:203.0.113.9"), Some(v4));
+        assert_eq!(at("[2001:db8::1]:443"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(at("not an address"), None);
+    }
 
     #[test]
     fn a_signed_answer_is_written_as_the_json_serde_would_write() {

@@ -12,7 +12,9 @@ use tessera_core::model::{EmergencyPolicy, Feature, Restriction, TransferPolicy}
 use tessera_core::{License, LicenseKey, LicenseModel, LicenseStatus, LicenseType};
 use uuid::Uuid;
 
-use super::admin::{add_days, check_date, check_days, validate_emergency, validate_features, validate_timing};
+use super::admin::{
+    add_days, check_date, check_days, normalize_restrictions, validate_emergency, validate_features, validate_timing,
+};
 use super::{Ctx, PageQuery, Services};
 use crate::error::{AppError, AppResult};
 use crate::store::{LicenseFilter, LicensePolicy, LicenseRecord, Page};
@@ -193,8 +195,9 @@ fn parse_enum<T: serde::de::DeserializeOwned>(field: &str, v: &str) -> AppResult
         .map_err(|_| AppError::bad_request(format!("{field} {v:?} is not a known value")))
 }
 
-pub fn validate_license(l: &License) -> AppResult<()> {
+pub fn validate_license(l: &mut License) -> AppResult<()> {
     validate_features(&l.features)?;
+    normalize_restrictions(&mut l.restrictions)?;
     validate_timing(l.heartbeat_interval_secs, l.lease_secs)?;
     if l.grace_days > 255 {
         return Err(AppError::invalid("grace_days must be at most 255"));
@@ -291,7 +294,7 @@ impl Services {
                 .transpose()?,
         };
         let t = template.as_ref();
-        let license = License {
+        let mut license = License {
             id: Uuid::now_v7(),
             tenant_id: product.tenant_id,
             product_id,
@@ -316,7 +319,7 @@ impl Services {
             lease_secs: req.lease_secs.or(t.map(|t| t.lease_secs)).unwrap_or(tessera_core::model::DEFAULT_LEASE_SECS),
             metadata: req.metadata.or(t.map(|t| t.metadata.clone())).unwrap_or_default(),
         };
-        validate_license(&license)?;
+        validate_license(&mut license)?;
         let policy = LicensePolicy {
             emergency: req.emergency.or(t.map(|t| t.emergency)).unwrap_or_default(),
             transfer: req.transfer_policy.or(t.map(|t| t.transfer_policy)).unwrap_or_default(),
@@ -441,7 +444,7 @@ impl Services {
             rec.policy.transfer = t;
             changed.push("transfer_policy");
         }
-        validate_license(&rec.license)?;
+        validate_license(&mut rec.license)?;
         self.save_license(ctx, rec, "license.update", json!({"changed": changed}), None).await
     }
 

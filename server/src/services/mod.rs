@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod client;
+pub mod geoip;
 pub mod jobs;
 pub mod licenses;
 pub mod offline;
@@ -40,6 +41,38 @@ pub struct Services {
     deferred: Arc<std::sync::Mutex<Deferred>>,
     /// Per activation, the last-seen time this process last wrote (see [`LAST_SEEN_GRANULARITY`]).
     seen_written: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, DateTime<Utc>>>>,
+    /// Refusals of well-formed but unknown license keys since the last summary row (see
+    /// [`UNKNOWN_KEY_SUMMARY_SECS`]).
+    pub(crate) unknown_keys: Arc<std::sync::Mutex<UnknownKeys>>,
+    /// Per activation, the hosts (fingerprint digests) its heartbeats came from in the current window.
+    pub(crate) hosts_seen: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, HostsSeen>>>,
+    /// The GeoIP country database, when configured (`geoip_db`).
+    pub geoip: Option<Arc<geoip::GeoIp>>,
+}
+
+/// One activation heard from two hosts within this many seconds is flagged as shared (once per window).
+pub const SHARED_HOST_WINDOW_SECS: i64 = 3600;
+
+#[derive(Default)]
+pub(crate) struct HostsSeen {
+    pub since: DateTime<Utc>,
+    pub digests: Vec<[u8; 32]>,
+    pub ips: std::collections::BTreeSet<String>,
+    pub flagged: bool,
+}
+
+/// Refusals of unknown license keys are counted (metric `tessera_client_refusals_total`) and summarised in at
+/// most one audit row per this many seconds, instead of one row each: anyone may send them, as fast as the
+/// per-IP limit lets them, and each row is kept for good.
+pub const UNKNOWN_KEY_SUMMARY_SECS: i64 = 60;
+
+#[derive(Default)]
+pub(crate) struct UnknownKeys {
+    /// When the current summary window opened; `None` before the first refusal.
+    pub since: Option<DateTime<Utc>>,
+    pub count: u64,
+    /// Distinct client addresses seen in the window (bounded).
+    pub ips: std::collections::BTreeSet<String>,
 }
 
 /// An activation's stored last-seen time is moved at most this often by heartbeats that change nothing else; the
@@ -143,6 +176,9 @@ impl Services {
             device_keys: Arc::default(),
             deferred: Arc::default(),
             seen_written: Arc::default(),
+            unknown_keys: Arc::default(),
+            hosts_seen: Arc::default(),
+            geoip: None,
         }
     }
 

@@ -197,7 +197,9 @@ impl Services {
             })
             .await?;
         let (activation, reused, seats_used) = match outcome {
-            ActivateOutcome::Created { activation, seats_used } => (activation, false, seats_used),
+            // Offline activations are matched by device key only, so nothing is replaced here.
+            ActivateOutcome::Created { activation, seats_used }
+            | ActivateOutcome::Replaced { activation, seats_used, .. } => (activation, false, seats_used),
             ActivateOutcome::Reused { activation, seats_used } => (activation, true, seats_used),
             ActivateOutcome::SeatLimit { seats_used } => {
                 return Err(AppError::new(
@@ -249,9 +251,10 @@ impl Services {
             ctx.require_support()?;
         }
         let receipt = SignedReceipt::decode(&req.receipt_code).map_err(code_error)?;
-        if ctx.principal.is_none() {
-            self.check_hint_rate(&receipt.receipt.key_hint)?;
-        }
+        // The per-key limit is charged only once a receipt verifies: the key hint is printed in every code, so
+        // charging forged receipts would let anyone use up a license's limit (its devices share it).
+        let self_service = ctx.principal.is_none();
+        let mut charged = false;
         let scope = if ctx.principal.is_some() { ctx.scope()? } else { None };
         let candidates = self.store.find_licenses_by_hint(receipt.receipt.key_hint).await?;
         // A device that was already freed (and maybe activated again since) has older, inactive activations:
@@ -265,6 +268,10 @@ impl Services {
                 };
                 if receipt.verify(&rec.key_hash, &dk).is_err() {
                     continue;
+                }
+                if self_service && !charged {
+                    self.check_hint_rate(&receipt.receipt.key_hint)?;
+                    charged = true;
                 }
                 if a.status != ActivationStatus::Active {
                     already_freed.get_or_insert((a.id, a.license_id));

@@ -267,9 +267,23 @@ pub struct ActivateOp {
 
 #[derive(Debug, Clone)]
 pub enum ActivateOutcome {
-    Created { activation: Activation, seats_used: u32 },
-    Reused { activation: Activation, seats_used: u32 },
-    SeatLimit { seats_used: u32 },
+    Created {
+        activation: Activation,
+        seats_used: u32,
+    },
+    Reused {
+        activation: Activation,
+        seats_used: u32,
+    },
+    /// The same machine (by fingerprint) with a new device key: `replaced` was deactivated, `activation` created.
+    Replaced {
+        activation: Activation,
+        replaced: Uuid,
+        seats_used: u32,
+    },
+    SeatLimit {
+        seats_used: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

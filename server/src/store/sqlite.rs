@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0002_activation_lookup.sql"),
     include_str!("../../../migrations/sqlite/0003_audit_head.sql"),
     include_str!("../../../migrations/sqlite/0004_change_feed.sql"),
+    include_str!("../../../migrations/sqlite/0005_usage_scope.sql"),
 ];
 /// How often other processes' changes are picked up from the change feed.
 const FEED_POLL: Duration = Duration::from_millis(200);
@@ -505,6 +506,9 @@ fn with_outcome(mut a: NewAudit, outcome: &str) -> NewAudit {
     a.outcome = outcome.to_string();
     a
 }
+
+/// Why an activation ended when the same machine activated again with a new device key.
+pub const REPLACED_REASON: &str = "replaced by a new device key";
 
 const TENANT_COLS: &str = "id, name, created_at";
 fn row_tenant(r: &Row<'_>) -> rusqlite::Result<Tenant> {
@@ -1156,20 +1160,18 @@ impl Store for SqliteStore {
                 };
                 found = candidates.into_iter().find(|a| (op.same_device)(a));
             }
-            if let Some(existing) = found {
-                let mut a = existing;
-                a.device_public_key = op.new.device_public_key.clone();
+            if let Some(existing) = found.as_ref().filter(|a| a.device_public_key == op.new.device_public_key) {
+                let mut a = existing.clone();
                 a.fingerprint = op.new.fingerprint.clone();
                 a.metadata = op.new.metadata.clone();
                 a.last_seen_at = op.new.last_seen_at;
                 a.lease_expires_at = op.reuse_lease_expires_at;
                 c.prepare_cached(
-                    "UPDATE activations SET device_public_key = ?2, fingerprint = ?3, metadata = ?4,
-                     last_seen_at = ?5, lease_expires_at = ?6, machine_hash = ?7 WHERE id = ?1",
+                    "UPDATE activations SET fingerprint = ?2, metadata = ?3,
+                     last_seen_at = ?4, lease_expires_at = ?5, machine_hash = ?6 WHERE id = ?1",
                 )?
                 .execute(params![
                     a.id.to_string(),
-                    a.device_public_key,
                     json(&a.fingerprint)?,
                     json(&a.metadata)?,
                     ts(a.last_seen_at),
@@ -1181,6 +1183,32 @@ impl Store for SqliteStore {
                 append_audit_tx(c, &audit)?;
                 let seats = if op.max_seats > 0 { count_active(c, &lic)? } else { 0 };
                 return Ok(ActivateOutcome::Reused { activation: a, seats_used: seats });
+            }
+            if let Some(old) = found {
+                // The same machine with a new device key: the old activation ends (its device is told DEACTIVATED
+                // at its next heartbeat, and its token is not renewed) and the new one takes its seat, in this
+                // one transaction, so the seat count never goes over.
+                c.prepare_cached(
+                    "UPDATE activations SET status = 'DEACTIVATED', deactivated_at = ?2, deactivation_reason = ?3
+                     WHERE id = ?1 AND status = 'ACTIVE'",
+                )?
+                .execute(params![old.id.to_string(), ts(op.new.created_at), REPLACED_REASON])?;
+                let mut ended = with_outcome(op.audit.clone(), "DEACTIVATED");
+                ended.action = "activation.deactivate".into();
+                ended.target = Some(old.id.to_string());
+                ended.details = serde_json::json!({
+                    "reason": REPLACED_REASON, "license_id": old.license_id, "replaced_by": op.new.id
+                });
+                append_audit_tx(c, &ended)?;
+                insert_activation(c, &op.new)?;
+                let mut audit = with_outcome(op.audit, "REPLACED");
+                audit.target = Some(op.new.id.to_string());
+                if let Some(d) = audit.details.as_object_mut() {
+                    d.insert("replaced".into(), serde_json::json!(old.id));
+                }
+                append_audit_tx(c, &audit)?;
+                let seats = if op.max_seats > 0 { count_active(c, &lic)? } else { 0 };
+                return Ok(ActivateOutcome::Replaced { activation: op.new, replaced: old.id, seats_used: seats });
             }
             let seats = if op.max_seats > 0 { count_active(c, &lic)? } else { 0 };
             if op.max_seats > 0 && seats >= op.max_seats {

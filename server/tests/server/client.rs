@@ -18,13 +18,15 @@ async fn activate_reuse_seat_limit_validate_heartbeat_deactivate() {
     assert_eq!(claims.activation_id.to_string(), act1);
     tessera_core::token::verify_license_file(r["license_file"].as_str().unwrap(), &keys).unwrap();
 
-    // Same device key → same activation; same fingerprint with a new key → same activation.
+    // Same device key → same activation; same fingerprint with a new key → a new activation replacing it.
     let (_, r) = activate(&h, &f.key, &d1, fingerprint("one")).await;
     assert_eq!((r["reused"].as_bool(), r["activation_id"].as_str()), (Some(true), Some(act1.as_str())));
     let d1b = device();
     let (_, r) = activate(&h, &f.key, &d1b, fingerprint("one")).await;
-    assert_eq!((r["reused"].as_bool(), r["activation_id"].as_str()), (Some(true), Some(act1.as_str())));
-    let d1 = d1b; // the activation now carries the new key
+    assert_eq!(r["reused"], false, "{r}");
+    assert_ne!(r["activation_id"].as_str(), Some(act1.as_str()));
+    let act1 = r["activation_id"].as_str().unwrap().to_string();
+    let d1 = d1b; // the new activation carries the new key
 
     let d2 = device();
     let (s, _) = activate(&h, &f.key, &d2, fingerprint("two")).await;

@@ -23,6 +23,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.jobs.interval_secs = 0;
     c.rate_limits.per_ip_per_sec = 0.0;
     c.rate_limits.per_key_per_sec = 0.0;
+    c.rate_limits.admin_per_ip_per_sec = 0.0;
     c
 }
 

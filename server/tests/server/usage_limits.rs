@@ -65,3 +65,28 @@ async fn usage_totals_saturate_and_stay_integers() {
         &[("api_calls".to_string(), i64::MAX)]
     );
 }
+
+#[tokio::test]
+async fn usage_ids_are_scoped_to_their_license() {
+    let h = Harness::new().await;
+    // Two licenses of one customer: the same event id sent on both counts on both (an id used on an unmetered
+    // license must not make the metered one skip it as a duplicate).
+    let a = h.fixture("scope-a", 1, "SUBSCRIPTION").await;
+    let b = h.fixture("scope-b", 1, "SUBSCRIPTION").await;
+    let id = Uuid::new_v4();
+    for (f, seed) in [(&a, "a"), (&b, "b")] {
+        let dev = device();
+        let (s, r) = activate(&h, &f.key, &dev, fingerprint(seed)).await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+        let n = nonce();
+        let body = json!({"activation_id": r["activation_id"], "nonce": n, "sent_at": Utc::now(),
+                          "usage": [{"id": id, "feature": "api_calls", "amount": 2, "recorded_at": Utc::now()}]});
+        for _ in 0..2 {
+            let (s, v) = device_call(&h, "/v1/client/heartbeat", &dev, body.clone()).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            let r = open_signed(&h.keys(), &v, &n);
+            assert_eq!(r["accepted_usage"][0], id.to_string());
+            assert_eq!(r["usage_totals"]["api_calls"], 2, "{seed}: counted once on its own license: {r}");
+        }
+    }
+}
