@@ -25,6 +25,11 @@ use uuid::Uuid;
 
 const PRODUCT: Uuid = Uuid::from_u128(0x07e5_5e7a_0000_4000_8000_0000_0000_0001);
 
+/// These tests run several "machines" in one process with pinned identities: the policy must allow them.
+fn pinned_policy() -> MatchPolicy {
+    MatchPolicy { allow_pinned: true, ..MatchPolicy::default() }
+}
+
 fn t0() -> DateTime<Utc> {
     "2026-06-01T12:00:00Z".parse().unwrap()
 }
@@ -72,7 +77,7 @@ impl Fixture {
             maintenance_expires_at: None,
             lease_expires_at: Some(t0() + Duration::days(30)),
             grace_days: 7,
-            fingerprint_policy: MatchPolicy::default(),
+            fingerprint_policy: pinned_policy(),
             features: vec![Feature::new("export_pdf"), Feature::new("api_calls").with_limit(3, LimitType::Count)],
         }
     }
@@ -447,7 +452,7 @@ async fn mock_server(f: &Fixture) -> (String, Shared) {
         grace_days: 0,
         features: vec![Feature::new("export_pdf"), Feature::new("api_calls").with_limit(10, LimitType::Count)],
         restrictions: vec![],
-        fingerprint_policy: MatchPolicy::default(),
+        fingerprint_policy: pinned_policy(),
         heartbeat_interval_secs: 3600,
         lease_secs: 7 * 86400,
         metadata: Default::default(),
