@@ -280,10 +280,8 @@ pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
     {
         return deny(Reason::FingerprintMismatch, facts);
     }
-    if emergency.is_none() {
-        if inputs.lease_expires_at.is_some_and(|l| now >= l) {
-            return deny(Reason::LeaseExpired, facts);
-        }
+    if emergency.is_none() && inputs.lease_expires_at.is_some_and(|l| now >= l) {
+        return deny(Reason::LeaseExpired, facts);
     }
     if now < license.starts_at {
         return deny(Reason::NotYetValid, facts);

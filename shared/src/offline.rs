@@ -621,7 +621,7 @@ mod tests {
             lease_expires_at: Some(from_secs(1_802_592_000)),
             grace_days: 7,
             fingerprint_policy: MatchPolicy { allow_pinned, ..MatchPolicy::default() },
-            features: (0..features).map(|i| Feature::new(&format!("f{i}"))).collect(),
+            features: (0..features).map(|i| Feature::new(format!("f{i}"))).collect(),
         }
     }
 
