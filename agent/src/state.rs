@@ -370,31 +370,22 @@ impl Store {
 
     /// Usage per feature: server totals plus events not yet acknowledged.
     pub fn usage_by_feature(&self) -> Result<Vec<(String, u64)>, AgentError> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT feature, SUM(n) FROM (
-                    SELECT feature, total AS n FROM usage_totals
-                    UNION ALL SELECT feature, amount AS n FROM usage_queue)
-                 GROUP BY feature",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                let n: i64 = r.get(1)?;
-                Ok((r.get::<_, String>(0)?, n.max(0) as u64))
-            })
-            .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| map_err(&self.path, e))?;
-        Ok(rows)
+        self.sums_by_feature(
+            "SELECT feature, SUM(n) FROM (
+                SELECT feature, total AS n FROM usage_totals
+                UNION ALL SELECT feature, amount AS n FROM usage_queue)
+             GROUP BY feature",
+        )
     }
 
     /// Units per feature in events not yet acknowledged by the server.
     pub fn queued_usage_by_feature(&self) -> Result<Vec<(String, u64)>, AgentError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT feature, SUM(amount) FROM usage_queue GROUP BY feature")
-            .map_err(|e| self.err(e))?;
+        self.sums_by_feature("SELECT feature, SUM(amount) FROM usage_queue GROUP BY feature")
+    }
+
+    /// Runs a `SELECT feature, <sum>` query; negative sums read as 0.
+    fn sums_by_feature(&self, sql: &str) -> Result<Vec<(String, u64)>, AgentError> {
+        let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| {
                 let n: i64 = r.get(1)?;
