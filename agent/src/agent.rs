@@ -18,7 +18,7 @@ use tessera_core::model::{
     EmergencyScope, Feature, LicenseModel, LicenseType, DEFAULT_HEARTBEAT_SECS, DEFAULT_LEASE_SECS,
 };
 use tessera_core::offline::{
-    license_binding, DeactivationReceipt, OfflineGrant, OfflineRequest, SignedEmergency, SignedRequest, SignedResponse,
+    license_binding, offline_grant_tag, online_grant_tag, DeactivationReceipt, OfflineGrant, OfflineRequest, SignedEmergency, SignedRequest, SignedResponse,
 };
 use tessera_core::token::{verify_activation_token, verify_license_file};
 use tessera_core::{
@@ -1106,10 +1106,19 @@ impl Agent {
     /// Removes the activation locally and returns a deactivation receipt code, signed by the device key, that the
     /// customer hands back to the vendor to free the seat.
     pub fn deactivate_offline(&self) -> Result<String, AgentError> {
-        let now = self.inner.config.clock.now();
         let mut store = self.store();
         let a = store.activation()?.ok_or(AgentError::NotActivated)?;
-        let receipt = DeactivationReceipt::for_device(&a.key_hash, &self.inner.device_public, now)
+        // The receipt names the grant it ends; the server refuses it for any other grant of this device.
+        let grant = match (a.mode, &a.request_bytes, a.activation_id) {
+            (Mode::Offline, Some(req), _) => offline_grant_tag(req),
+            (Mode::Online, _, Some(id)) => online_grant_tag(&id),
+            _ => return Err(AgentError::Refused("the stored activation is incomplete: it names no grant".into())),
+        };
+        // Never dated before what the signed artefacts vouch for (the server refuses receipts older than the
+        // grant they end, and a clock set back must not make this device's receipt look like one).
+        let now = self.inner.config.clock.now();
+        let now = self.snapshot().floor.map_or(now, |f| now.max(f));
+        let receipt = DeactivationReceipt::for_device(&a.key_hash, &self.inner.device_public, grant, now)
             .sign(&a.key_hash, &self.inner.device)
             .map_err(AgentError::internal)?;
         store.tx(|tx| state::delete_activation(tx))?;

@@ -307,7 +307,7 @@ fn offline_deactivation_prints_a_receipt_and_removes_everything() {
     let a = f.agent("a.db");
     a.apply_code(&f.respond(&key, &a.request_code(&key.expose()).unwrap())).unwrap();
     let receipt = a.deactivate_offline().unwrap();
-    assert!(receipt.starts_with("RCT1") && receipt.len() <= 200, "{receipt}");
+    assert!(receipt.starts_with("RCT2") && receipt.len() <= 200, "{receipt}");
     let r = tessera_core::offline::SignedReceipt::decode(&receipt).unwrap();
     r.verify(&key.hash(), &a.device_public_key()).unwrap();
     assert_eq!(a.check("export_pdf").reason, Reason::NotActivated);
@@ -713,7 +713,7 @@ fn cli_offline_flow_exit_codes_and_json() {
     let (code, out, _) = cli(&f, &["deactivate", "--offline", "--json"]);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
-    assert!(v["receipt_code"].as_str().unwrap().starts_with("RCT1"));
+    assert!(v["receipt_code"].as_str().unwrap().starts_with("RCT2"));
     let (code, _, _) = cli(&f, &["check", "export_pdf"]);
     assert_eq!(code, 1);
     // No server configured: online commands say what to do.

@@ -82,7 +82,7 @@ enum AuditCmd {
 enum OfflineCmd {
     /// Answer a request code (REQ1-…) with a response code.
     Respond { code: String },
-    /// Apply a deactivation receipt (RCT1-…) and free the seat.
+    /// Apply a deactivation receipt (RCT2-…) and free the seat.
     Receipt { code: String },
 }
 
@@ -261,13 +261,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .offline_receipt(&ctx, ReceiptRequest { receipt_code: code })
                         .await
                         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-                    print(json, &v, || {
-                        if v["freed"].as_bool() == Some(true) {
-                            format!("seat freed (activation {})", v["activation_id"])
-                        } else {
-                            format!("already freed earlier (activation {}): nothing changed", v["activation_id"])
-                        }
-                    });
+                    let human = format!("{} (activation {})", v.message, v.activation_id);
+                    let v = serde_json::to_value(&v)?;
+                    print(json, &v, || human);
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -50,7 +50,7 @@ impl CodeKind {
         match self {
             CodeKind::OfflineRequest => "REQ1",
             CodeKind::OfflineResponse => "RSP1",
-            CodeKind::DeactivationReceipt => "RCT1",
+            CodeKind::DeactivationReceipt => "RCT2",
             CodeKind::Emergency => "EMG1",
         }
     }
@@ -83,8 +83,10 @@ pub enum CodeError {
     Empty,
     #[error("the code is too long to be a Tessera code ({0} characters)")]
     Oversized(usize),
-    #[error("unknown code prefix {found:?}: Tessera codes start with REQ1-, RSP1-, RCT1- or EMG1-")]
+    #[error("unknown code prefix {found:?}: Tessera codes start with REQ1-, RSP1-, RCT2- or EMG1-")]
     UnknownPrefix { found: String },
+    #[error("this {kind} ({found}) was made by an older agent and is no longer accepted: {what}")]
+    Retired { kind: CodeKind, found: &'static str, what: &'static str },
     #[error("this is an {found}, but an {expected} is needed here")]
     WrongKind { expected: CodeKind, found: CodeKind },
     #[error("invalid character {ch:?} in group {group}, position {position}: codes use 0-9 and A-Z except U")]
@@ -209,8 +211,19 @@ fn normalize_prefix_char(c: char) -> char {
 }
 
 /// The kind named by the first four characters of a compacted code.
+/// Prefixes of code formats that are no longer accepted, with what to do instead.
+const RETIRED: &[(&str, CodeKind, &str)] = &[(
+    "RCT1",
+    CodeKind::DeactivationReceipt,
+    "it does not name the grant it ends; update tessera-agent and make a new receipt, or ask the vendor's staff \
+     to release the seat",
+)];
+
 fn prefix_kind(head: &[char]) -> Result<CodeKind, CodeError> {
     let norm: String = head.iter().take(4).map(|&c| normalize_prefix_char(c)).collect();
+    if let Some((found, kind, what)) = RETIRED.iter().find(|(p, _, _)| norm == *p) {
+        return Err(CodeError::Retired { kind: *kind, found, what });
+    }
     CodeKind::ALL
         .into_iter()
         .find(|k| norm == k.prefix())

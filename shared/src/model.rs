@@ -322,6 +322,11 @@ pub struct EmergencyPolicy {
     /// Codes per license in a rolling 30 days.
     pub max_per_30_days: u32,
     pub scope: EmergencyScope,
+    /// Codes must be bound to one device (issued for its request code): an unbound code works on any machine
+    /// that holds the license key, for as long as it is valid. On unless a template turns it off; templates
+    /// stored before the setting existed keep issuing unbound codes (migration 0006).
+    #[serde(default = "default_true")]
+    pub require_binding: bool,
 }
 
 impl EmergencyPolicy {
@@ -335,6 +340,96 @@ impl Default for EmergencyPolicy {
             validity_hours: 24,
             max_per_30_days: 3,
             scope: EmergencyScope::LicensedFeatures,
+            require_binding: true,
+        }
+    }
+}
+
+/// How long an offline grant works before the device must renew it with a new request/response pair.
+///
+/// On the wire: a number of days, or the string `"never"` (which a template must say explicitly; a grant that
+/// never ends cannot be handed back with a deactivation receipt, because the seat could then never be counted
+/// free while a copy of the device's state still runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflineLease {
+    Days(u32),
+    Never,
+}
+
+impl OfflineLease {
+    pub const DEFAULT_DAYS: u32 = 30;
+    pub const MAX_DAYS: u32 = 3650;
+}
+
+impl Default for OfflineLease {
+    fn default() -> Self {
+        OfflineLease::Days(OfflineLease::DEFAULT_DAYS)
+    }
+}
+
+impl Serialize for OfflineLease {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            OfflineLease::Days(d) => s.serialize_u32(*d),
+            OfflineLease::Never => s.serialize_str("never"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OfflineLease {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Days(u32),
+            Word(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("offline.lease_days must be a number of days or the string \"never\"")
+        })? {
+            Raw::Days(n) => Ok(OfflineLease::Days(n)),
+            Raw::Word(w) if w == "never" => Ok(OfflineLease::Never),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "offline.lease_days must be a number of days or \"never\", not {w:?}"
+            ))),
+        }
+    }
+}
+
+/// When the seat of an offline grant handed back with a deactivation receipt is free again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OfflineRelease {
+    /// When the released grant's lease would have ended: a copy of the device's state that kept running stops
+    /// by then, so there are never more working grants than seats.
+    #[default]
+    AfterLease,
+    /// At once, up to [`OfflinePolicy::max_immediate_releases_per_30_days`] per license; beyond that, after the
+    /// lease.
+    Immediate,
+}
+
+/// Offline activation policy of a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflinePolicy {
+    #[serde(default)]
+    pub lease_days: OfflineLease,
+    #[serde(default)]
+    pub release: OfflineRelease,
+    #[serde(default = "default_immediate_releases")]
+    pub max_immediate_releases_per_30_days: u32,
+}
+
+fn default_immediate_releases() -> u32 {
+    3
+}
+
+impl Default for OfflinePolicy {
+    fn default() -> Self {
+        OfflinePolicy {
+            lease_days: OfflineLease::default(),
+            release: OfflineRelease::default(),
+            max_immediate_releases_per_30_days: default_immediate_releases(),
         }
     }
 }
@@ -368,6 +463,8 @@ pub struct Template {
     pub fingerprint_policy: MatchPolicy,
     #[serde(default)]
     pub emergency: EmergencyPolicy,
+    #[serde(default)]
+    pub offline: OfflinePolicy,
     #[serde(default)]
     pub transfer_policy: TransferPolicy,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

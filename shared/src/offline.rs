@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | request `REQ1` | device key | key hint, device public key, fingerprint commitment, time, nonce | license key hash |
 //! | response `RSP1` | server key | key tag, grant (license terms, features, lease) | key hash, the whole request |
-//! | receipt `RCT1` | device key | key hint, device key tag, time | key hash, device public key |
+//! | receipt `RCT2` | device key | key hint, device key tag, grant tag, time | key hash, device public key |
 //! | emergency `EMG1` | server key | key tag, flags, expiry, serial | key hash, device public key if bound |
 //!
 //! A response therefore only verifies on the device holding the pending request it answers. Responses and
@@ -446,12 +446,40 @@ fn verify_tagged(keys: &PublicKeyset, tag: u8, domain: Domain, ctx: &[&[u8]], by
 // ---------------------------------------------------------------------------------------------------------------
 // Deactivation receipt
 
-/// Proof that a device removed its activation; the customer hands it back to free the seat.
+/// Names one grant a device holds, for the receipt that ends it: an offline grant by the request it answered
+/// (every renewal is a new request), an online activation by its id.
+pub type GrantTag = [u8; 8];
+
+fn tag_of(label: &[u8], data: &[u8]) -> GrantTag {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(label);
+    h.update(data);
+    let mut tag = [0u8; 8];
+    tag.copy_from_slice(&h.finalize()[..8]);
+    tag
+}
+
+/// The tag of the offline grant that answers this request: SHA-256(`tessera/offline-grant/v1\0` ‖ request
+/// bytes)[..8], where the request bytes are the decoded request code (payload and signature).
+pub fn offline_grant_tag(request_bytes: &[u8]) -> GrantTag {
+    tag_of(b"tessera/offline-grant/v1\0", request_bytes)
+}
+
+/// The tag of an online activation: SHA-256(`tessera/online-grant/v1\0` ‖ activation id, 16 bytes)[..8].
+pub fn online_grant_tag(activation_id: &Uuid) -> GrantTag {
+    tag_of(b"tessera/online-grant/v1\0", activation_id.as_bytes())
+}
+
+/// Proof that a device removed its activation; the customer hands it back to free the seat. It names the grant
+/// it ends, so a receipt made from a copy of an older state cannot end the device's current grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeactivationReceipt {
     pub key_hint: [u8; 6],
     /// First 4 bytes of the device public key.
     pub device_tag: [u8; 4],
+    /// The grant the receipt ends ([`offline_grant_tag`] or [`online_grant_tag`]).
+    pub grant_tag: GrantTag,
     pub created_at: DateTime<Utc>,
 }
 
@@ -460,14 +488,20 @@ impl DeactivationReceipt {
         let mut w = BitWriter::default();
         w.put_bytes(&self.key_hint);
         w.put_bytes(&self.device_tag);
+        w.put_bytes(&self.grant_tag);
         w.put(to_secs(self.created_at), 32);
         w.bytes
     }
 
-    pub fn for_device(key_hash: &[u8; 32], device_public: &[u8; 32], at: DateTime<Utc>) -> DeactivationReceipt {
+    pub fn for_device(
+        key_hash: &[u8; 32],
+        device_public: &[u8; 32],
+        grant_tag: GrantTag,
+        at: DateTime<Utc>,
+    ) -> DeactivationReceipt {
         let mut device_tag = [0u8; 4];
         device_tag.copy_from_slice(&device_public[..4]);
-        DeactivationReceipt { key_hint: crate::license_key::hint_of(key_hash), device_tag, created_at: at }
+        DeactivationReceipt { key_hint: crate::license_key::hint_of(key_hash), device_tag, grant_tag, created_at: at }
     }
 
     pub fn sign(&self, key_hash: &[u8; 32], device_key: &SigningKey) -> Result<String, CryptoError> {
@@ -496,8 +530,12 @@ impl SignedReceipt {
         let bytes = codes::decode(kind, text)?;
         let (payload, _) = split_signed(&bytes, kind)?;
         let mut r = BitReader::new(payload, kind);
-        let receipt =
-            DeactivationReceipt { key_hint: r.bytes()?, device_tag: r.bytes()?, created_at: from_secs(r.get(32)?) };
+        let receipt = DeactivationReceipt {
+            key_hint: r.bytes()?,
+            device_tag: r.bytes()?,
+            grant_tag: r.bytes()?,
+            created_at: from_secs(r.get(32)?),
+        };
         if r.finish()? != payload.len() {
             return Err(r.err("unexpected trailing data"));
         }

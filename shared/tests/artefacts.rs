@@ -361,7 +361,9 @@ proptest! {
         let (code, _) = req.sign(&key_hash, &device).unwrap();
         prop_assert_eq!(SignedRequest::decode(&code).unwrap().request, req);
 
-        let receipt = tessera_core::offline::DeactivationReceipt::for_device(&key_hash, &device_public(&device), t);
+        let grant = tessera_core::offline::online_grant_tag(&uuid::Uuid::from_u64_pair(secs as u64, u64::from(nonce)));
+        let receipt =
+            tessera_core::offline::DeactivationReceipt::for_device(&key_hash, &device_public(&device), grant, t);
         let code = receipt.sign(&key_hash, &device).unwrap();
         prop_assert_eq!(SignedReceipt::decode(&code).unwrap().receipt, receipt);
 

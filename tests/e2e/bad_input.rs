@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use chrono::Utc;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tessera_core::offline::{DeactivationReceipt, OfflineRequest};
+use tessera_core::offline::{online_grant_tag, DeactivationReceipt, OfflineRequest};
 use tessera_core::{LicenseKey, SigningKey};
 use tessera_e2e::*;
 use uuid::Uuid;
@@ -236,7 +236,9 @@ async fn world() -> (World, Vec<Route>) {
     .unwrap();
     let mut dpk = [0u8; 32];
     dpk.copy_from_slice(&device.verifying_key().public_bytes());
-    let receipt = DeactivationReceipt::for_device(&k.hash(), &dpk, Utc::now()).sign(&k.hash(), &device).unwrap();
+    let grant = online_grant_tag(&activation.parse().unwrap());
+    let receipt =
+        DeactivationReceipt::for_device(&k.hash(), &dpk, grant, Utc::now()).sign(&k.hash(), &device).unwrap();
 
     let lic = format!("/v1/licenses/{}", fx.license);
     let template = serde_json::json!({

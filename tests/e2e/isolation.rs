@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::Utc;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tessera_core::offline::{DeactivationReceipt, OfflineRequest};
+use tessera_core::offline::{online_grant_tag, DeactivationReceipt, OfflineRequest};
 use tessera_core::{LicenseKey, SigningKey};
 use tessera_e2e::*;
 use uuid::Uuid;
@@ -103,7 +103,9 @@ async fn tenant_a(server: &TestServer) -> TenantA {
     .unwrap();
     let mut dpk = [0u8; 32];
     dpk.copy_from_slice(&dev.verifying_key().public_bytes());
-    let receipt_code = DeactivationReceipt::for_device(&k.hash(), &dpk, Utc::now()).sign(&k.hash(), &dev).unwrap();
+    let grant = online_grant_tag(&activation.parse().unwrap());
+    let receipt_code =
+        DeactivationReceipt::for_device(&k.hash(), &dpk, grant, Utc::now()).sign(&k.hash(), &dev).unwrap();
 
     let (_, tenant) = server.get(&format!("/v1/tenants/{}", fx.tenant), &server.admin).await;
     let (_, product) = server.get(&format!("/v1/products/{}", fx.product), &fx.token).await;
@@ -414,7 +416,10 @@ async fn tenant_b_cannot_reach_tenant_a_on_any_route() {
     if let Some(d) = a_dev_pub.filter(|d| d.len() == 32) {
         dpk.copy_from_slice(&d);
     }
-    let forged = DeactivationReceipt::for_device(&k.hash(), &dpk, Utc::now()).sign(&k.hash(), &b_dev).unwrap();
+    let a_grant = a_act["items"][0]["id"].as_str().and_then(|id| id.parse().ok()).map(|id| online_grant_tag(&id));
+    let forged = DeactivationReceipt::for_device(&k.hash(), &dpk, a_grant.unwrap_or_default(), Utc::now())
+        .sign(&k.hash(), &b_dev)
+        .unwrap();
     let r =
         send(&server, &Method::POST, "/v1/client/offline/receipt", None, Some(&json!({"receipt_code": forged})), &[])
             .await;

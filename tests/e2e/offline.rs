@@ -115,7 +115,7 @@ async fn air_gapped_activation_with_response_and_receipt() {
 
     // A leaves: the receipt frees its seat once.
     let receipt = a.deactivate_offline().unwrap();
-    assert!(receipt.starts_with("RCT1-") && receipt.len() <= 200, "{receipt}");
+    assert!(receipt.starts_with("RCT2-") && receipt.len() <= 200, "{receipt}");
     assert_eq!(a.check("export_pdf").reason, Reason::NotActivated);
     let v = server.ok("/v1/offline/receipt", &support, json!({"receipt_code": receipt})).await;
     assert_eq!(v["freed"], true, "{v}");

@@ -97,6 +97,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/licenses/{id}/activations", get(license_activations))
         .route("/v1/licenses/{id}/emergency-codes", post(issue_emergency).get(list_emergency))
         .route("/v1/activations/{id}/deactivate", post(admin_deactivate))
+        .route("/v1/activations/{id}/release", post(release_activation))
         .route("/v1/events", get(list_events))
         .route("/v1/audit", get(list_audit))
         .route("/v1/audit/verify", get(verify_audit))
@@ -421,6 +422,15 @@ async fn list_emergency(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id):
 
 async fn admin_deactivate(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
     ok(s.services.admin_deactivate(&ctx, id).await?)
+}
+
+async fn release_activation(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<crate::services::offline::ReleaseRequest>,
+) -> J {
+    ok(s.services.release_activation(&ctx, id, req).await?)
 }
 
 #[derive(Deserialize)]

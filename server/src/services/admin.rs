@@ -5,8 +5,8 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tessera_core::license_key::{ct_eq, hash_secret};
-use tessera_core::model::{EmergencyPolicy, Feature, Restriction, RestrictionKind};
-use tessera_core::Template;
+use tessera_core::model::{EmergencyPolicy, Feature, OfflineLease, OfflinePolicy, Restriction, RestrictionKind};
+use tessera_core::{LicenseType, Template};
 use uuid::Uuid;
 
 use super::{check_name, merge_patch, reject_fields, Ctx, PageQuery, Principal, Services};
@@ -155,7 +155,8 @@ pub fn validate_template(t: &mut Template) -> AppResult<()> {
     if let Some(d) = t.maintenance_days {
         check_days("maintenance_days", d)?;
     }
-    validate_emergency(&t.emergency)
+    validate_emergency(&t.emergency)?;
+    validate_offline(&t.offline, t.license_type)
 }
 
 /// Most restrictions on one license or template, and most values in one restriction.
@@ -276,6 +277,30 @@ pub fn validate_emergency(e: &EmergencyPolicy) -> AppResult<()> {
     Ok(())
 }
 
+/// Checks an offline policy: a lease of 1 to 3650 days, or `"never"` (not for floating licenses, whose seats
+/// must come back when a borrowed grant ends).
+pub fn validate_offline(o: &OfflinePolicy, license_type: LicenseType) -> AppResult<()> {
+    match o.lease_days {
+        OfflineLease::Days(d) if d == 0 || d > OfflineLease::MAX_DAYS => {
+            return Err(AppError::invalid(format!(
+                "offline.lease_days must be between 1 and {} days, or \"never\"",
+                OfflineLease::MAX_DAYS
+            )))
+        }
+        OfflineLease::Never if license_type.is_floating() => {
+            return Err(AppError::invalid(
+                "offline.lease_days cannot be \"never\" for a CONCURRENT license: a borrowed seat must come back; \
+                 give a number of days",
+            ))
+        }
+        _ => {}
+    }
+    if o.max_immediate_releases_per_30_days > 1000 {
+        return Err(AppError::invalid("offline.max_immediate_releases_per_30_days must be at most 1000"));
+    }
+    Ok(())
+}
+
 pub fn validate_features(features: &[Feature]) -> AppResult<()> {
     if features.len() > 127 {
         return Err(AppError::invalid("at most 127 features per license"));
@@ -322,6 +347,7 @@ const TEMPLATE_FIELDS: &[&str] = &[
     "lease_secs",
     "fingerprint_policy",
     "emergency",
+    "offline",
     "transfer_policy",
     "metadata",
 ];

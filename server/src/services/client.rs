@@ -583,6 +583,7 @@ impl Services {
             lease_expires_at: Some(lease),
             deactivated_at: None,
             deactivation_reason: None,
+            seat_held_until: None,
         };
         let policy = l.fingerprint_policy.clone();
         let candidates = candidates_for(&fingerprint);
@@ -604,6 +605,7 @@ impl Services {
                 max_seats: l.max_activations,
                 same_device,
                 reuse_lease_expires_at: Some(lease),
+                supersede_if: None,
                 audit,
             })
             .await?;

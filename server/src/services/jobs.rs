@@ -55,7 +55,7 @@ impl Services {
 
         // Purge.
         let days = self.config.jobs.purge_deactivated_after_days;
-        report.purged = self.store.purge_deactivated(now - Duration::days(i64::from(days))).await?;
+        report.purged = self.store.purge_deactivated(now - Duration::days(i64::from(days)), now).await?;
 
         // Expiring soon.
         let ctx = Ctx::system("expiring-soon");

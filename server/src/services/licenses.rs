@@ -8,12 +8,12 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tessera_core::fingerprint::MatchPolicy;
-use tessera_core::model::{EmergencyPolicy, Feature, Restriction, TransferPolicy};
+use tessera_core::model::{EmergencyPolicy, Feature, OfflinePolicy, Restriction, TransferPolicy};
 use tessera_core::{License, LicenseKey, LicenseModel, LicenseStatus, LicenseType};
 use uuid::Uuid;
 
 use super::admin::{
-    add_days, check_date, check_days, normalize_restrictions, validate_emergency, validate_features, validate_timing,
+    add_days, check_date, check_days, normalize_restrictions, validate_emergency, validate_offline, validate_features, validate_timing,
 };
 use super::{Ctx, PageQuery, Services};
 use crate::error::{AppError, AppResult};
@@ -64,6 +64,8 @@ pub struct CreateLicense {
     #[serde(default)]
     pub emergency: Option<EmergencyPolicy>,
     #[serde(default)]
+    pub offline: Option<OfflinePolicy>,
+    #[serde(default)]
     pub transfer_policy: Option<TransferPolicy>,
 }
 
@@ -99,6 +101,8 @@ pub struct UpdateLicense {
     pub metadata: Option<BTreeMap<String, Value>>,
     #[serde(default)]
     pub emergency: Option<EmergencyPolicy>,
+    #[serde(default)]
+    pub offline: Option<OfflinePolicy>,
     #[serde(default)]
     pub transfer_policy: Option<TransferPolicy>,
 }
@@ -160,6 +164,7 @@ pub struct LicenseView {
     /// First 6 bytes of the key hash, hex: how support finds a license from an offline code.
     pub key_hint: String,
     pub emergency: EmergencyPolicy,
+    pub offline: OfflinePolicy,
     pub transfer_policy: TransferPolicy,
     /// Active activations (single-license reads only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,6 +179,7 @@ impl From<&LicenseRecord> for LicenseView {
             license: r.license.clone(),
             key_hint: hex::encode(r.key_hint),
             emergency: r.policy.emergency,
+            offline: r.policy.offline,
             transfer_policy: r.policy.transfer,
             seats_used: None,
             created_at: r.created_at,
@@ -322,9 +328,11 @@ impl Services {
         validate_license(&mut license)?;
         let policy = LicensePolicy {
             emergency: req.emergency.or(t.map(|t| t.emergency)).unwrap_or_default(),
+            offline: req.offline.or(t.map(|t| t.offline)).unwrap_or_default(),
             transfer: req.transfer_policy.or(t.map(|t| t.transfer_policy)).unwrap_or_default(),
         };
         validate_emergency(&policy.emergency)?;
+        validate_offline(&policy.offline, license.license_type)?;
         let key = LicenseKey::generate();
         let rec = LicenseRecord {
             license,
@@ -354,7 +362,7 @@ impl Services {
     pub async fn get_license(&self, ctx: &Ctx, id: Uuid) -> AppResult<LicenseView> {
         let rec = self.license_record(ctx, id).await?;
         let mut view = LicenseView::from(&rec);
-        view.seats_used = Some(self.store.count_active_seats(rec.license.id).await?);
+        view.seats_used = Some(self.store.count_active_seats(rec.license.id, self.now()).await?);
         Ok(view)
     }
 
@@ -440,6 +448,11 @@ impl Services {
             rec.policy.emergency = e;
             changed.push("emergency");
         }
+        if let Some(o) = req.offline {
+            rec.policy.offline = o;
+            changed.push("offline");
+        }
+        validate_offline(&rec.policy.offline, rec.license.license_type)?;
         if let Some(t) = req.transfer_policy {
             rec.policy.transfer = t;
             changed.push("transfer_policy");
@@ -589,6 +602,34 @@ impl Services {
             Some(a.id.to_string()),
             json!({"license_id": a.license_id}),
         );
+        if a.offline {
+            // An offline device cannot be told: its grant works until its lease ends, so the seat is held until
+            // then (or until staff release it with a reason: POST /v1/activations/{id}/release).
+            let out = self
+                .store
+                .release(crate::store::ReleaseOp {
+                    activation_id: a.id,
+                    at: now,
+                    reason: "deactivated by staff".into(),
+                    kind: crate::store::ReleaseKind::AfterLease,
+                    lease_end: a.lease_expires_at,
+                    immediate_limit: (0, now),
+                    audit,
+                })
+                .await?;
+            let (freed, held) = match out {
+                crate::store::ReleaseOutcome::Released { seat_held_until, .. } => (true, seat_held_until),
+                crate::store::ReleaseOutcome::AlreadyInactive { seat_held_until } => (false, seat_held_until),
+            };
+            return Ok(json!({
+                "deactivated": true, "freed": freed, "activation_id": a.id, "seat_held_until": held,
+                "message": match held {
+                    Some(_) => "the offline device cannot be told, so its seat stays counted until its grant's lease \
+                                ends; to free it now, release it with a reason (POST /v1/activations/{id}/release)",
+                    None => "the activation has ended and its seat is free",
+                },
+            }));
+        }
         let freed = self.store.deactivate(a.id, now, "deactivated by staff".into(), audit).await?;
         Ok(json!({"deactivated": true, "freed": freed, "activation_id": a.id}))
     }

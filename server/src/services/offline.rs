@@ -5,17 +5,21 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tessera_core::fingerprint::Fingerprint;
-use tessera_core::model::EmergencyPolicy;
-use tessera_core::offline::{license_binding, EmergencyCode, OfflineGrant, SignedReceipt, SignedRequest, CODE_EPOCH};
+use tessera_core::model::{EmergencyPolicy, OfflineLease, OfflineRelease};
+use tessera_core::offline::{
+    license_binding, offline_grant_tag, online_grant_tag, EmergencyCode, GrantTag, OfflineGrant, SignedReceipt,
+    SignedRequest, CODE_EPOCH,
+};
 use uuid::Uuid;
 
 use super::client::{license_refusal, parse_license_key};
 use super::{Ctx, Services};
 use crate::error::{AppError, AppResult};
 use crate::store::{
-    ActivateOp, ActivateOutcome, Activation, ActivationStatus, EmergencyOp, EmergencyOutcome, EmergencyRecord,
-    LicenseRecord,
+    hold_forever, ActivateOp, ActivateOutcome, Activation, ActivationStatus, EmergencyOp, EmergencyOutcome,
+    EmergencyRecord, LicenseRecord, ReleaseKind, ReleaseOp, ReleaseOutcome, SuspiciousReport,
 };
+use crate::time::ts;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +40,11 @@ pub struct RespondSummary {
     pub max_activations: u32,
     pub features: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Until when the grant works before the device must renew it (a new request/response pair).
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The activation this one superseded (the same device key renewing from another machine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize)]
@@ -48,6 +57,83 @@ pub struct RespondResult {
 #[serde(deny_unknown_fields)]
 pub struct ReceiptRequest {
     pub receipt_code: String,
+}
+
+/// What a receipt (or a staff release) did.
+#[derive(Debug, Serialize)]
+pub struct ReceiptResult {
+    /// This call ended the activation (false: it had ended already).
+    pub freed: bool,
+    pub activation_id: Uuid,
+    pub license_id: Uuid,
+    /// `AFTER_LEASE`, `IMMEDIATE`, `STAFF` or `SUPERSEDED`; absent when nothing changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseKind>,
+    /// The seat stays counted until then; absent: it is free now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seat_held_until: Option<DateTime<Utc>>,
+    /// Immediate releases of the license in the last 30 days and the limit (immediate-release policies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub immediate_releases: Option<Value>,
+    pub message: String,
+}
+
+impl ReceiptResult {
+    fn from_outcome(a: &Activation, out: ReleaseOutcome, immediate_max: u32) -> ReceiptResult {
+        let (freed, release, held, used) = match out {
+            ReleaseOutcome::Released { kind, seat_held_until, immediate_in_window } => {
+                (true, Some(kind), seat_held_until, immediate_in_window)
+            }
+            ReleaseOutcome::AlreadyInactive { seat_held_until } => (false, None, seat_held_until, 0),
+        };
+        let message = match (freed, held) {
+            (_, Some(t)) if t >= hold_forever() => {
+                "the activation has ended; its grant never expires, so the seat stays in use until the vendor's \
+                 staff release it"
+                    .to_string()
+            }
+            (true, Some(t)) => format!(
+                "the activation has ended; its seat is free again at {} (when the grant's lease would have ended)",
+                ts(t)
+            ),
+            (true, None) => "the activation has ended and its seat is free".to_string(),
+            (false, Some(t)) => format!("this receipt was applied already; the seat is free again at {}", ts(t)),
+            (false, None) => "this receipt was applied already; the seat is free".to_string(),
+        };
+        ReceiptResult {
+            freed,
+            activation_id: a.id,
+            license_id: a.license_id,
+            release,
+            seat_held_until: held,
+            immediate_releases: (freed && immediate_max > 0 && release.is_some_and(|k| k != ReleaseKind::Staff))
+                .then(|| json!({"in_last_30_days": used, "limit": immediate_max})),
+            message,
+        }
+    }
+}
+
+/// The grant an activation holds: its tag (offline: the request it answered; online: its id) and issue time.
+fn grant_of(a: &Activation) -> (GrantTag, Option<DateTime<Utc>>) {
+    let issued = a.metadata.get("grant_issued_at").and_then(Value::as_str).and_then(crate::time::parse);
+    let tag = a
+        .metadata
+        .get("grant_tag")
+        .and_then(Value::as_str)
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| GrantTag::try_from(b.as_slice()).ok());
+    match tag {
+        Some(t) => (t, issued),
+        None if !a.offline => (online_grant_tag(&a.id), None),
+        // An offline activation made before grants were named: no receipt can name it.
+        None => ([0; 8], issued),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    pub reason: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +239,19 @@ impl Services {
             return Err(e);
         }
         let device_key = signed.request.device_public_key.to_vec();
+        // The grant's lease: the template's, and always a finite one for floating licenses (a borrowed seat
+        // must come back), so an online CONCURRENT seat is never turned into a lease-less offline one.
+        let lease_expires_at = match rec.policy.offline.lease_days {
+            OfflineLease::Days(d) => Some(now + Duration::days(i64::from(d))),
+            OfflineLease::Never if l.license_type.is_floating() => {
+                Some(now + Duration::days(i64::from(OfflineLease::DEFAULT_DAYS)))
+            }
+            OfflineLease::Never => None,
+        }
+        // Codes carry whole seconds: the seat is held until exactly the instant the device's grant ends.
+        .map(|t| chrono::SubsecRound::trunc_subsecs(t, 0));
+        let grant_tag = offline_grant_tag(&signed.bytes);
+        let commitment = hex::encode(signed.request.fingerprint_commitment);
         if let Some(b) = self.store.find_block(l.tenant_id, device_key.clone(), vec![]).await? {
             return Err(AppError::new(StatusCode::FORBIDDEN, "DEVICE_BLOCKED", "this device is blocked by the vendor")
                 .with_details(json!({"block_id": b.id})));
@@ -165,17 +264,20 @@ impl Services {
             fingerprint: Fingerprint::default(),
             metadata: json!({
                 "offline": true,
-                "fingerprint_commitment": hex::encode(signed.request.fingerprint_commitment),
+                "fingerprint_commitment": commitment,
                 "requested_at": signed.request.created_at,
+                "grant_tag": hex::encode(grant_tag),
+                "grant_issued_at": ts(now),
             }),
             status: ActivationStatus::Active,
             offline: true,
-            floating: false,
+            floating: l.license_type.is_floating(),
             created_at: now,
             last_seen_at: now,
-            lease_expires_at: None,
+            lease_expires_at,
             deactivated_at: None,
             deactivation_reason: None,
+            seat_held_until: None,
         };
         let dk = device_key.clone();
         let audit = ctx.audit(
@@ -192,27 +294,54 @@ impl Services {
                 candidates: crate::store::SameDeviceCandidates::KeyOnly,
                 max_seats: l.max_activations,
                 same_device: Box::new(move |a: &Activation| a.device_public_key == dk),
-                reuse_lease_expires_at: None,
+                // A renewal keeps the activation; the lease moves to the new grant's (it may also shorten when
+                // the policy did: the old grant still runs until its own lease, which the device enforces).
+                reuse_lease_expires_at: lease_expires_at,
+                // The same device key renewing from a machine with another fingerprint is a copy of the
+                // device's state (or changed hardware): its grant needs a seat of its own while the old one runs.
+                supersede_if: Some(Box::new(move |a: &Activation| {
+                    a.metadata.get("fingerprint_commitment").and_then(Value::as_str).is_some_and(|c| c != commitment)
+                })),
                 audit,
             })
             .await?;
-        let (activation, reused, seats_used) = match outcome {
-            // Offline activations are matched by device key only, so nothing is replaced here.
-            ActivateOutcome::Created { activation, seats_used }
-            | ActivateOutcome::Replaced { activation, seats_used, .. } => (activation, false, seats_used),
-            ActivateOutcome::Reused { activation, seats_used } => (activation, true, seats_used),
+        let (activation, reused, seats_used, superseded) = match outcome {
+            ActivateOutcome::Created { activation, seats_used } => (activation, false, seats_used, None),
+            // Offline activations are matched by device key only: a replacement is a supersession.
+            ActivateOutcome::Replaced { activation, seats_used, replaced } => {
+                (activation, false, seats_used, Some(replaced))
+            }
+            ActivateOutcome::Reused { activation, seats_used } => (activation, true, seats_used, None),
             ActivateOutcome::SeatLimit { seats_used } => {
                 return Err(AppError::new(
                     StatusCode::CONFLICT,
                     "SEAT_LIMIT_REACHED",
                     format!(
-                        "all {} seats of this license are in use: free one (deactivation receipt) first",
+                        "all {} seats of this license are in use (seats handed back with a receipt stay counted \
+                         until their grant's lease ends): free one first, or ask the vendor's staff to release one",
                         l.max_activations
                     ),
                 )
                 .with_details(json!({"max_activations": l.max_activations, "seats_used": seats_used})))
             }
         };
+        if let Some(old) = superseded {
+            let report = SuspiciousReport {
+                id: Uuid::now_v7(),
+                tenant_id: l.tenant_id,
+                license_id: Some(l.id),
+                activation_id: Some(activation.id),
+                kind: "offline_machine_changed".into(),
+                details: json!({
+                    "superseded": old,
+                    "device": tessera_core::encoding::b64url(&device_key),
+                    "note": "the device key renewed its offline grant from a machine with another fingerprint",
+                }),
+                created_at: now,
+            };
+            let audit = ctx.audit(now, Some(l.tenant_id), "security.report", Some(report.id.to_string()), json!({}));
+            self.store.add_report(report, audit).await?;
+        }
         let grant = OfflineGrant {
             license_id: l.id,
             issued_at: now,
@@ -221,7 +350,7 @@ impl Services {
             starts_at: l.starts_at,
             expires_at: l.expires_at,
             maintenance_expires_at: l.maintenance_expires_at,
-            lease_expires_at: None,
+            lease_expires_at,
             grace_days: u8::try_from(l.grace_days).unwrap_or(u8::MAX),
             fingerprint_policy: l.fingerprint_policy.clone(),
             features: l.features.clone(),
@@ -241,28 +370,33 @@ impl Services {
                 max_activations: l.max_activations,
                 features: l.features.iter().map(|f| f.id.clone()).collect(),
                 expires_at: l.expires_at,
+                lease_expires_at,
+                superseded,
             },
         })
     }
 
-    /// Frees the seat named by a deactivation receipt. Idempotent: a second time answers `freed: false`.
-    pub async fn offline_receipt(&self, ctx: &Ctx, req: ReceiptRequest) -> AppResult<Value> {
+    /// Ends the grant a deactivation receipt names and says when its seat is free (the license's offline
+    /// release policy). Idempotent: the same receipt again answers `freed: false` with the same schedule.
+    pub async fn offline_receipt(&self, ctx: &Ctx, req: ReceiptRequest) -> AppResult<ReceiptResult> {
         if ctx.principal.is_some() {
             ctx.require_support()?;
         }
         let receipt = SignedReceipt::decode(&req.receipt_code).map_err(code_error)?;
+        let r = &receipt.receipt;
         // The per-key limit is charged only once a receipt verifies: the key hint is printed in every code, so
         // charging forged receipts would let anyone use up a license's limit (its devices share it).
         let self_service = ctx.principal.is_none();
         let mut charged = false;
         let scope = if ctx.principal.is_some() { ctx.scope()? } else { None };
-        let candidates = self.store.find_licenses_by_hint(receipt.receipt.key_hint).await?;
-        // A device that was already freed (and maybe activated again since) has older, inactive activations:
-        // only an active one is freed; with none, the receipt was already applied.
-        let mut already_freed = None;
-        for rec in candidates.into_iter().filter(|r| scope.is_none_or(|s| s == r.license.tenant_id)) {
-            let acts = self.store.list_activations(None, rec.license.id).await?;
-            for a in acts.iter().filter(|a| a.device_public_key.get(..4) == Some(&receipt.receipt.device_tag[..])) {
+        let candidates = self.store.find_licenses_by_hint(r.key_hint).await?;
+        // The device's activations of the license, newest first: the receipt ends the one holding the grant it
+        // names. An ended one with that grant means the receipt was applied already.
+        let mut stale: Option<AppError> = None;
+        for rec in candidates.into_iter().filter(|c| scope.is_none_or(|s| s == c.license.tenant_id)) {
+            let mut acts = self.store.list_activations(None, rec.license.id).await?;
+            acts.reverse();
+            for a in acts.iter().filter(|a| a.device_public_key.get(..4) == Some(&r.device_tag[..])) {
                 let Ok(dk) = <[u8; 32]>::try_from(a.device_public_key.as_slice()) else {
                     continue;
                 };
@@ -270,33 +404,113 @@ impl Services {
                     continue;
                 }
                 if self_service && !charged {
-                    self.check_hint_rate(&receipt.receipt.key_hint)?;
+                    self.check_hint_rate(&r.key_hint)?;
                     charged = true;
                 }
-                if a.status != ActivationStatus::Active {
-                    already_freed.get_or_insert((a.id, a.license_id));
+                let (tag, issued_at) = grant_of(a);
+                if tag != r.grant_tag {
+                    stale.get_or_insert_with(|| {
+                        AppError::conflict(
+                            "RECEIPT_GRANT_MISMATCH",
+                            "this receipt ends an offline grant this device no longer holds (it was renewed since, \
+                             or the receipt was made from an older copy of its state): make a new receipt on the \
+                             device with its current grant",
+                        )
+                    });
                     continue;
                 }
-                let now = self.now();
-                let audit = ctx.audit(
-                    now,
-                    Some(a.tenant_id),
-                    "offline.receipt",
-                    Some(a.id.to_string()),
-                    json!({"license_id": a.license_id}),
-                );
-                let freed = self.store.deactivate(a.id, now, "offline deactivation receipt".into(), audit).await?;
-                return Ok(json!({"freed": freed, "activation_id": a.id, "license_id": a.license_id}));
+                if issued_at.is_some_and(|t| r.created_at + Duration::seconds(1) < t) {
+                    return Err(AppError::conflict(
+                        "RECEIPT_GRANT_MISMATCH",
+                        "this receipt is dated before the grant it names was issued: make a new receipt on the device",
+                    ));
+                }
+                return self.apply_receipt(ctx, &rec, a).await;
             }
         }
-        if let Some((id, license_id)) = already_freed {
-            return Ok(json!({"freed": false, "activation_id": id, "license_id": license_id}));
+        Err(stale.unwrap_or_else(|| {
+            AppError::new(
+                StatusCode::NOT_FOUND,
+                "ACTIVATION_NOT_FOUND",
+                "no activation matches this receipt (wrong license, or the activation was purged)",
+            )
+        }))
+    }
+
+    async fn apply_receipt(&self, ctx: &Ctx, rec: &LicenseRecord, a: &Activation) -> AppResult<ReceiptResult> {
+        let now = self.now();
+        let policy = rec.policy.offline;
+        if a.status == ActivationStatus::Active && a.offline && a.lease_expires_at.is_none() {
+            return Err(AppError::conflict(
+                "OFFLINE_RELEASE_NOT_ALLOWED",
+                "this license's offline grants never expire (template offline.lease_days = \"never\"), so a \
+                 receipt cannot free the seat: a copy of the device's state would keep working. Ask the vendor's \
+                 staff to release the seat",
+            ));
         }
-        Err(AppError::new(
-            StatusCode::NOT_FOUND,
-            "ACTIVATION_NOT_FOUND",
-            "no activation matches this receipt (wrong license, or the activation was purged)",
-        ))
+        let kind = match policy.release {
+            OfflineRelease::AfterLease => ReleaseKind::AfterLease,
+            OfflineRelease::Immediate => ReleaseKind::Immediate,
+        };
+        let audit = ctx.audit(
+            now,
+            Some(a.tenant_id),
+            "offline.receipt",
+            Some(a.id.to_string()),
+            json!({"license_id": a.license_id}),
+        );
+        let out = self
+            .store
+            .release(ReleaseOp {
+                activation_id: a.id,
+                at: now,
+                reason: "offline deactivation receipt".into(),
+                kind,
+                lease_end: a.lease_expires_at,
+                immediate_limit: (policy.max_immediate_releases_per_30_days, now - Duration::days(30)),
+                audit,
+            })
+            .await?;
+        Ok(ReceiptResult::from_outcome(a, out, policy.max_immediate_releases_per_30_days))
+    }
+
+    /// Staff release of an activation's seat, at once, with a reason (audited): for a device that is gone, or a
+    /// seat a receipt left held until its lease ends.
+    pub async fn release_activation(&self, ctx: &Ctx, activation_id: Uuid, req: ReleaseRequest) -> AppResult<ReceiptResult> {
+        ctx.require_support()?;
+        let reason = req.reason.trim().to_string();
+        if reason.is_empty() {
+            return Err(AppError::invalid("reason is required: say why the seat is released before its lease ends"));
+        }
+        if reason.chars().count() > 500 {
+            return Err(AppError::invalid("reason must be at most 500 characters"));
+        }
+        let a = self
+            .store
+            .get_activation(ctx.scope()?, activation_id)
+            .await
+            .map_err(|e| AppError::store("activation", e))?;
+        let now = self.now();
+        let audit = ctx.audit(
+            now,
+            Some(a.tenant_id),
+            "activation.release",
+            Some(a.id.to_string()),
+            json!({"license_id": a.license_id, "reason": reason}),
+        );
+        let out = self
+            .store
+            .release(ReleaseOp {
+                activation_id: a.id,
+                at: now,
+                reason: format!("released by staff: {reason}"),
+                kind: ReleaseKind::Staff,
+                lease_end: None,
+                immediate_limit: (0, now),
+                audit,
+            })
+            .await?;
+        Ok(ReceiptResult::from_outcome(&a, out, 0))
     }
 
     pub async fn issue_emergency(
@@ -334,6 +548,14 @@ impl Services {
             )));
         }
         let bound_device: Option<[u8; 32]> = match &req.request_code {
+            None if policy.require_binding => {
+                return Err(AppError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "EMERGENCY_BINDING_REQUIRED",
+                    "this license's emergency policy requires the code to be bound to one device: paste the \
+                     device's request code (`tessera-agent request-code --key …` on that machine) as request_code",
+                ))
+            }
             None => None,
             Some(code) => {
                 let signed = SignedRequest::decode(code).map_err(code_error)?;

@@ -239,6 +239,7 @@ mod tests {
             lease_expires_at: None,
             deactivated_at: None,
             deactivation_reason: None,
+            seat_held_until: None,
         })
     }
 

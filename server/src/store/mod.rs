@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tessera_core::fingerprint::Fingerprint;
-use tessera_core::model::{EmergencyPolicy, TransferPolicy};
+use tessera_core::model::{EmergencyPolicy, OfflinePolicy, TransferPolicy};
 use tessera_core::{License, LicenseStatus, LicenseType, Template};
 use uuid::Uuid;
 
@@ -156,6 +156,8 @@ pub struct LicensePolicy {
     #[serde(default)]
     pub emergency: EmergencyPolicy,
     #[serde(default)]
+    pub offline: OfflinePolicy,
+    #[serde(default)]
     pub transfer: TransferPolicy,
 }
 
@@ -230,6 +232,67 @@ pub struct Activation {
     pub deactivated_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deactivation_reason: Option<String>,
+    /// A released activation still counts against the seats until then (see [`ReleaseOp`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seat_held_until: Option<DateTime<Utc>>,
+}
+
+/// How a released activation gives its seat back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReleaseKind {
+    /// Held until the released grant's lease ends (a copy of the device's state may run until then).
+    AfterLease,
+    /// Free at once, if fewer than the limit were released so since the window start; else as `AfterLease`.
+    Immediate,
+    /// Free at once by staff decision (also ends the hold of an already released activation).
+    Staff,
+    /// Ended because the device key renewed from another machine; held like `AfterLease`.
+    Superseded,
+}
+
+impl ReleaseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseKind::AfterLease => "AFTER_LEASE",
+            ReleaseKind::Immediate => "IMMEDIATE",
+            ReleaseKind::Staff => "STAFF",
+            ReleaseKind::Superseded => "SUPERSEDED",
+        }
+    }
+}
+
+/// A seat hold with no end (a grant without lease): until staff release it.
+pub fn hold_forever() -> DateTime<Utc> {
+    use chrono::TimeZone;
+    // The last instant the fixed-width timestamps order correctly.
+    Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single().unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Ends an activation and says when its seat is free again, atomically with the count of immediate releases.
+pub struct ReleaseOp {
+    pub activation_id: Uuid,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+    pub kind: ReleaseKind,
+    /// The end of the released grant's lease (`None`: it has none, the hold lasts until staff release it).
+    pub lease_end: Option<DateTime<Utc>>,
+    /// For `Immediate`: at most this many immediate releases per license since this instant.
+    pub immediate_limit: (u32, DateTime<Utc>),
+    pub audit: NewAudit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    /// Ended (or, for a staff release of a released activation, its hold ended).
+    Released {
+        kind: ReleaseKind,
+        seat_held_until: Option<DateTime<Utc>>,
+        /// Immediate releases of the license in the window, this one included.
+        immediate_in_window: u32,
+    },
+    /// Already inactive, and nothing to change.
+    AlreadyInactive { seat_held_until: Option<DateTime<Utc>> },
 }
 
 /// Decides whether an existing active activation belongs to the device now activating (a service rule).
@@ -262,6 +325,10 @@ pub struct ActivateOp {
     pub same_device: SameDevice,
     /// Lease to give an existing activation that is reused.
     pub reuse_lease_expires_at: Option<DateTime<Utc>>,
+    /// When the device key's active activation satisfies this, it is not reused but superseded: ended, its seat
+    /// held until its lease ends ([`ReleaseKind::Superseded`]), and the new activation takes a seat if one is
+    /// free; all or nothing (an offline renewal from a machine with another fingerprint).
+    pub supersede_if: Option<SameDevice>,
     pub audit: NewAudit,
 }
 
@@ -550,8 +617,11 @@ pub trait Store: Send + Sync + 'static {
     /// not fed); read `get_activation` where it matters.
     fn activation_with_license(&self, id: Uuid) -> StoreFuture<'_, (Arc<Activation>, Arc<LicenseRecord>)>;
     fn list_activations(&self, scope: Scope, license_id: Uuid) -> StoreFuture<'_, Vec<Activation>>;
-    fn count_active_seats(&self, license_id: Uuid) -> StoreFuture<'_, u32>;
+    /// Seats in use at `at`: active activations plus released ones whose seat is still held.
+    fn count_active_seats(&self, license_id: Uuid, at: DateTime<Utc>) -> StoreFuture<'_, u32>;
     fn heartbeat(&self, op: HeartbeatOp) -> StoreFuture<'_, HeartbeatOutcome>;
+    /// Ends an activation with a release schedule for its seat (see [`ReleaseOp`]).
+    fn release(&self, op: ReleaseOp) -> StoreFuture<'_, ReleaseOutcome>;
     /// Deactivates if active; returns whether it was active.
     fn deactivate(&self, id: Uuid, at: DateTime<Utc>, reason: String, audit: NewAudit) -> StoreFuture<'_, bool>;
     /// Active floating activations whose lease ended before `t`.
@@ -559,8 +629,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deactivates a floating activation only if its lease is still over at `at`, checked in the same write: a
     /// heartbeat that renewed the lease after the scan keeps its seat. Returns whether it was culled.
     fn cull_if_stale(&self, id: Uuid, at: DateTime<Utc>, audit: NewAudit) -> StoreFuture<'_, bool>;
-    /// Deletes deactivated activations older than `before`; returns how many.
-    fn purge_deactivated(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64>;
+    /// Deletes deactivated activations older than `before` whose seat is no longer held at `now` and that no
+    /// 30-day release count still needs; returns how many.
+    fn purge_deactivated(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreFuture<'_, u64>;
     /// Running usage totals per feature of a license (cached like licenses).
     fn usage_totals(&self, license_id: Uuid) -> StoreFuture<'_, Arc<Vec<(String, i64)>>>;
     /// Drops change-feed rows older than `before` (the newest row always stays); returns how many.

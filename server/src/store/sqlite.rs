@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0003_audit_head.sql"),
     include_str!("../../../migrations/sqlite/0004_change_feed.sql"),
     include_str!("../../../migrations/sqlite/0005_usage_scope.sql"),
+    include_str!("../../../migrations/sqlite/0006_offline_release.sql"),
 ];
 /// How often other processes' changes are picked up from the change feed.
 const FEED_POLL: Duration = Duration::from_millis(200);
@@ -509,6 +510,8 @@ fn with_outcome(mut a: NewAudit, outcome: &str) -> NewAudit {
 
 /// Why an activation ended when the same machine activated again with a new device key.
 pub const REPLACED_REASON: &str = "replaced by a new device key";
+/// Why an offline activation ended when its device key renewed from a machine with another fingerprint.
+pub const SUPERSEDED_REASON: &str = "superseded: the device key renewed its offline grant from another machine";
 
 const TENANT_COLS: &str = "id, name, created_at";
 fn row_tenant(r: &Row<'_>) -> rusqlite::Result<Tenant> {
@@ -574,7 +577,7 @@ fn row_license(r: &Row<'_>) -> rusqlite::Result<LicenseRecord> {
 }
 
 const ACTIVATION_COLS: &str = "id, tenant_id, license_id, device_public_key, fingerprint, metadata, status, \
-     offline, floating, created_at, last_seen_at, lease_expires_at, deactivated_at, deactivation_reason";
+     offline, floating, created_at, last_seen_at, lease_expires_at, deactivated_at, deactivation_reason, seat_held_until";
 fn row_activation(r: &Row<'_>) -> rusqlite::Result<Activation> {
     let status: String = r.get(6)?;
     Ok(Activation {
@@ -592,6 +595,7 @@ fn row_activation(r: &Row<'_>) -> rusqlite::Result<Activation> {
         lease_expires_at: g_opt_time(r, 11)?,
         deactivated_at: g_opt_time(r, 12)?,
         deactivation_reason: r.get(13)?,
+        seat_held_until: g_opt_time(r, 14)?,
     })
 }
 
@@ -711,7 +715,7 @@ fn get_scoped<T>(
 fn insert_activation(c: &Connection, a: &Activation) -> Result<(), StoreError> {
     c.prepare_cached(&format!(
         "INSERT INTO activations ({ACTIVATION_COLS}, machine_hash)
-         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
     ))?
     .execute(params![
         a.id.to_string(),
@@ -728,6 +732,7 @@ fn insert_activation(c: &Connection, a: &Activation) -> Result<(), StoreError> {
         s_time(a.lease_expires_at),
         s_time(a.deactivated_at),
         a.deactivation_reason,
+        s_time(a.seat_held_until),
         identity_hash(&a.fingerprint)
     ])?;
     Ok(())
@@ -738,9 +743,19 @@ fn active_where(c: &Connection, cond: &str, p: &[&dyn rusqlite::ToSql]) -> Resul
     Ok(c.prepare_cached(&sql)?.query_map(p, row_activation)?.collect::<Result<Vec<_>, _>>()?)
 }
 
-fn count_active(c: &Connection, license_id: &str) -> Result<u32, StoreError> {
-    Ok(c.prepare_cached("SELECT COUNT(*) FROM activations WHERE license_id = ?1 AND status = 'ACTIVE'")?
-        .query_row([license_id], |r| r.get(0))?)
+/// Seats in use at `at`: active activations, plus released ones whose seat is still held (always inactive, so
+/// the two counts never overlap; two indexed counts rather than one OR that would scan the license).
+fn count_active(c: &Connection, license_id: &str, at: DateTime<Utc>) -> Result<u32, StoreError> {
+    let active: u32 = c
+        .prepare_cached("SELECT COUNT(*) FROM activations WHERE license_id = ?1 AND status = 'ACTIVE'")?
+        .query_row([license_id], |r| r.get(0))?;
+    let held: u32 = c
+        .prepare_cached(
+            "SELECT COUNT(*) FROM activations
+             WHERE license_id = ?1 AND seat_held_until IS NOT NULL AND seat_held_until > ?2",
+        )?
+        .query_row(params![license_id, ts(at)], |r| r.get(0))?;
+    Ok(active + held)
 }
 
 fn usage_totals_tx(c: &Connection, license_id: Uuid) -> Result<Vec<(String, i64)>, StoreError> {
@@ -1160,6 +1175,49 @@ impl Store for SqliteStore {
                 };
                 found = candidates.into_iter().find(|a| (op.same_device)(a));
             }
+            let superseded = found.as_ref().filter(|a| {
+                a.device_public_key == op.new.device_public_key && op.supersede_if.as_ref().is_some_and(|f| f(a))
+            });
+            if let Some(old) = superseded.cloned() {
+                // The same device key from another machine: the grant it holds keeps its seat until its lease
+                // ends, so the new one needs a free seat of its own; nothing is written if there is none.
+                let now = op.new.created_at;
+                let held_until = old.lease_expires_at.unwrap_or_else(super::hold_forever);
+                let seats = count_active(c, &lic, now)?;
+                let after = if held_until > now { seats } else { seats.saturating_sub(1) };
+                if op.max_seats > 0 && after >= op.max_seats {
+                    append_audit_tx(c, &with_outcome(op.audit, "SEAT_LIMIT_REACHED"))?;
+                    return Ok(ActivateOutcome::SeatLimit { seats_used: seats });
+                }
+                c.prepare_cached(
+                    "UPDATE activations SET status = 'DEACTIVATED', deactivated_at = ?2, deactivation_reason = ?3,
+                            seat_held_until = ?4, release_kind = 'SUPERSEDED'
+                     WHERE id = ?1 AND status = 'ACTIVE'",
+                )?
+                .execute(params![
+                    old.id.to_string(),
+                    ts(now),
+                    SUPERSEDED_REASON,
+                    (held_until > now).then(|| ts(held_until))
+                ])?;
+                let mut ended = with_outcome(op.audit.clone(), "DEACTIVATED");
+                ended.action = "activation.deactivate".into();
+                ended.target = Some(old.id.to_string());
+                ended.details = serde_json::json!({
+                    "reason": SUPERSEDED_REASON, "license_id": old.license_id, "replaced_by": op.new.id,
+                    "seat_held_until": (held_until > now).then_some(held_until),
+                });
+                append_audit_tx(c, &ended)?;
+                insert_activation(c, &op.new)?;
+                let mut audit = with_outcome(op.audit, "REPLACED");
+                audit.target = Some(op.new.id.to_string());
+                if let Some(d) = audit.details.as_object_mut() {
+                    d.insert("replaced".into(), serde_json::json!(old.id));
+                }
+                append_audit_tx(c, &audit)?;
+                let seats = if op.max_seats > 0 { count_active(c, &lic, now)? } else { 0 };
+                return Ok(ActivateOutcome::Replaced { activation: op.new, replaced: old.id, seats_used: seats });
+            }
             if let Some(existing) = found.as_ref().filter(|a| a.device_public_key == op.new.device_public_key) {
                 let mut a = existing.clone();
                 a.fingerprint = op.new.fingerprint.clone();
@@ -1181,7 +1239,7 @@ impl Store for SqliteStore {
                 let mut audit = with_outcome(op.audit, "REUSED");
                 audit.target = Some(a.id.to_string());
                 append_audit_tx(c, &audit)?;
-                let seats = if op.max_seats > 0 { count_active(c, &lic)? } else { 0 };
+                let seats = if op.max_seats > 0 { count_active(c, &lic, op.new.created_at)? } else { 0 };
                 return Ok(ActivateOutcome::Reused { activation: a, seats_used: seats });
             }
             if let Some(old) = found {
@@ -1207,10 +1265,10 @@ impl Store for SqliteStore {
                     d.insert("replaced".into(), serde_json::json!(old.id));
                 }
                 append_audit_tx(c, &audit)?;
-                let seats = if op.max_seats > 0 { count_active(c, &lic)? } else { 0 };
+                let seats = if op.max_seats > 0 { count_active(c, &lic, op.new.created_at)? } else { 0 };
                 return Ok(ActivateOutcome::Replaced { activation: op.new, replaced: old.id, seats_used: seats });
             }
-            let seats = if op.max_seats > 0 { count_active(c, &lic)? } else { 0 };
+            let seats = if op.max_seats > 0 { count_active(c, &lic, op.new.created_at)? } else { 0 };
             if op.max_seats > 0 && seats >= op.max_seats {
                 append_audit_tx(c, &with_outcome(op.audit, "SEAT_LIMIT_REACHED"))?;
                 return Ok(ActivateOutcome::SeatLimit { seats_used: seats });
@@ -1258,11 +1316,8 @@ impl Store for SqliteStore {
         })
     }
 
-    fn count_active_seats(&self, license_id: Uuid) -> StoreFuture<'_, u32> {
-        self.read(move |c| {
-            Ok(c.prepare_cached("SELECT COUNT(*) FROM activations WHERE license_id = ?1 AND status = 'ACTIVE'")?
-                .query_row([license_id.to_string()], |r| r.get(0))?)
-        })
+    fn count_active_seats(&self, license_id: Uuid, at: DateTime<Utc>) -> StoreFuture<'_, u32> {
+        self.read(move |c| count_active(c, &license_id.to_string(), at))
     }
 
     fn heartbeat(&self, op: HeartbeatOp) -> StoreFuture<'_, HeartbeatOutcome> {
@@ -1322,6 +1377,67 @@ impl Store for SqliteStore {
         })
     }
 
+    fn release(&self, op: ReleaseOp) -> StoreFuture<'_, ReleaseOutcome> {
+        self.write(move |c| {
+            let id = op.activation_id.to_string();
+            let (status, held): (String, Option<String>) = c
+                .prepare_cached("SELECT status, seat_held_until FROM activations WHERE id = ?1")?
+                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let held = held.and_then(|t| parse_time(&t)).filter(|t| *t > op.at);
+            if status != "ACTIVE" {
+                if op.kind == ReleaseKind::Staff && held.is_some() {
+                    c.prepare_cached("UPDATE activations SET seat_held_until = NULL, release_kind = 'STAFF' WHERE id = ?1")?
+                        .execute([&id])?;
+                    append_audit_tx(c, &with_outcome(op.audit, "RELEASED"))?;
+                    return Ok(ReleaseOutcome::Released {
+                        kind: ReleaseKind::Staff,
+                        seat_held_until: None,
+                        immediate_in_window: 0,
+                    });
+                }
+                append_audit_tx(c, &with_outcome(op.audit, "ALREADY_INACTIVE"))?;
+                return Ok(ReleaseOutcome::AlreadyInactive { seat_held_until: held });
+            }
+            let lease_hold = op.lease_end.unwrap_or_else(super::hold_forever);
+            let mut immediate_in_window = 0;
+            let (kind, hold) = match op.kind {
+                ReleaseKind::Staff => (ReleaseKind::Staff, None),
+                ReleaseKind::Immediate => {
+                    let (max, since) = op.immediate_limit;
+                    let used: u32 = c
+                        .prepare_cached(
+                            "SELECT COUNT(*) FROM activations
+                             WHERE license_id = (SELECT license_id FROM activations WHERE id = ?1)
+                               AND release_kind = 'IMMEDIATE' AND deactivated_at >= ?2",
+                        )?
+                        .query_row(params![&id, ts(since)], |r| r.get(0))?;
+                    if used < max {
+                        immediate_in_window = used + 1;
+                        (ReleaseKind::Immediate, None)
+                    } else {
+                        immediate_in_window = used;
+                        (ReleaseKind::AfterLease, Some(lease_hold))
+                    }
+                }
+                k @ (ReleaseKind::AfterLease | ReleaseKind::Superseded) => (k, Some(lease_hold)),
+            };
+            let hold = hold.filter(|t| *t > op.at);
+            c.prepare_cached(
+                "UPDATE activations SET status = 'DEACTIVATED', deactivated_at = ?2, deactivation_reason = ?3,
+                        seat_held_until = ?4, release_kind = ?5
+                 WHERE id = ?1 AND status = 'ACTIVE'",
+            )?
+            .execute(params![&id, ts(op.at), op.reason, s_time(hold), kind.as_str()])?;
+            let mut audit = with_outcome(op.audit, "DEACTIVATED");
+            if let Some(d) = audit.details.as_object_mut() {
+                d.insert("release".into(), serde_json::json!(kind));
+                d.insert("seat_held_until".into(), serde_json::json!(hold));
+            }
+            append_audit_tx(c, &audit)?;
+            Ok(ReleaseOutcome::Released { kind, seat_held_until: hold, immediate_in_window })
+        })
+    }
+
     fn deactivate(&self, id: Uuid, at: DateTime<Utc>, reason: String, audit: NewAudit) -> StoreFuture<'_, bool> {
         self.write(move |c| {
             let n = c
@@ -1363,11 +1479,15 @@ impl Store for SqliteStore {
         })
     }
 
-    fn purge_deactivated(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64> {
+    fn purge_deactivated(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreFuture<'_, u64> {
         self.write(move |c| {
             let n = c
-                .prepare_cached("DELETE FROM activations WHERE status = 'DEACTIVATED' AND deactivated_at < ?1")?
-                .execute([ts(before)])?;
+                .prepare_cached(
+                    "DELETE FROM activations WHERE status = 'DEACTIVATED' AND deactivated_at < ?1
+                       AND (seat_held_until IS NULL OR seat_held_until <= ?2)
+                       AND (release_kind IS NULL OR deactivated_at < ?3)",
+                )?
+                .execute(params![ts(before), ts(now), ts(now - chrono::Duration::days(30))])?;
             Ok(n as u64)
         })
     }

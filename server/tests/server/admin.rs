@@ -323,7 +323,11 @@ async fn roles_support_and_read_only() {
     let (s, v) = h.post("/v1/tokens", Some(&f.token), json!({"name": "va", "role": "vendor-admin"})).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "tenant admin cannot mint vendor admins: {v}");
     let (s, v) = h
-        .post(&format!("/v1/licenses/{}/emergency-codes", f.license), Some(&support), json!({"reason": "outage"}))
+        .post(
+            &format!("/v1/licenses/{}/emergency-codes", f.license),
+            Some(&support),
+            json!({"reason": "outage", "request_code": signed_request(&f.key, &device(), 1).0}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let (s, _) = h.post("/v1/licenses", Some(&support), json!({"template_id": f.template})).await;

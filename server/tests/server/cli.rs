@@ -90,17 +90,40 @@ async fn keys_offline_and_emergency_from_the_shell() {
     let resp = SignedResponse::decode(v["response_code"].as_str().unwrap()).unwrap();
     resp.verify(&h.keys(), &bind(&k, &f.product), &signed).unwrap();
     assert_eq!(v["summary"]["seats_used"], 1);
-    let receipt = DeactivationReceipt::for_device(&k.hash(), &dpk, Utc::now()).sign(&k.hash(), &dev).unwrap();
-    assert_eq!(run_json(&path, &["offline", "receipt", &receipt])["freed"], true);
+    let grant = tessera_core::offline::offline_grant_tag(&signed.bytes);
+    let receipt = DeactivationReceipt::for_device(&k.hash(), &dpk, grant, Utc::now()).sign(&k.hash(), &dev).unwrap();
+    let v = run_json(&path, &["offline", "receipt", &receipt]);
+    assert_eq!(v["freed"], true, "{v}");
+    assert_eq!(v["release"], "AFTER_LEASE", "by default the seat is held until the grant's lease ends: {v}");
+    assert!(v["seat_held_until"].is_string(), "{v}");
     assert_eq!(run_json(&path, &["offline", "receipt", &receipt])["freed"], false);
 
     // emergency issue / list (reason mandatory)
+    let out = bin()
+        .arg("--data-dir")
+        .arg(&path)
+        .args(["emergency", "issue", "--license", &f.license, "--reason", "datacenter fire"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "unbound codes need the policy's consent");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("request code"), "{out:?}");
     let v = run_json(
         &path,
-        &["emergency", "issue", "--license", &f.license, "--reason", "datacenter fire", "--hours", "5"],
+        &[
+            "emergency",
+            "issue",
+            "--license",
+            &f.license,
+            "--reason",
+            "datacenter fire",
+            "--hours",
+            "5",
+            "--request-code",
+            &code,
+        ],
     );
     let e = SignedEmergency::decode(v["code"].as_str().unwrap()).unwrap();
-    e.verify(&h.keys(), &bind(&k, &f.product), &[0u8; 32]).unwrap();
+    e.verify(&h.keys(), &bind(&k, &f.product), &dpk).unwrap();
     let out = bin()
         .arg("--data-dir")
         .arg(&path)

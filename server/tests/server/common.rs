@@ -239,6 +239,20 @@ pub fn signed_request(key: &str, dev: &SigningKey, nonce: u16) -> (String, tesse
     .unwrap()
 }
 
+/// A deactivation receipt, made by `dev` at `at`, ending the offline grant that answered `request`.
+pub fn receipt_for(
+    key: &str,
+    dev: &SigningKey,
+    request: &tessera_core::offline::SignedRequest,
+    at: DateTime<Utc>,
+) -> String {
+    let k = tessera_core::LicenseKey::parse(key).unwrap();
+    let mut dpk = [0u8; 32];
+    dpk.copy_from_slice(&dev.verifying_key().public_bytes());
+    let grant = tessera_core::offline::offline_grant_tag(&request.bytes);
+    tessera_core::offline::DeactivationReceipt::for_device(&k.hash(), &dpk, grant, at).sign(&k.hash(), dev).unwrap()
+}
+
 /// The binding responses and emergency codes are signed over: the license key hash within its product.
 pub fn bind(k: &tessera_core::LicenseKey, product: &str) -> [u8; 32] {
     tessera_core::offline::license_binding(&k.hash(), &product.parse().unwrap())

@@ -12,7 +12,8 @@ async fn emergency_listing_hides_codes_and_needs_support() {
     let f = h.fixture("el", 1, "SUBSCRIPTION").await;
     let path = format!("/v1/licenses/{}/emergency-codes", f.license);
     let t = Some(f.token.as_str());
-    let (s, issued) = h.post(&path, t, json!({"reason": "outage", "validity_hours": 2})).await;
+    let request = signed_request(&f.key, &device(), 1).0;
+    let (s, issued) = h.post(&path, t, json!({"reason": "outage", "validity_hours": 2, "request_code": request})).await;
     assert_eq!(s, StatusCode::CREATED, "{issued}");
     let code = issued["code"].as_str().unwrap().to_string();
 
@@ -41,7 +42,7 @@ async fn emergency_listing_hides_codes_and_needs_support() {
         assert!(item.get("code").is_none(), "{item}");
         assert_eq!(item["serial"], 1);
         assert_eq!(item["reason"], "outage");
-        assert_eq!(item["bound"], false);
+        assert_eq!(item["bound"], true);
         assert_eq!(item["expires_at"], issued["expires_at"]);
         assert!(item["issued_at"].is_string() && item["issued_by"].is_string(), "{item}");
     }

@@ -1,7 +1,7 @@
 use axum::http::StatusCode;
 use chrono::Utc;
 use serde_json::json;
-use tessera_core::offline::{DeactivationReceipt, SignedEmergency, SignedResponse};
+use tessera_core::offline::{SignedEmergency, SignedResponse};
 use tessera_core::LicenseKey;
 
 use crate::common::*;
@@ -49,16 +49,27 @@ async fn offline_respond_receipt_and_seats() {
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::BAD_REQUEST, "INVALID_CODE"));
     assert!(v["error"]["message"].as_str().unwrap().contains("group"), "{v}");
 
-    // Receipt frees the seat once.
-    let mut dpk = [0u8; 32];
-    dpk.copy_from_slice(&dev.verifying_key().public_bytes());
-    let receipt = DeactivationReceipt::for_device(&k.hash(), &dpk, Utc::now()).sign(&k.hash(), &dev).unwrap();
+    // The receipt ends the grant once; its seat stays counted until the grant's lease (30 days by default)
+    // would have ended, then the second device fits.
+    let receipt = receipt_for(&f.key, &dev, &signed, Utc::now());
     let (s, v) = h.post("/v1/offline/receipt", Some(&f.token), json!({"receipt_code": receipt})).await;
     assert_eq!((s, v["freed"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
     let (s, v) = h.post("/v1/client/offline/receipt", None, json!({"receipt_code": receipt})).await;
     assert_eq!((s, v["freed"].as_bool()), (StatusCode::OK, Some(false)), "{v}");
-    let (s, _) = h.post("/v1/offline/respond", Some(&f.token), json!({"request_code": code2})).await;
-    assert_eq!(s, StatusCode::OK);
+    let (s, v) = h.post("/v1/offline/respond", Some(&f.token), json!({"request_code": code2})).await;
+    assert_eq!((s, err_code(&v).as_str()), (StatusCode::CONFLICT, "SEAT_LIMIT_REACHED"), "{v}");
+    let (s, v) = h
+        .call(
+            axum::http::Method::PATCH,
+            &format!("/v1/licenses/{}", f.license),
+            Some(&f.token),
+            Some(json!({"expires_at": "2099-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    h.advance(chrono::Duration::days(30) + chrono::Duration::seconds(1));
+    let (s, v) = h.post("/v1/offline/respond", Some(&f.token), json!({"request_code": code2})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
 }
 
 #[tokio::test]
@@ -73,6 +84,22 @@ async fn emergency_codes_limits_binding_and_listing() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "reason is mandatory: {v}");
     let (s, _) = h.post(&path, t, json!({"reason": "x", "validity_hours": 169})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // By default a code must be bound to one device (its request code).
+    let (s, v) = h.post(&path, t, json!({"reason": "server outage"})).await;
+    assert_eq!((s, err_code(&v).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "EMERGENCY_BINDING_REQUIRED"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("request-code"), "{v}");
+    // A policy may allow unbound codes.
+    let (s, v) = h
+        .call(
+            axum::http::Method::PATCH,
+            &format!("/v1/licenses/{}", f.license),
+            t,
+            Some(json!({"emergency": {"enabled": true, "validity_hours": 24, "max_per_30_days": 3,
+                                      "scope": "LICENSED_FEATURES", "require_binding": false}})),
+        )
+        .await;
+    assert_eq!((s, &v["emergency"]["require_binding"]), (StatusCode::OK, &json!(false)), "{v}");
 
     let k = LicenseKey::parse(&f.key).unwrap();
     let (s, v) = h.post(&path, t, json!({"reason": "server outage"})).await;

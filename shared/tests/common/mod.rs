@@ -158,8 +158,12 @@ pub fn sample_grant() -> OfflineGrant {
     }
 }
 
+/// The receipt ending the grant that answered [`sample_request`].
 pub fn sample_receipt(device: &SigningKey) -> DeactivationReceipt {
-    DeactivationReceipt::for_device(&sample_key().hash(), &device_public(device), at(2026, 4, 1))
+    let key_hash = sample_key().hash();
+    let (_, request) = sample_request(device).sign(&key_hash, device).expect("sample request");
+    let grant = tessera_core::offline::offline_grant_tag(&request.bytes);
+    DeactivationReceipt::for_device(&key_hash, &device_public(device), grant, at(2026, 4, 1))
 }
 
 pub fn sample_emergency(bound: bool) -> EmergencyCode {
