@@ -18,7 +18,8 @@ use tessera_core::model::{
     EmergencyScope, Feature, LicenseModel, LicenseType, DEFAULT_HEARTBEAT_SECS, DEFAULT_LEASE_SECS,
 };
 use tessera_core::offline::{
-    license_binding, offline_grant_tag, online_grant_tag, DeactivationReceipt, OfflineGrant, OfflineRequest, SignedEmergency, SignedRequest, SignedResponse,
+    license_binding, offline_grant_tag, online_grant_tag, DeactivationReceipt, OfflineGrant, OfflineRequest,
+    SignedEmergency, SignedRequest, SignedResponse,
 };
 use tessera_core::token::{verify_activation_token, verify_license_file};
 use tessera_core::{

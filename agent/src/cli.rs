@@ -477,7 +477,10 @@ async fn run(trust: &Trust, cli: Cli) -> Result<ExitCode> {
                 if g.json {
                     print_json(trust, &json!({"deactivated": true, "receipt_code": receipt}))?;
                 } else {
-                    println!("Deactivated locally. Hand this receipt code to the vendor to free the seat:");
+                    println!(
+                        "Deactivated locally. Hand this receipt code to the vendor; it ends this machine's grant \
+                         (the vendor's answer says when the seat is free again):"
+                    );
                     println!("{receipt}");
                 }
             } else {

@@ -185,7 +185,8 @@ type Spec = (&'static str, &'static str, String, Option<String>, Body, Value, Ve
 
 async fn world() -> (World, Vec<Route>) {
     let server = TestServer::start().await;
-    let fx = server.fixture("bad-input", json!({"max_activations": 5})).await;
+    let fx =
+        server.fixture("bad-input", json!({"max_activations": 5, "emergency": tessera_e2e::unbound_emergency()})).await;
     let t = fx.token.clone();
     let admin = server.admin.clone();
     let keys = server.keyset();
@@ -237,8 +238,7 @@ async fn world() -> (World, Vec<Route>) {
     let mut dpk = [0u8; 32];
     dpk.copy_from_slice(&device.verifying_key().public_bytes());
     let grant = online_grant_tag(&activation.parse().unwrap());
-    let receipt =
-        DeactivationReceipt::for_device(&k.hash(), &dpk, grant, Utc::now()).sign(&k.hash(), &device).unwrap();
+    let receipt = DeactivationReceipt::for_device(&k.hash(), &dpk, grant, Utc::now()).sign(&k.hash(), &device).unwrap();
 
     let lic = format!("/v1/licenses/{}", fx.license);
     let template = serde_json::json!({

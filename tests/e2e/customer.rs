@@ -367,3 +367,95 @@ async fn deleting_usage_rows_does_not_give_quota_back() {
     assert!(!agent.try_consume("api_calls", 41).unwrap().allowed, "the quota is not back");
     assert!(agent.try_consume("api_calls", 40).unwrap().allowed);
 }
+
+async fn agent_on(args: Vec<String>, machine: &'static str) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        vendor::run_agent(&args, &[("TESSERA_AGENT_IDENTITY", machine)])
+    })
+    .await
+    .unwrap()
+}
+
+fn machine_args(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+async fn request_code(key: &str, st: String, machine: &'static str) -> String {
+    let (code, out, err) =
+        agent_on(machine_args(&["--state", &st, "request-code", "--key", key, "--json"]), machine).await;
+    assert_eq!(code, 0, "{out}{err}");
+    json_of(&out)["request_code"].as_str().unwrap().to_string()
+}
+
+async fn respond(server: &TestServer, key: &str, code: String) -> (reqwest::StatusCode, Value) {
+    server
+        .request(
+            reqwest::Method::POST,
+            "/v1/client/offline/respond",
+            None,
+            Some(json!({"license_key": key, "request_code": code})),
+        )
+        .await
+}
+
+/// Copying an offline-activated state file, deactivating the copy and handing in its receipt, to free the seat
+/// while the original keeps working (then doing it again for every machine): the seat a receipt releases stays
+/// counted until the released grant's lease would have ended, so there are never more working grants than
+/// seats. A receipt from an older copy does not end a renewed grant either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_offline_state_cannot_free_a_seat_that_still_works() {
+    let server = vendor::server().await;
+    let fx = vendor::fixture(&server, "Copies", vendor::PRODUCT_ID, json!({"max_activations": 1})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (original, copy, other) =
+        (state(dir.path(), "original.db"), state(dir.path(), "copy.db"), state(dir.path(), "other.db"));
+    // The original machine activates offline (self-service page with the license key).
+    let (status, v) =
+        respond(&server, &fx.key, request_code(&fx.key, original.clone(), "e2e-customer-machine-0001").await).await;
+    assert!(status.is_success(), "{v}");
+    let (code, out, err) = agent_on(
+        machine_args(&["--state", &original, "apply-code", v["response_code"].as_str().unwrap()]),
+        "e2e-customer-machine-0001",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+
+    // The copy (the same state file on a second machine) deactivates and hands in its receipt.
+    std::fs::copy(&original, &copy).unwrap();
+    let (code, out, err) =
+        agent_on(machine_args(&["--state", &copy, "deactivate", "--offline", "--json"]), "e2e-customer-machine-0002")
+            .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let receipt = json_of(&out)["receipt_code"].as_str().unwrap().to_string();
+    assert!(receipt.starts_with("RCT2-"), "{receipt}");
+    let (status, v) = server
+        .request(reqwest::Method::POST, "/v1/client/offline/receipt", None, Some(json!({"receipt_code": receipt})))
+        .await;
+    assert!(status.is_success(), "{v}");
+    assert_eq!((v["freed"].as_bool(), v["release"].as_str()), (Some(true), Some("AFTER_LEASE")), "{v}");
+    assert!(v["seat_held_until"].is_string(), "{v}");
+
+    // The original still works (it cannot be told, and that is why the seat stays counted) ...
+    let (code, out, err) =
+        agent_on(machine_args(&["--state", &original, "check", "export_pdf"]), "e2e-customer-machine-0001").await;
+    assert_eq!(code, 0, "{out}{err}");
+    // ... so a third machine finds no seat, and neither does the original's key asking again.
+    let (status, v) =
+        respond(&server, &fx.key, request_code(&fx.key, other.clone(), "e2e-customer-machine-0003").await).await;
+    assert_eq!((status.as_u16(), v["error"]["code"].as_str()), (409, Some("SEAT_LIMIT_REACHED")), "{v}");
+    let (status, v) =
+        respond(&server, &fx.key, request_code(&fx.key, original.clone(), "e2e-customer-machine-0001").await).await;
+    assert_eq!((status.as_u16(), v["error"]["code"].as_str()), (409, Some("SEAT_LIMIT_REACHED")), "{v}");
+    assert_eq!(server.license_json(&fx).await["seats_used"], 1);
+
+    // Vendor staff can release it at once, with a reason (the 3 a.m. case: the customer's machine is gone).
+    let acts = server.get(&format!("/v1/licenses/{}/activations", fx.license), &fx.token).await.1;
+    let id = acts["items"][0]["id"].as_str().unwrap().to_string();
+    let (status, v) =
+        server.post(&format!("/v1/activations/{id}/release"), &fx.token, json!({"reason": "disk failed"})).await;
+    assert!(status.is_success(), "{v}");
+    let (status, v) =
+        respond(&server, &fx.key, request_code(&fx.key, other.clone(), "e2e-customer-machine-0003").await).await;
+    assert!(status.is_success(), "{v}");
+}

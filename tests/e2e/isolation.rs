@@ -36,7 +36,9 @@ fn id_of(v: &Value) -> String {
 
 async fn tenant_a(server: &TestServer) -> TenantA {
     let marker = Uuid::new_v4().simple().to_string();
-    let fx = server.fixture(&format!("tenant-a-{}", &marker[..10]), json!({})).await;
+    let fx = server
+        .fixture(&format!("tenant-a-{}", &marker[..10]), json!({"emergency": tessera_e2e::unbound_emergency()}))
+        .await;
     let t = fx.token.clone();
     let customer = id_of(
         &server

@@ -113,15 +113,23 @@ async fn air_gapped_activation_with_response_and_receipt() {
     let (s, v) = server.post("/v1/offline/respond", &support, json!({"request_code": request_c})).await;
     assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("SEAT_LIMIT_REACHED")), "{v}");
 
-    // A leaves: the receipt frees its seat once.
+    // A leaves: the receipt ends its grant once. The seat stays counted until the grant's lease would have
+    // ended (a copy of A's state could still run until then), unless staff release it.
     let receipt = a.deactivate_offline().unwrap();
     assert!(receipt.starts_with("RCT2-") && receipt.len() <= 200, "{receipt}");
     assert_eq!(a.check("export_pdf").reason, Reason::NotActivated);
     let v = server.ok("/v1/offline/receipt", &support, json!({"receipt_code": receipt})).await;
-    assert_eq!(v["freed"], true, "{v}");
-    assert_eq!(server.license_json(&fx).await["seats_used"], 1);
+    assert_eq!((v["freed"].as_bool(), v["release"].as_str()), (Some(true), Some("AFTER_LEASE")), "{v}");
+    assert_eq!(server.license_json(&fx).await["seats_used"], 2);
     let v = server.ok("/v1/offline/receipt", &support, json!({"receipt_code": receipt})).await;
     assert_eq!(v["freed"], false, "a second time changes nothing: {v}");
+    let (s, v) = server.post("/v1/offline/respond", &support, json!({"request_code": request_c})).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("SEAT_LIMIT_REACHED")), "{v}");
+    let a_activation = r["summary"]["activation_id"].as_str().unwrap();
+    let v = server
+        .ok(&format!("/v1/activations/{a_activation}/release"), &support, json!({"reason": "A scrapped, confirmed"}))
+        .await;
+    assert_eq!(v["release"], "STAFF", "{v}");
     assert_eq!(server.license_json(&fx).await["seats_used"], 1);
     // A receipt with a typo is refused with its group.
     let (s, v) = server.post("/v1/offline/receipt", &support, json!({"receipt_code": typo(&receipt, 7)})).await;
@@ -139,7 +147,8 @@ async fn air_gapped_activation_with_response_and_receipt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emergency_codes_expire_are_limited_and_bind() {
     let mut server = TestServer::start().await;
-    let fx = server.fixture("emergency", json!({"lease_secs": 3600})).await;
+    let fx =
+        server.fixture("emergency", json!({"lease_secs": 3600, "emergency": tessera_e2e::unbound_emergency()})).await;
     let support = support_token(&server, &fx).await;
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(TestClock::new(Utc::now()));
@@ -151,6 +160,20 @@ async fn emergency_codes_expire_are_limited_and_bind() {
     a.activate(&fx.key).await.unwrap();
     clock.advance(Duration::hours(2));
     assert_eq!(a.check("export_pdf").reason, Reason::LeaseExpired);
+
+    // By default a template's codes must be bound to a device; this one's policy allows unbound codes.
+    let strict = server.fixture("emergency-strict", json!({})).await;
+    let (s, v) = server
+        .post(
+            &format!("/v1/licenses/{}/emergency-codes", strict.license),
+            &server.admin.clone(),
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("EMERGENCY_BINDING_REQUIRED"))
+    );
 
     let path = format!("/v1/licenses/{}/emergency-codes", fx.license);
     let (s, v) = server.post(&path, &support, json!({})).await;
@@ -222,7 +245,8 @@ async fn emergency_codes_expire_are_limited_and_bind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_single_character_typo_is_caught_at_the_entry_points() {
     let mut server = TestServer::start().await;
-    let fx = server.fixture("typos", json!({"max_activations": 5})).await;
+    let fx =
+        server.fixture("typos", json!({"max_activations": 5, "emergency": tessera_e2e::unbound_emergency()})).await;
     let support = support_token(&server, &fx).await;
     let dir = tempfile::tempdir().unwrap();
     let a = offline_agent(dir.path(), "typo-a", &server, &fx);
@@ -266,5 +290,44 @@ async fn every_single_character_typo_is_caught_at_the_entry_points() {
     assert_eq!(server.license_json(&fx).await["seats_used"], 1, "no typo freed the seat");
     let v: Value = server.ok("/v1/offline/receipt", &support, json!({"receipt_code": receipt})).await;
     assert_eq!(v["freed"], true);
+    server.stop().await;
+}
+
+/// An offline grant works until its lease (30 days by default) and is renewed by a new request/response pair
+/// from the same device; the renewed grant's receipt is the one that counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_grant_ends_with_its_lease_and_renews_with_a_new_request() {
+    let mut server = TestServer::start().await;
+    let fx = server.fixture("lease", json!({"max_activations": 1, "duration_days": 3650})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(TestClock::new(server.clock.now()));
+    let a =
+        Agent::open(agent_config(dir.path(), "lease-a", server.keyset(), fx.product, None).with_clock(clock.clone()))
+            .unwrap();
+    let r = server
+        .ok("/v1/offline/respond", &server.admin.clone(), json!({"request_code": a.request_code(&fx.key).unwrap()}))
+        .await;
+    match a.apply_code(r["response_code"].as_str().unwrap()).unwrap() {
+        Applied::Activation { lease_expires_at: Some(lease), .. } => {
+            let days = (lease - server.clock.now()).num_hours() / 24;
+            assert_eq!(days, 29, "{lease}");
+        }
+        other => panic!("expected a grant with a lease, got {other:?}"),
+    }
+    clock.advance(Duration::days(29));
+    assert_eq!(a.check("export_pdf").reason, Reason::Valid);
+    clock.advance(Duration::days(1) + Duration::minutes(1));
+    assert_eq!(a.check("export_pdf").reason, Reason::LeaseExpired);
+
+    // Renewal: a new request from the same device, answered by the server 30 days on.
+    server.clock.advance(Duration::days(30) + Duration::minutes(1));
+    let r2 = server
+        .ok("/v1/offline/respond", &server.admin.clone(), json!({"request_code": a.request_code(&fx.key).unwrap()}))
+        .await;
+    assert_eq!(r2["summary"]["reused"], true, "{r2}");
+    assert_eq!(r2["summary"]["activation_id"], r["summary"]["activation_id"]);
+    a.apply_code(r2["response_code"].as_str().unwrap()).unwrap();
+    assert_eq!(a.check("export_pdf").reason, Reason::Valid);
+    assert_eq!(server.license_json(&fx).await["seats_used"], 1);
     server.stop().await;
 }

@@ -61,7 +61,9 @@ async fn every_bit_flip_of_the_cached_license_and_token_is_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bit_flip_of_a_response_and_an_emergency_code_is_rejected() {
     let mut server = TestServer::start().await;
-    let fx = server.fixture("bitflip-codes", json!({"lease_secs": 3600})).await;
+    let fx = server
+        .fixture("bitflip-codes", json!({"lease_secs": 3600, "emergency": tessera_e2e::unbound_emergency()}))
+        .await;
     let admin = server.admin.clone();
     let dir = tempfile::tempdir().unwrap();
 

@@ -195,6 +195,12 @@ impl Api for TestServer {
     }
 }
 
+/// A template emergency policy that allows codes bound to no device (the default requires binding).
+pub fn unbound_emergency() -> Value {
+    json!({"enabled": true, "validity_hours": 24, "max_per_30_days": 3, "scope": "LICENSED_FEATURES",
+           "require_binding": false})
+}
+
 pub async fn fixture(api: &impl Api, admin: &str, name: &str, template: Value) -> Fixture {
     let ok = |what: &str, (s, v): (StatusCode, Value)| {
         assert!(s.is_success(), "{what}: {s} {v}");

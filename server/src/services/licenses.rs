@@ -13,7 +13,8 @@ use tessera_core::{License, LicenseKey, LicenseModel, LicenseStatus, LicenseType
 use uuid::Uuid;
 
 use super::admin::{
-    add_days, check_date, check_days, normalize_restrictions, validate_emergency, validate_offline, validate_features, validate_timing,
+    add_days, check_date, check_days, normalize_restrictions, validate_emergency, validate_features, validate_offline,
+    validate_timing,
 };
 use super::{Ctx, PageQuery, Services};
 use crate::error::{AppError, AppResult};

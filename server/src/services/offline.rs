@@ -476,7 +476,12 @@ impl Services {
 
     /// Staff release of an activation's seat, at once, with a reason (audited): for a device that is gone, or a
     /// seat a receipt left held until its lease ends.
-    pub async fn release_activation(&self, ctx: &Ctx, activation_id: Uuid, req: ReleaseRequest) -> AppResult<ReceiptResult> {
+    pub async fn release_activation(
+        &self,
+        ctx: &Ctx,
+        activation_id: Uuid,
+        req: ReleaseRequest,
+    ) -> AppResult<ReceiptResult> {
         ctx.require_support()?;
         let reason = req.reason.trim().to_string();
         if reason.is_empty() {

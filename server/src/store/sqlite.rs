@@ -1386,8 +1386,10 @@ impl Store for SqliteStore {
             let held = held.and_then(|t| parse_time(&t)).filter(|t| *t > op.at);
             if status != "ACTIVE" {
                 if op.kind == ReleaseKind::Staff && held.is_some() {
-                    c.prepare_cached("UPDATE activations SET seat_held_until = NULL, release_kind = 'STAFF' WHERE id = ?1")?
-                        .execute([&id])?;
+                    c.prepare_cached(
+                        "UPDATE activations SET seat_held_until = NULL, release_kind = 'STAFF' WHERE id = ?1",
+                    )?
+                    .execute([&id])?;
                     append_audit_tx(c, &with_outcome(op.audit, "RELEASED"))?;
                     return Ok(ReleaseOutcome::Released {
                         kind: ReleaseKind::Staff,

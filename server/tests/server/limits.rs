@@ -116,8 +116,9 @@ async fn forged_receipts_do_not_use_up_the_license_key_limit() {
         let forger = device();
         let mut dpk = [0u8; 32];
         dpk.copy_from_slice(&forger.verifying_key().public_bytes());
-        let code =
-            DeactivationReceipt::for_device(&k.hash(), &dpk, [9; 8], chrono::Utc::now()).sign(&k.hash(), &forger).unwrap();
+        let code = DeactivationReceipt::for_device(&k.hash(), &dpk, [9; 8], chrono::Utc::now())
+            .sign(&k.hash(), &forger)
+            .unwrap();
         let (s, v) = h.post("/v1/client/offline/receipt", None, json!({"receipt_code": code})).await;
         assert_eq!((s, err_code(&v).as_str()), (StatusCode::NOT_FOUND, "ACTIVATION_NOT_FOUND"), "{v}");
     }

@@ -70,13 +70,20 @@ async fn a_copied_state_cannot_free_a_seat_that_is_still_working() {
     let lease = resp.grant.lease_expires_at.expect("offline grants have a lease by default");
     let days = (lease - Utc::now()).num_hours() as f64 / 24.0;
     assert!((29.9..=30.1).contains(&days), "{lease}");
-    assert_eq!(v["summary"]["lease_expires_at"].as_str().map(|t| t.parse::<chrono::DateTime<Utc>>().unwrap()), Some(lease));
+    assert_eq!(
+        v["summary"]["lease_expires_at"].as_str().map(|t| t.parse::<chrono::DateTime<Utc>>().unwrap()),
+        Some(lease)
+    );
 
     // A copy of the device's state hands in a receipt: the activation ends, but the seat stays counted until
     // the grant's lease ends (the original keeps working until then, and cannot be told).
     let r = receipt_for(&f.key, &dev, &request, Utc::now());
     let (s, v) = receipt(&h, &r).await;
-    assert_eq!((s, v["freed"].as_bool(), v["release"].as_str()), (StatusCode::OK, Some(true), Some("AFTER_LEASE")), "{v}");
+    assert_eq!(
+        (s, v["freed"].as_bool(), v["release"].as_str()),
+        (StatusCode::OK, Some(true), Some("AFTER_LEASE")),
+        "{v}"
+    );
     let held: chrono::DateTime<Utc> = v["seat_held_until"].as_str().unwrap().parse().unwrap();
     assert_eq!(held, lease);
     assert!(v["message"].as_str().unwrap().contains("free again at"), "{v}");
@@ -186,8 +193,7 @@ async fn staff_release_frees_a_held_seat_at_once_with_a_reason() {
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{v}");
     let (s, v) = h.post(&path, Some(&f.token), json!({})).await;
     assert!(s.is_client_error(), "{s} {v}");
-    let (_, ro) =
-        h.post("/v1/tokens", Some(&f.token), json!({"name": "ro", "role": "read-only"})).await;
+    let (_, ro) = h.post("/v1/tokens", Some(&f.token), json!({"name": "ro", "role": "read-only"})).await;
     let (s, _) = h.post(&path, ro["token"].as_str(), json!({"reason": "x"})).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let other = h.fixture("staff-other", 1, "PERPETUAL").await;
@@ -227,7 +233,8 @@ async fn a_grant_that_never_expires_cannot_be_handed_back_by_receipt() {
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::CONFLICT, "OFFLINE_RELEASE_NOT_ALLOWED"), "{v}");
     assert_eq!(seats(&h, &f).await, 1);
     // Staff deactivation without a reason keeps the seat; a release with a reason frees it.
-    let activation = h.get(&format!("/v1/licenses/{}/activations", f.license), Some(&f.token)).await.1["items"][0]["id"]
+    let activation = h.get(&format!("/v1/licenses/{}/activations", f.license), Some(&f.token)).await.1["items"][0]
+        ["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -297,7 +304,12 @@ async fn the_same_device_key_renewing_from_another_machine_needs_its_own_seat() 
     // With a second seat it is granted: the first grant's activation ends with its seat held, and the vendor
     // sees a report.
     let (s, v) = h
-        .call(Method::PATCH, &format!("/v1/licenses/{}", f.license), Some(&f.token), Some(json!({"max_activations": 2})))
+        .call(
+            Method::PATCH,
+            &format!("/v1/licenses/{}", f.license),
+            Some(&f.token),
+            Some(json!({"max_activations": 2})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v) = respond(&h, &f, &moved).await;

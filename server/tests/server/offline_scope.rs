@@ -44,7 +44,8 @@ async fn staff_offline_endpoints_need_a_token_and_stay_in_their_tenant() {
     // Self-service still works without a token.
     let (s, v) = h.post("/v1/client/offline/respond", None, json!({"request_code": code, "license_key": a.key})).await;
     assert_eq!((s, v["summary"]["reused"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
-    let (s, v) = h.post("/v1/client/offline/receipt", None, json!({"receipt_code": receipt(&a.key, &dev, &request)})).await;
+    let (s, v) =
+        h.post("/v1/client/offline/receipt", None, json!({"receipt_code": receipt(&a.key, &dev, &request)})).await;
     assert_eq!((s, v["freed"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
 }
 
@@ -68,7 +69,8 @@ async fn self_service_offline_endpoints_are_rate_limited_per_license_key() {
     let (s, v) = h.post("/v1/client/offline/respond", None, body.clone()).await;
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"), "{v}");
     // Receipts count against the same key.
-    let (s, v) = h.post("/v1/client/offline/receipt", None, json!({"receipt_code": receipt(&f.key, &dev, &request)})).await;
+    let (s, v) =
+        h.post("/v1/client/offline/receipt", None, json!({"receipt_code": receipt(&f.key, &dev, &request)})).await;
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"), "{v}");
     // Staff are not limited by it, and another key has its own budget.
     let (s, v) = h.post("/v1/offline/respond", Some(&f.token), body).await;
