@@ -30,13 +30,11 @@ KEY=$(echo "$LICENSE_JSON" | field "['license_key']")
 export TESSERA_AGENT_KEYSET=$WORK/keyset.json TESSERA_PRODUCT_ID=$PRODUCT
 
 echo "## 1. Online"
-export TESSERA_AGENT_IDENTITY=demo-machine-online-0001
 run "$BIN/tessera-agent" --state "$WORK/online.db" --server "$URL" activate --key "$KEY"
 run "$BIN/tessera-agent" --state "$WORK/online.db" check export_pdf
 run "$BIN/tessera-agent" --state "$WORK/online.db" check teleport || true
 
 echo "## 2. Offline (air-gapped)"
-export TESSERA_AGENT_IDENTITY=demo-machine-airgap-0002
 run "$BIN/tessera-agent" --state "$WORK/airgap.db" request-code --key "$KEY" --out "$WORK/request.txt"
 REQ=$(grep -o 'REQ1-[0-9A-Z-]*' "$WORK/request.txt" | head -1)
 RESP_OUT=$("$BIN/tessera-server" offline respond --data-dir "$WORK/server" "$REQ" 2>&1)
@@ -46,10 +44,11 @@ run "$BIN/tessera-agent" --state "$WORK/airgap.db" apply-code "$RSP"
 run "$BIN/tessera-agent" --state "$WORK/airgap.db" check export_pdf
 
 echo "## 3. Emergency"
-export TESSERA_AGENT_IDENTITY=demo-machine-emergency-0003
-EM_OUT=$("$BIN/tessera-server" emergency issue --data-dir "$WORK/server" --license "$LICENSE" --reason "customer's proxy blocks the license server" 2>&1)
-echo "\$ tessera-server emergency issue --license $LICENSE --reason \"customer's proxy blocks the license server\""
+run "$BIN/tessera-agent" --state "$WORK/emergency.db" request-code --key "$KEY" --out "$WORK/em-request.txt"
+EM_REQ=$(grep -o 'REQ1-[0-9A-Z-]*' "$WORK/em-request.txt" | head -1)
+EM_OUT=$("$BIN/tessera-server" emergency issue --data-dir "$WORK/server" --license "$LICENSE" --reason "customer's proxy blocks the license server" --request-code "$EM_REQ" 2>&1)
+echo "\$ tessera-server emergency issue --license $LICENSE --reason \"customer's proxy blocks the license server\" --request-code $EM_REQ"
 echo "$EM_OUT"; echo
 EMG=$(echo "$EM_OUT" | grep -o 'EMG1-[0-9A-Z-]*' | head -1)
-run "$BIN/tessera-agent" --state "$WORK/emergency.db" apply-code --key "$KEY" "$EMG"
+run "$BIN/tessera-agent" --state "$WORK/emergency.db" apply-code "$EMG"
 run "$BIN/tessera-agent" --state "$WORK/emergency.db" check export_pdf

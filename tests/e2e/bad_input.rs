@@ -516,6 +516,15 @@ async fn world() -> (World, Vec<Route>) {
         ),
         (
             "post",
+            "/v1/activations/{id}/release",
+            format!("/v1/activations/{activation}/release"),
+            ta.clone(),
+            Body::Json,
+            json!({"reason": "customer's machine was replaced"}),
+            vec!["reason"],
+        ),
+        (
+            "post",
             "/v1/activations/{id}/deactivate",
             format!("/v1/activations/{activation}/deactivate"),
             ta.clone(),

@@ -216,6 +216,7 @@ fn body_for(method: &str, path: &str, b: &Fixture) -> Option<Value> {
         ("post", "/v1/licenses/{id}/renew") => json!({"days": 30}),
         ("post", "/v1/licenses/{id}/transfer") => json!({"customer_id": b.customer}),
         ("post", "/v1/licenses/{id}/emergency-codes") => json!({"reason": "hijack"}),
+        ("post", "/v1/activations/{id}/release") => json!({"reason": "hijack"}),
         ("post", _) | ("patch", _) => json!({}),
         _ => return None,
     })

@@ -49,6 +49,13 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("post", "/v1/licenses/{id}/emergency-codes", "offline", "Issue an emergency code (support/admin)", "admin"),
     ("get", "/v1/licenses/{id}/emergency-codes", "offline", "List a license's emergency codes", "admin"),
     ("post", "/v1/activations/{id}/deactivate", "licenses", "Deactivate an activation (frees the seat)", "admin"),
+    (
+        "post",
+        "/v1/activations/{id}/release",
+        "licenses",
+        "Release an activation's seat at once, with a reason (staff)",
+        "admin",
+    ),
     ("get", "/v1/events", "audit", "Lifecycle events (expiring soon, …)", "admin"),
     ("get", "/v1/audit", "audit", "Audit log entries", "admin"),
     ("get", "/v1/audit/verify", "audit", "Verify the audit hash chain", "admin"),
