@@ -10,12 +10,12 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tessera_core::codes::{self, CodeKind};
-use tessera_core::decision::{ClockGuard, EmergencyGrant, Environment};
+use tessera_core::decision::{ClockGuard, EmergencyGrant, Environment, HardwareCount};
 use tessera_core::encoding::b64url;
 use tessera_core::envelope::Envelope;
 use tessera_core::fingerprint::{match_fingerprint, Fingerprint, MatchOutcome};
 use tessera_core::model::{
-    EmergencyScope, Feature, LicenseModel, LicenseType, DEFAULT_HEARTBEAT_SECS, DEFAULT_LEASE_SECS,
+    CpuCount, EmergencyScope, Feature, LicenseModel, LicenseType, DEFAULT_HEARTBEAT_SECS, DEFAULT_LEASE_SECS,
 };
 use tessera_core::offline::{
     license_binding, offline_grant_tag, online_grant_tag, DeactivationReceipt, OfflineGrant, OfflineRequest,
@@ -54,6 +54,11 @@ pub struct AgentConfig {
     pub build_date: Option<DateTime<Utc>>,
     /// Sent as activation metadata.
     pub app_version: Option<String>,
+    /// NAMED_USER licenses: the user this machine's seat is for (sent at activation).
+    pub user_id: Option<String>,
+    /// The processor count PER_CPU / PER_CORE licenses are decided on; `None`: read from the machine. For a
+    /// vendor's application that counts differently (and for tests); the CLI never sets it.
+    pub cpu_count: Option<CpuCount>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -67,6 +72,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("clock_tolerance", &self.clock_tolerance)
             .field("build_date", &self.build_date)
             .field("app_version", &self.app_version)
+            .field("user_id", &self.user_id)
+            .field("cpu_count", &self.cpu_count)
             .finish_non_exhaustive()
     }
 }
@@ -87,7 +94,24 @@ impl AgentConfig {
             clock_tolerance: Duration::seconds(DEFAULT_CLOCK_TOLERANCE_SECS),
             build_date: None,
             app_version: None,
+            user_id: None,
+            cpu_count: None,
         }
+    }
+
+    pub fn with_user(mut self, user_id: impl Into<String>) -> Self {
+        self.user_id = Some(user_id.into());
+        self
+    }
+
+    pub fn with_cpu_count(mut self, cpu: CpuCount) -> Self {
+        self.cpu_count = Some(cpu);
+        self
+    }
+
+    /// The machine's processors: the configured count, else what the machine reports.
+    pub fn cpu(&self) -> CpuCount {
+        self.cpu_count.unwrap_or_else(crate::identity::cpu_count)
     }
 
     pub fn with_server(mut self, url: impl Into<String>) -> Self {
@@ -113,6 +137,8 @@ struct Snapshot {
     signatures_valid: bool,
     fingerprint: Option<MatchOutcome>,
     lease_expires_at: Option<DateTime<Utc>>,
+    /// PER_CPU / PER_CORE: the processors the activation counted and those the machine has.
+    hardware: Option<HardwareCount>,
     /// Trusted time as of this snapshot, with the tolerance.
     clock: ClockGuard,
     /// The observation `clock` was computed from (its trusted time is `clock.high_water`).
@@ -211,6 +237,7 @@ impl Snapshot {
             build_date: self.build_date,
             environment: Environment { domain: self.domain.as_deref(), ..Environment::default() },
             emergency: self.emergency,
+            hardware: self.hardware,
         };
         decide(&inputs, &Query { feature, amount, used })
     }
@@ -470,6 +497,7 @@ impl Agent {
                 signatures_valid: false,
                 fingerprint: None,
                 lease_expires_at: None,
+                hardware: None,
                 clock: ClockGuard { high_water: now, tolerance: Duration::zero() },
                 trusted: TrustedTime::start(now, None),
                 floor: None,
@@ -747,6 +775,8 @@ impl Agent {
             "fingerprint": self.inner.identity.fingerprint,
             "device_public_key": b64url(&self.inner.device_public),
             "domain": self.inner.domain.as_deref(),
+            "cpu": cfg.cpu(),
+            "user_id": cfg.user_id.as_deref(),
             "metadata": {
                 "hostname": sysinfo::System::host_name().unwrap_or_default(),
                 "os": std::env::consts::OS,
@@ -1285,6 +1315,8 @@ struct Bound {
     license: License,
     fingerprint: MatchOutcome,
     lease_expires_at: Option<DateTime<Utc>>,
+    /// PER_CPU / PER_CORE: the processors the token counted, and the machine's now.
+    hardware: Option<HardwareCount>,
     activation_id: Option<Uuid>,
     heartbeat_interval_secs: u32,
     /// Usage totals from the last verified server answer: quota counts never fall below them, whatever the
@@ -1335,10 +1367,18 @@ fn verify_activation(
                 trusted_floor = trusted_floor.max(server_time);
                 signed_usage = r.usage_totals.into_iter().map(|(f, n)| (f, n.max(0) as u64)).collect();
             }
+            // Processors are counted only for licenses that count them (reading them costs a file read), and
+            // only against a token that says what was counted.
+            let hardware = match (license.license_model, claims.seats) {
+                (LicenseModel::PerCpu, Some(counted)) => Some(HardwareCount { counted, present: cfg.cpu().sockets }),
+                (LicenseModel::PerCore, Some(counted)) => Some(HardwareCount { counted, present: cfg.cpu().cores }),
+                _ => None,
+            };
             Ok(Bound {
                 trusted_floor,
                 fingerprint: match_fingerprint(&claims.fingerprint_policy, &claims.fingerprint, current),
                 lease_expires_at: Some(claims.lease_expires_at),
+                hardware,
                 activation_id: Some(claims.activation_id),
                 heartbeat_interval_secs: a.heartbeat_interval_secs.unwrap_or(claims.heartbeat_interval_secs),
                 license,
@@ -1372,6 +1412,7 @@ fn verify_activation(
                 trusted_floor: g.issued_at,
                 fingerprint: match_fingerprint(&g.fingerprint_policy, &bound, current),
                 lease_expires_at: g.lease_expires_at,
+                hardware: None,
                 activation_id: None,
                 heartbeat_interval_secs: DEFAULT_HEARTBEAT_SECS,
                 license: license_from_grant(g, cfg.product_id),
@@ -1396,6 +1437,7 @@ fn load(
         signatures_valid: true,
         fingerprint: None,
         lease_expires_at: None,
+        hardware: None,
         clock: ClockGuard { high_water: now, tolerance: cfg.clock_tolerance },
         trusted: TrustedTime::start(now, None),
         floor: None,
@@ -1425,6 +1467,7 @@ fn load(
                 snap.license = Some(b.license);
                 snap.fingerprint = Some(b.fingerprint);
                 snap.lease_expires_at = b.lease_expires_at;
+                snap.hardware = b.hardware;
                 snap.activation_id = b.activation_id.or(a.activation_id);
                 snap.heartbeat_interval_secs = b.heartbeat_interval_secs.max(1);
                 snap.evidence = evidence_of(a).map(Arc::new);

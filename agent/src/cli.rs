@@ -72,6 +72,9 @@ enum Command {
     Activate {
         #[arg(long, env = "TESSERA_LICENSE_KEY")]
         key: String,
+        /// The user this seat is for (named-user licenses).
+        #[arg(long, env = "TESSERA_AGENT_USER")]
+        user: Option<String>,
     },
     /// Show the activation, license, lease, clock and usage state, and what to do if something is wrong.
     Status,
@@ -240,12 +243,17 @@ fn load_keyset(path: Option<&Path>) -> Result<PublicKeyset> {
 }
 
 fn open(trust: &Trust, g: &Global) -> Result<Agent> {
+    open_as(trust, g, None)
+}
+
+fn open_as(trust: &Trust, g: &Global, user: Option<String>) -> Result<Agent> {
     let a = anchors(trust, g)?;
     let mut cfg = AgentConfig::new(g.state.clone().unwrap_or_else(default_state_path), a.keyset, a.product);
     cfg.server_url = g.server.clone().filter(|s| !s.trim().is_empty());
     cfg.identity = identity_mode(g);
     cfg.clock_tolerance = a.clock_tolerance;
     cfg.app_version = std::env::var("TESSERA_APP_VERSION").ok();
+    cfg.user_id = user;
     Ok(Agent::open(cfg)?)
 }
 
@@ -277,7 +285,9 @@ fn print_decision(feature: &str, d: &tessera_core::Decision) {
     let verdict = if d.allowed { "allowed" } else { "denied" };
     println!("{feature}: {verdict} ({}) - {}", d.reason.as_str(), d.reason.explain());
     if let Some(r) = d.facts.remaining {
-        println!("  quota: {} used of {}, {r} remaining", d.facts.used.unwrap_or(0), d.facts.limit.unwrap_or(0));
+        let unit =
+            d.facts.limit_type.map(|t| t.unit()).filter(|u| !u.is_empty()).map(|u| format!(" {u}")).unwrap_or_default();
+        println!("  quota: {} used of {}{unit}, {r} remaining", d.facts.used.unwrap_or(0), d.facts.limit.unwrap_or(0));
     }
     if let Some(e) = d.facts.emergency_expires_at {
         println!("  emergency access until {}", fmt_time(Some(e)));
@@ -329,8 +339,8 @@ fn describe_applied(a: &Applied) {
 async fn run(trust: &Trust, cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
-        Command::Activate { key } => {
-            let agent = open(trust, g)?;
+        Command::Activate { key, user } => {
+            let agent = open_as(trust, g, user)?;
             let a = agent.activate(&key).await?;
             if g.json {
                 print_json(trust, &a)?;

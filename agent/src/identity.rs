@@ -298,6 +298,39 @@ fn permanent_macs() -> Option<String> {
     format_macs(macs)
 }
 
+/// The machine's processor sockets and physical cores (PER_CPU / PER_CORE licenses); at least 1 of each.
+#[cfg(target_os = "linux")]
+pub fn cpu_count() -> tessera_core::model::CpuCount {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let (mut sockets, mut cores) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+    let (mut physical, mut core) = (String::new(), String::new());
+    let mut processors = 0u32;
+    for line in info.lines().chain(std::iter::once("")) {
+        let Some((k, v)) = line.split_once(':') else {
+            if !physical.is_empty() || !core.is_empty() {
+                sockets.insert(physical.clone());
+                cores.insert((std::mem::take(&mut physical), std::mem::take(&mut core)));
+            }
+            continue;
+        };
+        match k.trim() {
+            "processor" => processors += 1,
+            "physical id" => physical = v.trim().to_string(),
+            "core id" => core = v.trim().to_string(),
+            _ => {}
+        }
+    }
+    // Without topology lines (some VMs and ARM kernels), every processor counts as a core of one socket.
+    let cores = if cores.is_empty() { processors } else { cores.len() as u32 };
+    tessera_core::model::CpuCount { sockets: (sockets.len() as u32).max(1), cores: cores.max(1) }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn cpu_count() -> tessera_core::model::CpuCount {
+    let cores = sysinfo::System::physical_core_count().unwrap_or(1).max(1) as u32;
+    tessera_core::model::CpuCount { sockets: 1, cores }
+}
+
 #[cfg(target_os = "linux")]
 fn cpu() -> Option<String> {
     // /proc/cpuinfo directly: much cheaper than a sysinfo refresh, and this runs in every `check` process.

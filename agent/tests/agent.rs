@@ -367,6 +367,8 @@ fn token(m: &Mock) -> String {
             issued_at: now,
             lease_expires_at: now + Duration::days(7),
             heartbeat_interval_secs: 3600,
+            seats: None,
+            user_id: None,
         },
     )
 }

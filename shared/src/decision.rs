@@ -20,7 +20,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::fingerprint::MatchOutcome;
-use crate::model::{EmergencyScope, License, LicenseStatus, Restriction, RestrictionKind, RestrictionMode};
+use crate::model::{EmergencyScope, License, LicenseStatus, LimitType, Restriction, RestrictionKind, RestrictionMode};
 
 /// Stable reason codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -44,10 +44,11 @@ pub enum Reason {
     FeatureDisabled,
     FeatureExpired,
     QuotaExceeded,
+    HardwareExceedsLicense,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::Valid,
         Reason::InGrace,
         Reason::EmergencyAccess,
@@ -66,6 +67,7 @@ impl Reason {
         Reason::FeatureDisabled,
         Reason::FeatureExpired,
         Reason::QuotaExceeded,
+        Reason::HardwareExceedsLicense,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +90,7 @@ impl Reason {
             Reason::FeatureDisabled => "FEATURE_DISABLED",
             Reason::FeatureExpired => "FEATURE_EXPIRED",
             Reason::QuotaExceeded => "QUOTA_EXCEEDED",
+            Reason::HardwareExceedsLicense => "HARDWARE_EXCEEDS_LICENSE",
         }
     }
 
@@ -116,6 +119,10 @@ impl Reason {
             Reason::FeatureDisabled => "this feature is disabled on the license",
             Reason::FeatureExpired => "this feature's entitlement has expired",
             Reason::QuotaExceeded => "the feature's quota is used up",
+            Reason::HardwareExceedsLicense => {
+                "this machine has more CPU sockets or cores than its activation counted: activate it again (it \
+                 takes as many seats as it has sockets or cores)"
+            }
         }
     }
 }
@@ -134,6 +141,9 @@ pub struct Facts {
     /// Quota of the feature (`None`: unlimited).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<i64>,
+    /// What `limit`, `used` and `remaining` count (set with `limit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_type: Option<LimitType>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub used: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -191,6 +201,15 @@ pub struct Inputs<'a> {
     pub build_date: Option<DateTime<Utc>>,
     pub environment: Environment<'a>,
     pub emergency: Option<EmergencyGrant>,
+    /// PER_CPU / PER_CORE: the sockets or cores the activation counted, and those the machine has now.
+    pub hardware: Option<HardwareCount>,
+}
+
+/// Sockets or cores: counted at activation (the seats taken) and present on the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HardwareCount {
+    pub counted: u32,
+    pub present: u32,
 }
 
 impl<'a> Inputs<'a> {
@@ -206,6 +225,7 @@ impl<'a> Inputs<'a> {
             build_date: None,
             environment: Environment::default(),
             emergency: None,
+            hardware: None,
         }
     }
 }
@@ -283,6 +303,12 @@ pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
     if emergency.is_none() && inputs.lease_expires_at.is_some_and(|l| now >= l) {
         return deny(Reason::LeaseExpired, facts);
     }
+    // The machine grew (more sockets or cores than the seats its activation took): like a changed machine.
+    if emergency.is_none_or(|e| e.scope == EmergencyScope::LicensedFeatures)
+        && inputs.hardware.is_some_and(|h| h.present > h.counted)
+    {
+        return deny(Reason::HardwareExceedsLicense, facts);
+    }
     if now < license.starts_at {
         return deny(Reason::NotYetValid, facts);
     }
@@ -330,6 +356,7 @@ pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
         let used = query.used;
         let after = used.saturating_add(query.amount);
         facts.limit = Some(limit);
+        facts.limit_type = Some(feature.limit_type);
         facts.used = Some(used);
         facts.remaining = Some(limit.saturating_sub(i64::try_from(used).unwrap_or(i64::MAX)).max(0));
         if after > limit as u64 {

@@ -62,7 +62,39 @@ pub enum LicenseModel {
     Enterprise,
 }
 
+/// The processors of a machine, as the agent counts them at activation (PER_CPU and PER_CORE licenses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuCount {
+    pub sockets: u32,
+    pub cores: u32,
+}
+
+impl CpuCount {
+    /// At most this many of either (a bound on what a report may claim, not on real machines).
+    pub const MAX: u32 = 65_536;
+}
+
 impl LicenseModel {
+    /// Seats are not limited (within the license's restrictions).
+    pub fn is_unlimited(self) -> bool {
+        matches!(self, LicenseModel::SiteLicense | LicenseModel::Enterprise)
+    }
+
+    /// Whether one activation takes as many seats as the machine has sockets (PER_CPU) or cores (PER_CORE).
+    pub fn counts_processors(self) -> bool {
+        matches!(self, LicenseModel::PerCpu | LicenseModel::PerCore)
+    }
+
+    /// The seats one machine takes: its sockets (PER_CPU), its cores (PER_CORE), else 1; `None` when the model
+    /// counts processors and no count is known.
+    pub fn seats_for(self, cpu: Option<CpuCount>) -> Option<u32> {
+        match self {
+            LicenseModel::PerCpu => cpu.map(|c| c.sockets.max(1)),
+            LicenseModel::PerCore => cpu.map(|c| c.cores.max(1)),
+            _ => Some(1),
+        }
+    }
+
     pub const ALL: [LicenseModel; 6] = [
         LicenseModel::PerSeat,
         LicenseModel::PerDevice,
@@ -118,6 +150,16 @@ pub enum LimitType {
 
 impl LimitType {
     pub const ALL: [LimitType; 4] = [LimitType::Count, LimitType::Size, LimitType::Duration, LimitType::Bandwidth];
+
+    /// The unit quota values of this type are in: COUNT events, SIZE bytes, DURATION seconds, BANDWIDTH bytes
+    /// (transferred in the quota's period).
+    pub fn unit(self) -> &'static str {
+        match self {
+            LimitType::Count => "",
+            LimitType::Size | LimitType::Bandwidth => "bytes",
+            LimitType::Duration => "seconds",
+        }
+    }
 }
 
 /// `limit_value` meaning "no limit".

@@ -63,6 +63,12 @@ pub struct ActivationClaims {
     pub issued_at: DateTime<Utc>,
     pub lease_expires_at: DateTime<Utc>,
     pub heartbeat_interval_secs: u32,
+    /// Seats this activation takes: the sockets (PER_CPU) or cores (PER_CORE) counted at activation; absent: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seats: Option<u32>,
+    /// NAMED_USER: the user the seat belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 pub fn sign_activation_token(key: &SigningKey, claims: &ActivationClaims) -> String {

@@ -5,7 +5,7 @@ mod common;
 
 use chrono::Duration;
 use common::*;
-use tessera_core::decision::{decide, ClockGuard, EmergencyGrant, Environment, Inputs, Query, Reason};
+use tessera_core::decision::{decide, ClockGuard, EmergencyGrant, Environment, HardwareCount, Inputs, Query, Reason};
 use tessera_core::fingerprint::{ComponentKind, MatchOutcome};
 use tessera_core::model::{EmergencyScope, LicenseStatus, Restriction, RestrictionKind, RestrictionMode};
 use tessera_core::License;
@@ -166,6 +166,20 @@ fn every_reason_code_has_a_row() {
             tweak: |_| {},
             query: Query { feature: Some("export_pdf_docs"), amount: 1, used: 10_000 },
             expect: Reason::QuotaExceeded,
+        },
+        Row {
+            name: "more cores than the activation counted",
+            license: Some(base()),
+            tweak: |i| i.hardware = Some(HardwareCount { counted: 4, present: 8 }),
+            query: q,
+            expect: Reason::HardwareExceedsLicense,
+        },
+        Row {
+            name: "fewer or as many cores as counted",
+            license: Some(base()),
+            tweak: |i| i.hardware = Some(HardwareCount { counted: 4, present: 4 }),
+            query: q,
+            expect: Reason::Valid,
         },
     ];
     for reason in Reason::ALL {

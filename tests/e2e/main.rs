@@ -8,6 +8,7 @@ mod customer;
 mod identity;
 mod isolation;
 mod lifecycle;
+mod models;
 mod offline;
 mod restrictions;
 mod seats;

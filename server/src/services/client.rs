@@ -14,8 +14,11 @@ use tessera_core::crypto::ed25519_public_from_bytes;
 use tessera_core::decision::{restrictions_allow, Environment, Inputs};
 use tessera_core::envelope::Envelope;
 use tessera_core::fingerprint::{match_fingerprint, Component, Fingerprint, MatchPolicy};
+use tessera_core::model::CpuCount;
 use tessera_core::token::{sign_activation_token, ActivationClaims};
-use tessera_core::{decide, Decision, Domain, License, LicenseKey, LicenseStatus, Query, Reason};
+use tessera_core::{
+    decide, Decision, Domain, License, LicenseKey, LicenseModel, LicenseStatus, LicenseType, Query, Reason,
+};
 use uuid::Uuid;
 
 use super::licenses::effective_status;
@@ -44,6 +47,12 @@ pub struct ActivateRequest {
     /// The host's domain as the agent sees it, for `DOMAIN` restrictions (reported, so advisory).
     #[serde(default)]
     pub domain: Option<String>,
+    /// The machine's processors, for PER_CPU / PER_CORE licenses.
+    #[serde(default)]
+    pub cpu: Option<CpuCount>,
+    /// NAMED_USER licenses: the user the seat is for.
+    #[serde(default)]
+    pub user_id: Option<String>,
     pub nonce: String,
 }
 
@@ -327,6 +336,52 @@ pub fn lease_for(l: &License, now: DateTime<Utc>) -> DateTime<Utc> {
     now + Duration::seconds(i64::from(secs))
 }
 
+/// The seats one activation takes and the user it is for, by the license's model and type: PER_CPU / PER_CORE
+/// count the reported sockets / cores, NAMED_USER needs a user id (seats are counted per user).
+pub(super) fn seat_terms(
+    l: &License,
+    cpu: Option<CpuCount>,
+    user_id: Option<String>,
+) -> AppResult<(u32, Option<String>)> {
+    if let Some(c) = cpu {
+        if c.sockets == 0 || c.cores == 0 || c.sockets > CpuCount::MAX || c.cores > CpuCount::MAX || c.sockets > c.cores
+        {
+            return Err(AppError::invalid(format!(
+                "cpu must have 1 to {} sockets and at least as many cores",
+                CpuCount::MAX
+            )));
+        }
+    }
+    let seats = l.license_model.seats_for(cpu).ok_or_else(|| {
+        client_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "CPU_COUNT_REQUIRED",
+            format!(
+                "this license counts seats per {} ({}): the activation must report the machine's cpu \
+                 {{\"sockets\", \"cores\"}} (tessera-agent does)",
+                if l.license_model == LicenseModel::PerCpu { "CPU socket" } else { "CPU core" },
+                l.license_model.as_str()
+            ),
+        )
+    })?;
+    let user_id = match (l.license_type, user_id.map(|u| u.trim().to_string())) {
+        (LicenseType::NamedUser, None) => {
+            return Err(client_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "USER_ID_REQUIRED",
+                "this is a named-user license: activate with the user the seat is for (`tessera-agent activate --user NAME`)",
+            ))
+        }
+        (_, Some(u)) if u.is_empty() || u.chars().count() > 128 || u.chars().any(char::is_control) => {
+            return Err(AppError::invalid("user_id must be 1 to 128 printable characters"));
+        }
+        (LicenseType::NamedUser, u) => u,
+        // Only named-user licenses bind seats to users; elsewhere a user id is not stored.
+        (_, _) => None,
+    };
+    Ok((seats, user_id))
+}
+
 impl Services {
     /// `{"signed": "<envelope>"}` around `{"nonce", "server_time", "result"}`.
     pub fn sign_response(&self, nonce: &str, result: impl Serialize) -> AppResult<SignedAnswer> {
@@ -427,6 +482,8 @@ impl Services {
             issued_at: self.now(),
             lease_expires_at: a.lease_expires_at.unwrap_or_else(|| lease_for(l, self.now())),
             heartbeat_interval_secs: l.heartbeat_interval_secs,
+            seats: l.license_model.counts_processors().then_some(a.seats),
+            user_id: a.user_id.clone(),
         };
         sign_activation_token(self.keys.signer(), &claims)
     }
@@ -567,6 +624,14 @@ impl Services {
             crate::metrics::METRICS.activation("DEVICE_BLOCKED");
             return Err(e);
         }
+        let (seats, user_id) = match seat_terms(l, req.cpu, req.user_id) {
+            Ok(t) => t,
+            Err(e) => {
+                self.audit_refusal(ctx, tenant, "client.activate", target, &e);
+                crate::metrics::METRICS.activation(e.code);
+                return Err(e);
+            }
+        };
         let lease = lease_for(l, now);
         let new = Activation {
             id: Uuid::now_v7(),
@@ -584,6 +649,8 @@ impl Services {
             deactivated_at: None,
             deactivation_reason: None,
             seat_held_until: None,
+            seats,
+            user_id,
         };
         let policy = l.fingerprint_policy.clone();
         let candidates = candidates_for(&fingerprint);
@@ -602,7 +669,7 @@ impl Services {
             .activate(ActivateOp {
                 new,
                 candidates,
-                max_seats: l.max_activations,
+                max_seats: if l.license_model.is_unlimited() { 0 } else { l.max_activations },
                 same_device,
                 reuse_lease_expires_at: Some(lease),
                 supersede_if: None,
@@ -619,15 +686,20 @@ impl Services {
             ActivateOutcome::Reused { activation, .. } => (activation, true),
             ActivateOutcome::SeatLimit { seats_used } => {
                 crate::metrics::METRICS.activation("SEAT_LIMIT_REACHED");
+                let needed = if l.license_model.counts_processors() {
+                    format!(", this machine needs {seats}")
+                } else {
+                    String::new()
+                };
                 return Err(client_error(
                     StatusCode::CONFLICT,
                     "SEAT_LIMIT_REACHED",
                     format!(
-                        "all {} seats of this license are in use: deactivate another device or buy more seats",
+                        "{seats_used} of the {} seats of this license are in use{needed}: deactivate another device or buy more seats",
                         l.max_activations
                     ),
                 )
-                .with_details(json!({"max_activations": l.max_activations, "seats_used": seats_used})));
+                .with_details(json!({"max_activations": l.max_activations, "seats_used": seats_used, "seats_needed": seats})));
             }
         };
         crate::metrics::METRICS.activation(if reused { "reused" } else { "created" });

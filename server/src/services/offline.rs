@@ -238,6 +238,22 @@ impl Services {
         if let Some(e) = license_refusal(l, now) {
             return Err(e);
         }
+        // A request code carries neither a processor count nor a user: licenses that count seats by them
+        // activate online (or vendor staff issue a separate per-device license for the air-gapped machine).
+        if l.license_model.counts_processors() || l.license_type == tessera_core::LicenseType::NamedUser {
+            return Err(AppError::conflict(
+                "OFFLINE_NOT_SUPPORTED",
+                format!(
+                    "this license counts seats per {}, which an offline request code cannot report: activate the \
+                     machine online, or ask the vendor for a per-device license for air-gapped use",
+                    if l.license_type == tessera_core::LicenseType::NamedUser {
+                        "named user"
+                    } else {
+                        "CPU socket or core"
+                    }
+                ),
+            ));
+        }
         let device_key = signed.request.device_public_key.to_vec();
         // The grant's lease: the template's, and always a finite one for floating licenses (a borrowed seat
         // must come back), so an online CONCURRENT seat is never turned into a lease-less offline one.
@@ -278,6 +294,8 @@ impl Services {
             deactivated_at: None,
             deactivation_reason: None,
             seat_held_until: None,
+            seats: 1,
+            user_id: None,
         };
         let dk = device_key.clone();
         let audit = ctx.audit(
@@ -292,7 +310,7 @@ impl Services {
             .activate(ActivateOp {
                 new,
                 candidates: crate::store::SameDeviceCandidates::KeyOnly,
-                max_seats: l.max_activations,
+                max_seats: if l.license_model.is_unlimited() { 0 } else { l.max_activations },
                 same_device: Box::new(move |a: &Activation| a.device_public_key == dk),
                 // A renewal keeps the activation; the lease moves to the new grant's (it may also shorten when
                 // the policy did: the old grant still runs until its own lease, which the device enforces).

@@ -240,6 +240,8 @@ mod tests {
             deactivated_at: None,
             deactivation_reason: None,
             seat_held_until: None,
+            seats: 1,
+            user_id: None,
         })
     }
 

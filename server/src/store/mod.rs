@@ -235,6 +235,16 @@ pub struct Activation {
     /// A released activation still counts against the seats until then (see [`ReleaseOp`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seat_held_until: Option<DateTime<Utc>>,
+    /// Seats it takes: the machine's sockets (PER_CPU) or cores (PER_CORE), else 1.
+    #[serde(default = "one")]
+    pub seats: u32,
+    /// NAMED_USER: the user whose seat it uses (all of one user's activations share one seat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// How a released activation gives its seat back.
@@ -617,7 +627,8 @@ pub trait Store: Send + Sync + 'static {
     /// not fed); read `get_activation` where it matters.
     fn activation_with_license(&self, id: Uuid) -> StoreFuture<'_, (Arc<Activation>, Arc<LicenseRecord>)>;
     fn list_activations(&self, scope: Scope, license_id: Uuid) -> StoreFuture<'_, Vec<Activation>>;
-    /// Seats in use at `at`: active activations plus released ones whose seat is still held.
+    /// Seats in use at `at`: active activations plus released ones whose seat is still held, each taking its
+    /// `seats`, except that all activations of one named user take one seat together.
     fn count_active_seats(&self, license_id: Uuid, at: DateTime<Utc>) -> StoreFuture<'_, u32>;
     fn heartbeat(&self, op: HeartbeatOp) -> StoreFuture<'_, HeartbeatOutcome>;
     /// Ends an activation with a release schedule for its seat (see [`ReleaseOp`]).

@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0004_change_feed.sql"),
     include_str!("../../../migrations/sqlite/0005_usage_scope.sql"),
     include_str!("../../../migrations/sqlite/0006_offline_release.sql"),
+    include_str!("../../../migrations/sqlite/0007_seat_units.sql"),
 ];
 /// How often other processes' changes are picked up from the change feed.
 const FEED_POLL: Duration = Duration::from_millis(200);
@@ -577,7 +578,7 @@ fn row_license(r: &Row<'_>) -> rusqlite::Result<LicenseRecord> {
 }
 
 const ACTIVATION_COLS: &str = "id, tenant_id, license_id, device_public_key, fingerprint, metadata, status, \
-     offline, floating, created_at, last_seen_at, lease_expires_at, deactivated_at, deactivation_reason, seat_held_until";
+     offline, floating, created_at, last_seen_at, lease_expires_at, deactivated_at, deactivation_reason, seat_held_until, seats, user_id";
 fn row_activation(r: &Row<'_>) -> rusqlite::Result<Activation> {
     let status: String = r.get(6)?;
     Ok(Activation {
@@ -596,6 +597,8 @@ fn row_activation(r: &Row<'_>) -> rusqlite::Result<Activation> {
         deactivated_at: g_opt_time(r, 12)?,
         deactivation_reason: r.get(13)?,
         seat_held_until: g_opt_time(r, 14)?,
+        seats: r.get(15)?,
+        user_id: r.get(16)?,
     })
 }
 
@@ -715,7 +718,7 @@ fn get_scoped<T>(
 fn insert_activation(c: &Connection, a: &Activation) -> Result<(), StoreError> {
     c.prepare_cached(&format!(
         "INSERT INTO activations ({ACTIVATION_COLS}, machine_hash)
-         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
     ))?
     .execute(params![
         a.id.to_string(),
@@ -733,6 +736,8 @@ fn insert_activation(c: &Connection, a: &Activation) -> Result<(), StoreError> {
         s_time(a.deactivated_at),
         a.deactivation_reason,
         s_time(a.seat_held_until),
+        a.seats,
+        a.user_id,
         identity_hash(&a.fingerprint)
     ])?;
     Ok(())
@@ -744,18 +749,43 @@ fn active_where(c: &Connection, cond: &str, p: &[&dyn rusqlite::ToSql]) -> Resul
 }
 
 /// Seats in use at `at`: active activations, plus released ones whose seat is still held (always inactive, so
-/// the two counts never overlap; two indexed counts rather than one OR that would scan the license).
+/// the two never overlap), each taking its `seats`; the activations of one named user take one seat together.
+/// Indexed sums rather than one OR that would scan the license.
 fn count_active(c: &Connection, license_id: &str, at: DateTime<Utc>) -> Result<u32, StoreError> {
     let active: u32 = c
-        .prepare_cached("SELECT COUNT(*) FROM activations WHERE license_id = ?1 AND status = 'ACTIVE'")?
+        .prepare_cached(
+            "SELECT COALESCE(SUM(seats), 0) FROM activations
+             WHERE license_id = ?1 AND status = 'ACTIVE' AND user_id IS NULL",
+        )?
         .query_row([license_id], |r| r.get(0))?;
     let held: u32 = c
         .prepare_cached(
-            "SELECT COUNT(*) FROM activations
-             WHERE license_id = ?1 AND seat_held_until IS NOT NULL AND seat_held_until > ?2",
+            "SELECT COALESCE(SUM(seats), 0) FROM activations
+             WHERE license_id = ?1 AND seat_held_until IS NOT NULL AND seat_held_until > ?2 AND user_id IS NULL",
         )?
         .query_row(params![license_id, ts(at)], |r| r.get(0))?;
-    Ok(active + held)
+    let users: u32 = c
+        .prepare_cached(
+            "SELECT COUNT(DISTINCT user_id) FROM activations
+             WHERE license_id = ?1 AND user_id IS NOT NULL
+               AND (status = 'ACTIVE' OR (seat_held_until IS NOT NULL AND seat_held_until > ?2))",
+        )?
+        .query_row(params![license_id, ts(at)], |r| r.get(0))?;
+    Ok(active.saturating_add(held).saturating_add(users))
+}
+
+/// The seats a new activation adds: none for a named user who already holds a seat, else its `seats`.
+fn seats_needed(c: &Connection, a: &Activation, at: DateTime<Utc>) -> Result<u32, StoreError> {
+    let Some(user) = &a.user_id else {
+        return Ok(a.seats);
+    };
+    let holds: bool = c
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM activations WHERE license_id = ?1 AND user_id = ?2
+                              AND (status = 'ACTIVE' OR (seat_held_until IS NOT NULL AND seat_held_until > ?3)))",
+        )?
+        .query_row(params![a.license_id.to_string(), user, ts(at)], |r| r.get(0))?;
+    Ok(if holds { 0 } else { 1 })
 }
 
 fn usage_totals_tx(c: &Connection, license_id: Uuid) -> Result<Vec<(String, i64)>, StoreError> {
@@ -1185,7 +1215,7 @@ impl Store for SqliteStore {
                 let held_until = old.lease_expires_at.unwrap_or_else(super::hold_forever);
                 let seats = count_active(c, &lic, now)?;
                 let after = if held_until > now { seats } else { seats.saturating_sub(1) };
-                if op.max_seats > 0 && after >= op.max_seats {
+                if op.max_seats > 0 && after.saturating_add(op.new.seats) > op.max_seats {
                     append_audit_tx(c, &with_outcome(op.audit, "SEAT_LIMIT_REACHED"))?;
                     return Ok(ActivateOutcome::SeatLimit { seats_used: seats });
                 }
@@ -1219,14 +1249,24 @@ impl Store for SqliteStore {
                 return Ok(ActivateOutcome::Replaced { activation: op.new, replaced: old.id, seats_used: seats });
             }
             if let Some(existing) = found.as_ref().filter(|a| a.device_public_key == op.new.device_public_key) {
+                // A machine that grew (more sockets / cores) takes the extra seats only if they are free.
+                let extra = op.new.seats.saturating_sub(existing.seats);
+                if op.max_seats > 0 && extra > 0 {
+                    let seats = count_active(c, &lic, op.new.created_at)?;
+                    if seats.saturating_add(extra) > op.max_seats {
+                        append_audit_tx(c, &with_outcome(op.audit, "SEAT_LIMIT_REACHED"))?;
+                        return Ok(ActivateOutcome::SeatLimit { seats_used: seats });
+                    }
+                }
                 let mut a = existing.clone();
+                a.seats = op.new.seats;
                 a.fingerprint = op.new.fingerprint.clone();
                 a.metadata = op.new.metadata.clone();
                 a.last_seen_at = op.new.last_seen_at;
                 a.lease_expires_at = op.reuse_lease_expires_at;
                 c.prepare_cached(
                     "UPDATE activations SET fingerprint = ?2, metadata = ?3,
-                     last_seen_at = ?4, lease_expires_at = ?5, machine_hash = ?6 WHERE id = ?1",
+                     last_seen_at = ?4, lease_expires_at = ?5, machine_hash = ?6, seats = ?7 WHERE id = ?1",
                 )?
                 .execute(params![
                     a.id.to_string(),
@@ -1234,7 +1274,8 @@ impl Store for SqliteStore {
                     json(&a.metadata)?,
                     ts(a.last_seen_at),
                     s_time(a.lease_expires_at),
-                    identity_hash(&a.fingerprint)
+                    identity_hash(&a.fingerprint),
+                    a.seats
                 ])?;
                 let mut audit = with_outcome(op.audit, "REUSED");
                 audit.target = Some(a.id.to_string());
@@ -1269,7 +1310,8 @@ impl Store for SqliteStore {
                 return Ok(ActivateOutcome::Replaced { activation: op.new, replaced: old.id, seats_used: seats });
             }
             let seats = if op.max_seats > 0 { count_active(c, &lic, op.new.created_at)? } else { 0 };
-            if op.max_seats > 0 && seats >= op.max_seats {
+            let needed = if op.max_seats > 0 { seats_needed(c, &op.new, op.new.created_at)? } else { 0 };
+            if op.max_seats > 0 && seats.saturating_add(needed) > op.max_seats {
                 append_audit_tx(c, &with_outcome(op.audit, "SEAT_LIMIT_REACHED"))?;
                 return Ok(ActivateOutcome::SeatLimit { seats_used: seats });
             }
@@ -1277,7 +1319,7 @@ impl Store for SqliteStore {
             let mut audit = with_outcome(op.audit, "CREATED");
             audit.target = Some(op.new.id.to_string());
             append_audit_tx(c, &audit)?;
-            Ok(ActivateOutcome::Created { activation: op.new, seats_used: seats + 1 })
+            Ok(ActivateOutcome::Created { activation: op.new, seats_used: seats + needed })
         })
     }
 

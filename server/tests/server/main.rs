@@ -15,6 +15,7 @@ mod emergency_listing;
 mod geoip;
 mod identity;
 mod license_conflicts;
+mod license_models;
 mod limits;
 mod offline;
 mod offline_receipt;
