@@ -14,6 +14,7 @@ mod device_blocks;
 mod emergency_listing;
 mod geoip;
 mod identity;
+mod keys;
 mod license_conflicts;
 mod limits;
 mod offline;
