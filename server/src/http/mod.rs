@@ -26,7 +26,7 @@ use crate::services::licenses::*;
 use crate::services::offline::{IssueEmergency, ReceiptRequest, RespondRequest};
 use crate::services::security::{CheckKey, CreateBlock, CreateReport};
 use crate::services::{PageQuery, Services};
-use extract::{ApiBytes, ApiJson, ApiPath, ApiQuery, Auth, Client, DeviceSignature};
+use extract::{ApiBytes, ApiJson, ApiPath, ApiQuery, Auth, Client, DeviceSignature, MetricsAuth};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,6 +35,8 @@ pub struct AppState {
     pub ip_limiter: Arc<RateLimiter>,
     /// Per-IP limit of the admin API, checked before the bearer token (so guessing tokens is slow too).
     pub admin_limiter: Arc<RateLimiter>,
+    /// SHA-256 of the configured metrics token (`/metrics` also takes a vendor-admin token).
+    pub metrics_token: Option<[u8; 32]>,
 }
 
 impl AppState {
@@ -42,7 +44,9 @@ impl AppState {
         let rl = &services.config.rate_limits;
         let ip_limiter = Arc::new(RateLimiter::new(rl.per_ip_per_sec, rl.per_ip_burst));
         let admin_limiter = Arc::new(RateLimiter::new(rl.admin_per_ip_per_sec, rl.admin_per_ip_burst));
-        AppState { services: Arc::new(services), ip_limiter, admin_limiter }
+        let metrics_token =
+            services.config.metrics_token.as_ref().map(|t| tessera_core::license_key::hash_secret(t.0.trim()));
+        AppState { services: Arc::new(services), ip_limiter, admin_limiter, metrics_token }
     }
 }
 
@@ -175,7 +179,8 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn metrics() -> Response {
+/// Prometheus text format; needs the metrics token or a vendor-admin token (counts cover every tenant).
+async fn metrics(_: MetricsAuth) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::METRICS.render()).into_response()
 }
 

@@ -20,6 +20,7 @@ mod limits;
 mod offline;
 mod offline_receipt;
 mod offline_scope;
+mod ops_access;
 mod restrictions;
 mod reuse;
 mod usage_limits;
