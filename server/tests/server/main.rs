@@ -24,3 +24,4 @@ mod ops_access;
 mod restrictions;
 mod reuse;
 mod usage_limits;
+mod write_queue;
