@@ -21,8 +21,7 @@ fn keys_cmd(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
 }
 
 fn sample_license() -> tessera_core::License {
-    let l = serde_json::from_str(&std::fs::read_to_string("../keys/test/vectors/license.json").unwrap()).unwrap();
-    l
+    serde_json::from_str(&std::fs::read_to_string("../keys/test/vectors/license.json").unwrap()).unwrap()
 }
 
 #[test]
