@@ -141,6 +141,10 @@ pub struct Config {
     /// Vendor-admin token to create on first start instead of a random one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<Secret>,
+    /// Bearer token that may read `/metrics` (for a Prometheus scraper); a vendor-admin API token may too. Without
+    /// either, `/metrics` answers 401. At least 16 characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<Secret>,
     /// Trust `X-Forwarded-For` for the client address (behind a reverse proxy).
     pub trust_forwarded_for: bool,
     /// A GeoIP country database (MaxMind format, e.g. GeoLite2-Country.mmdb): with one, `GEOGRAPHIC`
@@ -163,13 +167,30 @@ impl Default for Config {
             audit_validate: true,
             audit_heartbeats: HeartbeatAudit::Batched,
             admin_token: None,
+            metrics_token: None,
             trust_forwarded_for: false,
             geoip_db: None,
         }
     }
 }
 
+/// Shortest accepted metrics token.
+pub const MIN_METRICS_TOKEN_LEN: usize = 16;
+
 impl Config {
+    /// Checks what the layers cannot check one by one (called when the server opens its data directory).
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(t) = &self.metrics_token {
+            if t.0.chars().count() < MIN_METRICS_TOKEN_LEN {
+                return Err(format!(
+                    "the metrics token (metrics_token / TESSERA_METRICS_TOKEN) must be at least \
+                     {MIN_METRICS_TOKEN_LEN} characters: generate one, e.g. with `openssl rand -hex 24`"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Defaults with this data directory, listening on a free loopback port (for tests and embedding).
     pub fn for_data_dir(path: impl Into<PathBuf>) -> Config {
         Config { data_dir: path.into(), listen: "127.0.0.1:0".into(), ..Config::default() }
@@ -259,6 +280,15 @@ impl Config {
                 "TESSERA_TRUST_FORWARDED_FOR" => self.trust_forwarded_for = boolean(k, v)?,
                 "TESSERA_GEOIP_DB" => self.geoip_db = Some(PathBuf::from(v)),
                 "TESSERA_ADMIN_TOKEN" => self.admin_token = Some(Secret(v.trim().to_string())),
+                "TESSERA_METRICS_TOKEN" => self.metrics_token = Some(Secret(v.trim().to_string())),
+                "TESSERA_METRICS_TOKEN_FILE" => {
+                    let s = std::fs::read_to_string(v).map_err(|e| ConfigError::SecretFile {
+                        name: "TESSERA_METRICS_TOKEN".into(),
+                        path: v.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    self.metrics_token = Some(Secret(s.trim().to_string()));
+                }
                 "TESSERA_ADMIN_TOKEN_FILE" => {
                     let s = std::fs::read_to_string(v).map_err(|e| ConfigError::SecretFile {
                         name: "TESSERA_ADMIN_TOKEN".into(),
@@ -302,6 +332,22 @@ mod tests {
         assert!(!format!("{c:?}").contains("fromfile"));
         let bad = Config::load(None, [("TESSERA_READ_CONNECTIONS".into(), "many".into())]);
         assert!(bad.unwrap_err().to_string().contains("TESSERA_READ_CONNECTIONS"));
+    }
+
+    #[test]
+    fn the_metrics_token_comes_from_env_or_file_and_is_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("metrics");
+        std::fs::write(&secret, "scrape-me-please-0123\n").unwrap();
+        let c = Config::load(None, [("TESSERA_METRICS_TOKEN_FILE".to_string(), secret.display().to_string())]).unwrap();
+        assert_eq!(c.metrics_token, Some(Secret("scrape-me-please-0123".into())));
+        assert!(!format!("{c:?}").contains("scrape-me"));
+        assert!(c.validate().is_ok());
+        let c = Config::load(None, [("TESSERA_METRICS_TOKEN".to_string(), "short".to_string())]).unwrap();
+        assert!(c.validate().unwrap_err().contains("at least 16 characters"));
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "metrics_token = \"from-the-config-file-1\"\n").unwrap();
+        assert_eq!(Config::load(Some(&file), []).unwrap().metrics_token, Some(Secret("from-the-config-file-1".into())));
     }
 
     #[test]

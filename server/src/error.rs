@@ -68,6 +68,31 @@ impl AppError {
         e
     }
 
+    /// The request ran out of time before any of its writes started: nothing was changed, a retry is safe.
+    pub fn timeout_not_applied() -> Self {
+        let mut e = AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TIMEOUT",
+            "the request took too long (the server is busy) and was abandoned before it changed anything: \
+             nothing was applied; retry",
+        )
+        .with_details(json!({"applied": false}));
+        e.retry_after = Some(1);
+        e
+    }
+
+    /// The request ran out of time, twice, after one of its writes had started: that write commits or rolls back
+    /// on its own (with its audit entry), so what happened must be looked up, not assumed.
+    pub fn timeout_outcome_unknown() -> Self {
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TIMEOUT_OUTCOME_UNKNOWN",
+            "the request took too long after it had started changing data: the change may have been applied \
+             (it is then in the audit log); look at the object or GET /v1/audit before retrying",
+        )
+        .with_details(json!({"applied": "unknown"}))
+    }
+
     /// An unexpected failure: logged here, shown to the client only as a generic message.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(context, error = %err, "internal error");
@@ -94,6 +119,7 @@ impl AppError {
                 if what == "license" { "LICENSE_CHANGED" } else { "CHANGED" },
                 format!("the {what} changed while this request was processed: reload it and retry"),
             ),
+            StoreError::Abandoned => AppError::timeout_not_applied(),
             StoreError::Busy => {
                 AppError::new(StatusCode::SERVICE_UNAVAILABLE, "BUSY", "the database is busy: retry in a moment")
             }

@@ -60,6 +60,7 @@ pub struct Opened {
 
 /// Opens (creating on first use) the data directory: database, migrations, signing key, first admin token.
 pub async fn open(config: Config, clock: time::Clock) -> Result<Opened, StartError> {
+    config.validate().map_err(StartError::Other)?;
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir)
         .map_err(|e| StartError::DataDir { path: dir.display().to_string(), reason: e.to_string() })?;

@@ -68,6 +68,9 @@ enum KeysCmd {
     Rotate,
     /// Make an existing key the signing key.
     Activate { kid: String },
+    /// Mark a key revoked: nothing it signed verifies any more, in the server or in agents given the re-exported
+    /// keyset. Not the signing key: rotate or activate another key first.
+    Revoke { kid: String },
     /// Print the public keyset JSON that agents embed.
     Export,
 }
@@ -201,6 +204,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     kd.activate(&kid)?;
                     println!("key {kid} now signs; restart the server");
                 }
+                KeysCmd::Revoke { kid } => {
+                    let k = kd.revoke(&kid)?;
+                    print(json, &serde_json::to_value(&k)?, || {
+                        format!(
+                            "key {kid} is revoked: nothing it signed verifies any more. Restart the server, then \
+                             `tessera-server keys export` and ship the new keyset (it lists {kid} as revoked) in your \
+                             next application release; license files and tokens are re-signed by the current key at \
+                             download and heartbeat, offline grants and emergency codes it signed must be issued again"
+                        )
+                    });
+                }
                 KeysCmd::List => {
                     let ks = kd.list()?;
                     print(json, &serde_json::to_value(&ks)?, || {
@@ -208,7 +222,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             return "no keys yet: `tessera-server serve` or `keys rotate` creates one".into();
                         }
                         ks.iter()
-                            .map(|k| format!("{} {} {}", k.kid, k.alg, if k.active { "active" } else { "verify-only" }))
+                            .map(|k| {
+                                let role = match (k.active, k.revoked_at) {
+                                    (true, _) => "active".to_string(),
+                                    (false, Some(t)) => format!("revoked {}", tessera_server::time::ts(t)),
+                                    (false, None) => "verify-only".to_string(),
+                                };
+                                format!("{} {} created {} {role}", k.kid, k.alg, tessera_server::time::ts(k.created_at))
+                            })
                             .collect::<Vec<_>>()
                             .join("\n")
                     });

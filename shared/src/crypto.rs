@@ -24,6 +24,9 @@ use crate::encoding::{b64url, b64url_decode};
 pub enum CryptoError {
     #[error("unknown signing key {0}: this key is not in the trusted keyset (was it rotated out, or is the artefact from another vendor?)")]
     UnknownKey(String),
+    /// The keyset lists the key as revoked: nothing it signed is trusted, whatever the signature says.
+    #[error("signing key {0} is revoked: nothing it signed is trusted any more; get the artefact again from the vendor's server (a new license file, re-activation, a new code), which signs with a current key")]
+    RevokedKey(String),
     #[error("the artefact names algorithm {found} but key {kid} is {expected}")]
     AlgorithmMismatch { kid: String, expected: Algorithm, found: Algorithm },
     #[error("signature invalid")]
@@ -429,9 +432,14 @@ pub fn ed25519_public_from_bytes(bytes: &[u8]) -> Result<VerifyingKey, CryptoErr
 }
 
 /// The trusted public keys (what an agent embeds). Several keys: old ones stay while artefacts they signed live.
+///
+/// A key can also be listed as **revoked** (a leaked or retired-for-cause key): it never verifies anything, and
+/// lookups by its id fail with [`CryptoError::RevokedKey`] before any signature work. Revocation wins: a key that
+/// is both listed and revoked (two keyset files merged, say) is revoked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublicKeyset {
     keys: Vec<VerifyingKey>,
+    revoked: Vec<VerifyingKey>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -439,11 +447,18 @@ struct KeysetJson {
     keys: Vec<KeyJson>,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 #[derive(Serialize, Deserialize)]
 struct KeyJson {
     kid: KeyId,
     alg: Algorithm,
     public_key: String,
+    /// Absent in keysets written before revocation existed: not revoked.
+    #[serde(default, skip_serializing_if = "is_false")]
+    revoked: bool,
 }
 
 impl PublicKeyset {
@@ -455,39 +470,87 @@ impl PublicKeyset {
         ks
     }
 
+    /// Adds a trusted key (ignored when the same key is already listed, or revoked).
     pub fn insert(&mut self, key: VerifyingKey) {
-        if !self.keys.iter().any(|k| k.kid == key.kid) {
+        if !self.keys.iter().chain(&self.revoked).any(|k| k.kid == key.kid) {
             self.keys.push(key);
         }
     }
 
+    /// Lists `key` as revoked (removing it from the trusted keys if it was one).
+    pub fn insert_revoked(&mut self, key: VerifyingKey) {
+        self.keys.retain(|k| k.kid != key.kid);
+        if !self.revoked.iter().any(|k| k.kid == key.kid) {
+            self.revoked.push(key);
+        }
+    }
+
+    /// Marks the key with this id revoked; false when the keyset does not list it.
+    pub fn revoke(&mut self, kid: &KeyId) -> bool {
+        if self.revoked.iter().any(|k| k.kid == *kid) {
+            return true;
+        }
+        match self.keys.iter().position(|k| k.kid == *kid) {
+            Some(i) => {
+                let k = self.keys.remove(i);
+                self.revoked.push(k);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The trusted keys (revoked ones are not among them).
     pub fn keys(&self) -> &[VerifyingKey] {
         &self.keys
     }
 
-    /// The key with this id; unknown ids fail here, before any signature work.
+    /// The keys listed as revoked.
+    pub fn revoked_keys(&self) -> &[VerifyingKey] {
+        &self.revoked
+    }
+
+    pub fn is_revoked(&self, kid: &KeyId) -> bool {
+        self.revoked.iter().any(|k| k.kid == *kid)
+    }
+
+    /// The key with this id; unknown and revoked ids fail here, before any signature work.
     pub fn get(&self, kid: &KeyId) -> Result<&VerifyingKey, CryptoError> {
+        if self.is_revoked(kid) {
+            return Err(CryptoError::RevokedKey(kid.to_string()));
+        }
         self.keys.iter().find(|k| k.kid == *kid).ok_or_else(|| CryptoError::UnknownKey(kid.to_string()))
     }
 
-    /// Ed25519 keys whose id starts with `tag` (short codes carry one byte of the key id).
+    /// Trusted Ed25519 keys whose id starts with `tag` (short codes carry one byte of the key id); revoked keys
+    /// are never candidates.
     pub fn by_tag(&self, tag: u8) -> impl Iterator<Item = &VerifyingKey> {
         self.keys.iter().filter(move |k| k.kid.tag() == tag && k.algorithm() == Algorithm::Ed25519)
     }
 
-    /// `{"keys":[{"kid":"…","alg":"ed25519","public_key":"<base64url>"}]}`
+    /// `{"keys":[{"kid":"…","alg":"ed25519","public_key":"<base64url>"}, {…, "revoked":true}]}`: trusted keys
+    /// first, in order, then the revoked ones (`revoked` is written only when true, so a keyset without revoked
+    /// keys reads the same as before revocation existed).
     pub fn to_json(&self) -> String {
+        let entry = |k: &VerifyingKey, revoked: bool| KeyJson {
+            kid: k.kid,
+            alg: k.algorithm(),
+            public_key: b64url(&k.public_bytes()),
+            revoked,
+        };
         let j = KeysetJson {
             keys: self
                 .keys
                 .iter()
-                .map(|k| KeyJson { kid: k.kid, alg: k.algorithm(), public_key: b64url(&k.public_bytes()) })
+                .map(|k| entry(k, false))
+                .chain(self.revoked.iter().map(|k| entry(k, true)))
                 .collect(),
         };
         serde_json::to_string_pretty(&j).unwrap_or_default()
     }
 
-    /// Parses a keyset; each stated key id must be the one derived from its public key.
+    /// Parses a keyset; each stated key id must be the one derived from its public key. An entry without
+    /// `revoked` is trusted; a keyset must trust at least one key.
     pub fn from_json(s: &str) -> Result<PublicKeyset, CryptoError> {
         let j: KeysetJson =
             serde_json::from_str(s).map_err(|e| CryptoError::InvalidKey(format!("keyset JSON: {e}")))?;
@@ -502,35 +565,67 @@ impl PublicKeyset {
                     k.kid, vk.kid
                 )));
             }
-            ks.insert(vk);
+            if k.revoked {
+                ks.insert_revoked(vk);
+            } else {
+                ks.insert(vk);
+            }
         }
         if ks.keys.is_empty() {
-            return Err(CryptoError::InvalidKey("keyset has no keys".into()));
+            return Err(CryptoError::InvalidKey(if ks.revoked.is_empty() {
+                "keyset has no keys".into()
+            } else {
+                "every key of the keyset is revoked: it trusts nothing; export a keyset with a current key".into()
+            }));
         }
         Ok(ks)
     }
 }
 
-/// A signer's keys: one active signing key plus retired keys that still verify.
+/// A signer's keys: one active signing key, retired keys that still verify, and revoked keys that never do.
 #[derive(Debug)]
 pub struct Keyset {
     active: SigningKey,
     retired: Vec<VerifyingKey>,
+    revoked: Vec<VerifyingKey>,
 }
 
 impl Keyset {
     pub fn new(active: SigningKey, retired: impl IntoIterator<Item = VerifyingKey>) -> Self {
         let kid = active.key_id();
-        Keyset { active, retired: retired.into_iter().filter(|k| k.kid != kid).collect() }
+        Keyset { active, retired: retired.into_iter().filter(|k| k.kid != kid).collect(), revoked: Vec::new() }
+    }
+
+    /// Lists these keys as revoked (they leave the retired keys). The signing key cannot be revoked: make another
+    /// key sign first.
+    pub fn with_revoked(mut self, revoked: impl IntoIterator<Item = VerifyingKey>) -> Result<Self, CryptoError> {
+        for k in revoked {
+            if k.kid == self.active.key_id() {
+                return Err(CryptoError::InvalidKey(format!(
+                    "key {} signs and cannot be revoked: make another key the signing key first",
+                    k.kid
+                )));
+            }
+            self.retired.retain(|r| r.kid != k.kid);
+            if !self.revoked.iter().any(|r| r.kid == k.kid) {
+                self.revoked.push(k);
+            }
+        }
+        Ok(self)
     }
 
     pub fn signer(&self) -> &SigningKey {
         &self.active
     }
 
-    /// Every key an agent should trust: the active one first.
+    /// Every key an agent should trust, the active one first, then the revoked ones marked as such.
     pub fn public(&self) -> PublicKeyset {
-        PublicKeyset::new(std::iter::once(self.active.verifying_key()).chain(self.retired.iter().cloned()))
+        let mut ks =
+            PublicKeyset::new(std::iter::once(self.active.verifying_key()).chain(self.retired.iter().cloned()));
+        for k in &self.revoked {
+            ks.insert_revoked(k.clone());
+        }
+        ks
     }
 }
 
@@ -575,5 +670,70 @@ mod tests {
         assert_eq!(PublicKeyset::from_json(&json).expect("parse"), ks);
         let wrong = json.replacen(&ks.keys()[0].key_id().to_string(), "0000000000000000", 1);
         assert!(PublicKeyset::from_json(&wrong).is_err());
+    }
+
+    #[test]
+    fn a_keyset_without_the_revoked_field_trusts_every_key() {
+        let a = SigningKey::generate_ed25519().verifying_key();
+        let old = format!(
+            r#"{{"keys":[{{"kid":"{}","alg":"ed25519","public_key":"{}"}}]}}"#,
+            a.key_id(),
+            b64url(&a.public_bytes())
+        );
+        let ks = PublicKeyset::from_json(&old).expect("old keyset");
+        assert!(!ks.is_revoked(&a.key_id()));
+        assert!(ks.get(&a.key_id()).is_ok());
+        // A keyset without revoked keys writes no `revoked` field (old readers see the same file).
+        assert!(!ks.to_json().contains("revoked"));
+    }
+
+    #[test]
+    fn a_revoked_key_is_marked_in_json_and_never_returned() {
+        let a = SigningKey::generate_ed25519();
+        let b = SigningKey::generate_ed25519();
+        let ks = Keyset::new(a, []).with_revoked([b.verifying_key()]).expect("revoke b").public();
+        assert!(ks.is_revoked(&b.key_id()));
+        assert_eq!(ks.get(&b.key_id()), Err(CryptoError::RevokedKey(b.key_id().to_string())));
+        assert_eq!(ks.by_tag(b.key_id().tag()).filter(|k| k.key_id() == b.key_id()).count(), 0);
+        assert_eq!(ks.keys().len(), 1, "keys() lists trusted keys only");
+        let json = ks.to_json();
+        assert!(json.contains("\"revoked\": true"), "{json}");
+        let back = PublicKeyset::from_json(&json).expect("parse");
+        assert_eq!(back, ks);
+        assert!(back.is_revoked(&b.key_id()));
+    }
+
+    #[test]
+    fn revocation_wins_over_a_trusted_listing_of_the_same_key() {
+        let a = SigningKey::generate_ed25519();
+        let b = SigningKey::generate_ed25519();
+        let mut ks = PublicKeyset::new([a.verifying_key(), b.verifying_key()]);
+        assert!(ks.revoke(&b.key_id()));
+        ks.insert(b.verifying_key());
+        assert!(ks.get(&b.key_id()).is_err());
+        let entry = |k: &SigningKey, revoked: &str| {
+            format!(
+                r#"{{"kid":"{}","alg":"ed25519","public_key":"{}"{revoked}}}"#,
+                k.key_id(),
+                b64url(&k.verifying_key().public_bytes())
+            )
+        };
+        for order in
+            [[entry(&b, ""), entry(&b, r#","revoked":true"#)], [entry(&b, r#","revoked":true"#), entry(&b, "")]]
+        {
+            let json = format!(r#"{{"keys":[{},{},{}]}}"#, entry(&a, ""), order[0], order[1]);
+            let ks = PublicKeyset::from_json(&json).expect("parse");
+            assert!(ks.is_revoked(&b.key_id()), "{json}");
+        }
+        let only_revoked = format!(r#"{{"keys":[{}]}}"#, entry(&b, r#","revoked":true"#));
+        let err = PublicKeyset::from_json(&only_revoked).unwrap_err().to_string();
+        assert!(err.contains("every key of the keyset is revoked"), "{err}");
+    }
+
+    #[test]
+    fn the_signing_key_cannot_be_revoked() {
+        let a = SigningKey::generate_ed25519();
+        let vk = a.verifying_key();
+        assert!(Keyset::new(a, []).with_revoked([vk]).is_err());
     }
 }

@@ -22,7 +22,9 @@ impl ArtefactError {
     pub fn is_signature_failure(&self) -> bool {
         matches!(
             self,
-            ArtefactError::Envelope(EnvelopeError::Crypto(CryptoError::BadSignature | CryptoError::UnknownKey(_)))
+            ArtefactError::Envelope(EnvelopeError::Crypto(
+                CryptoError::BadSignature | CryptoError::UnknownKey(_) | CryptoError::RevokedKey(_)
+            ))
         )
     }
 }

@@ -251,6 +251,44 @@ fn a_signature_of_one_kind_is_not_accepted_as_another() {
 }
 
 #[test]
+fn a_revoked_key_verifies_nothing_it_signed() {
+    // The pinned vectors verify with the test keyset (above); mark each signing key revoked and none does.
+    let mut ks = keyset();
+    for k in ks.keys().to_vec() {
+        assert!(ks.revoke(&k.key_id()));
+    }
+    let revoked = |e: &ArtefactError| {
+        e.is_signature_failure()
+            && matches!(e, ArtefactError::Envelope(EnvelopeError::Crypto(CryptoError::RevokedKey(_))))
+    };
+    for alg in ["ed25519", "rsa2048", "rsa3072"] {
+        let e = token::verify_license_file(&vector(&format!("license-file.{alg}.txt")), &ks).unwrap_err();
+        assert!(revoked(&e), "{alg}: {e}");
+    }
+    let e = token::verify_activation_token(vector("activation-token.ed25519.txt").trim(), &ks).unwrap_err();
+    assert!(revoked(&e), "{e}");
+    let device = device_key();
+    let key_hash = sample_key().hash();
+    let request = SignedRequest::decode(&vector("request.code")).unwrap();
+    let response = SignedResponse::decode(&vector("response.code")).unwrap();
+    assert!(response.verify(&ks, &key_hash, &request).is_err(), "offline response");
+    let em = SignedEmergency::decode(&vector("emergency.code")).unwrap();
+    assert!(em.verify(&ks, &key_hash, &[9; 32]).is_err(), "emergency code");
+    let bound = SignedEmergency::decode(&vector("emergency-bound.code")).unwrap();
+    assert!(bound.verify(&ks, &key_hash, &device_public(&device)).is_err(), "bound emergency code");
+    // A signed server answer (a `server-response` envelope) is refused the same way.
+    let ed = test_key("ed25519.pem");
+    let answer = Envelope::seal(&ed, Domain::ServerResponse, b"{}".to_vec());
+    assert!(matches!(answer.open(&ks, Domain::ServerResponse), Err(EnvelopeError::Crypto(CryptoError::RevokedKey(_)))));
+    // With one other key still trusted, the keyset parses and keeps refusing the revoked ones.
+    let mut mixed = ks.clone();
+    mixed.insert(SigningKey::generate_ed25519().verifying_key());
+    let back = PublicKeyset::from_json(&mixed.to_json()).unwrap();
+    assert_eq!(back, mixed);
+    assert!(token::verify_license_file(&vector("license-file.ed25519.txt"), &back).is_err());
+}
+
+#[test]
 fn unknown_key_ids_are_rejected_before_signature_work() {
     let stranger = SigningKey::generate_ed25519();
     let ks = keyset();

@@ -7,6 +7,7 @@ mod crash;
 mod customer;
 mod identity;
 mod isolation;
+mod keys;
 mod lifecycle;
 mod models;
 mod offline;

@@ -51,6 +51,8 @@ def load_keyset(path):
         public = b64url_decode(k["public_key"])
         if key_id(k["alg"], public) != k["kid"]:
             raise Refused(f"keyset entry {k['kid']} does not match its public key")
+        if k.get("revoked", False):
+            continue  # a revoked key verifies nothing it signed
         keys[k["kid"]] = (k["alg"], public)
     return keys
 

@@ -9,6 +9,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
+use tessera_core::license_key::{ct_eq, hash_secret};
+
 use crate::error::AppError;
 use crate::services::Ctx;
 
@@ -140,26 +142,68 @@ pub fn client_ip(parts: &Parts, trust_forwarded: bool) -> Option<String> {
 /// An authenticated admin caller.
 pub struct Auth(pub Ctx);
 
+/// The bearer token of the `Authorization` header; `what` names the token the endpoint wants (for the message).
+fn bearer<'a>(parts: &'a Parts, what: &str) -> Result<&'a str, AppError> {
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| {
+            AppError::unauthorized(format!("missing Authorization header: send Authorization: Bearer <{what}>"))
+        })?
+        .to_str()
+        .map_err(|_| AppError::unauthorized("the Authorization header is not valid text"))?;
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or_else(|| AppError::unauthorized(format!("use the Bearer scheme: Authorization: Bearer <{what}>")))
+}
+
 impl FromRequestParts<AppState> for Auth {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let ip = client_ip(parts, state.services.config.trust_forwarded_for);
         state.admin_limiter.check(&rate_key(ip.as_deref())).map_err(AppError::rate_limited)?;
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| {
-                AppError::unauthorized("missing Authorization header: send Authorization: Bearer <API token>")
-            })?
-            .to_str()
-            .map_err(|_| AppError::unauthorized("the Authorization header is not valid text"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| AppError::unauthorized("use the Bearer scheme: Authorization: Bearer <API token>"))?;
+        let token = bearer(parts, "API token")?;
         let principal = state.services.authenticate(token).await?;
         Ok(Auth(Ctx::admin(principal, ip)))
+    }
+}
+
+/// A caller allowed to read `/metrics`: the configured metrics token (compared as a SHA-256 hash, in constant
+/// time) or a vendor-admin API token. Within the admin per-IP limit, checked first.
+pub struct MetricsAuth;
+
+const METRICS_WANTS: &str = "metrics token or vendor-admin API token";
+
+impl FromRequestParts<AppState> for MetricsAuth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ip = client_ip(parts, state.services.config.trust_forwarded_for);
+        state.admin_limiter.check(&rate_key(ip.as_deref())).map_err(AppError::rate_limited)?;
+        let token = bearer(parts, METRICS_WANTS)?.trim();
+        if let Some(want) = &state.metrics_token {
+            if ct_eq(&hash_secret(token), want) {
+                return Ok(MetricsAuth);
+            }
+        }
+        if !token.starts_with(crate::services::admin::TOKEN_PREFIX) {
+            return Err(AppError::unauthorized(if state.metrics_token.is_some() {
+                "the token is neither the metrics token nor an API token: send Authorization: Bearer <metrics token \
+                 or vendor-admin API token>"
+            } else {
+                "no metrics token is configured (metrics_token / TESSERA_METRICS_TOKEN), so /metrics needs a \
+                 vendor-admin API token: send Authorization: Bearer <vendor-admin token>"
+            }));
+        }
+        let principal = state.services.authenticate(token).await?;
+        Ctx::admin(principal, ip).require_vendor().map_err(|_| {
+            AppError::forbidden(
+                "metrics cover every tenant: /metrics needs a vendor-admin API token or the configured metrics token",
+            )
+        })?;
+        Ok(MetricsAuth)
     }
 }
 

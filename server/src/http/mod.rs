@@ -26,7 +26,8 @@ use crate::services::licenses::*;
 use crate::services::offline::{IssueEmergency, ReceiptRequest, RespondRequest};
 use crate::services::security::{CheckKey, CreateBlock, CreateReport};
 use crate::services::{PageQuery, Services};
-use extract::{ApiBytes, ApiJson, ApiPath, ApiQuery, Auth, Client, DeviceSignature};
+use crate::store::writes::{Abandoned, RequestWrites};
+use extract::{ApiBytes, ApiJson, ApiPath, ApiQuery, Auth, Client, DeviceSignature, MetricsAuth};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,6 +36,8 @@ pub struct AppState {
     pub ip_limiter: Arc<RateLimiter>,
     /// Per-IP limit of the admin API, checked before the bearer token (so guessing tokens is slow too).
     pub admin_limiter: Arc<RateLimiter>,
+    /// SHA-256 of the configured metrics token (`/metrics` also takes a vendor-admin token).
+    pub metrics_token: Option<[u8; 32]>,
 }
 
 impl AppState {
@@ -42,7 +45,9 @@ impl AppState {
         let rl = &services.config.rate_limits;
         let ip_limiter = Arc::new(RateLimiter::new(rl.per_ip_per_sec, rl.per_ip_burst));
         let admin_limiter = Arc::new(RateLimiter::new(rl.admin_per_ip_per_sec, rl.admin_per_ip_burst));
-        AppState { services: Arc::new(services), ip_limiter, admin_limiter }
+        let metrics_token =
+            services.config.metrics_token.as_ref().map(|t| tessera_core::license_key::hash_secret(t.0.trim()));
+        AppState { services: Arc::new(services), ip_limiter, admin_limiter, metrics_token }
     }
 }
 
@@ -120,18 +125,28 @@ pub fn app(state: AppState) -> Router {
 
 /// The request timeout, the request metrics and the log of server errors, in one layer (a tracing span per request
 /// cost about 4% of a heartbeat's CPU; per-route counts and latencies are in `/metrics`).
+///
+/// The timeout tells the truth about writes (`store::writes`): when it runs out and none of the request's writes
+/// has started, the request is abandoned, the writer skips its queued writes, and the answer is 503 `TIMEOUT`
+/// "nothing was applied; retry". When a write has started it runs to completion, so the request gets the same time
+/// again to finish and answers what it did; only if that runs out too is the answer 503
+/// `TIMEOUT_OUTCOME_UNKNOWN` (the change may be applied; it is in the audit log if so).
 async fn timed(limit: Duration, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
-    let resp = match tokio::time::timeout(limit, next.run(req)).await {
+    let writes = RequestWrites::new();
+    let run = crate::store::writes::track(writes.clone(), next.run(req));
+    tokio::pin!(run);
+    let resp = match tokio::time::timeout(limit, &mut run).await {
         Ok(r) => r,
-        Err(_) => AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "TIMEOUT",
-            "the request took too long and was abandoned: retry later",
-        )
-        .into_response(),
+        Err(_) => match writes.abandon() {
+            Abandoned::NothingWritten => AppError::timeout_not_applied().into_response(),
+            Abandoned::WriteStarted => match tokio::time::timeout(limit, &mut run).await {
+                Ok(r) => r,
+                Err(_) => AppError::timeout_outcome_unknown().into_response(),
+            },
+        },
     };
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let (status, elapsed) = (resp.status().as_u16(), started.elapsed());
@@ -176,7 +191,8 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn metrics() -> Response {
+/// Prometheus text format; needs the metrics token or a vendor-admin token (counts cover every tenant).
+async fn metrics(_: MetricsAuth) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::METRICS.render()).into_response()
 }
 

@@ -2,11 +2,11 @@
 
 use serde_json::{json, Map, Value};
 
-/// Every route: method, path, tag, summary, auth ("admin", "client", "device", "optional", "none").
+/// Every route: method, path, tag, summary, auth ("admin", "metrics", "client", "device", "optional", "none").
 pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "/healthz", "ops", "Liveness", "none"),
     ("get", "/readyz", "ops", "Readiness (database reachable)", "none"),
-    ("get", "/metrics", "ops", "Prometheus metrics", "none"),
+    ("get", "/metrics", "ops", "Prometheus metrics (metrics token or vendor-admin token)", "metrics"),
     ("get", "/v1/openapi.json", "ops", "This document", "none"),
     ("post", "/v1/tenants", "tenants", "Create a tenant (vendor-admin)", "admin"),
     ("get", "/v1/tenants", "tenants", "List tenants", "admin"),
@@ -58,7 +58,7 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ),
     ("get", "/v1/events", "audit", "Lifecycle events (expiring soon, …)", "admin"),
     ("get", "/v1/audit", "audit", "Audit log entries", "admin"),
-    ("get", "/v1/audit/verify", "audit", "Verify the audit hash chain", "admin"),
+    ("get", "/v1/audit/verify", "audit", "Verify the audit hash chain of every tenant (vendor-admin)", "admin"),
     ("post", "/v1/security/validate-key", "security", "Check a license key", "admin"),
     ("post", "/v1/security/blocked-devices", "security", "Block a device", "admin"),
     ("get", "/v1/security/blocked-devices", "security", "List blocked devices", "admin"),
@@ -100,6 +100,13 @@ pub fn document() -> Value {
         }
         match *auth {
             "admin" => op["security"] = json!([{"bearer": []}]),
+            "metrics" => {
+                op["security"] = json!([{"bearer": []}]);
+                op["description"] = json!(
+                    "Bearer: the configured metrics token (metrics_token, TESSERA_METRICS_TOKEN) \
+                    or a vendor-admin API token; 401 without either, 403 for other API tokens."
+                );
+            }
             "optional" => op["security"] = json!([{}, {"bearer": []}]),
             "device" => {
                 op["parameters"] = json!([{"name": "X-Tessera-Signature", "in": "header", "required": true,

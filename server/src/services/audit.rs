@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Ctx, Services};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::store::{audit_hash, AuditEntry, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -79,8 +79,16 @@ pub async fn verify_chain(store: &dyn Store) -> Result<AuditVerification, crate:
 }
 
 impl Services {
+    /// Walks the one hash chain of every tenant's audit rows: vendor-admin only (a tenant's token would learn how
+    /// many rows other tenants wrote, and where the chain of the whole server breaks).
     pub async fn verify_audit(&self, ctx: &Ctx) -> AppResult<AuditVerification> {
-        ctx.require_admin()?;
+        if ctx.require_vendor().is_err() {
+            ctx.role()?;
+            return Err(AppError::forbidden(
+                "the audit chain spans every tenant, so verifying it needs a vendor-admin token; a tenant reads its \
+                 own entries at GET /v1/audit",
+            ));
+        }
         Ok(verify_chain(self.store.as_ref()).await?)
     }
 

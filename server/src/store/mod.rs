@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod sqlite;
+pub mod writes;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,6 +42,9 @@ pub enum StoreError {
     Busy,
     #[error("the store is shut down")]
     Closed,
+    /// The request that queued the write was abandoned (timed out) before the write started: nothing was written.
+    #[error("the request was abandoned before its write started; nothing was written")]
+    Abandoned,
     #[error("{0}")]
     Schema(String),
 }

@@ -206,6 +206,12 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
+        // The request this write belongs to (see `writes`): an abandoned request queues nothing, and the writer
+        // skips a queued job whose request was abandoned before the job started.
+        let request = super::writes::current();
+        if request.as_ref().is_some_and(|r| r.is_abandoned()) {
+            return Box::pin(std::future::ready(Err(StoreError::Abandoned)));
+        }
         let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
         let job: Job = Box::new(move |conn| match conn {
             None => (
@@ -214,6 +220,15 @@ impl SqliteStore {
                     let _ = tx.send(Err(StoreError::Busy));
                 }),
             ),
+            Some(_) if request.as_ref().is_some_and(|r| !r.begin()) => {
+                crate::metrics::METRICS.store_op("write_abandoned", Duration::ZERO);
+                (
+                    false,
+                    Box::new(move |_| {
+                        let _ = tx.send(Err(StoreError::Abandoned));
+                    }),
+                )
+            }
             Some(c) => {
                 let r = f(c);
                 let ok = r.is_ok();

@@ -352,7 +352,9 @@ async fn operational_endpoints() {
         assert!(doc["paths"][*p][*m].is_object(), "{m} {p}");
     }
     assert!(doc["paths"].as_object().unwrap().len() > 40);
-    let (s, body) = h.raw(Method::GET, "/metrics", None, None, &[]).await;
+    let (s, _) = h.raw(Method::GET, "/metrics", None, None, &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "metrics need a token (see ops_access)");
+    let (s, body) = h.raw(Method::GET, "/metrics", Some(&h.admin.clone()), None, &[]).await;
     assert_eq!(s, StatusCode::OK);
     let text = String::from_utf8(body).unwrap();
     assert!(text.contains("tessera_http_requests_total"), "{text}");
