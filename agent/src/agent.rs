@@ -26,7 +26,7 @@ use tessera_core::{
 };
 use uuid::Uuid;
 
-use crate::client::{self, Client};
+use crate::client::{self, endpoint, Client, ForActivation};
 use crate::clock::{Clock, SystemClock, TrustedTime};
 use crate::error::AgentError;
 use crate::identity::{self, Collected, IdentityMode, RawComponent};
@@ -754,8 +754,15 @@ impl Agent {
             },
             "nonce": nonce,
         });
-        let v = client.post::<ActivateResult>("/v1/client/activate", &body, &nonce, None, &cfg.keyset).await?;
+        let v = client
+            .post::<ActivateResult>(endpoint::ACTIVATE, &body, &nonce, None, &cfg.keyset, ForActivation::Created)
+            .await?;
         let r = v.result;
+        if v.activation_id != Some(r.activation_id) {
+            return Err(AgentError::UntrustedResponse(
+                "the activation answer names another activation than the one it returns".into(),
+            ));
+        }
         let license = verify_license_file(&r.license_file, &cfg.keyset)
             .map_err(|e| AgentError::UntrustedResponse(format!("license file: {e}")))?
             .license;
@@ -837,7 +844,14 @@ impl Agent {
             },
         });
         let v = client
-            .post::<HeartbeatResult>("/v1/client/heartbeat", &body, &nonce, Some(&self.inner.device), &cfg.keyset)
+            .post::<HeartbeatResult>(
+                endpoint::HEARTBEAT,
+                &body,
+                &nonce,
+                Some(&self.inner.device),
+                &cfg.keyset,
+                ForActivation::Is(activation_id),
+            )
             .await?;
         let r = v.result;
         let deactivated = r.activation_status.eq_ignore_ascii_case("DEACTIVATED");
@@ -921,7 +935,14 @@ impl Agent {
         let nonce = client::nonce();
         let body = json!({"activation_id": activation_id, "nonce": nonce, "sent_at": cfg.clock.now()});
         let v = client
-            .post::<DeactivateResult>("/v1/client/deactivate", &body, &nonce, Some(&self.inner.device), &cfg.keyset)
+            .post::<DeactivateResult>(
+                endpoint::DEACTIVATE,
+                &body,
+                &nonce,
+                Some(&self.inner.device),
+                &cfg.keyset,
+                ForActivation::Is(activation_id),
+            )
             .await?;
         if !v.result.deactivated {
             return Err(AgentError::Refused("the server did not confirm the deactivation: try again".into()));
@@ -1317,8 +1338,12 @@ fn verify_activation(
             let mut signed_usage = HashMap::new();
             if let Some(lr) = &a.last_response {
                 require_canonical(lr, canonical_compact(lr), "server answer")?;
-                let (r, server_time): (StoredHeartbeat, _) = client::open_signed(lr, keys, None)
-                    .map_err(|e| format!("the cached server answer failed verification ({e})"))?;
+                // Only a heartbeat answer for this very activation counts: one copied from another activation's
+                // state, or an answer of another endpoint, is refused like any other tampering.
+                let opened: client::Opened<StoredHeartbeat> =
+                    client::open_signed(lr, keys, None, endpoint::HEARTBEAT, ForActivation::Is(claims.activation_id))
+                        .map_err(|e| format!("the cached server answer failed verification ({e})"))?;
+                let (r, server_time) = (opened.result, opened.server_time);
                 if let Some(s) = r.license_status {
                     license.status = s;
                 }

@@ -327,17 +327,55 @@ pub fn lease_for(l: &License, now: DateTime<Utc>) -> DateTime<Utc> {
     now + Duration::seconds(i64::from(secs))
 }
 
+/// The client endpoint a signed answer is for: its request path, written into the signed payload (`endpoint`), so
+/// an answer of one endpoint cannot be passed off as another's (a validate or deactivate answer as a heartbeat's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Activate,
+    Validate,
+    Heartbeat,
+    Deactivate,
+}
+
+impl Endpoint {
+    pub const fn path(self) -> &'static str {
+        match self {
+            Endpoint::Activate => "/v1/client/activate",
+            Endpoint::Validate => "/v1/client/validate",
+            Endpoint::Heartbeat => "/v1/client/heartbeat",
+            Endpoint::Deactivate => "/v1/client/deactivate",
+        }
+    }
+}
+
 impl Services {
-    /// `{"signed": "<envelope>"}` around `{"nonce", "server_time", "result"}`.
-    pub fn sign_response(&self, nonce: &str, result: impl Serialize) -> AppResult<SignedAnswer> {
+    /// `{"signed": "<envelope>"}` around `{"nonce", "endpoint", "activation_id"?, "server_time", "result"}`: the
+    /// answer names the endpoint it answers and the activation it is about (none for validate), so the agent can
+    /// refuse an answer made for another endpoint or another activation (docs/PROTOCOL.md).
+    pub fn sign_response(
+        &self,
+        endpoint: Endpoint,
+        activation_id: Option<Uuid>,
+        nonce: &str,
+        result: impl Serialize,
+    ) -> AppResult<SignedAnswer> {
         #[derive(Serialize)]
         struct Payload<'a, R> {
             nonce: &'a str,
+            endpoint: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            activation_id: Option<Uuid>,
             server_time: String,
             result: R,
         }
         // Serialized straight from the result's type, without building a JSON value first.
-        let payload = Payload { nonce, server_time: crate::time::ts(self.now()), result };
+        let payload = Payload {
+            nonce,
+            endpoint: endpoint.path(),
+            activation_id,
+            server_time: crate::time::ts(self.now()),
+            result,
+        };
         let bytes = serde_json::to_vec(&payload).map_err(|e| AppError::internal("sign", e))?;
         let env = Envelope::seal(self.keys.signer(), Domain::ServerResponse, bytes);
         Ok(SignedAnswer(env.to_compact()))
@@ -637,7 +675,7 @@ impl Services {
             heartbeat_interval_secs: l.heartbeat_interval_secs,
             reused,
         };
-        self.sign_response(&req.nonce, result)
+        self.sign_response(Endpoint::Activate, Some(activation.id), &req.nonce, result)
     }
 
     pub async fn validate(&self, ctx: &Ctx, req: ValidateRequest) -> AppResult<SignedAnswer> {
@@ -700,7 +738,7 @@ impl Services {
             status: license.status,
             expires_at: license.expires_at,
         };
-        self.sign_response(&req.nonce, result)
+        self.sign_response(Endpoint::Validate, None, &req.nonce, result)
     }
 
     /// Whether the tenant has device blocks: most have none, and then the block lookup is skipped (the store
@@ -922,7 +960,7 @@ impl Services {
             accepted_usage,
             usage_totals: totals.iter().cloned().collect(),
         };
-        self.sign_response(&req.nonce, result)
+        self.sign_response(Endpoint::Heartbeat, Some(a.id), &req.nonce, result)
     }
 
     /// Remembers which host (fingerprint digest) an activation's heartbeat came from; the second distinct host
@@ -995,7 +1033,7 @@ impl Services {
             json!({"license_id": a.license_id}),
         );
         self.store.deactivate(a.id, now, "deactivated by the device".into(), audit).await?;
-        self.sign_response(&req.nonce, json!({"deactivated": true}))
+        self.sign_response(Endpoint::Deactivate, Some(a.id), &req.nonce, json!({"deactivated": true}))
     }
 }
 

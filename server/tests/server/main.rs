@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 mod admin;
+mod answers;
 mod audit;
 mod cache;
 mod cli;
