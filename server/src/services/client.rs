@@ -348,6 +348,24 @@ impl Endpoint {
     }
 }
 
+/// How much of a reused token's lease must be left for a heartbeat to hand it out again rather than sign a new one:
+/// the later of
+/// - half the full lease (a device that goes offline after a heartbeat keeps at least half its allowance), and
+/// - 1.25 × the heartbeat interval plus the agent's margin (a tenth of the interval, at least 5 s; see
+///   `next_heartbeat_in` in the agent): an honest agent's next heartbeat comes after at most 1.1 × the interval
+///   (±10 % jitter) and no later than its margin before the lease ends, so a token reused with this much left
+///   never makes it beat early, and never lapses before that beat, with a quarter interval to spare for a slow
+///   network or a busy host.
+///
+/// For a floating license (lease = 2 × interval) the second bound is the one that counts: a token is reused only
+/// for heartbeats that come sooner than about 0.65 × the interval after it was signed (restarts, usage flushes,
+/// several processes); for a license with a long lease the first one does, and reuse stays the common case.
+pub fn reuse_margin(full_lease: Duration, heartbeat_interval_secs: u32) -> Duration {
+    let interval = Duration::seconds(i64::from(heartbeat_interval_secs));
+    let agent_margin = (interval / 10).max(Duration::seconds(5));
+    (full_lease / 2).max(interval * 5 / 4 + agent_margin)
+}
+
 impl Services {
     /// `{"signed": "<envelope>"}` around `{"nonce", "endpoint", "activation_id"?, "server_time", "result"}`: the
     /// answer names the endpoint it answers and the activation it is about (none for validate), so the agent can
@@ -469,16 +487,18 @@ impl Services {
         sign_activation_token(self.keys.signer(), &claims)
     }
 
-    /// The activation token for a heartbeat. A token is re-signed when less than half of its lease is left, the
-    /// license or device key changed, or its lease is not the stored one (a re-activation, another node); until
-    /// then the previous one is reused (`renewed: false`), so server and device agree on the lease.
+    /// The activation token for a heartbeat. A token is re-signed when the license or device key changed, its
+    /// lease is not the stored one (a re-activation, another node), or too little of its lease is left (see
+    /// [`reuse_margin`]); until then the previous one is reused (`renewed: false`), so server and device agree on
+    /// the lease.
     fn token_for_heartbeat(&self, a: &Activation, rec: &LicenseRecord, now: DateTime<Utc>) -> HeartbeatToken {
         let full = lease_for(&rec.license, now) - now;
+        let keep = reuse_margin(full, rec.license.heartbeat_interval_secs);
         if let Some(c) = self.token_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&a.id) {
             if c.license_updated_at == rec.updated_at
                 && c.device_key == a.device_public_key
                 && a.lease_expires_at == Some(c.lease_expires_at)
-                && c.lease_expires_at - now > full / 2
+                && c.lease_expires_at - now > keep
             {
                 return HeartbeatToken {
                     lease: c.lease_expires_at,

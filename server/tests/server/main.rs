@@ -15,6 +15,7 @@ mod device_blocks;
 mod emergency_listing;
 mod geoip;
 mod identity;
+mod lease_renewal;
 mod license_conflicts;
 mod limits;
 mod offline;
