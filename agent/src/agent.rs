@@ -133,6 +133,9 @@ struct Snapshot {
     evidence: Option<Arc<Evidence>>,
     /// The host's DNS domain, for DOMAIN restrictions (reported by the host itself: advisory).
     domain: Option<Arc<str>>,
+    /// The country the server's GeoIP database placed this device in when it signed the activation token, for
+    /// GEOGRAPHIC restrictions offline (`None`: unknown, which never denies).
+    country: Option<Arc<str>>,
 }
 
 /// The vendor-signed artefacts behind a decision, as cached (verified at load). An application that embeds
@@ -208,7 +211,11 @@ impl Snapshot {
             lease_expires_at: self.lease_expires_at,
             clock: Some(guard),
             build_date: self.build_date,
-            environment: Environment { domain: self.domain.as_deref(), ..Environment::default() },
+            environment: Environment {
+                domain: self.domain.as_deref(),
+                country: self.country.as_deref(),
+                ..Environment::default()
+            },
             emergency: self.emergency,
         };
         decide(&inputs, &Query { feature, amount, used })
@@ -485,6 +492,7 @@ impl Agent {
                 pending_requests: 0,
                 evidence: None,
                 domain: None,
+                country: None,
             })),
             device,
             device_public,
@@ -1301,6 +1309,8 @@ struct Bound {
     /// Usage totals from the last verified server answer: quota counts never fall below them, whatever the
     /// unsigned rows of the state file say.
     signed_usage: HashMap<String, u64>,
+    /// The client country the activation token carries (GEOGRAPHIC restrictions).
+    country: Option<String>,
 }
 
 fn verify_activation(
@@ -1358,6 +1368,7 @@ fn verify_activation(
                 heartbeat_interval_secs: a.heartbeat_interval_secs.unwrap_or(claims.heartbeat_interval_secs),
                 license,
                 signed_usage,
+                country: claims.country,
             })
         }
         Mode::Offline => {
@@ -1391,6 +1402,7 @@ fn verify_activation(
                 heartbeat_interval_secs: DEFAULT_HEARTBEAT_SECS,
                 license: license_from_grant(g, cfg.product_id),
                 signed_usage: HashMap::new(),
+                country: None,
             })
         }
     }
@@ -1427,6 +1439,7 @@ fn load(
         pending_requests: store.pending_requests()?.len(),
         evidence: None,
         domain,
+        country: None,
     };
     let activation = store.activation()?;
     if let Some(a) = &activation {
@@ -1443,6 +1456,7 @@ fn load(
                 snap.activation_id = b.activation_id.or(a.activation_id);
                 snap.heartbeat_interval_secs = b.heartbeat_interval_secs.max(1);
                 snap.evidence = evidence_of(a).map(Arc::new);
+                snap.country = b.country.map(Arc::from);
                 if !b.signed_usage.is_empty() {
                     let queued: HashMap<String, u64> = store.queued_usage_by_feature()?.into_iter().collect();
                     for (feature, total) in b.signed_usage {

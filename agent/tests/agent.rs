@@ -344,6 +344,8 @@ struct Mock {
     heartbeat_endpoint: Option<Option<&'static str>>,
     /// Signs activation and heartbeat answers as if for this activation.
     answer_activation: Option<Uuid>,
+    /// The country the activation token carries.
+    country: Option<String>,
 }
 
 type Shared = Arc<Mutex<Mock>>;
@@ -382,6 +384,7 @@ fn token(m: &Mock) -> String {
             issued_at: now,
             lease_expires_at: now + Duration::days(7),
             heartbeat_interval_secs: 3600,
+            country: m.country.clone(),
         },
     )
 }
@@ -494,6 +497,7 @@ async fn mock_server(f: &Fixture) -> (String, Shared) {
         heartbeats: 0,
         heartbeat_endpoint: None,
         answer_activation: None,
+        country: None,
     }));
     let app = Router::new()
         .route("/v1/client/activate", post(activate))
@@ -912,6 +916,47 @@ async fn a_stored_answer_of_another_activation_or_endpoint_is_refused_on_load() 
         store_answer(&b_state, answer);
         b.refresh().unwrap();
         assert!(b.check("export_pdf").allowed, "{answer}");
+    }
+}
+
+/// The activation token carries the country the server's GeoIP database placed the device in; the agent decides
+/// GEOGRAPHIC restrictions on it offline (unknown never denies).
+#[tokio::test]
+async fn a_signed_country_that_the_license_denies_is_denied_offline() {
+    use tessera_core::model::{Restriction, RestrictionKind, RestrictionMode};
+    let geo = |mode, values: &[&str]| Restriction {
+        kind: RestrictionKind::Geographic,
+        mode,
+        values: values.iter().map(|v| v.to_string()).collect(),
+    };
+    let cases = [
+        (Some("DE"), geo(RestrictionMode::Deny, &["DE"]), false),
+        (Some("DE"), geo(RestrictionMode::Allow, &["FR", "AT"]), false),
+        (Some("FR"), geo(RestrictionMode::Allow, &["FR", "AT"]), true),
+        (Some("FR"), geo(RestrictionMode::Deny, &["DE"]), true),
+        (None, geo(RestrictionMode::Allow, &["FR"]), true),
+        (None, geo(RestrictionMode::Deny, &["DE"]), true),
+    ];
+    for (i, (country, restriction, allowed)) in cases.into_iter().enumerate() {
+        let f = Fixture::new();
+        let (url, mock) = mock_server(&f).await;
+        {
+            let mut m = mock.lock().unwrap();
+            m.country = country.map(str::to_string);
+            m.license.restrictions = vec![restriction.clone()];
+        }
+        let name = format!("geo-{i}.db");
+        let a = Agent::open(f.config(&name, Some(url.clone()))).unwrap();
+        a.activate(&LicenseKey::generate().expose()).await.unwrap();
+        // Offline from here on: the decision is the agent's own, from what it verified.
+        mock.lock().unwrap().down = true;
+        drop(a);
+        let a = Agent::open(f.config(&name, None)).unwrap();
+        let d = a.check("export_pdf");
+        assert_eq!(d.allowed, allowed, "{country:?} under {restriction:?}: {d:?}");
+        if !allowed {
+            assert_eq!(d.reason, Reason::Restricted);
+        }
     }
 }
 

@@ -63,6 +63,13 @@ pub struct ActivationClaims {
     pub issued_at: DateTime<Utc>,
     pub lease_expires_at: DateTime<Utc>,
     pub heartbeat_interval_secs: u32,
+    /// The client's country (ISO 3166-1 alpha-2, upper case) as the server's GeoIP database placed it when the
+    /// token was signed; `None` when unknown (no database, an address it does not place, or a license without a
+    /// `GEOGRAPHIC` restriction). The agent passes it to the decision as the country fact, so a `GEOGRAPHIC`
+    /// restriction holds offline too; unknown never denies. Left out of the payload when `None`, so tokens without
+    /// it (older servers) decode, and are byte-identical to what they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
 }
 
 pub fn sign_activation_token(key: &SigningKey, claims: &ActivationClaims) -> String {

@@ -168,6 +168,8 @@ struct HeartbeatToken {
     digest: [u8; 32],
     renewed: bool,
     license_updated_at: DateTime<Utc>,
+    /// The client country the token carries.
+    country: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -471,7 +473,9 @@ impl Services {
         self.audit_later(a);
     }
 
-    pub fn activation_token(&self, a: &Activation, l: &License) -> String {
+    /// The signed activation token of `a`. `country`: the client's country (ISO alpha-2, from the GeoIP database)
+    /// when known, carried so that the agent decides `GEOGRAPHIC` restrictions offline too.
+    pub fn activation_token(&self, a: &Activation, l: &License, country: Option<&str>) -> String {
         let claims = ActivationClaims {
             activation_id: a.id,
             license_id: l.id,
@@ -483,21 +487,29 @@ impl Services {
             issued_at: self.now(),
             lease_expires_at: a.lease_expires_at.unwrap_or_else(|| lease_for(l, self.now())),
             heartbeat_interval_secs: l.heartbeat_interval_secs,
+            country: country.map(str::to_string),
         };
         sign_activation_token(self.keys.signer(), &claims)
     }
 
     /// The activation token for a heartbeat. A token is re-signed when the license or device key changed, its
-    /// lease is not the stored one (a re-activation, another node), or too little of its lease is left (see
-    /// [`reuse_margin`]); until then the previous one is reused (`renewed: false`), so server and device agree on
-    /// the lease.
-    fn token_for_heartbeat(&self, a: &Activation, rec: &LicenseRecord, now: DateTime<Utc>) -> HeartbeatToken {
+    /// lease is not the stored one (a re-activation, another node), the client's country is no longer the one it
+    /// carries, or too little of its lease is left (see [`reuse_margin`]); until then the previous one is reused
+    /// (`renewed: false`), so server and device agree on the lease.
+    fn token_for_heartbeat(
+        &self,
+        a: &Activation,
+        rec: &LicenseRecord,
+        country: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> HeartbeatToken {
         let full = lease_for(&rec.license, now) - now;
         let keep = reuse_margin(full, rec.license.heartbeat_interval_secs);
         if let Some(c) = self.token_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&a.id) {
             if c.license_updated_at == rec.updated_at
                 && c.device_key == a.device_public_key
                 && a.lease_expires_at == Some(c.lease_expires_at)
+                && c.country.as_deref() == country
                 && c.lease_expires_at - now > keep
             {
                 return HeartbeatToken {
@@ -506,15 +518,23 @@ impl Services {
                     digest: c.digest,
                     renewed: false,
                     license_updated_at: rec.updated_at,
+                    country: c.country.clone(),
                 };
             }
         }
         let lease = now + full;
         let mut a2 = a.clone();
         a2.lease_expires_at = Some(lease);
-        let token: Arc<str> = self.activation_token(&a2, &rec.license).into();
+        let token: Arc<str> = self.activation_token(&a2, &rec.license, country).into();
         let digest = Sha256::digest(token.as_bytes()).into();
-        HeartbeatToken { lease, token, digest, renewed: true, license_updated_at: rec.updated_at }
+        HeartbeatToken {
+            lease,
+            token,
+            digest,
+            renewed: true,
+            license_updated_at: rec.updated_at,
+            country: country.map(str::to_string),
+        }
     }
 
     /// Remembers a renewed token once its lease is stored.
@@ -531,6 +551,7 @@ impl Services {
                 lease_expires_at: t.lease,
                 token: t.token.clone(),
                 digest: t.digest,
+                country: t.country.clone(),
             },
         );
     }
@@ -689,7 +710,7 @@ impl Services {
         crate::metrics::METRICS.activation(if reused { "reused" } else { "created" });
         let result = ActivateResult {
             activation_id: activation.id,
-            activation_token: self.activation_token(&activation, l),
+            activation_token: self.activation_token(&activation, l, country.as_deref()),
             license_file: self.license_file_for(&rec).text.clone(),
             lease_expires_at: activation.lease_expires_at,
             heartbeat_interval_secs: l.heartbeat_interval_secs,
@@ -915,7 +936,7 @@ impl Services {
         }
         let status = effective_status(l, now);
         let usable = status == LicenseStatus::Active && now >= l.starts_at;
-        let token = usable.then(|| self.token_for_heartbeat(&a, &rec, now));
+        let token = usable.then(|| self.token_for_heartbeat(&a, &rec, country.as_deref(), now));
         let usage_count = req.usage.len();
         let audit = || {
             ctx.audit(now, Some(l.tenant_id), "client.heartbeat", Some(a.id.to_string()), json!({"usage": usage_count}))

@@ -120,6 +120,7 @@ pub fn sample_claims(device: &SigningKey) -> ActivationClaims {
         issued_at: at(2026, 3, 1),
         lease_expires_at: at(2026, 3, 8),
         heartbeat_interval_secs: 3600,
+        country: None,
     }
 }
 
