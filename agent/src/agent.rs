@@ -27,7 +27,7 @@ use tessera_core::{
 };
 use uuid::Uuid;
 
-use crate::client::{self, Client};
+use crate::client::{self, endpoint, Client, ForActivation};
 use crate::clock::{Clock, SystemClock, TrustedTime};
 use crate::error::AgentError;
 use crate::identity::{self, Collected, IdentityMode, RawComponent};
@@ -160,6 +160,9 @@ struct Snapshot {
     evidence: Option<Arc<Evidence>>,
     /// The host's DNS domain, for DOMAIN restrictions (reported by the host itself: advisory).
     domain: Option<Arc<str>>,
+    /// The country the server's GeoIP database placed this device in when it signed the activation token, for
+    /// GEOGRAPHIC restrictions offline (`None`: unknown, which never denies).
+    country: Option<Arc<str>>,
 }
 
 /// The vendor-signed artefacts behind a decision, as cached (verified at load). An application that embeds
@@ -235,7 +238,11 @@ impl Snapshot {
             lease_expires_at: self.lease_expires_at,
             clock: Some(guard),
             build_date: self.build_date,
-            environment: Environment { domain: self.domain.as_deref(), ..Environment::default() },
+            environment: Environment {
+                domain: self.domain.as_deref(),
+                country: self.country.as_deref(),
+                ..Environment::default()
+            },
             emergency: self.emergency,
             hardware: self.hardware,
         };
@@ -514,6 +521,7 @@ impl Agent {
                 pending_requests: 0,
                 evidence: None,
                 domain: None,
+                country: None,
             })),
             device,
             device_public,
@@ -785,8 +793,15 @@ impl Agent {
             },
             "nonce": nonce,
         });
-        let v = client.post::<ActivateResult>("/v1/client/activate", &body, &nonce, None, &cfg.keyset).await?;
+        let v = client
+            .post::<ActivateResult>(endpoint::ACTIVATE, &body, &nonce, None, &cfg.keyset, ForActivation::Created)
+            .await?;
         let r = v.result;
+        if v.activation_id != Some(r.activation_id) {
+            return Err(AgentError::UntrustedResponse(
+                "the activation answer names another activation than the one it returns".into(),
+            ));
+        }
         let license = verify_license_file(&r.license_file, &cfg.keyset)
             .map_err(|e| AgentError::UntrustedResponse(format!("license file: {e}")))?
             .license;
@@ -868,7 +883,14 @@ impl Agent {
             },
         });
         let v = client
-            .post::<HeartbeatResult>("/v1/client/heartbeat", &body, &nonce, Some(&self.inner.device), &cfg.keyset)
+            .post::<HeartbeatResult>(
+                endpoint::HEARTBEAT,
+                &body,
+                &nonce,
+                Some(&self.inner.device),
+                &cfg.keyset,
+                ForActivation::Is(activation_id),
+            )
             .await?;
         let r = v.result;
         let deactivated = r.activation_status.eq_ignore_ascii_case("DEACTIVATED");
@@ -952,7 +974,14 @@ impl Agent {
         let nonce = client::nonce();
         let body = json!({"activation_id": activation_id, "nonce": nonce, "sent_at": cfg.clock.now()});
         let v = client
-            .post::<DeactivateResult>("/v1/client/deactivate", &body, &nonce, Some(&self.inner.device), &cfg.keyset)
+            .post::<DeactivateResult>(
+                endpoint::DEACTIVATE,
+                &body,
+                &nonce,
+                Some(&self.inner.device),
+                &cfg.keyset,
+                ForActivation::Is(activation_id),
+            )
             .await?;
         if !v.result.deactivated {
             return Err(AgentError::Refused("the server did not confirm the deactivation: try again".into()));
@@ -1322,6 +1351,8 @@ struct Bound {
     /// Usage totals from the last verified server answer: quota counts never fall below them, whatever the
     /// unsigned rows of the state file say.
     signed_usage: HashMap<String, u64>,
+    /// The client country the activation token carries (GEOGRAPHIC restrictions).
+    country: Option<String>,
 }
 
 fn verify_activation(
@@ -1359,8 +1390,12 @@ fn verify_activation(
             let mut signed_usage = HashMap::new();
             if let Some(lr) = &a.last_response {
                 require_canonical(lr, canonical_compact(lr), "server answer")?;
-                let (r, server_time): (StoredHeartbeat, _) = client::open_signed(lr, keys, None)
-                    .map_err(|e| format!("the cached server answer failed verification ({e})"))?;
+                // Only a heartbeat answer for this very activation counts: one copied from another activation's
+                // state, or an answer of another endpoint, is refused like any other tampering.
+                let opened: client::Opened<StoredHeartbeat> =
+                    client::open_signed(lr, keys, None, endpoint::HEARTBEAT, ForActivation::Is(claims.activation_id))
+                        .map_err(|e| format!("the cached server answer failed verification ({e})"))?;
+                let (r, server_time) = (opened.result, opened.server_time);
                 if let Some(s) = r.license_status {
                     license.status = s;
                 }
@@ -1383,6 +1418,7 @@ fn verify_activation(
                 heartbeat_interval_secs: a.heartbeat_interval_secs.unwrap_or(claims.heartbeat_interval_secs),
                 license,
                 signed_usage,
+                country: claims.country,
             })
         }
         Mode::Offline => {
@@ -1417,6 +1453,7 @@ fn verify_activation(
                 heartbeat_interval_secs: DEFAULT_HEARTBEAT_SECS,
                 license: license_from_grant(g, cfg.product_id),
                 signed_usage: HashMap::new(),
+                country: None,
             })
         }
     }
@@ -1454,6 +1491,7 @@ fn load(
         pending_requests: store.pending_requests()?.len(),
         evidence: None,
         domain,
+        country: None,
     };
     let activation = store.activation()?;
     if let Some(a) = &activation {
@@ -1471,6 +1509,7 @@ fn load(
                 snap.activation_id = b.activation_id.or(a.activation_id);
                 snap.heartbeat_interval_secs = b.heartbeat_interval_secs.max(1);
                 snap.evidence = evidence_of(a).map(Arc::new);
+                snap.country = b.country.map(Arc::from);
                 if !b.signed_usage.is_empty() {
                     let queued: HashMap<String, u64> = store.queued_usage_by_feature()?.into_iter().collect();
                     for (feature, total) in b.signed_usage {

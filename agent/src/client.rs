@@ -7,6 +7,7 @@ use serde::Deserialize;
 use tessera_core::encoding::b64url;
 use tessera_core::envelope::Envelope;
 use tessera_core::{Domain, PublicKeyset, SigningKey};
+use uuid::Uuid;
 
 use crate::error::AgentError;
 
@@ -19,13 +20,43 @@ pub fn nonce() -> String {
     b64url(&b)
 }
 
+/// The client endpoints, by request path: a signed answer names the one it answers (`endpoint`).
+pub mod endpoint {
+    pub const ACTIVATE: &str = "/v1/client/activate";
+    pub const VALIDATE: &str = "/v1/client/validate";
+    pub const HEARTBEAT: &str = "/v1/client/heartbeat";
+    pub const DEACTIVATE: &str = "/v1/client/deactivate";
+}
+
+/// Which activation a signed answer must name (its `activation_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForActivation {
+    /// This one (heartbeat, deactivate, a stored heartbeat answer).
+    Is(Uuid),
+    /// None (validate).
+    None,
+    /// Whichever it names, which the caller then checks against the result: an activation answer names the
+    /// activation it created, which the device cannot know before.
+    Created,
+}
+
 /// A verified answer.
 #[derive(Debug)]
 pub struct Verified<T> {
     pub result: T,
     pub server_time: DateTime<Utc>,
+    /// The activation the answer names.
+    pub activation_id: Option<Uuid>,
     /// The compact envelope as received (kept to re-verify later).
     pub signed: String,
+}
+
+/// The checked content of a signed answer.
+#[derive(Debug)]
+pub struct Opened<T> {
+    pub result: T,
+    pub server_time: DateTime<Utc>,
+    pub activation_id: Option<Uuid>,
 }
 
 #[derive(Deserialize)]
@@ -36,6 +67,11 @@ struct SignedBody {
 #[derive(Deserialize)]
 struct SignedPayload<T> {
     nonce: String,
+    /// Absent in answers of servers older than the binding: such an answer is refused.
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    activation_id: Option<Uuid>,
     server_time: DateTime<Utc>,
     result: T,
 }
@@ -52,13 +88,16 @@ struct ErrorInner {
     message: String,
 }
 
-/// Verifies a `server-response` envelope and returns its payload's `result` and `server_time`.
+/// Verifies a `server-response` envelope and returns its payload's `result` and `server_time`, once the answer is
+/// shown to be for `endpoint` (a request path, see [`endpoint`]) and for the activation `activation` says.
 /// `nonce`: the nonce that must be echoed (`None` when re-verifying a stored answer).
 pub fn open_signed<T: DeserializeOwned>(
     signed: &str,
     keys: &PublicKeyset,
     nonce: Option<&str>,
-) -> Result<(T, DateTime<Utc>), AgentError> {
+    endpoint: &str,
+    activation: ForActivation,
+) -> Result<Opened<T>, AgentError> {
     let env = Envelope::from_compact(signed).map_err(|e| AgentError::UntrustedResponse(e.to_string()))?;
     let payload = env.open(keys, Domain::ServerResponse).map_err(|e| AgentError::UntrustedResponse(e.to_string()))?;
     let p: SignedPayload<T> = serde_json::from_slice(payload)
@@ -70,7 +109,37 @@ pub fn open_signed<T: DeserializeOwned>(
             ));
         }
     }
-    Ok((p.result, p.server_time))
+    match p.endpoint.as_deref() {
+        Some(e) if e == endpoint => {}
+        Some(e) => {
+            return Err(AgentError::UntrustedResponse(format!(
+                "the answer was signed for {e}, not {endpoint} (an answer passed off as another's?)"
+            )))
+        }
+        None => {
+            return Err(AgentError::UntrustedResponse(format!(
+                "the answer does not name the endpoint it answers ({endpoint} expected): the server is older than \
+                 this agent; upgrade tessera-server"
+            )))
+        }
+    }
+    let activation_ok = match activation {
+        ForActivation::Is(id) => p.activation_id == Some(id),
+        ForActivation::None => p.activation_id.is_none(),
+        ForActivation::Created => p.activation_id.is_some(),
+    };
+    if !activation_ok {
+        let named = p.activation_id.map_or_else(|| "no activation".to_string(), |a| format!("activation {a}"));
+        let wanted = match activation {
+            ForActivation::Is(id) => format!("activation {id}"),
+            ForActivation::None => "no activation".into(),
+            ForActivation::Created => "the new activation".into(),
+        };
+        return Err(AgentError::UntrustedResponse(format!(
+            "the answer was signed for {named}, not {wanted} (an answer of another activation?)"
+        )));
+    }
+    Ok(Opened { result: p.result, server_time: p.server_time, activation_id: p.activation_id })
 }
 
 #[derive(Debug, Clone)]
@@ -94,7 +163,8 @@ impl Client {
         &self.base
     }
 
-    /// POSTs `body` to `path`; signs it with `device` when given; verifies the signed answer.
+    /// POSTs `body` to `path` (one of [`endpoint`]); signs it with `device` when given; verifies the signed answer,
+    /// which must name `path` and the activation `activation` says.
     pub async fn post<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -102,6 +172,7 @@ impl Client {
         nonce: &str,
         device: Option<&SigningKey>,
         keys: &PublicKeyset,
+        activation: ForActivation,
     ) -> Result<Verified<T>, AgentError> {
         let bytes = serde_json::to_vec(body).map_err(AgentError::internal)?;
         let url = format!("{}{}", self.base, path);
@@ -130,7 +201,12 @@ impl Client {
         }
         let body: SignedBody = serde_json::from_str(&text)
             .map_err(|_| AgentError::UntrustedResponse(format!("{url} did not answer with a signed body")))?;
-        let (result, server_time) = open_signed(&body.signed, keys, Some(nonce))?;
-        Ok(Verified { result, server_time, signed: body.signed })
+        let o = open_signed(&body.signed, keys, Some(nonce), path, activation)?;
+        Ok(Verified {
+            result: o.result,
+            server_time: o.server_time,
+            activation_id: o.activation_id,
+            signed: body.signed,
+        })
     }
 }

@@ -340,15 +340,32 @@ struct Mock {
     down: bool,
     wrong_nonce: bool,
     heartbeats: usize,
+    /// Signs heartbeat answers as if for this endpoint (`Some(None)`: names none, as an older server would).
+    heartbeat_endpoint: Option<Option<&'static str>>,
+    /// Signs activation and heartbeat answers as if for this activation.
+    answer_activation: Option<Uuid>,
+    /// The country the activation token carries.
+    country: Option<String>,
 }
 
 type Shared = Arc<Mutex<Mock>>;
 
-fn signed(m: &Mock, nonce: &str, result: Value) -> Response {
+/// A signed answer as the server makes it (docs/PROTOCOL.md): naming its endpoint and activation.
+fn sealed(
+    key: &SigningKey,
+    now: DateTime<Utc>,
+    endpoint: Option<&str>,
+    activation: Option<Uuid>,
+    nonce: &str,
+    result: Value,
+) -> String {
+    let payload = json!({"nonce": nonce, "endpoint": endpoint, "activation_id": activation, "server_time": now, "result": result});
+    Envelope::seal(key, Domain::ServerResponse, serde_json::to_vec(&payload).unwrap()).to_compact()
+}
+
+fn signed(m: &Mock, endpoint: Option<&str>, activation: Option<Uuid>, nonce: &str, result: Value) -> Response {
     use tessera_agent::Clock;
-    let payload = json!({"nonce": nonce, "server_time": m.clock.now(), "result": result});
-    let env = Envelope::seal(&m.key, Domain::ServerResponse, serde_json::to_vec(&payload).unwrap());
-    Json(json!({"signed": env.to_compact()})).into_response()
+    Json(json!({"signed": sealed(&m.key, m.clock.now(), endpoint, activation, nonce, result)})).into_response()
 }
 
 fn token(m: &Mock) -> String {
@@ -369,6 +386,7 @@ fn token(m: &Mock) -> String {
             heartbeat_interval_secs: 3600,
             seats: None,
             user_id: None,
+            country: m.country.clone(),
         },
     )
 }
@@ -390,7 +408,8 @@ async fn activate(State(s): State<Shared>, Json(body): Json<Value>) -> Response 
         "heartbeat_interval_secs": 3600,
         "reused": false,
     });
-    signed(&m, body["nonce"].as_str().unwrap(), result)
+    let activation = m.answer_activation.unwrap_or(m.activation_id);
+    signed(&m, Some("/v1/client/activate"), Some(activation), body["nonce"].as_str().unwrap(), result)
 }
 
 async fn heartbeat(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
@@ -428,12 +447,19 @@ async fn heartbeat(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> 
         "accepted_usage": accepted,
         "usage_totals": m.totals,
     });
-    signed(&m, &nonce, result)
+    let endpoint = m.heartbeat_endpoint.unwrap_or(Some("/v1/client/heartbeat"));
+    signed(&m, endpoint, Some(m.answer_activation.unwrap_or(m.activation_id)), &nonce, result)
 }
 
 async fn deactivate(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
     let m = s.lock().unwrap();
-    signed(&m, body["nonce"].as_str().unwrap(), json!({"deactivated": true}))
+    signed(
+        &m,
+        Some("/v1/client/deactivate"),
+        Some(m.activation_id),
+        body["nonce"].as_str().unwrap(),
+        json!({"deactivated": true}),
+    )
 }
 
 async fn mock_server(f: &Fixture) -> (String, Shared) {
@@ -471,6 +497,9 @@ async fn mock_server(f: &Fixture) -> (String, Shared) {
         down: false,
         wrong_nonce: false,
         heartbeats: 0,
+        heartbeat_endpoint: None,
+        answer_activation: None,
+        country: None,
     }));
     let app = Router::new()
         .route("/v1/client/activate", post(activate))
@@ -768,6 +797,169 @@ async fn every_bit_flip_of_cached_artefacts_is_rejected() {
     let b = f.agent("b.db");
     b.apply_code(&f.respond(&key, &b.request_code(&key.expose()).unwrap())).unwrap();
     sweep_column(&b, &f.dir.path().join("b.db"), "response_code", 1);
+}
+
+fn stored_answer(state: &std::path::Path) -> String {
+    let db = rusqlite::Connection::open(state).unwrap();
+    db.query_row("SELECT last_response FROM activation", [], |r| r.get(0)).unwrap()
+}
+
+fn store_answer(state: &std::path::Path, answer: &str) {
+    let db = rusqlite::Connection::open(state).unwrap();
+    assert_eq!(db.execute("UPDATE activation SET last_response = ?1", [answer]).unwrap(), 1);
+}
+
+/// Signed answers name their endpoint and activation (docs/PROTOCOL.md): one signed for another endpoint, for
+/// another activation, or naming neither (an older server) is refused when it arrives, and nothing of it is stored.
+#[tokio::test]
+async fn an_answer_for_another_endpoint_or_activation_is_refused_on_receipt() {
+    let f = Fixture::new();
+    let (url, mock) = mock_server(&f).await;
+    let key = LicenseKey::generate();
+    let config = f.config("a.db", Some(url));
+    let a = Agent::open(config.clone()).unwrap();
+
+    // An activation answer naming another activation than the one it returns.
+    mock.lock().unwrap().answer_activation = Some(Uuid::from_u128(1234));
+    match a.activate(&key.expose()).await {
+        Err(AgentError::UntrustedResponse(m)) => assert!(m.contains("another activation"), "{m}"),
+        other => panic!("expected an untrusted answer, got {other:?}"),
+    }
+    assert_eq!(a.check("export_pdf").reason, Reason::NotActivated);
+    mock.lock().unwrap().answer_activation = None;
+    a.activate(&key.expose()).await.unwrap();
+    a.heartbeat().await.unwrap();
+    let before = stored_answer(&config.state_path);
+
+    let cases: [(Option<&'static str>, Option<Uuid>, &str); 4] = [
+        (Some("/v1/client/validate"), None, "signed for /v1/client/validate"),
+        (Some("/v1/client/deactivate"), None, "signed for /v1/client/deactivate"),
+        (None, None, "does not name the endpoint"),
+        (Some("/v1/client/heartbeat"), Some(Uuid::from_u128(1234)), "another activation"),
+    ];
+    for (endpoint, activation, why) in cases {
+        {
+            let mut m = mock.lock().unwrap();
+            m.heartbeat_endpoint = Some(endpoint);
+            m.answer_activation = activation;
+            m.license.status = LicenseStatus::Revoked; // what the refused answer would have said
+        }
+        match a.heartbeat().await {
+            Err(AgentError::UntrustedResponse(m)) => assert!(m.contains(why), "{why}: {m}"),
+            other => panic!("{endpoint:?} / {activation:?}: expected an untrusted answer, got {other:?}"),
+        }
+        assert_eq!(stored_answer(&config.state_path), before, "nothing of a refused answer is stored");
+        assert!(a.check("export_pdf").allowed);
+    }
+    {
+        let mut m = mock.lock().unwrap();
+        m.heartbeat_endpoint = None;
+        m.answer_activation = None;
+    }
+    a.heartbeat().await.unwrap();
+    assert_eq!(a.check("export_pdf").reason, Reason::Revoked, "the right answer is taken");
+}
+
+/// A customer copies a heartbeat answer of one activation into the state of another (or puts there an answer of
+/// another endpoint, signed by the same server): the cached answer is refused on load, like any other tampering.
+#[tokio::test]
+async fn a_stored_answer_of_another_activation_or_endpoint_is_refused_on_load() {
+    let f = Fixture::new();
+    let (url, mock) = mock_server(&f).await;
+    let key = LicenseKey::generate();
+    let a = Agent::open(f.config("a.db", Some(url.clone()))).unwrap();
+    a.activate(&key.expose()).await.unwrap();
+    a.heartbeat().await.unwrap();
+    let a_answer = stored_answer(&f.dir.path().join("a.db"));
+    // A second machine gets its own activation.
+    let b_id = Uuid::from_u128(100);
+    mock.lock().unwrap().activation_id = b_id;
+    let b_state = f.dir.path().join("b.db");
+    let b = Agent::open(f.config("b.db", Some(url))).unwrap();
+    b.activate(&key.expose()).await.unwrap();
+    b.heartbeat().await.unwrap();
+    assert!(b.check("export_pdf").allowed);
+    let b_answer = stored_answer(&b_state);
+    assert_ne!(a_answer, b_answer);
+
+    // A's answer in B's state: signed by the vendor's server, but for activation A.
+    store_answer(&b_state, &a_answer);
+    b.refresh().unwrap();
+    assert_eq!(b.check("export_pdf").reason, Reason::SignatureInvalid);
+    let problem = b.status().problem.unwrap();
+    assert!(problem.contains("cached server answer") && problem.contains("another activation"), "{problem}");
+    drop(b);
+    let b = Agent::open(f.config("b.db", None)).unwrap();
+    assert_eq!(b.check("export_pdf").reason, Reason::SignatureInvalid, "and on the next start");
+
+    // Answers of other endpoints for B's activation, signed by the same server key.
+    let now = f.clock_now();
+    let forged = [
+        sealed(&f.server_key, now, Some("/v1/client/deactivate"), Some(b_id), "n", json!({"deactivated": true})),
+        sealed(&f.server_key, now, Some("/v1/client/validate"), None, "n", json!({"valid": true})),
+        sealed(&f.server_key, now, None, Some(b_id), "n", json!({"activation_status": "ACTIVE"})),
+        sealed(&f.server_key, now, Some("/v1/client/heartbeat"), None, "n", json!({"activation_status": "ACTIVE"})),
+    ];
+    for answer in &forged {
+        store_answer(&b_state, answer);
+        b.refresh().unwrap();
+        assert_eq!(b.check("export_pdf").reason, Reason::SignatureInvalid, "{answer}");
+    }
+    // B's own answer verifies again, and so would a fresh heartbeat answer for B.
+    let own = sealed(
+        &f.server_key,
+        now,
+        Some("/v1/client/heartbeat"),
+        Some(b_id),
+        "n",
+        json!({"activation_status": "ACTIVE", "license_status": "ACTIVE"}),
+    );
+    for answer in [b_answer.as_str(), own.as_str()] {
+        store_answer(&b_state, answer);
+        b.refresh().unwrap();
+        assert!(b.check("export_pdf").allowed, "{answer}");
+    }
+}
+
+/// The activation token carries the country the server's GeoIP database placed the device in; the agent decides
+/// GEOGRAPHIC restrictions on it offline (unknown never denies).
+#[tokio::test]
+async fn a_signed_country_that_the_license_denies_is_denied_offline() {
+    use tessera_core::model::{Restriction, RestrictionKind, RestrictionMode};
+    let geo = |mode, values: &[&str]| Restriction {
+        kind: RestrictionKind::Geographic,
+        mode,
+        values: values.iter().map(|v| v.to_string()).collect(),
+    };
+    let cases = [
+        (Some("DE"), geo(RestrictionMode::Deny, &["DE"]), false),
+        (Some("DE"), geo(RestrictionMode::Allow, &["FR", "AT"]), false),
+        (Some("FR"), geo(RestrictionMode::Allow, &["FR", "AT"]), true),
+        (Some("FR"), geo(RestrictionMode::Deny, &["DE"]), true),
+        (None, geo(RestrictionMode::Allow, &["FR"]), true),
+        (None, geo(RestrictionMode::Deny, &["DE"]), true),
+    ];
+    for (i, (country, restriction, allowed)) in cases.into_iter().enumerate() {
+        let f = Fixture::new();
+        let (url, mock) = mock_server(&f).await;
+        {
+            let mut m = mock.lock().unwrap();
+            m.country = country.map(str::to_string);
+            m.license.restrictions = vec![restriction.clone()];
+        }
+        let name = format!("geo-{i}.db");
+        let a = Agent::open(f.config(&name, Some(url.clone()))).unwrap();
+        a.activate(&LicenseKey::generate().expose()).await.unwrap();
+        // Offline from here on: the decision is the agent's own, from what it verified.
+        mock.lock().unwrap().down = true;
+        drop(a);
+        let a = Agent::open(f.config(&name, None)).unwrap();
+        let d = a.check("export_pdf");
+        assert_eq!(d.allowed, allowed, "{country:?} under {restriction:?}: {d:?}");
+        if !allowed {
+            assert_eq!(d.reason, Reason::Restricted);
+        }
+    }
 }
 
 #[test]

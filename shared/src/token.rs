@@ -71,6 +71,13 @@ pub struct ActivationClaims {
     /// NAMED_USER: the user the seat belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The client's country (ISO 3166-1 alpha-2, upper case) as the server's GeoIP database placed it when the
+    /// token was signed; `None` when unknown (no database, an address it does not place, or a license without a
+    /// `GEOGRAPHIC` restriction). The agent passes it to the decision as the country fact, so a `GEOGRAPHIC`
+    /// restriction holds offline too; unknown never denies. Left out of the payload when `None`, so tokens without
+    /// it (older servers) decode, and are byte-identical to what they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
 }
 
 pub fn sign_activation_token(key: &SigningKey, claims: &ActivationClaims) -> String {

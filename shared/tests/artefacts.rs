@@ -122,6 +122,49 @@ fn every_bit_flip_of_a_license_file_is_rejected() {
 }
 
 #[test]
+fn a_token_without_a_country_decodes_and_is_signed_as_before() {
+    // The pinned vector predates the country claim: it still verifies, with no country, and a token whose
+    // country is unknown is byte-identical to it.
+    let claims = token::verify_activation_token(&vector("activation-token.ed25519.txt"), &keyset()).unwrap();
+    assert_eq!(claims.country, None);
+    assert_eq!(claims, sample_claims(&device_key()));
+    let payload = serde_json::to_value(&claims).unwrap();
+    assert!(payload.get("country").is_none(), "an unknown country is left out: {payload}");
+}
+
+#[test]
+fn the_country_is_signed_into_the_token_and_feeds_the_decision() {
+    use tessera_core::decision::{decide, Environment, Inputs, Query, Reason};
+    use tessera_core::model::{Restriction, RestrictionKind, RestrictionMode};
+    let ed = test_key("ed25519.pem");
+    let mut claims = sample_claims(&device_key());
+    claims.country = Some("DE".into());
+    let text = token::sign_activation_token(&ed, &claims);
+    let back = token::verify_activation_token(&text, &keyset()).unwrap();
+    assert_eq!(back.country.as_deref(), Some("DE"));
+    let payload = Envelope::from_compact(&text).unwrap();
+    let payload: serde_json::Value =
+        serde_json::from_slice(payload.open(&keyset(), Domain::ActivationToken).unwrap()).unwrap();
+    assert_eq!(payload["country"], "DE");
+
+    // The token's country is the decision's country fact: a denied one denies, an unknown one never does.
+    let mut license = sample_license();
+    license.restrictions = vec![Restriction {
+        kind: RestrictionKind::Geographic,
+        mode: RestrictionMode::Allow,
+        values: vec!["FR".into()],
+    }];
+    let decide_in = |country: Option<&str>| {
+        let mut inputs = Inputs::new(at(2026, 6, 1), Some(&license));
+        inputs.environment = Environment { country, ..Environment::default() };
+        decide(&inputs, &Query::default())
+    };
+    assert_eq!(decide_in(back.country.as_deref()).reason, Reason::Restricted);
+    assert!(decide_in(None).allowed, "unknown never denies");
+    assert!(decide_in(Some("fr")).allowed);
+}
+
+#[test]
 fn every_bit_flip_of_an_activation_token_is_rejected() {
     let ks = keyset();
     let text = vector("activation-token.ed25519.txt");

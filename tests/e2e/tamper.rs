@@ -112,3 +112,63 @@ async fn every_bit_flip_of_a_response_and_an_emergency_code_is_rejected() {
     assert_eq!(online.check("export_pdf").reason, Reason::EmergencyAccess);
     server.stop().await;
 }
+
+/// The customer edits the state file with sqlite: into machine Y's state goes a signed answer that is not Y's —
+/// machine X's stored heartbeat answer (same license, before Y used its quota), or a validate answer fetched
+/// with curl — and Y's unsigned usage rows go. Both answers verify against the vendor's keys, and each would
+/// hand the quota back; each names another activation or endpoint, so the agent treats the state as tampered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_answer_of_another_activation_or_endpoint_is_not_trusted() {
+    let server = TestServer::start().await;
+    let fx = server.fixture("swap", json!({})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let x_config = agent_config(dir.path(), "swap-x", server.keyset(), fx.product, Some(&server.url()));
+    let x = Agent::open(x_config.clone()).unwrap();
+    x.activate(&fx.key).await.unwrap();
+    x.heartbeat().await.unwrap();
+    let y_config = agent_config(dir.path(), "swap-y", server.keyset(), fx.product, Some(&server.url()));
+    let y = Agent::open(y_config.clone()).unwrap();
+    y.activate(&fx.key).await.unwrap();
+    assert!(y.try_consume("api_calls", 90).unwrap().allowed);
+    assert_eq!(y.heartbeat().await.unwrap().usage_acknowledged, 1);
+    assert_eq!(y.check("api_calls").facts.remaining, Some(10));
+    drop((x, y));
+
+    let read = |state: &std::path::Path| -> String {
+        let db = rusqlite::Connection::open(state).unwrap();
+        db.query_row("SELECT last_response FROM activation", [], |r| r.get(0)).unwrap()
+    };
+    let (x_answer, y_answer) = (read(&x_config.state_path), read(&y_config.state_path));
+    let n = tessera_e2e::nonce();
+    let validate: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/client/validate", server.url()))
+        .json(&json!({"license_key": fx.key, "nonce": n}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(tessera_e2e::open_signed(&server.keyset(), &validate, &n).is_some(), "a genuine signed answer");
+    let validate_answer = validate["signed"].as_str().unwrap().to_string();
+
+    let edit = |answer: &str| {
+        let db = rusqlite::Connection::open(&y_config.state_path).unwrap();
+        db.execute("UPDATE activation SET last_response = ?1", [answer]).unwrap();
+        db.execute("DELETE FROM usage_totals", []).unwrap();
+    };
+    for (what, answer) in [("X's heartbeat answer", &x_answer), ("a validate answer", &validate_answer)] {
+        edit(answer);
+        let y = Agent::open(y_config.clone()).unwrap();
+        let d = y.check("api_calls");
+        assert_eq!(d.reason, Reason::SignatureInvalid, "{what} in Y's state: {d:?}");
+        let problem = y.status().problem.unwrap_or_default();
+        assert!(problem.contains("cached server answer"), "{what}: {problem}");
+        assert!(!y.try_consume("api_calls", 50).unwrap().allowed, "{what}: no quota handed back");
+    }
+    // Y's own answer verifies, and its signed total still holds the quota down without the usage rows.
+    edit(&y_answer);
+    let y = Agent::open(y_config.clone()).unwrap();
+    let d = y.check("api_calls");
+    assert_eq!((d.reason, d.facts.remaining), (Reason::Valid, Some(10)), "{d:?}");
+}

@@ -132,7 +132,10 @@ def check_answer(answer, challenge, feature, product, keys):
         raise Refused("the unsigned fields disagree with the signed answer")
     status = lic["status"]
     if ev.get("last_server_answer"):
-        status = open_compact(ev["last_server_answer"], "server-response", keys)["result"].get("license_status") or status
+        last = open_compact(ev["last_server_answer"], "server-response", keys)
+        if last.get("endpoint") != "/v1/client/heartbeat" or last.get("activation_id") != tok["activation_id"]:
+            raise Refused("the last server answer is not a heartbeat answer for this activation")
+        status = last["result"].get("license_status") or status
     granted = any(f["id"] in (feature, "*") and f.get("enabled", True) for f in lic["features"])
     lease_ok = datetime.datetime.now(datetime.timezone.utc) < parse_time(tok["lease_expires_at"])
     return {

@@ -177,6 +177,8 @@ struct HeartbeatToken {
     digest: [u8; 32],
     renewed: bool,
     license_updated_at: DateTime<Utc>,
+    /// The client country the token carries.
+    country: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -382,17 +384,73 @@ pub(super) fn seat_terms(
     Ok((seats, user_id))
 }
 
+/// The client endpoint a signed answer is for: its request path, written into the signed payload (`endpoint`), so
+/// an answer of one endpoint cannot be passed off as another's (a validate or deactivate answer as a heartbeat's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Activate,
+    Validate,
+    Heartbeat,
+    Deactivate,
+}
+
+impl Endpoint {
+    pub const fn path(self) -> &'static str {
+        match self {
+            Endpoint::Activate => "/v1/client/activate",
+            Endpoint::Validate => "/v1/client/validate",
+            Endpoint::Heartbeat => "/v1/client/heartbeat",
+            Endpoint::Deactivate => "/v1/client/deactivate",
+        }
+    }
+}
+
+/// How much of a reused token's lease must be left for a heartbeat to hand it out again rather than sign a new one:
+/// the later of
+/// - half the full lease (a device that goes offline after a heartbeat keeps at least half its allowance), and
+/// - 1.25 × the heartbeat interval plus the agent's margin (a tenth of the interval, at least 5 s; see
+///   `next_heartbeat_in` in the agent): an honest agent's next heartbeat comes after at most 1.1 × the interval
+///   (±10 % jitter) and no later than its margin before the lease ends, so a token reused with this much left
+///   never makes it beat early, and never lapses before that beat, with a quarter interval to spare for a slow
+///   network or a busy host.
+///
+/// For a floating license (lease = 2 × interval) the second bound is the one that counts: a token is reused only
+/// for heartbeats that come sooner than about 0.65 × the interval after it was signed (restarts, usage flushes,
+/// several processes); for a license with a long lease the first one does, and reuse stays the common case.
+pub fn reuse_margin(full_lease: Duration, heartbeat_interval_secs: u32) -> Duration {
+    let interval = Duration::seconds(i64::from(heartbeat_interval_secs));
+    let agent_margin = (interval / 10).max(Duration::seconds(5));
+    (full_lease / 2).max(interval * 5 / 4 + agent_margin)
+}
+
 impl Services {
-    /// `{"signed": "<envelope>"}` around `{"nonce", "server_time", "result"}`.
-    pub fn sign_response(&self, nonce: &str, result: impl Serialize) -> AppResult<SignedAnswer> {
+    /// `{"signed": "<envelope>"}` around `{"nonce", "endpoint", "activation_id"?, "server_time", "result"}`: the
+    /// answer names the endpoint it answers and the activation it is about (none for validate), so the agent can
+    /// refuse an answer made for another endpoint or another activation (docs/PROTOCOL.md).
+    pub fn sign_response(
+        &self,
+        endpoint: Endpoint,
+        activation_id: Option<Uuid>,
+        nonce: &str,
+        result: impl Serialize,
+    ) -> AppResult<SignedAnswer> {
         #[derive(Serialize)]
         struct Payload<'a, R> {
             nonce: &'a str,
+            endpoint: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            activation_id: Option<Uuid>,
             server_time: String,
             result: R,
         }
         // Serialized straight from the result's type, without building a JSON value first.
-        let payload = Payload { nonce, server_time: crate::time::ts(self.now()), result };
+        let payload = Payload {
+            nonce,
+            endpoint: endpoint.path(),
+            activation_id,
+            server_time: crate::time::ts(self.now()),
+            result,
+        };
         let bytes = serde_json::to_vec(&payload).map_err(|e| AppError::internal("sign", e))?;
         let env = Envelope::seal(self.keys.signer(), Domain::ServerResponse, bytes);
         Ok(SignedAnswer(env.to_compact()))
@@ -470,7 +528,9 @@ impl Services {
         self.audit_later(a);
     }
 
-    pub fn activation_token(&self, a: &Activation, l: &License) -> String {
+    /// The signed activation token of `a`. `country`: the client's country (ISO alpha-2, from the GeoIP database)
+    /// when known, carried so that the agent decides `GEOGRAPHIC` restrictions offline too.
+    pub fn activation_token(&self, a: &Activation, l: &License, country: Option<&str>) -> String {
         let claims = ActivationClaims {
             activation_id: a.id,
             license_id: l.id,
@@ -484,20 +544,30 @@ impl Services {
             heartbeat_interval_secs: l.heartbeat_interval_secs,
             seats: l.license_model.counts_processors().then_some(a.seats),
             user_id: a.user_id.clone(),
+            country: country.map(str::to_string),
         };
         sign_activation_token(self.keys.signer(), &claims)
     }
 
-    /// The activation token for a heartbeat. A token is re-signed when less than half of its lease is left, the
-    /// license or device key changed, or its lease is not the stored one (a re-activation, another node); until
-    /// then the previous one is reused (`renewed: false`), so server and device agree on the lease.
-    fn token_for_heartbeat(&self, a: &Activation, rec: &LicenseRecord, now: DateTime<Utc>) -> HeartbeatToken {
+    /// The activation token for a heartbeat. A token is re-signed when the license or device key changed, its
+    /// lease is not the stored one (a re-activation, another node), the client's country is no longer the one it
+    /// carries, or too little of its lease is left (see [`reuse_margin`]); until then the previous one is reused
+    /// (`renewed: false`), so server and device agree on the lease.
+    fn token_for_heartbeat(
+        &self,
+        a: &Activation,
+        rec: &LicenseRecord,
+        country: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> HeartbeatToken {
         let full = lease_for(&rec.license, now) - now;
+        let keep = reuse_margin(full, rec.license.heartbeat_interval_secs);
         if let Some(c) = self.token_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&a.id) {
             if c.license_updated_at == rec.updated_at
                 && c.device_key == a.device_public_key
                 && a.lease_expires_at == Some(c.lease_expires_at)
-                && c.lease_expires_at - now > full / 2
+                && c.country.as_deref() == country
+                && c.lease_expires_at - now > keep
             {
                 return HeartbeatToken {
                     lease: c.lease_expires_at,
@@ -505,15 +575,23 @@ impl Services {
                     digest: c.digest,
                     renewed: false,
                     license_updated_at: rec.updated_at,
+                    country: c.country.clone(),
                 };
             }
         }
         let lease = now + full;
         let mut a2 = a.clone();
         a2.lease_expires_at = Some(lease);
-        let token: Arc<str> = self.activation_token(&a2, &rec.license).into();
+        let token: Arc<str> = self.activation_token(&a2, &rec.license, country).into();
         let digest = Sha256::digest(token.as_bytes()).into();
-        HeartbeatToken { lease, token, digest, renewed: true, license_updated_at: rec.updated_at }
+        HeartbeatToken {
+            lease,
+            token,
+            digest,
+            renewed: true,
+            license_updated_at: rec.updated_at,
+            country: country.map(str::to_string),
+        }
     }
 
     /// Remembers a renewed token once its lease is stored.
@@ -530,6 +608,7 @@ impl Services {
                 lease_expires_at: t.lease,
                 token: t.token.clone(),
                 digest: t.digest,
+                country: t.country.clone(),
             },
         );
     }
@@ -705,13 +784,13 @@ impl Services {
         crate::metrics::METRICS.activation(if reused { "reused" } else { "created" });
         let result = ActivateResult {
             activation_id: activation.id,
-            activation_token: self.activation_token(&activation, l),
+            activation_token: self.activation_token(&activation, l, country.as_deref()),
             license_file: self.license_file_for(&rec).text.clone(),
             lease_expires_at: activation.lease_expires_at,
             heartbeat_interval_secs: l.heartbeat_interval_secs,
             reused,
         };
-        self.sign_response(&req.nonce, result)
+        self.sign_response(Endpoint::Activate, Some(activation.id), &req.nonce, result)
     }
 
     pub async fn validate(&self, ctx: &Ctx, req: ValidateRequest) -> AppResult<SignedAnswer> {
@@ -774,7 +853,7 @@ impl Services {
             status: license.status,
             expires_at: license.expires_at,
         };
-        self.sign_response(&req.nonce, result)
+        self.sign_response(Endpoint::Validate, None, &req.nonce, result)
     }
 
     /// Whether the tenant has device blocks: most have none, and then the block lookup is skipped (the store
@@ -931,7 +1010,7 @@ impl Services {
         }
         let status = effective_status(l, now);
         let usable = status == LicenseStatus::Active && now >= l.starts_at;
-        let token = usable.then(|| self.token_for_heartbeat(&a, &rec, now));
+        let token = usable.then(|| self.token_for_heartbeat(&a, &rec, country.as_deref(), now));
         let usage_count = req.usage.len();
         let audit = || {
             ctx.audit(now, Some(l.tenant_id), "client.heartbeat", Some(a.id.to_string()), json!({"usage": usage_count}))
@@ -996,7 +1075,7 @@ impl Services {
             accepted_usage,
             usage_totals: totals.iter().cloned().collect(),
         };
-        self.sign_response(&req.nonce, result)
+        self.sign_response(Endpoint::Heartbeat, Some(a.id), &req.nonce, result)
     }
 
     /// Remembers which host (fingerprint digest) an activation's heartbeat came from; the second distinct host
@@ -1069,7 +1148,7 @@ impl Services {
             json!({"license_id": a.license_id}),
         );
         self.store.deactivate(a.id, now, "deactivated by the device".into(), audit).await?;
-        self.sign_response(&req.nonce, json!({"deactivated": true}))
+        self.sign_response(Endpoint::Deactivate, Some(a.id), &req.nonce, json!({"deactivated": true}))
     }
 }
 

@@ -144,6 +144,8 @@ pub(crate) struct CachedToken {
     pub token: Arc<str>,
     /// SHA-256 of `token`, compared with the digest the device says it holds.
     pub digest: [u8; 32],
+    /// The client country the token carries (re-signed when the client's country changes).
+    pub country: Option<String>,
 }
 
 /// A signed license file kept while the license is unchanged.

@@ -189,6 +189,15 @@ pub fn open_signed(keys: &PublicKeyset, body: &Value, nonce: &str) -> Value {
     payload["result"].clone()
 }
 
+/// Opens a signed client response, checking signature and nonce; returns the whole signed payload
+/// (`nonce`, `endpoint`, `activation_id`, `server_time`, `result`).
+pub fn open_payload(keys: &PublicKeyset, body: &Value, nonce: &str) -> Value {
+    let env = Envelope::from_compact(body["signed"].as_str().expect("signed field")).unwrap();
+    let payload: Value = serde_json::from_slice(env.open(keys, Domain::ServerResponse).unwrap()).unwrap();
+    assert_eq!(payload["nonce"], nonce, "nonce echoed");
+    payload
+}
+
 /// Asserts the one error shape and returns the code.
 pub fn err_code(v: &Value) -> String {
     let e = &v["error"];

@@ -120,3 +120,98 @@ async fn a_geoip_database_that_cannot_be_read_stops_the_start() {
     let err = tessera_server::open(config, clock).await.err().expect("refused");
     assert!(err.to_string().contains("broken.mmdb"), "{err}");
 }
+
+/// The activation token carries the country the database places the client in (so the agent decides GEOGRAPHIC
+/// restrictions offline), at activation and in renewed heartbeat tokens; none when it is unknown or the license
+/// has no GEOGRAPHIC restriction (no lookup is made for it).
+#[tokio::test]
+async fn the_activation_token_carries_the_geoip_country() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("country.mmdb");
+    tiny_mmdb(&db, [203, 0, 113], "de");
+    let h = Harness::with_config(dir, |c| {
+        c.trust_forwarded_for = true;
+        c.geoip_db = Some(db.clone());
+    })
+    .await;
+    let keys = h.keys();
+    let country_of = |r: &Value| {
+        tessera_core::token::verify_activation_token(r["activation_token"].as_str().unwrap(), &keys).unwrap().country
+    };
+    let f = h.fixture("geo-token", 10, "SUBSCRIPTION").await;
+    let (s, v) = h
+        .call(
+            Method::PATCH,
+            &format!("/v1/licenses/{}", f.license),
+            Some(&f.token),
+            Some(json!({"restrictions": [{"kind": "GEOGRAPHIC", "mode": "ALLOW", "values": ["DE", "AT"]}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let dev = device();
+    let n = nonce();
+    let body = json!({"license_key": f.key, "device_public_key": device_pub(&dev), "fingerprint": fingerprint("de"),
+                      "nonce": n});
+    let (s, b) = h
+        .raw(
+            Method::POST,
+            "/v1/client/activate",
+            None,
+            Some(serde_json::to_vec(&body).unwrap()),
+            &[("x-forwarded-for", "203.0.113.9")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let r = open_signed(&keys, &serde_json::from_slice(&b).unwrap(), &n);
+    assert_eq!(country_of(&r).as_deref(), Some("DE"), "{r}");
+    let activation = r["activation_id"].as_str().unwrap().to_string();
+
+    // A heartbeat's token carries the country of that heartbeat's address; an address the database does not
+    // place gives a token without one (unknown never denies, here or on the agent).
+    let heartbeat_from = |ip: &'static str| {
+        let (dev, activation, h) = (&dev, activation.clone(), &h);
+        async move {
+            let n = nonce();
+            let now = *h.now.lock().unwrap();
+            let bytes = serde_json::to_vec(&json!({"activation_id": activation, "nonce": n, "sent_at": now})).unwrap();
+            let sig = dev.sign(tessera_core::Domain::DeviceMessage, &[b"/v1/client/heartbeat"], &bytes);
+            let sig = tessera_core::encoding::b64url(&sig);
+            let (s, b) = h
+                .raw(
+                    Method::POST,
+                    "/v1/client/heartbeat",
+                    None,
+                    Some(bytes),
+                    &[("x-forwarded-for", ip), ("x-tessera-signature", &sig)],
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+            open_signed(&h.keys(), &serde_json::from_slice(&b).unwrap(), &n)
+        }
+    };
+    h.advance(chrono::Duration::seconds(1));
+    assert_eq!(country_of(&heartbeat_from("203.0.113.20").await).as_deref(), Some("DE"));
+    h.advance(chrono::Duration::seconds(1));
+    assert_eq!(country_of(&heartbeat_from("192.0.2.1").await), None, "the country changed: a new token");
+    h.advance(chrono::Duration::seconds(1));
+    assert_eq!(country_of(&heartbeat_from("203.0.113.20").await).as_deref(), Some("DE"));
+
+    // A license without a GEOGRAPHIC restriction: no lookup, no country in its tokens.
+    let g = h.fixture("geo-none", 10, "SUBSCRIPTION").await;
+    let (s, b) = h
+        .raw(
+            Method::POST,
+            "/v1/client/activate",
+            None,
+            Some(
+                serde_json::to_vec(&json!({"license_key": g.key, "device_public_key": device_pub(&device()),
+                                          "fingerprint": fingerprint("plain"), "nonce": n}))
+                .unwrap(),
+            ),
+            &[("x-forwarded-for", "203.0.113.9")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(country_of(&open_signed(&keys, &serde_json::from_slice(&b).unwrap(), &n)), None);
+}

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 mod admin;
+mod answers;
 mod audit;
 mod cache;
 mod cli;
@@ -15,6 +16,7 @@ mod emergency_listing;
 mod geoip;
 mod identity;
 mod keys;
+mod lease_renewal;
 mod license_conflicts;
 mod license_models;
 mod limits;

@@ -122,6 +122,7 @@ pub fn sample_claims(device: &SigningKey) -> ActivationClaims {
         heartbeat_interval_secs: 3600,
         seats: None,
         user_id: None,
+        country: None,
     }
 }
 
