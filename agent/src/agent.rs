@@ -1146,10 +1146,18 @@ impl Agent {
         }
         let canonical = canonical_code(CodeKind::Emergency, text)
             .ok_or_else(|| AgentError::BadCode("the emergency code cannot be re-encoded".into()))?;
+        if now + cfg.clock_tolerance < emergency_floor(c.expires_at) {
+            return Err(AgentError::Refused(format!(
+                "the system clock ({now}) is behind the time this emergency code was issued (no earlier than {}): \
+                 correct the clock, then apply the code",
+                emergency_floor(c.expires_at)
+            )));
+        }
+        let floor = Some(snap.floor.map_or(emergency_floor(c.expires_at), |f| f.max(emergency_floor(c.expires_at))));
         let inserted = store.tx(|tx| {
             let ok = state::insert_emergency(tx, &key_hash, c.serial, &canonical, c.expires_at, now)?;
             if ok {
-                advance_trusted(tx, &*cfg.clock, snap.floor, Duration::zero())?;
+                advance_trusted(tx, &*cfg.clock, floor, Duration::zero())?;
             }
             Ok(ok)
         })?;
@@ -1546,6 +1554,8 @@ fn load(
             snap.problem = Some("a cached emergency code failed verification".into());
             continue;
         }
+        let issued_no_earlier = emergency_floor(code.code.expires_at);
+        snap.floor = Some(snap.floor.map_or(issued_no_earlier, |f| f.max(issued_no_earlier)));
         if snap.emergency.is_none_or(|e| e.expires_at < code.code.expires_at) {
             snap.emergency = Some(EmergencyGrant { expires_at: code.code.expires_at, scope: code.code.scope });
             snap.emergency_serial = Some(code.code.serial);
@@ -1563,6 +1573,15 @@ fn load(
     snap.clock.high_water = trusted.trusted;
     snap.trusted = trusted;
     Ok(snap)
+}
+
+/// The earliest an emergency code can have been issued: its expiry less the longest validity a server issues
+/// ([`EmergencyPolicy::MAX_VALIDITY_HOURS`]). Trusted time never falls below it once the code is applied (and
+/// while it is stored), so a state restored from a backup with the clock set back cannot stretch a code beyond
+/// that window. (The exact issue time would bound it to the code's own validity, but costs a byte the 150-character
+/// budget does not have.)
+fn emergency_floor(expires_at: DateTime<Utc>) -> DateTime<Utc> {
+    expires_at - Duration::hours(i64::from(tessera_core::model::EmergencyPolicy::MAX_VALIDITY_HOURS))
 }
 
 /// The artefacts of a verified activation row.

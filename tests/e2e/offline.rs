@@ -331,3 +331,58 @@ async fn an_offline_grant_ends_with_its_lease_and_renews_with_a_new_request() {
     assert_eq!(server.license_json(&fx).await["seats_used"], 1);
     server.stop().await;
 }
+
+/// A state file backed up long ago (the same device key, an old trusted time), restored after a bound
+/// emergency code has run out, with the clock set back to the backup's time and a reboot (so the boot clock
+/// cannot tell): applying the code again is refused, because a code's expiry puts a floor under the time it can
+/// have been issued (expiry less the longest validity, 7 days) and trusted time never falls below it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_backup_and_a_clock_set_back_cannot_stretch_an_emergency_code() {
+    let mut server = TestServer::start().await;
+    let fx = server
+        .fixture(
+            "em-backup",
+            json!({"emergency": {"enabled": true, "validity_hours": 24, "max_per_30_days": 3, "scope": "ALL_FEATURES"}}),
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let start = server.clock.now() - Duration::days(30);
+    let clock = Arc::new(TestClock::new(start));
+    let config = agent_config(dir.path(), "em-backup", server.keyset(), fx.product, None).with_clock(clock.clone());
+    let state = config.state_path.clone();
+    let backup = dir.path().join("backup.db");
+    drop(Agent::open(config.clone()).unwrap());
+    std::fs::copy(&state, &backup).unwrap();
+
+    // Thirty days on, the same machine gets a bound code, uses it, and it runs out.
+    clock.advance(Duration::days(30));
+    let agent = Agent::open(config.clone()).unwrap();
+    let request = agent.request_code(&fx.key).unwrap();
+    let issued = server
+        .ok(
+            &format!("/v1/licenses/{}/emergency-codes", fx.license),
+            &server.admin.clone(),
+            json!({"reason": "server migration", "request_code": request}),
+        )
+        .await;
+    let code = issued["code"].as_str().unwrap().to_string();
+    agent.apply_code_with_key(&code, Some(&fx.key)).unwrap();
+    assert_eq!(agent.check("export_pdf").reason, Reason::EmergencyAccess);
+    clock.advance(Duration::hours(25));
+    assert_eq!(agent.check("export_pdf").reason, Reason::NotActivated);
+    drop(agent);
+
+    // Restore the old backup, set the clock back to its time, reboot.
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", state.display()));
+    }
+    std::fs::copy(&backup, &state).unwrap();
+    clock.set(start + Duration::minutes(1));
+    clock.reboot();
+    let restored = Agent::open(config).unwrap();
+    assert_eq!(restored.check("export_pdf").reason, Reason::NotActivated, "the backup itself is fine");
+    let err = restored.apply_code_with_key(&code, Some(&fx.key)).unwrap_err().to_string();
+    assert!(err.contains("behind the time this emergency code was issued"), "{err}");
+    assert_eq!(restored.check("export_pdf").reason, Reason::NotActivated);
+    server.stop().await;
+}

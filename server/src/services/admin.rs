@@ -140,6 +140,7 @@ fn slug(name: &str) -> String {
 /// Checks a template's values (shared with license checks).
 pub fn validate_template(t: &mut Template) -> AppResult<()> {
     check_name("name", &t.name)?;
+    validate_seat_model(t.license_type, t.license_model)?;
     normalize_restrictions(&mut t.restrictions)?;
     validate_features(&t.features)?;
     validate_timing(t.heartbeat_interval_secs, t.lease_secs)?;
@@ -273,6 +274,17 @@ pub fn validate_emergency(e: &EmergencyPolicy) -> AppResult<()> {
     }
     if e.max_per_30_days > 1000 {
         return Err(AppError::invalid("emergency.max_per_30_days must be at most 1000"));
+    }
+    Ok(())
+}
+
+/// Seats are counted one way: per named user, or per socket / core, not both.
+pub fn validate_seat_model(license_type: LicenseType, model: tessera_core::LicenseModel) -> AppResult<()> {
+    if license_type == LicenseType::NamedUser && model.counts_processors() {
+        return Err(AppError::invalid(format!(
+            "a NAMED_USER license counts seats per user; it cannot also count them per processor ({}): use PER_SEAT",
+            model.as_str()
+        )));
     }
     Ok(())
 }

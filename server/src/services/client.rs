@@ -1147,7 +1147,23 @@ impl Services {
             Some(a.id.to_string()),
             json!({"license_id": a.license_id}),
         );
-        self.store.deactivate(a.id, now, "deactivated by the device".into(), audit).await?;
+        if a.offline {
+            // The device key of an offline grant signs this, but so could a copy of its state: the grant runs
+            // until its lease whatever this call says, so its seat is held until then, as for a receipt.
+            self.store
+                .release(crate::store::ReleaseOp {
+                    activation_id: a.id,
+                    at: now,
+                    reason: "deactivated by the device".into(),
+                    kind: crate::store::ReleaseKind::AfterLease,
+                    expect_grant_tag: None,
+                    immediate_limit: (0, now),
+                    audit,
+                })
+                .await?;
+        } else {
+            self.store.deactivate(a.id, now, "deactivated by the device".into(), audit).await?;
+        }
         self.sign_response(Endpoint::Deactivate, Some(a.id), &req.nonce, json!({"deactivated": true}))
     }
 }

@@ -203,6 +203,7 @@ fn parse_enum<T: serde::de::DeserializeOwned>(field: &str, v: &str) -> AppResult
 }
 
 pub fn validate_license(l: &mut License) -> AppResult<()> {
+    super::admin::validate_seat_model(l.license_type, l.license_model)?;
     validate_features(&l.features)?;
     normalize_restrictions(&mut l.restrictions)?;
     validate_timing(l.heartbeat_interval_secs, l.lease_secs)?;
@@ -613,7 +614,7 @@ impl Services {
                     at: now,
                     reason: "deactivated by staff".into(),
                     kind: crate::store::ReleaseKind::AfterLease,
-                    lease_end: a.lease_expires_at,
+                    expect_grant_tag: None,
                     immediate_limit: (0, now),
                     audit,
                 })
@@ -621,6 +622,7 @@ impl Services {
             let (freed, held) = match out {
                 crate::store::ReleaseOutcome::Released { seat_held_until, .. } => (true, seat_held_until),
                 crate::store::ReleaseOutcome::AlreadyInactive { seat_held_until } => (false, seat_held_until),
+                crate::store::ReleaseOutcome::GrantChanged => (false, None),
             };
             return Ok(json!({
                 "deactivated": true, "freed": freed, "activation_id": a.id, "seat_held_until": held,

@@ -85,6 +85,7 @@ impl ReceiptResult {
                 (true, Some(kind), seat_held_until, immediate_in_window)
             }
             ReleaseOutcome::AlreadyInactive { seat_held_until } => (false, None, seat_held_until, 0),
+            ReleaseOutcome::GrantChanged => (false, None, None, 0),
         };
         let message = match (freed, held) {
             (_, Some(t)) if t >= hold_forever() => {
@@ -458,7 +459,7 @@ impl Services {
     async fn apply_receipt(&self, ctx: &Ctx, rec: &LicenseRecord, a: &Activation) -> AppResult<ReceiptResult> {
         let now = self.now();
         let policy = rec.policy.offline;
-        if a.status == ActivationStatus::Active && a.offline && a.lease_expires_at.is_none() {
+        if a.status == ActivationStatus::Active && a.lease_expires_at.is_none() {
             return Err(AppError::conflict(
                 "OFFLINE_RELEASE_NOT_ALLOWED",
                 "this license's offline grants never expire (template offline.lease_days = \"never\"), so a \
@@ -484,11 +485,20 @@ impl Services {
                 at: now,
                 reason: "offline deactivation receipt".into(),
                 kind,
-                lease_end: a.lease_expires_at,
+                // The grant checked above must still be the activation's when the write runs (a renewal may
+                // have committed since), and the hold runs to the lease stored then.
+                expect_grant_tag: a.metadata.get("grant_tag").and_then(Value::as_str).map(str::to_string),
                 immediate_limit: (policy.max_immediate_releases_per_30_days, now - Duration::days(30)),
                 audit,
             })
             .await?;
+        if out == ReleaseOutcome::GrantChanged {
+            return Err(AppError::conflict(
+                "RECEIPT_GRANT_MISMATCH",
+                "the device renewed its offline grant while this receipt was handed in: make a new receipt on the \
+                 device with its current grant",
+            ));
+        }
         Ok(ReceiptResult::from_outcome(a, out, policy.max_immediate_releases_per_30_days))
     }
 
@@ -528,7 +538,7 @@ impl Services {
                 at: now,
                 reason: format!("released by staff: {reason}"),
                 kind: ReleaseKind::Staff,
-                lease_end: None,
+                expect_grant_tag: None,
                 immediate_limit: (0, now),
                 audit,
             })

@@ -289,8 +289,10 @@ pub struct ReleaseOp {
     pub at: DateTime<Utc>,
     pub reason: String,
     pub kind: ReleaseKind,
-    /// The end of the released grant's lease (`None`: it has none, the hold lasts until staff release it).
-    pub lease_end: Option<DateTime<Utc>>,
+    /// End it only if it still holds this grant (hex tag in its metadata, `grant_tag`): a renewal that committed
+    /// after the caller read the activation wins. The hold runs to the activation's stored lease, read in the
+    /// same write (`None`: it has none, the hold lasts until staff release it).
+    pub expect_grant_tag: Option<String>,
     /// For `Immediate`: at most this many immediate releases per license since this instant.
     pub immediate_limit: (u32, DateTime<Utc>),
     pub audit: NewAudit,
@@ -307,6 +309,8 @@ pub enum ReleaseOutcome {
     },
     /// Already inactive, and nothing to change.
     AlreadyInactive { seat_held_until: Option<DateTime<Utc>> },
+    /// It holds another grant than the one expected (renewed meanwhile): nothing changed.
+    GrantChanged,
 }
 
 /// Decides whether an existing active activation belongs to the device now activating (a service rule).

@@ -1264,24 +1264,27 @@ impl Store for SqliteStore {
                 return Ok(ActivateOutcome::Replaced { activation: op.new, replaced: old.id, seats_used: seats });
             }
             if let Some(existing) = found.as_ref().filter(|a| a.device_public_key == op.new.device_public_key) {
-                // A machine that grew (more sockets / cores) takes the extra seats only if they are free.
-                let extra = op.new.seats.saturating_sub(existing.seats);
-                if op.max_seats > 0 && extra > 0 {
-                    let seats = count_active(c, &lic, op.new.created_at)?;
-                    if seats.saturating_add(extra) > op.max_seats {
-                        append_audit_tx(c, &with_outcome(op.audit, "SEAT_LIMIT_REACHED"))?;
-                        return Ok(ActivateOutcome::SeatLimit { seats_used: seats });
-                    }
-                }
                 let mut a = existing.clone();
                 a.seats = op.new.seats;
+                a.user_id = op.new.user_id.clone();
                 a.fingerprint = op.new.fingerprint.clone();
                 a.metadata = op.new.metadata.clone();
                 a.last_seen_at = op.new.last_seen_at;
-                a.lease_expires_at = op.reuse_lease_expires_at;
+                // The stored lease is how long the grants handed out for this activation run: it never moves
+                // back (the earlier token or offline grant still runs to its own end), and an offline grant
+                // without end stays without end.
+                a.lease_expires_at = match (existing.lease_expires_at, op.reuse_lease_expires_at) {
+                    (None, _) if existing.offline => None,
+                    (Some(old), Some(new)) => Some(old.max(new)),
+                    (old, new) => new.or(old),
+                };
+                // A machine that grew (more sockets / cores), or a seat that moves to another named user, takes
+                // what it needs only if it is free: checked after the update, undone if over.
+                let grows = a.seats > existing.seats || a.user_id != existing.user_id;
+                c.execute_batch("SAVEPOINT reuse_seats")?;
                 c.prepare_cached(
-                    "UPDATE activations SET fingerprint = ?2, metadata = ?3,
-                     last_seen_at = ?4, lease_expires_at = ?5, machine_hash = ?6, seats = ?7 WHERE id = ?1",
+                    "UPDATE activations SET fingerprint = ?2, metadata = ?3, last_seen_at = ?4, lease_expires_at = ?5,
+                            machine_hash = ?6, seats = ?7, user_id = ?8 WHERE id = ?1",
                 )?
                 .execute(params![
                     a.id.to_string(),
@@ -1290,8 +1293,19 @@ impl Store for SqliteStore {
                     ts(a.last_seen_at),
                     s_time(a.lease_expires_at),
                     identity_hash(&a.fingerprint),
-                    a.seats
+                    a.seats,
+                    a.user_id
                 ])?;
+                if op.max_seats > 0 && grows {
+                    let seats = count_active(c, &lic, op.new.created_at)?;
+                    if seats > op.max_seats {
+                        c.execute_batch("ROLLBACK TO reuse_seats; RELEASE reuse_seats")?;
+                        append_audit_tx(c, &with_outcome(op.audit, "SEAT_LIMIT_REACHED"))?;
+                        let seats = count_active(c, &lic, op.new.created_at)?;
+                        return Ok(ActivateOutcome::SeatLimit { seats_used: seats });
+                    }
+                }
+                c.execute_batch("RELEASE reuse_seats")?;
                 let mut audit = with_outcome(op.audit, "REUSED");
                 audit.target = Some(a.id.to_string());
                 append_audit_tx(c, &audit)?;
@@ -1301,7 +1315,9 @@ impl Store for SqliteStore {
             if let Some(old) = found {
                 // The same machine with a new device key: the old activation ends (its device is told DEACTIVATED
                 // at its next heartbeat, and its token is not renewed) and the new one takes its seat, in this
-                // one transaction, so the seat count never goes over.
+                // one transaction, so the seat count never goes over: if the new one needs more (more cores, or
+                // another named user), it must fit, else nothing changes.
+                c.execute_batch("SAVEPOINT replace_seats")?;
                 c.prepare_cached(
                     "UPDATE activations SET status = 'DEACTIVATED', deactivated_at = ?2, deactivation_reason = ?3
                      WHERE id = ?1 AND status = 'ACTIVE'",
@@ -1313,6 +1329,16 @@ impl Store for SqliteStore {
                 ended.details = serde_json::json!({
                     "reason": REPLACED_REASON, "license_id": old.license_id, "replaced_by": op.new.id
                 });
+                if op.max_seats > 0 {
+                    let now = op.new.created_at;
+                    let seats = count_active(c, &lic, now)?.saturating_add(seats_needed(c, &op.new, now)?);
+                    if seats > op.max_seats {
+                        c.execute_batch("ROLLBACK TO replace_seats; RELEASE replace_seats")?;
+                        append_audit_tx(c, &with_outcome(op.audit, "SEAT_LIMIT_REACHED"))?;
+                        return Ok(ActivateOutcome::SeatLimit { seats_used: count_active(c, &lic, now)? });
+                    }
+                }
+                c.execute_batch("RELEASE replace_seats")?;
                 append_audit_tx(c, &ended)?;
                 insert_activation(c, &op.new)?;
                 let mut audit = with_outcome(op.audit, "REPLACED");
@@ -1437,9 +1463,22 @@ impl Store for SqliteStore {
     fn release(&self, op: ReleaseOp) -> StoreFuture<'_, ReleaseOutcome> {
         self.write(move |c| {
             let id = op.activation_id.to_string();
-            let (status, held): (String, Option<String>) = c
-                .prepare_cached("SELECT status, seat_held_until FROM activations WHERE id = ?1")?
-                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            // status, seat_held_until, lease_expires_at, grant tag
+            type Row = (String, Option<String>, Option<String>, Option<String>);
+            let row: Option<Row> = c
+                .prepare_cached(
+                    "SELECT status, seat_held_until, lease_expires_at, json_extract(metadata, '$.grant_tag')
+                     FROM activations WHERE id = ?1",
+                )?
+                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()?;
+            let Some((status, held, lease, tag)) = row else {
+                return Err(StoreError::NotFound);
+            };
+            if op.expect_grant_tag.is_some() && tag != op.expect_grant_tag {
+                return Ok(ReleaseOutcome::GrantChanged);
+            }
+            let lease_end = lease.and_then(|t| parse_time(&t));
             let held = held.and_then(|t| parse_time(&t)).filter(|t| *t > op.at);
             if status != "ACTIVE" {
                 if op.kind == ReleaseKind::Staff && held.is_some() {
@@ -1457,7 +1496,7 @@ impl Store for SqliteStore {
                 append_audit_tx(c, &with_outcome(op.audit, "ALREADY_INACTIVE"))?;
                 return Ok(ReleaseOutcome::AlreadyInactive { seat_held_until: held });
             }
-            let lease_hold = op.lease_end.unwrap_or_else(super::hold_forever);
+            let lease_hold = lease_end.unwrap_or_else(super::hold_forever);
             let mut immediate_in_window = 0;
             let (kind, hold) = match op.kind {
                 ReleaseKind::Staff => (ReleaseKind::Staff, None),

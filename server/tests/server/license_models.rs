@@ -62,9 +62,13 @@ async fn per_core_and_per_cpu_licenses_count_processors() {
     let (s, v) = activate_with(&h, &f.key, "m3", json!({"cpu": {"sockets": 1, "cores": 1}})).await;
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::CONFLICT, "SEAT_LIMIT_REACHED"), "{v}");
     assert_eq!(v["error"]["details"]["seats_needed"], 1, "{v}");
-    // A machine that grew re-activates only if the extra cores fit.
-    let (s, v) = activate_with(&h, &f.key, "m1", json!({"cpu": {"sockets": 1, "cores": 6}})).await;
-    assert!(s == StatusCode::CONFLICT || s == StatusCode::OK, "{s} {v}");
+    // The same machine with a new device key (agent reinstalled) and more cores: the extra cores must fit.
+    let (s, v) = activate_with(&h, &f.key, "m1", json!({"cpu": {"sockets": 1, "cores": 64}})).await;
+    assert_eq!((s, err_code(&v).as_str()), (StatusCode::CONFLICT, "SEAT_LIMIT_REACHED"), "{v}");
+    assert_eq!(seats(&h, &f).await, 8, "nothing changed");
+    let (s, v) = activate_with(&h, &f.key, "m1", json!({"cpu": {"sockets": 1, "cores": 4}})).await;
+    assert_eq!(s, StatusCode::OK, "the same size still fits: {v}");
+    assert_eq!(seats(&h, &f).await, 8);
 
     // PER_CPU counts sockets: the same two machines take 3 seats.
     let g = h.fixture("sockets", 3, "SUBSCRIPTION").await;
@@ -122,7 +126,21 @@ async fn named_user_licenses_count_users_not_devices() {
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v) = activate_with(&h, &f.key, "carol", json!({"user_id": "carol"})).await;
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::CONFLICT, "SEAT_LIMIT_REACHED"), "{v}");
+    // Nor by reinstalling the agent (a new device key) on Alice's laptop and naming Carol: Alice still has her
+    // desktop, so Carol would be a third user.
+    let (s, v) = activate_with(&h, &f.key, "alice-laptop", json!({"user_id": "carol"})).await;
+    assert_eq!((s, err_code(&v).as_str()), (StatusCode::CONFLICT, "SEAT_LIMIT_REACHED"), "{v}");
     assert_eq!(seats(&h, &f).await, 2);
+    // A named-user license cannot also count processors.
+    let (s, v) = h
+        .call(
+            Method::PATCH,
+            &format!("/v1/licenses/{}", f.license),
+            Some(&f.token),
+            Some(json!({"license_model": "PER_CORE"})),
+        )
+        .await;
+    assert_eq!((s, err_code(&v).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{v}");
     let (code, _) = signed_request(&f.key, &device(), 1);
     let (s, v) = h.post("/v1/offline/respond", Some(&f.token), json!({"request_code": code})).await;
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::CONFLICT, "OFFLINE_NOT_SUPPORTED"), "{v}");

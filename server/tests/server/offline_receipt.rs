@@ -331,3 +331,48 @@ async fn old_format_receipts_are_refused_with_what_to_do() {
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::BAD_REQUEST, "INVALID_CODE"), "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("older agent"), "{v}");
 }
+
+#[tokio::test]
+async fn a_device_signed_deactivation_of_an_offline_grant_holds_its_seat_too() {
+    let h = Harness::new().await;
+    let f = h.fixture("device-deact", 1, "PERPETUAL").await;
+    far_expiry(&h, &f).await;
+    let dev = device();
+    let (code, _) = signed_request(&f.key, &dev, 1);
+    let (_, v) = respond(&h, &f, &code).await;
+    let activation = v["summary"]["activation_id"].as_str().unwrap().to_string();
+    // The device key (from the state file, or a copy of it) deactivates through the online route.
+    let (s, v) = device_call(
+        &h,
+        "/v1/client/deactivate",
+        &dev,
+        json!({"activation_id": activation, "nonce": nonce(), "sent_at": Utc::now()}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(seats(&h, &f).await, 1, "the grant still runs: its seat is held");
+    let (other, _) = signed_request(&f.key, &device(), 2);
+    let (s, v) = respond(&h, &f, &other).await;
+    assert_eq!((s, err_code(&v).as_str()), (StatusCode::CONFLICT, "SEAT_LIMIT_REACHED"), "{v}");
+}
+
+#[tokio::test]
+async fn a_renewal_under_a_shorter_lease_keeps_the_hold_of_the_longer_grant() {
+    let h = Harness::new().await;
+    let f = h.fixture("shorter", 1, "PERPETUAL").await;
+    far_expiry(&h, &f).await;
+    assert_eq!(set_offline(&h, &f, json!({"lease_days": 90})).await.0, StatusCode::OK);
+    let dev = device();
+    let (c1, _) = signed_request(&f.key, &dev, 1);
+    let (_, v) = respond(&h, &f, &c1).await;
+    let long: chrono::DateTime<Utc> = v["summary"]["lease_expires_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(set_offline(&h, &f, json!({"lease_days": 30})).await.0, StatusCode::OK);
+    let (c2, r2) = signed_request(&f.key, &dev, 2);
+    let (_, v) = respond(&h, &f, &c2).await;
+    let short: chrono::DateTime<Utc> = v["summary"]["lease_expires_at"].as_str().unwrap().parse().unwrap();
+    assert!(short < long);
+    // The 90-day grant (a copy may hold it) still runs: the receipt of the 30-day one holds the seat to day 90.
+    let (s, v) = receipt(&h, &receipt_for(&f.key, &dev, &r2, Utc::now())).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["seat_held_until"].as_str().map(|t| t.parse::<chrono::DateTime<Utc>>().unwrap()), Some(long), "{v}");
+}
