@@ -36,7 +36,8 @@ fn activated_agent(dir: &std::path::Path) -> (Agent, tessera_core::License) {
         maintenance_expires_at: None,
         lease_expires_at: Some(now + Duration::days(30)),
         grace_days: 0,
-        fingerprint_policy: MatchPolicy::default(),
+        // The bench machine's identity is pinned, which a policy must allow.
+        fingerprint_policy: MatchPolicy { allow_pinned: true, ..MatchPolicy::default() },
         features,
     };
     let rsp = grant.sign(&server, &tessera_core::offline::license_binding(&key.hash(), &product), &req).expect("sign");
