@@ -11,6 +11,7 @@ mod keys;
 mod lifecycle;
 mod models;
 mod offline;
+mod readme;
 mod restrictions;
 mod seats;
 mod tamper;
