@@ -46,10 +46,10 @@ fn main() {
 
     let key_hash = sample_key().hash();
     let (request_code, request) = sample_request(&device).sign(&key_hash, &device).unwrap();
-    let response = sample_grant().sign(&ed, &key_hash, &request).unwrap();
+    let response = sample_grant().sign(&ed, &sample_binding(), &request).unwrap();
     let receipt = sample_receipt(&device).sign(&key_hash, &device).unwrap();
-    let emergency = sample_emergency(false).sign(&ed, &key_hash, None).unwrap();
-    let bound = sample_emergency(true).sign(&ed, &key_hash, Some(&device_public(&device))).unwrap();
+    let emergency = sample_emergency(false).sign(&ed, &sample_binding(), None).unwrap();
+    let bound = sample_emergency(true).sign(&ed, &sample_binding(), Some(&device_public(&device))).unwrap();
     for (name, code) in [
         ("request", request_code),
         ("response", response),

@@ -49,9 +49,9 @@ fn ed25519_vectors_are_byte_identical_when_regenerated() {
     );
     let (request_code, request) = sample_request(&device).sign(&key_hash, &device).unwrap();
     assert_eq!(request_code + "\n", vector("request.code"));
-    assert_eq!(sample_grant().sign(&ed, &key_hash, &request).unwrap() + "\n", vector("response.code"));
+    assert_eq!(sample_grant().sign(&ed, &sample_binding(), &request).unwrap() + "\n", vector("response.code"));
     assert_eq!(sample_receipt(&device).sign(&key_hash, &device).unwrap() + "\n", vector("receipt.code"));
-    assert_eq!(sample_emergency(false).sign(&ed, &key_hash, None).unwrap() + "\n", vector("emergency.code"));
+    assert_eq!(sample_emergency(false).sign(&ed, &sample_binding(), None).unwrap() + "\n", vector("emergency.code"));
 }
 
 #[test]
@@ -64,16 +64,20 @@ fn code_vectors_decode_and_verify() {
     request.verify(&key_hash).unwrap();
     let response = SignedResponse::decode(&vector("response.code")).unwrap();
     assert_eq!(response.grant, sample_grant());
-    response.verify(&ks, &key_hash, &request).unwrap();
+    response.verify(&ks, &sample_binding(), &request).unwrap();
     let receipt = SignedReceipt::decode(&vector("receipt.code")).unwrap();
     assert_eq!(receipt.receipt, sample_receipt(&device));
     receipt.verify(&key_hash, &device_public(&device)).unwrap();
     let em = SignedEmergency::decode(&vector("emergency.code")).unwrap();
     assert_eq!(em.code, sample_emergency(false));
-    em.verify(&ks, &key_hash, &[9; 32]).unwrap();
+    em.verify(&ks, &sample_binding(), &[9; 32]).unwrap();
     let bound = SignedEmergency::decode(&vector("emergency-bound.code")).unwrap();
-    bound.verify(&ks, &key_hash, &device_public(&device)).unwrap();
-    assert_eq!(bound.verify(&ks, &key_hash, &[9; 32]), Err(CryptoError::BadSignature), "bound to another device");
+    bound.verify(&ks, &sample_binding(), &device_public(&device)).unwrap();
+    assert_eq!(
+        bound.verify(&ks, &sample_binding(), &[9; 32]),
+        Err(CryptoError::BadSignature),
+        "bound to another device"
+    );
 }
 
 // ----- budgets -----------------------------------------------------------------------------------------------
@@ -201,7 +205,7 @@ fn every_bit_flip_of_every_code_is_rejected() {
         (
             "response.code",
             CodeKind::OfflineResponse,
-            Box::new(|c| SignedResponse::decode(c).is_ok_and(|r| r.verify(&ks, &key_hash, &request).is_ok())),
+            Box::new(|c| SignedResponse::decode(c).is_ok_and(|r| r.verify(&ks, &sample_binding(), &request).is_ok())),
         ),
         (
             "receipt.code",
@@ -211,7 +215,7 @@ fn every_bit_flip_of_every_code_is_rejected() {
         (
             "emergency.code",
             CodeKind::Emergency,
-            Box::new(|c| SignedEmergency::decode(c).is_ok_and(|r| r.verify(&ks, &key_hash, &dpub).is_ok())),
+            Box::new(|c| SignedEmergency::decode(c).is_ok_and(|r| r.verify(&ks, &sample_binding(), &dpub).is_ok())),
         ),
     ];
     for (name, kind, accepts) in &cases {
@@ -283,12 +287,15 @@ fn a_signature_of_one_kind_is_not_accepted_as_another() {
     let device = device_key();
     let (_, request) = sample_request(&device).sign(&key_hash, &device).unwrap();
     let response = SignedResponse::decode(&vector("response.code")).unwrap();
-    let sig =
-        ed.sign(Domain::EmergencyCode, &[&key_hash, &request.bytes], &response.bytes()[..response.bytes().len() - 64]);
+    let sig = ed.sign(
+        Domain::EmergencyCode,
+        &[&sample_binding(), &request.bytes],
+        &response.bytes()[..response.bytes().len() - 64],
+    );
     let mut forged = response.bytes()[..response.bytes().len() - 64].to_vec();
     forged.extend_from_slice(&sig);
     let forged = SignedResponse::decode(&codes::encode(CodeKind::OfflineResponse, &forged).unwrap()).unwrap();
-    assert_eq!(forged.verify(&ks, &key_hash, &request), Err(CryptoError::BadSignature));
+    assert_eq!(forged.verify(&ks, &sample_binding(), &request), Err(CryptoError::BadSignature));
     // A code of one kind is refused by another kind's decoder before anything else.
     assert!(matches!(SignedResponse::decode(&vector("emergency.code")), Err(CodeError::WrongKind { .. })));
 }
@@ -311,14 +318,13 @@ fn a_revoked_key_verifies_nothing_it_signed() {
     let e = token::verify_activation_token(vector("activation-token.ed25519.txt").trim(), &ks).unwrap_err();
     assert!(revoked(&e), "{e}");
     let device = device_key();
-    let key_hash = sample_key().hash();
     let request = SignedRequest::decode(&vector("request.code")).unwrap();
     let response = SignedResponse::decode(&vector("response.code")).unwrap();
-    assert!(response.verify(&ks, &key_hash, &request).is_err(), "offline response");
+    assert!(response.verify(&ks, &sample_binding(), &request).is_err(), "offline response");
     let em = SignedEmergency::decode(&vector("emergency.code")).unwrap();
-    assert!(em.verify(&ks, &key_hash, &[9; 32]).is_err(), "emergency code");
+    assert!(em.verify(&ks, &sample_binding(), &[9; 32]).is_err(), "emergency code");
     let bound = SignedEmergency::decode(&vector("emergency-bound.code")).unwrap();
-    assert!(bound.verify(&ks, &key_hash, &device_public(&device)).is_err(), "bound emergency code");
+    assert!(bound.verify(&ks, &sample_binding(), &device_public(&device)).is_err(), "bound emergency code");
     // A signed server answer (a `server-response` envelope) is refused the same way.
     let ed = test_key("ed25519.pem");
     let answer = Envelope::seal(&ed, Domain::ServerResponse, b"{}".to_vec());
@@ -367,7 +373,7 @@ fn response_only_answers_its_own_request() {
     let other_device = SigningKey::ed25519_from_bytes(&[7; 32]);
     let mut req = sample_request(&other_device);
     let (_, other) = req.sign(&key_hash, &other_device).unwrap();
-    assert_eq!(response.verify(&ks, &key_hash, &other), Err(CryptoError::BadSignature));
+    assert_eq!(response.verify(&ks, &sample_binding(), &other), Err(CryptoError::BadSignature));
     // Same device, a later request (new nonce): the old response does not answer it either.
     let device = device_key();
     req = sample_request(&device);

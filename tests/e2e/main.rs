@@ -5,6 +5,7 @@
 mod bad_input;
 mod crash;
 mod customer;
+mod formats;
 mod identity;
 mod isolation;
 mod keys;

@@ -85,6 +85,11 @@ pub fn sample_key() -> LicenseKey {
     LicenseKey::from_random(&[0x5a; 15])
 }
 
+/// What responses and emergency codes are signed over: the sample key within the sample license's product.
+pub fn sample_binding() -> [u8; 32] {
+    tessera_core::offline::license_binding(&sample_key().hash(), &sample_license().product_id)
+}
+
 pub fn sample_fingerprint() -> Fingerprint {
     Fingerprint::new(
         [
