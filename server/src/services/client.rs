@@ -1151,15 +1151,7 @@ impl Services {
             // The device key of an offline grant signs this, but so could a copy of its state: the grant runs
             // until its lease whatever this call says, so its seat is held until then, as for a receipt.
             self.store
-                .release(crate::store::ReleaseOp {
-                    activation_id: a.id,
-                    at: now,
-                    reason: "deactivated by the device".into(),
-                    kind: crate::store::ReleaseKind::AfterLease,
-                    expect_grant_tag: None,
-                    immediate_limit: (0, now),
-                    audit,
-                })
+                .release(crate::store::ReleaseOp::after_lease(a.id, now, "deactivated by the device", audit))
                 .await?;
         } else {
             self.store.deactivate(a.id, now, "deactivated by the device".into(), audit).await?;

@@ -609,15 +609,7 @@ impl Services {
             // then (or until staff release it with a reason: POST /v1/activations/{id}/release).
             let out = self
                 .store
-                .release(crate::store::ReleaseOp {
-                    activation_id: a.id,
-                    at: now,
-                    reason: "deactivated by staff".into(),
-                    kind: crate::store::ReleaseKind::AfterLease,
-                    expect_grant_tag: None,
-                    immediate_limit: (0, now),
-                    audit,
-                })
+                .release(crate::store::ReleaseOp::after_lease(a.id, now, "deactivated by staff", audit))
                 .await?;
             let (freed, held) = match out {
                 crate::store::ReleaseOutcome::Released { seat_held_until, .. } => (true, seat_held_until),

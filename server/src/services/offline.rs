@@ -183,6 +183,18 @@ fn no_license() -> AppError {
     )
 }
 
+/// The reason staff give for an action, trimmed: required, at most 500 characters; `why` says what it explains.
+fn staff_reason(text: &str, why: &str) -> AppResult<String> {
+    let reason = text.trim();
+    if reason.is_empty() {
+        return Err(AppError::invalid(format!("reason is required: say {why}")));
+    }
+    if reason.chars().count() > 500 {
+        return Err(AppError::invalid("reason must be at most 500 characters"));
+    }
+    Ok(reason.to_string())
+}
+
 /// Rounds up to the minute (emergency codes carry minutes).
 fn ceil_minute(t: DateTime<Utc>) -> DateTime<Utc> {
     let s = t.timestamp() - CODE_EPOCH;
@@ -511,13 +523,7 @@ impl Services {
         req: ReleaseRequest,
     ) -> AppResult<ReceiptResult> {
         ctx.require_support()?;
-        let reason = req.reason.trim().to_string();
-        if reason.is_empty() {
-            return Err(AppError::invalid("reason is required: say why the seat is released before its lease ends"));
-        }
-        if reason.chars().count() > 500 {
-            return Err(AppError::invalid("reason must be at most 500 characters"));
-        }
+        let reason = staff_reason(&req.reason, "why the seat is released before its lease ends")?;
         let a = self
             .store
             .get_activation(ctx.scope()?, activation_id)
@@ -553,13 +559,7 @@ impl Services {
         req: IssueEmergency,
     ) -> AppResult<IssuedEmergency> {
         ctx.require_support()?;
-        let reason = req.reason.trim().to_string();
-        if reason.is_empty() {
-            return Err(AppError::invalid("reason is required: say why the customer needs an emergency code"));
-        }
-        if reason.chars().count() > 500 {
-            return Err(AppError::invalid("reason must be at most 500 characters"));
-        }
+        let reason = staff_reason(&req.reason, "why the customer needs an emergency code")?;
         let rec = self.license_record(ctx, license_id).await?;
         let l = &rec.license;
         let policy = rec.policy.emergency;

@@ -298,6 +298,21 @@ pub struct ReleaseOp {
     pub audit: NewAudit,
 }
 
+impl ReleaseOp {
+    /// Ends the activation with its seat held until its stored lease ends (no grant check, no immediate count).
+    pub fn after_lease(activation_id: Uuid, at: DateTime<Utc>, reason: &str, audit: NewAudit) -> ReleaseOp {
+        ReleaseOp {
+            activation_id,
+            at,
+            reason: reason.to_string(),
+            kind: ReleaseKind::AfterLease,
+            expect_grant_tag: None,
+            immediate_limit: (0, at),
+            audit,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseOutcome {
     /// Ended (or, for a staff release of a released activation, its hold ended).

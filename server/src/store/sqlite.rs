@@ -789,6 +789,26 @@ fn count_active(c: &Connection, license_id: &str, at: DateTime<Utc>) -> Result<u
     Ok(active.saturating_add(held).saturating_add(users))
 }
 
+/// Ends a replacement: audits the ended activation, inserts the new one, audits it naming the one it replaced.
+fn replace_with(
+    c: &Connection,
+    op: ActivateOp,
+    ended: &NewAudit,
+    replaced: Uuid,
+) -> Result<ActivateOutcome, StoreError> {
+    append_audit_tx(c, ended)?;
+    insert_activation(c, &op.new)?;
+    let mut audit = with_outcome(op.audit, "REPLACED");
+    audit.target = Some(op.new.id.to_string());
+    if let Some(d) = audit.details.as_object_mut() {
+        d.insert("replaced".into(), serde_json::json!(replaced));
+    }
+    append_audit_tx(c, &audit)?;
+    let lic = op.new.license_id.to_string();
+    let seats = if op.max_seats > 0 { count_active(c, &lic, op.new.created_at)? } else { 0 };
+    Ok(ActivateOutcome::Replaced { activation: op.new, replaced, seats_used: seats })
+}
+
 /// The seats a new activation adds: none for a named user who already holds a seat, else its `seats`.
 fn seats_needed(c: &Connection, a: &Activation, at: DateTime<Utc>) -> Result<u32, StoreError> {
     let Some(user) = &a.user_id else {
@@ -1252,16 +1272,7 @@ impl Store for SqliteStore {
                     "reason": SUPERSEDED_REASON, "license_id": old.license_id, "replaced_by": op.new.id,
                     "seat_held_until": (held_until > now).then_some(held_until),
                 });
-                append_audit_tx(c, &ended)?;
-                insert_activation(c, &op.new)?;
-                let mut audit = with_outcome(op.audit, "REPLACED");
-                audit.target = Some(op.new.id.to_string());
-                if let Some(d) = audit.details.as_object_mut() {
-                    d.insert("replaced".into(), serde_json::json!(old.id));
-                }
-                append_audit_tx(c, &audit)?;
-                let seats = if op.max_seats > 0 { count_active(c, &lic, now)? } else { 0 };
-                return Ok(ActivateOutcome::Replaced { activation: op.new, replaced: old.id, seats_used: seats });
+                return replace_with(c, op, &ended, old.id);
             }
             if let Some(existing) = found.as_ref().filter(|a| a.device_public_key == op.new.device_public_key) {
                 let mut a = existing.clone();
@@ -1339,16 +1350,7 @@ impl Store for SqliteStore {
                     }
                 }
                 c.execute_batch("RELEASE replace_seats")?;
-                append_audit_tx(c, &ended)?;
-                insert_activation(c, &op.new)?;
-                let mut audit = with_outcome(op.audit, "REPLACED");
-                audit.target = Some(op.new.id.to_string());
-                if let Some(d) = audit.details.as_object_mut() {
-                    d.insert("replaced".into(), serde_json::json!(old.id));
-                }
-                append_audit_tx(c, &audit)?;
-                let seats = if op.max_seats > 0 { count_active(c, &lic, op.new.created_at)? } else { 0 };
-                return Ok(ActivateOutcome::Replaced { activation: op.new, replaced: old.id, seats_used: seats });
+                return replace_with(c, op, &ended, old.id);
             }
             let seats = if op.max_seats > 0 { count_active(c, &lic, op.new.created_at)? } else { 0 };
             let needed = if op.max_seats > 0 { seats_needed(c, &op.new, op.new.created_at)? } else { 0 };
