@@ -111,8 +111,11 @@ async fn named_user_licenses_count_users_not_devices() {
     let f = h.fixture("named", 2, "NAMED_USER").await;
     let (s, v) = activate_with(&h, &f.key, "n0", json!({})).await;
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "USER_ID_REQUIRED"), "{v}");
-    let (s, v) = activate_with(&h, &f.key, "n0", json!({"user_id": "\u{0007}bell"})).await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    for bad in [json!("\u{0007}bell"), json!("   "), json!("u".repeat(129))] {
+        let (s, v) = activate_with(&h, &f.key, "n0", json!({"user_id": bad})).await;
+        assert_eq!((s, err_code(&v).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{v}");
+    }
+    assert_eq!(seats(&h, &f).await, 0);
 
     // Alice on two machines takes one seat; Bob the second; Carol finds none.
     for machine in ["alice-laptop", "alice-desktop"] {

@@ -193,6 +193,8 @@ async fn staff_release_frees_a_held_seat_at_once_with_a_reason() {
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{v}");
     let (s, v) = h.post(&path, Some(&f.token), json!({})).await;
     assert!(s.is_client_error(), "{s} {v}");
+    let (s, v) = h.post(&path, Some(&f.token), json!({"reason": "x".repeat(501)})).await;
+    assert_eq!((s, err_code(&v).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{v}");
     let (_, ro) = h.post("/v1/tokens", Some(&f.token), json!({"name": "ro", "role": "read-only"})).await;
     let (s, _) = h.post(&path, ro["token"].as_str(), json!({"reason": "x"})).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
