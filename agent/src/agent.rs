@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tessera_core::codes::{self, CodeKind};
 use tessera_core::decision::{ClockGuard, EmergencyGrant, Environment, HardwareCount};
 use tessera_core::encoding::b64url;
@@ -27,11 +26,15 @@ use tessera_core::{
 };
 use uuid::Uuid;
 
-use crate::client::{self, endpoint, Client, ForActivation};
+use crate::client::{self, Client, ForActivation};
 use crate::clock::{Clock, SystemClock, TrustedTime};
 use crate::error::AgentError;
 use crate::identity::{self, Collected, IdentityMode, RawComponent};
-use crate::state::{self, ActivationRow, Mode, PendingRequest, Store, UsageEvent};
+use crate::state::{self, ActivationRow, Mode, PendingRequest, Store};
+use tessera_core::protocol::{
+    ActivateRequest, ActivateResult, ActivationStatus, AgentMetrics, DeactivateRequest, DeactivateResult,
+    DeviceMetadata, Endpoint, HeartbeatRequest, HeartbeatResult, Held, UsageEvent,
+};
 
 /// How the agent is set up. Build with [`AgentConfig::new`] and adjust the public fields.
 #[derive(Clone)]
@@ -316,8 +319,8 @@ pub struct Activated {
 /// The outcome of a heartbeat.
 #[derive(Debug, Clone, Serialize)]
 pub struct HeartbeatOutcome {
-    pub activation_status: String,
-    pub license_status: Option<LicenseStatus>,
+    pub activation_status: ActivationStatus,
+    pub license_status: LicenseStatus,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub next_heartbeat_secs: u32,
     /// Usage events sent in this heartbeat.
@@ -344,46 +347,12 @@ pub enum Applied {
 }
 
 #[derive(Deserialize)]
-struct ActivateResult {
-    activation_id: Uuid,
-    activation_token: String,
-    license_file: String,
-    #[serde(default)]
-    heartbeat_interval_secs: Option<u32>,
-    #[serde(default)]
-    reused: bool,
-}
-
-#[derive(Deserialize)]
-struct HeartbeatResult {
-    activation_status: String,
-    #[serde(default)]
-    license_status: Option<LicenseStatus>,
-    #[serde(default)]
-    activation_token: Option<String>,
-    #[serde(default)]
-    license_file: Option<String>,
-    #[serde(default)]
-    next_heartbeat_secs: Option<u32>,
-    #[serde(default)]
-    accepted_usage: Vec<Uuid>,
-    #[serde(default)]
-    usage_totals: HashMap<String, i64>,
-}
-
-#[derive(Deserialize)]
 struct StoredHeartbeat {
     #[serde(default)]
     license_status: Option<LicenseStatus>,
     /// The license's usage totals on the server when it answered.
     #[serde(default)]
     usage_totals: HashMap<String, i64>,
-}
-
-#[derive(Deserialize)]
-struct DeactivateResult {
-    #[serde(default)]
-    deactivated: bool,
 }
 
 /// The canonical text of an armored license file; `None` when it does not parse.
@@ -777,24 +746,25 @@ impl Agent {
         let client = self.client()?;
         let cfg = &self.inner.config;
         let nonce = client::nonce();
-        let body = json!({
-            "license_key": key.expose(),
-            "product_id": cfg.product_id,
-            "fingerprint": self.inner.identity.fingerprint,
-            "device_public_key": b64url(&self.inner.device_public),
-            "domain": self.inner.domain.as_deref(),
-            "cpu": cfg.cpu(),
-            "user_id": cfg.user_id.as_deref(),
-            "metadata": {
-                "hostname": sysinfo::System::host_name().unwrap_or_default(),
-                "os": std::env::consts::OS,
-                "app_version": cfg.app_version.clone().unwrap_or_default(),
-                "agent_version": env!("CARGO_PKG_VERSION"),
-            },
-            "nonce": nonce,
-        });
+        let body = ActivateRequest {
+            license_key: key.expose().to_string(),
+            product_id: Some(cfg.product_id),
+            fingerprint: self.inner.identity.fingerprint.components().to_vec(),
+            device_public_key: b64url(&self.inner.device_public),
+            domain: self.inner.domain.as_deref().map(str::to_string),
+            cpu: Some(cfg.cpu()),
+            user_id: cfg.user_id.clone(),
+            metadata: Some(DeviceMetadata {
+                hostname: sysinfo::System::host_name().ok(),
+                os: Some(std::env::consts::OS.to_string()),
+                app_version: cfg.app_version.clone(),
+                agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+                other: Default::default(),
+            }),
+            nonce: nonce.clone(),
+        };
         let v = client
-            .post::<ActivateResult>(endpoint::ACTIVATE, &body, &nonce, None, &cfg.keyset, ForActivation::Created)
+            .post::<ActivateResult>(Endpoint::Activate, &body, &nonce, None, &cfg.keyset, ForActivation::Created)
             .await?;
         let r = v.result;
         if v.activation_id != Some(r.activation_id) {
@@ -829,7 +799,7 @@ impl Agent {
             response_code: None,
             fingerprint: None,
             last_response: None,
-            heartbeat_interval_secs: r.heartbeat_interval_secs,
+            heartbeat_interval_secs: Some(r.heartbeat_interval_secs),
             activated_at: cfg.clock.now(),
         };
         let mut store = self.store();
@@ -868,23 +838,27 @@ impl Agent {
             }
         };
         let nonce = client::nonce();
-        let body = json!({
-            "activation_id": activation_id,
-            "nonce": nonce,
-            "sent_at": cfg.clock.now(),
-            "usage": queue,
-            "metrics": {"agent_version": env!("CARGO_PKG_VERSION")},
+        let sent = queue.len();
+        let body = HeartbeatRequest {
+            activation_id,
+            nonce: nonce.clone(),
+            sent_at: cfg.clock.now(),
+            usage: queue,
+            metrics: Some(AgentMetrics {
+                agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+                other: Default::default(),
+            }),
             // The host as it is now: one activation heard from two different hosts is flagged by the server.
-            "fingerprint_digest": hex::encode(self.inner.identity.fingerprint.digest()),
+            fingerprint_digest: Some(hex::encode(self.inner.identity.fingerprint.digest())),
             // What this device holds already: the server sends a license file or token only when it changed.
-            "held": {
-                "license_file": activation.license_file.as_deref().map(sha256_hex),
-                "activation_token": activation.activation_token.as_deref().map(sha256_hex),
+            held: Held {
+                license_file: activation.license_file.as_deref().map(sha256_hex),
+                activation_token: activation.activation_token.as_deref().map(sha256_hex),
             },
-        });
+        };
         let v = client
             .post::<HeartbeatResult>(
-                endpoint::HEARTBEAT,
+                Endpoint::Heartbeat,
                 &body,
                 &nonce,
                 Some(&self.inner.device),
@@ -893,11 +867,11 @@ impl Agent {
             )
             .await?;
         let r = v.result;
-        let deactivated = r.activation_status.eq_ignore_ascii_case("DEACTIVATED");
+        let deactivated = r.activation_status == ActivationStatus::Deactivated;
         // Verify everything before storing anything.
         let mut new_license_file = None;
         let mut new_token = None;
-        let mut interval = r.next_heartbeat_secs;
+        let interval = r.next_heartbeat_secs;
         let mut lease = None;
         if !deactivated {
             if let Some(lf) = &r.license_file {
@@ -914,16 +888,14 @@ impl Agent {
                     ));
                 }
                 lease = Some(t.lease_expires_at);
-                interval = interval.or(Some(t.heartbeat_interval_secs));
                 new_token = canonical_compact(tok);
             }
         }
-        let sent = queue.len();
         let mut store = self.store();
         let acknowledged = store.tx(|tx| {
             let n = state::ack_usage(tx, &r.accepted_usage)?;
             for (feature, total) in &r.usage_totals {
-                state::set_usage_total(tx, feature, (*total).max(0) as u64)?;
+                state::set_usage_total(tx, feature, *total)?;
             }
             self.trust_server_time(tx, v.server_time)?;
             if deactivated {
@@ -938,9 +910,7 @@ impl Agent {
                     row.activation_token = Some(tok.clone());
                 }
                 row.last_response = canonical_compact(&v.signed);
-                if interval.is_some() {
-                    row.heartbeat_interval_secs = interval;
-                }
+                row.heartbeat_interval_secs = Some(interval);
                 state::put_activation(tx, &row)?;
             }
             Ok(n)
@@ -950,7 +920,7 @@ impl Agent {
             activation_status: r.activation_status,
             license_status: r.license_status,
             lease_expires_at: lease,
-            next_heartbeat_secs: interval.unwrap_or(DEFAULT_HEARTBEAT_SECS),
+            next_heartbeat_secs: interval,
             usage_sent: sent,
             usage_acknowledged: acknowledged,
             server_time: v.server_time,
@@ -972,10 +942,10 @@ impl Agent {
             tracing::warn!(error = %e, "could not flush usage before deactivating");
         }
         let nonce = client::nonce();
-        let body = json!({"activation_id": activation_id, "nonce": nonce, "sent_at": cfg.clock.now()});
+        let body = DeactivateRequest { activation_id, nonce: nonce.clone(), sent_at: cfg.clock.now() };
         let v = client
             .post::<DeactivateResult>(
-                endpoint::DEACTIVATE,
+                Endpoint::Deactivate,
                 &body,
                 &nonce,
                 Some(&self.inner.device),
@@ -1234,7 +1204,7 @@ impl Agent {
                         Ok(o) => {
                             failures = 0;
                             tracing::info!(
-                                status = %o.activation_status,
+                                status = o.activation_status.as_str(),
                                 usage_acknowledged = o.usage_acknowledged,
                                 "heartbeat"
                             );
@@ -1401,7 +1371,7 @@ fn verify_activation(
                 // Only a heartbeat answer for this very activation counts: one copied from another activation's
                 // state, or an answer of another endpoint, is refused like any other tampering.
                 let opened: client::Opened<StoredHeartbeat> =
-                    client::open_signed(lr, keys, None, endpoint::HEARTBEAT, ForActivation::Is(claims.activation_id))
+                    client::open_signed(lr, keys, None, Endpoint::Heartbeat, ForActivation::Is(claims.activation_id))
                         .map_err(|e| format!("the cached server answer failed verification ({e})"))?;
                 let (r, server_time) = (opened.result, opened.server_time);
                 if let Some(s) = r.license_status {

@@ -469,8 +469,8 @@ async fn run(trust: &Trust, cli: Cli) -> Result<ExitCode> {
             } else {
                 println!(
                     "Heartbeat: activation {}, license {}",
-                    o.activation_status,
-                    o.license_status.map(|s| s.as_str()).unwrap_or("unknown")
+                    o.activation_status.as_str(),
+                    o.license_status.as_str()
                 );
                 println!(
                     "  lease until: {}; next heartbeat in {} s",
@@ -593,7 +593,8 @@ pub fn main(trust: Result<Trust, AgentError>) -> ExitCode {
     match rt.block_on(run(&trust, cli)) {
         Ok(code) => code,
         Err(e) => {
-            let server_code = e.downcast_ref::<AgentError>().and_then(|a| a.server_code().map(str::to_string));
+            let server_code =
+                e.downcast_ref::<AgentError>().and_then(|a| a.server_code().map(|c| c.as_str().to_string()));
             if json_out {
                 println!(
                     "{}",

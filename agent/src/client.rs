@@ -3,29 +3,20 @@
 use chrono::{DateTime, Utc};
 use rand_core::{OsRng, RngCore};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::Serialize;
 use tessera_core::encoding::b64url;
 use tessera_core::envelope::Envelope;
+use tessera_core::protocol::{Endpoint, ErrorBody, ErrorCode, SignedBody, SignedPayload, SIGNATURE_HEADER};
 use tessera_core::{Domain, PublicKeyset, SigningKey};
 use uuid::Uuid;
 
 use crate::error::AgentError;
-
-pub const SIGNATURE_HEADER: &str = "X-Tessera-Signature";
 
 /// A fresh nonce: 16 random bytes, base64url.
 pub fn nonce() -> String {
     let mut b = [0u8; 16];
     OsRng.fill_bytes(&mut b);
     b64url(&b)
-}
-
-/// The client endpoints, by request path: a signed answer names the one it answers (`endpoint`).
-pub mod endpoint {
-    pub const ACTIVATE: &str = "/v1/client/activate";
-    pub const VALIDATE: &str = "/v1/client/validate";
-    pub const HEARTBEAT: &str = "/v1/client/heartbeat";
-    pub const DEACTIVATE: &str = "/v1/client/deactivate";
 }
 
 /// Which activation a signed answer must name (its `activation_id`).
@@ -59,48 +50,19 @@ pub struct Opened<T> {
     pub activation_id: Option<Uuid>,
 }
 
-#[derive(Deserialize)]
-struct SignedBody {
-    signed: String,
-}
-
-#[derive(Deserialize)]
-struct SignedPayload<T> {
-    nonce: String,
-    /// Absent in answers of servers older than the binding: such an answer is refused.
-    #[serde(default)]
-    endpoint: Option<String>,
-    #[serde(default)]
-    activation_id: Option<Uuid>,
-    server_time: DateTime<Utc>,
-    result: T,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorInner,
-}
-
-#[derive(Deserialize)]
-struct ErrorInner {
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
 /// Verifies a `server-response` envelope and returns its payload's `result` and `server_time`, once the answer is
-/// shown to be for `endpoint` (a request path, see [`endpoint`]) and for the activation `activation` says.
+/// shown to be for `endpoint` and for the activation `activation` says.
 /// `nonce`: the nonce that must be echoed (`None` when re-verifying a stored answer).
 pub fn open_signed<T: DeserializeOwned>(
     signed: &str,
     keys: &PublicKeyset,
     nonce: Option<&str>,
-    endpoint: &str,
+    endpoint: Endpoint,
     activation: ForActivation,
 ) -> Result<Opened<T>, AgentError> {
     let env = Envelope::from_compact(signed).map_err(|e| AgentError::UntrustedResponse(e.to_string()))?;
     let payload = env.open(keys, Domain::ServerResponse).map_err(|e| AgentError::UntrustedResponse(e.to_string()))?;
-    let p: SignedPayload<T> = serde_json::from_slice(payload)
+    let p: SignedPayload<'_, T> = serde_json::from_slice(payload)
         .map_err(|e| AgentError::UntrustedResponse(format!("unexpected signed content: {e}")))?;
     if let Some(n) = nonce {
         if p.nonce != n {
@@ -109,7 +71,7 @@ pub fn open_signed<T: DeserializeOwned>(
             ));
         }
     }
-    match p.endpoint.as_deref() {
+    match p.endpoint {
         Some(e) if e == endpoint => {}
         Some(e) => {
             return Err(AgentError::UntrustedResponse(format!(
@@ -163,18 +125,19 @@ impl Client {
         &self.base
     }
 
-    /// POSTs `body` to `path` (one of [`endpoint`]); signs it with `device` when given; verifies the signed answer,
-    /// which must name `path` and the activation `activation` says.
+    /// POSTs `body` to `endpoint`; signs it with `device` when given; verifies the signed answer, which must name
+    /// `endpoint` and the activation `activation` says.
     pub async fn post<T: DeserializeOwned>(
         &self,
-        path: &str,
-        body: &serde_json::Value,
+        endpoint: Endpoint,
+        body: &impl Serialize,
         nonce: &str,
         device: Option<&SigningKey>,
         keys: &PublicKeyset,
         activation: ForActivation,
     ) -> Result<Verified<T>, AgentError> {
         let bytes = serde_json::to_vec(body).map_err(AgentError::internal)?;
+        let path = endpoint.path();
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.post(&url).header(reqwest::header::CONTENT_TYPE, "application/json");
         if let Some(dev) = device {
@@ -194,14 +157,14 @@ impl Client {
                 Ok(b) => AgentError::Server { status: status.as_u16(), code: b.error.code, message: b.error.message },
                 Err(_) => AgentError::Server {
                     status: status.as_u16(),
-                    code: "HTTP_ERROR".into(),
+                    code: ErrorCode::Unrecognised,
                     message: format!("unexpected answer from {url}: {}", text.chars().take(200).collect::<String>()),
                 },
             });
         }
         let body: SignedBody = serde_json::from_str(&text)
             .map_err(|_| AgentError::UntrustedResponse(format!("{url} did not answer with a signed body")))?;
-        let o = open_signed(&body.signed, keys, Some(nonce), path, activation)?;
+        let o = open_signed(&body.signed, keys, Some(nonce), endpoint, activation)?;
         Ok(Verified {
             result: o.result,
             server_time: o.server_time,

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub use tessera_core::protocol::ErrorCode;
+
 /// Errors of the agent library. Feature checks never return these: they return a
 /// [`tessera_core::Decision`] that denies with a reason code.
 #[derive(Debug, thiserror::Error)]
@@ -16,8 +18,10 @@ pub enum AgentError {
     NoServer,
     #[error("cannot reach the license server at {url}: {reason}. Check the network and the server address; licensed features keep working offline until the lease ends")]
     Unreachable { url: String, reason: String },
+    /// A refusal of the server: `code` is its stable reason ([`ErrorCode::Unrecognised`] for a code newer than
+    /// this agent, or an answer without the error shape; `message` then says more).
     #[error("the license server refused ({status} {code}): {message}")]
-    Server { status: u16, code: String, message: String },
+    Server { status: u16, code: ErrorCode, message: String },
     #[error("the license server's answer could not be trusted: {0}. Is --server pointing at the right server, and does --keyset hold its public keys?")]
     UntrustedResponse(String),
     #[error("the license key is not valid: {0}")]
@@ -43,9 +47,9 @@ impl AgentError {
     }
 
     /// The stable machine code of a server refusal (e.g. `SEAT_LIMIT_REACHED`), if this is one.
-    pub fn server_code(&self) -> Option<&str> {
+    pub fn server_code(&self) -> Option<ErrorCode> {
         match self {
-            AgentError::Server { code, .. } => Some(code),
+            AgentError::Server { code, .. } => Some(*code),
             _ => None,
         }
     }

@@ -32,7 +32,8 @@ pub use agent::{
     AttestedPayload, EmergencyStatus, Evidence, HeartbeatOutcome, LicenseSummary, Status, DEFAULT_CLOCK_TOLERANCE_SECS,
 };
 pub use clock::{BootReading, Clock, SystemClock, TestClock, TrustedTime};
-pub use error::AgentError;
+pub use error::{AgentError, ErrorCode};
 pub use identity::{IdentityMode, RawComponent, IDENTITY_ENV, IDENTITY_FILE_ENV};
 pub use state::Mode;
+pub use tessera_core::protocol::ActivationStatus;
 pub use tessera_core::{Decision, Reason};

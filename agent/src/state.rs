@@ -124,13 +124,8 @@ pub struct EmergencyRow {
     pub ended: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct UsageEvent {
-    pub id: Uuid,
-    pub feature: String,
-    pub amount: u64,
-    pub recorded_at: DateTime<Utc>,
-}
+/// Queued usage is sent as it is kept.
+pub use tessera_core::protocol::UsageEvent;
 
 pub struct Store {
     conn: Connection,

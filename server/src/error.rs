@@ -1,18 +1,17 @@
-//! The one error type of the API. Every failure becomes
-//! `{"error": {"code": "...", "message": "...", "details": {...}}}` with the right status; internal errors are
-//! logged and shown only as a generic message.
+//! The one error type of the services. Every failure has a code of the wire contract
+//! ([`tessera_core::protocol::ErrorCode`], which fixes its HTTP status), a message saying what went wrong and what
+//! to do, and details; the HTTP layer turns it into `{"error": {"code", "message", "details"}}`. Internal errors
+//! are logged once, where they are made, and shown only as a generic message.
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
+pub use tessera_core::protocol::ErrorCode;
 
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct AppError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub details: Value,
     pub retry_after: Option<u64>,
@@ -21,8 +20,13 @@ pub struct AppError {
 pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        AppError { status, code, message: message.into(), details: json!({}), retry_after: None }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        AppError { code, message: message.into(), details: json!({}), retry_after: None }
+    }
+
+    /// The HTTP status of this error (fixed by its code).
+    pub fn status(&self) -> u16 {
+        self.code.status()
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -31,39 +35,30 @@ impl AppError {
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        AppError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+        AppError::new(ErrorCode::BadRequest, message)
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
-        AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", message)
+        AppError::new(ErrorCode::ValidationFailed, message)
     }
 
     pub fn not_found(what: &str) -> Self {
         AppError::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
+            ErrorCode::NotFound,
             format!("{what} not found: check the id, and that your token belongs to the right tenant"),
         )
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        AppError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+        AppError::new(ErrorCode::Unauthorized, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        AppError::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
-    }
-
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        AppError::new(StatusCode::CONFLICT, code, message)
+        AppError::new(ErrorCode::Forbidden, message)
     }
 
     pub fn rate_limited(retry_after: u64) -> Self {
-        let mut e = AppError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
-            format!("too many requests: retry in {retry_after} s"),
-        );
+        let mut e = AppError::new(ErrorCode::RateLimited, format!("too many requests: retry in {retry_after} s"));
         e.retry_after = Some(retry_after);
         e
     }
@@ -71,8 +66,7 @@ impl AppError {
     /// The request ran out of time before any of its writes started: nothing was changed, a retry is safe.
     pub fn timeout_not_applied() -> Self {
         let mut e = AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "TIMEOUT",
+            ErrorCode::Timeout,
             "the request took too long (the server is busy) and was abandoned before it changed anything: \
              nothing was applied; retry",
         )
@@ -85,8 +79,7 @@ impl AppError {
     /// on its own (with its audit entry), so what happened must be looked up, not assumed.
     pub fn timeout_outcome_unknown() -> Self {
         AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "TIMEOUT_OUTCOME_UNKNOWN",
+            ErrorCode::TimeoutOutcomeUnknown,
             "the request took too long after it had started changing data: the change may have been applied \
              (it is then in the audit log); look at the object or GET /v1/audit before retrying",
         )
@@ -96,11 +89,7 @@ impl AppError {
     /// An unexpected failure: logged here, shown to the client only as a generic message.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(context, error = %err, "internal error");
-        AppError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "the server failed to handle this request; it was logged, try again later",
-        )
+        AppError::new(ErrorCode::Internal, "the server failed to handle this request; it was logged, try again later")
     }
 
     /// Maps a store error for an object of kind `what`.
@@ -110,19 +99,16 @@ impl AppError {
             StoreError::Conflict(m) => {
                 // The database's own text (table and constraint names) stays in the log.
                 tracing::info!(what, constraint = %m, "store conflict");
-                AppError::conflict(
-                    "CONFLICT",
+                AppError::new(ErrorCode::Conflict,
                     format!("the {what} conflicts with existing data (a duplicate, or a reference to something that does not exist): check the values and ids"),
                 )
             }
-            StoreError::Changed => AppError::conflict(
-                if what == "license" { "LICENSE_CHANGED" } else { "CHANGED" },
+            StoreError::Changed => AppError::new(
+                if what == "license" { ErrorCode::LicenseChanged } else { ErrorCode::Changed },
                 format!("the {what} changed while this request was processed: reload it and retry"),
             ),
             StoreError::Abandoned => AppError::timeout_not_applied(),
-            StoreError::Busy => {
-                AppError::new(StatusCode::SERVICE_UNAVAILABLE, "BUSY", "the database is busy: retry in a moment")
-            }
+            StoreError::Busy => AppError::new(ErrorCode::Busy, "the database is busy: retry in a moment"),
             other => AppError::internal(what, other),
         }
     }
@@ -131,19 +117,6 @@ impl AppError {
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         AppError::store("object", e)
-    }
-}
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
-        let mut resp = (self.status, axum::Json(body)).into_response();
-        if let Some(s) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-        }
-        resp
     }
 }
 

@@ -89,13 +89,8 @@ pub async fn open(config: Config, clock: time::Clock) -> Result<Opened, StartErr
     services.geoip = geoip;
     let path = dir.join("admin-token");
     let persist = |tok: &str| {
-        tessera_core::crypto::write_private_file(&path, format!("{tok}\n").as_bytes()).map_err(|e| {
-            AppError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "DATA_DIR",
-                format!("cannot write {}: {e}", path.display()),
-            )
-        })
+        tessera_core::crypto::write_private_file(&path, format!("{tok}\n").as_bytes())
+            .map_err(|e| AppError::new(error::ErrorCode::Internal, format!("cannot write {}: {e}", path.display())))
     };
     let admin_token = services.bootstrap_admin(preset, persist).await.map_err(|e| StartError::Other(e.message))?;
     Ok(Opened { services, sqlite, admin_token })

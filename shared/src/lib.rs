@@ -6,6 +6,7 @@
 //! - [`envelope`] and [`token`]: signed license files and activation tokens.
 //! - [`codes`] and [`offline`]: human copy-paste codes (offline request / response, deactivation receipt,
 //!   emergency code).
+//! - [`protocol`]: the wire contract of the client endpoints (bodies, signed-answer payload, error codes).
 //! - [`license_key`]: license keys with a check symbol, and hashing helpers for storage.
 //! - [`fingerprint`]: component hashes and the K-of-N match policy.
 //!
@@ -22,6 +23,7 @@ mod gf;
 pub mod license_key;
 pub mod model;
 pub mod offline;
+pub mod protocol;
 pub mod token;
 
 pub use crypto::{Algorithm, CryptoError, Domain, KeyId, Keyset, PublicKeyset, SigningKey, VerifyingKey};

@@ -493,3 +493,18 @@ proptest! {
         let _ = tessera_core::LicenseKey::parse(&s);
     }
 }
+
+/// docs/PROTOCOL.md lists every error code with its status and meaning, exactly as `ErrorCode` has them.
+#[test]
+fn the_protocol_document_lists_every_error_code_with_its_status() {
+    use tessera_core::protocol::ErrorCode;
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md")).unwrap();
+    let table = doc.split("<!-- error-codes:begin -->").nth(1).and_then(|t| t.split("<!-- error-codes:end -->").next());
+    let rows: Vec<&str> =
+        table.expect("the error-code table markers").lines().filter(|l| l.starts_with("| `")).collect();
+    let expected: Vec<String> = ErrorCode::ALL
+        .iter()
+        .map(|c| format!("| `{}` | {} | {} |", c.as_str(), c.status(), c.describe().trim()))
+        .collect();
+    assert_eq!(rows, expected, "regenerate the table in docs/PROTOCOL.md from tessera_core::protocol::ErrorCode");
+}

@@ -4,7 +4,7 @@
 
 use reqwest::StatusCode;
 use serde_json::json;
-use tessera_agent::{Agent, AgentError};
+use tessera_agent::{ActivationStatus, Agent, AgentError, ErrorCode};
 use tessera_core::Reason;
 use tessera_e2e::{agent_config, device_public, error_code, nonce, TestServer};
 
@@ -22,7 +22,7 @@ async fn a_pinned_agent_is_refused_where_the_policy_does_not_allow_it() {
         Agent::open(agent_config(dir.path(), "pod-1", server.keyset(), fx.product, Some(&server.url()))).unwrap();
     match agent.activate(&fx.key).await {
         Err(AgentError::Server { status, code, .. }) => {
-            assert_eq!((status, code.as_str()), (422, "FINGERPRINT_INSUFFICIENT"));
+            assert_eq!((status, code), (422, ErrorCode::FingerprintInsufficient));
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -104,8 +104,8 @@ async fn a_reinstalled_agent_ends_the_old_activation() {
 
     // The old device is told DEACTIVATED at its next heartbeat and stops; the new one keeps working.
     let beat = old.heartbeat().await.unwrap();
-    assert_eq!(beat.activation_status, "DEACTIVATED");
+    assert_eq!(beat.activation_status, ActivationStatus::Deactivated);
     assert!(!old.check("export_pdf").allowed, "{:?}", old.check("export_pdf"));
-    assert_eq!(new.heartbeat().await.unwrap().activation_status, "ACTIVE");
+    assert_eq!(new.heartbeat().await.unwrap().activation_status, ActivationStatus::Active);
     assert_eq!(new.check("export_pdf").reason, Reason::Valid);
 }

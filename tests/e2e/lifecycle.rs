@@ -67,7 +67,7 @@ async fn full_lifecycle() {
 
     server.ok(&format!("/v1/licenses/{}/revoke", fx.license), &fx.token, json!({"reason": "chargeback"})).await;
     let hb = agent.heartbeat().await.unwrap();
-    assert_eq!(hb.license_status, Some(tessera_core::LicenseStatus::Revoked));
+    assert_eq!(hb.license_status, tessera_core::LicenseStatus::Revoked);
     assert_eq!(agent.check("export_pdf").reason, Reason::Revoked);
     assert!(agent.status().recovery.is_some(), "status says what to do");
 

@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 use serde_json::json;
-use tessera_agent::{Agent, AgentError};
+use tessera_agent::{Agent, AgentError, ErrorCode};
 use tessera_core::Reason;
 use tessera_e2e::{agent_config, error_code, TestServer};
 
@@ -19,7 +19,7 @@ async fn an_ip_range_restriction_refuses_activation_from_outside() {
     let agent =
         Agent::open(agent_config(dir.path(), "outside", server.keyset(), fx.product, Some(&server.url()))).unwrap();
     match agent.activate(&fx.key).await {
-        Err(AgentError::Server { status, code, .. }) => assert_eq!((status, code.as_str()), (403, "RESTRICTED")),
+        Err(AgentError::Server { status, code, .. }) => assert_eq!((status, code), (403, ErrorCode::Restricted)),
         other => panic!("expected RESTRICTED, got {other:?}"),
     }
     assert_eq!(server.license_json(&fx).await["seats_used"], 0);
@@ -48,7 +48,7 @@ async fn a_restriction_added_later_stops_renewals() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     match agent.heartbeat().await {
-        Err(AgentError::Server { status, code, .. }) => assert_eq!((status, code.as_str()), (403, "RESTRICTED")),
+        Err(AgentError::Server { status, code, .. }) => assert_eq!((status, code), (403, ErrorCode::Restricted)),
         other => panic!("expected RESTRICTED, got {other:?}"),
     }
     assert_eq!(agent.check("export_pdf").reason, Reason::Valid, "until the lease ends");

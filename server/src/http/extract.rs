@@ -11,18 +11,17 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use tessera_core::license_key::{ct_eq, hash_secret};
 
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::services::Ctx;
 
 fn rejection(status: StatusCode, body_text: String) -> AppError {
     let (code, hint) = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "send a smaller body"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("UNSUPPORTED_MEDIA_TYPE", "send Content-Type: application/json"),
-        StatusCode::UNPROCESSABLE_ENTITY => ("VALIDATION_FAILED", "fix the fields named above"),
-        _ => ("BAD_REQUEST", "send valid JSON"),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "send a smaller body"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (ErrorCode::UnsupportedMediaType, "send Content-Type: application/json"),
+        StatusCode::UNPROCESSABLE_ENTITY => (ErrorCode::ValidationFailed, "fix the fields named above"),
+        _ => (ErrorCode::BadRequest, "send valid JSON"),
     };
-    let status = if status.is_client_error() { status } else { StatusCode::BAD_REQUEST };
-    AppError::new(status, code, format!("{body_text}: {hint}"))
+    AppError::new(code, format!("{body_text}: {hint}"))
 }
 
 /// A JSON object body sent as `application/json` (serde alone would also read a struct from a JSON array).

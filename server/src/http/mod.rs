@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tessera_core::LicenseStatus;
 use uuid::Uuid;
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::ratelimit::RateLimiter;
 use crate::services::admin::*;
 use crate::services::audit::AuditQuery;
@@ -158,15 +158,27 @@ async fn timed(limit: Duration, req: Request, next: Next) -> Response {
 }
 
 async fn not_found() -> AppError {
-    AppError::new(StatusCode::NOT_FOUND, "NO_SUCH_ROUTE", "no such endpoint: see /v1/openapi.json for the API")
+    AppError::new(ErrorCode::NoSuchRoute, "no such endpoint: see /v1/openapi.json for the API")
 }
 
 async fn method_not_allowed() -> AppError {
-    AppError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "METHOD_NOT_ALLOWED",
-        "this endpoint does not accept this method: see /v1/openapi.json",
-    )
+    AppError::new(ErrorCode::MethodNotAllowed, "this endpoint does not accept this method: see /v1/openapi.json")
+}
+
+/// The one error shape: `{"error": {"code", "message", "details"}}` with the code's status, and `Retry-After`
+/// when the error names one.
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = tessera_core::protocol::ErrorBody {
+            error: tessera_core::protocol::ErrorInfo { code: self.code, message: self.message, details: self.details },
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+        }
+        resp
+    }
 }
 
 // Operational ------------------------------------------------------------------------------------------------
@@ -181,12 +193,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
         Err(e) => {
             // Anyone may ask: the database's own error text (paths, SQL) stays in the log.
             tracing::warn!(error = %e, "readiness check failed");
-            AppError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "NOT_READY",
-                "the database is not available: see the server log",
-            )
-            .into_response()
+            AppError::new(ErrorCode::NotReady, "the database is not available: see the server log").into_response()
         }
     }
 }

@@ -10,7 +10,7 @@ use tessera_core::{LicenseType, Template};
 use uuid::Uuid;
 
 use super::{check_name, merge_patch, reject_fields, Ctx, PageQuery, Principal, Services};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::store::{ApiToken, Customer, Page, Product, Role, TemplateRecord, Tenant};
 
 /// Visible kind prefix of API tokens.
@@ -583,10 +583,10 @@ impl Services {
         let audit = ctx.audit(now, Some(tenant_id), "product.create", Some(p.id.to_string()), json!({"code": p.code}));
         self.store.put_product(p.clone(), true, audit).await.map_err(|e| match e {
             crate::store::StoreError::Conflict(m) if req.id.is_some() && m.contains("products.id") => {
-                AppError::conflict("PRODUCT_ID_TAKEN", format!("a product with id {} exists already", p.id))
+                AppError::new(ErrorCode::ProductIdTaken, format!("a product with id {} exists already", p.id))
             }
-            crate::store::StoreError::Conflict(_) => AppError::conflict(
-                "PRODUCT_CODE_TAKEN",
+            crate::store::StoreError::Conflict(_) => AppError::new(
+                ErrorCode::ProductCodeTaken,
                 format!("a product with code {:?} exists already: choose another code", p.code),
             ),
             e => AppError::store("product", e),

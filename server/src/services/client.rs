@@ -2,18 +2,16 @@
 //! signed envelopes of kind `server-response` echoing the client's nonce.
 
 use sha2::{Digest as _, Sha256};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::net::IpAddr;
 use tessera_core::crypto::ed25519_public_from_bytes;
 use tessera_core::decision::{restrictions_allow, Environment, Inputs};
 use tessera_core::envelope::Envelope;
-use tessera_core::fingerprint::{match_fingerprint, Component, Fingerprint, MatchPolicy};
+use tessera_core::fingerprint::{match_fingerprint, Fingerprint, MatchPolicy};
 use tessera_core::model::CpuCount;
 use tessera_core::token::{sign_activation_token, ActivationClaims};
 use tessera_core::{
@@ -24,69 +22,31 @@ use uuid::Uuid;
 use super::licenses::effective_status;
 use super::{Ctx, Services};
 use crate::config::HeartbeatAudit;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::store::{identity_hash, SameDeviceCandidates};
 use crate::store::{
     ActivateOp, ActivateOutcome, Activation, ActivationStatus, HeartbeatOp, LicenseRecord, NewAudit, UsageEvent,
 };
+pub use tessera_core::protocol::{
+    ActivateRequest, ActivateResult, DeactivateRequest, DeactivateResult, Endpoint, HeartbeatRequest, HeartbeatResult,
+    ValidateRequest, ValidateResult, MAX_USAGE_AMOUNT, REPLAY_WINDOW_SECS,
+};
+use tessera_core::protocol::{SignedPayload, MAX_METADATA_BYTES};
 
-/// Largest clock difference accepted on device-signed requests.
-pub const REPLAY_WINDOW_SECS: i64 = 600;
-
-/// Unknown fields are ignored (newer agents may send more).
-#[derive(Debug, Deserialize)]
-pub struct ActivateRequest {
-    pub license_key: String,
-    #[serde(default)]
-    pub product_id: Option<Uuid>,
-    #[serde(default)]
-    pub fingerprint: Vec<Component>,
-    pub device_public_key: String,
-    #[serde(default)]
-    pub metadata: Option<Value>,
-    /// The host's domain as the agent sees it, for `DOMAIN` restrictions (reported, so advisory).
-    #[serde(default)]
-    pub domain: Option<String>,
-    /// The machine's processors, for PER_CPU / PER_CORE licenses.
-    #[serde(default)]
-    pub cpu: Option<CpuCount>,
-    /// NAMED_USER licenses: the user the seat is for.
-    #[serde(default)]
-    pub user_id: Option<String>,
-    pub nonce: String,
+/// A usage event as stored (amounts are checked to be at most [`MAX_USAGE_AMOUNT`] before).
+fn stored_usage(u: tessera_core::protocol::UsageEvent) -> UsageEvent {
+    UsageEvent {
+        id: u.id,
+        feature: u.feature,
+        amount: u.amount.min(MAX_USAGE_AMOUNT) as i64,
+        recorded_at: u.recorded_at,
+    }
 }
 
-#[derive(Debug, Serialize)]
-pub struct ActivateResult {
-    pub activation_id: Uuid,
-    pub activation_token: String,
-    pub license_file: String,
-    pub lease_expires_at: Option<DateTime<Utc>>,
-    pub heartbeat_interval_secs: u32,
-    pub reused: bool,
-}
-
-/// Unknown fields are ignored (newer agents may send more).
-#[derive(Debug, Deserialize)]
-pub struct ValidateRequest {
-    pub license_key: String,
-    #[serde(default)]
-    pub feature: Option<String>,
-    #[serde(default)]
-    pub fingerprint: Option<Vec<Component>>,
-    /// The host's domain as the agent sees it, for `DOMAIN` restrictions (reported, so advisory).
-    #[serde(default)]
-    pub domain: Option<String>,
-    pub nonce: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ValidateResult {
-    pub valid: bool,
-    pub decision: Decision,
-    pub license_id: Uuid,
-    pub status: LicenseStatus,
-    pub expires_at: Option<DateTime<Utc>>,
+/// Whether the device's digest (a `Held` member) names the artefact with SHA-256 `digest`.
+fn holds(held: &Option<String>, digest: &[u8; 32]) -> bool {
+    let mut bytes = [0u8; 32];
+    held.as_deref().is_some_and(|h| hex::decode_to_slice(h, &mut bytes).is_ok() && bytes == *digest)
 }
 
 /// A signed answer to a client: `{"signed": "<compact envelope>"}` on the wire. The compact form is base64url,
@@ -134,42 +94,6 @@ impl DeviceRequest for DeactivateRequest {
     }
 }
 
-/// Unknown fields are ignored (newer agents may send more).
-#[derive(Debug, Deserialize)]
-pub struct HeartbeatRequest {
-    pub activation_id: Uuid,
-    pub nonce: String,
-    pub sent_at: DateTime<Utc>,
-    #[serde(default)]
-    pub usage: Vec<UsageEvent>,
-    #[serde(default)]
-    pub metrics: Option<Value>,
-    /// What the device already holds; unchanged artefacts are not sent again.
-    #[serde(default)]
-    pub held: Held,
-    /// Lower-case hex of `Fingerprint::digest()` of the host's current fingerprint: one activation heard from
-    /// two hosts within [`super::SHARED_HOST_WINDOW_SECS`] is flagged (`security.activation_shared`).
-    #[serde(default)]
-    pub fingerprint_digest: Option<String>,
-}
-
-/// SHA-256 (lower-case hex) of the exact text of the artefacts a device holds.
-#[derive(Debug, Default, Deserialize)]
-pub struct Held {
-    #[serde(default)]
-    pub license_file: Option<String>,
-    #[serde(default)]
-    pub activation_token: Option<String>,
-}
-
-impl Held {
-    /// Whether the device's digest names the artefact with SHA-256 `digest`.
-    fn has(held: &Option<String>, digest: &[u8; 32]) -> bool {
-        let mut bytes = [0u8; 32];
-        held.as_deref().is_some_and(|h| hex::decode_to_slice(h, &mut bytes).is_ok() && bytes == *digest)
-    }
-}
-
 /// The token a heartbeat answers with: the cached one (its lease is the stored one) or renewed with a new lease.
 struct HeartbeatToken {
     lease: DateTime<Utc>,
@@ -181,68 +105,32 @@ struct HeartbeatToken {
     country: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct HeartbeatResult {
-    pub activation_status: ActivationStatus,
-    pub license_status: LicenseStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub activation_token: Option<String>,
-    /// Omitted when the device holds this exact file already.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub license_file: Option<String>,
-    pub lease_expires_at: Option<DateTime<Utc>>,
-    pub next_heartbeat_secs: u32,
-    pub accepted_usage: Vec<Uuid>,
-    pub usage_totals: BTreeMap<String, i64>,
-}
-
-/// Unknown fields are ignored (newer agents may send more).
-#[derive(Debug, Deserialize)]
-pub struct DeactivateRequest {
-    pub activation_id: Uuid,
-    pub nonce: String,
-    pub sent_at: DateTime<Utc>,
-}
-
-/// Largest amount of one usage event (2^40).
-pub const MAX_USAGE_AMOUNT: i64 = 1 << 40;
-
-fn client_error(status: StatusCode, code: &'static str, msg: impl Into<String>) -> AppError {
-    AppError::new(status, code, msg)
-}
-
 pub fn parse_license_key(s: &str) -> AppResult<LicenseKey> {
-    LicenseKey::parse(s).map_err(|e| client_error(StatusCode::BAD_REQUEST, "INVALID_LICENSE_KEY", e.to_string()))
+    LicenseKey::parse(s).map_err(|e| AppError::new(ErrorCode::InvalidLicenseKey, e.to_string()))
 }
 
 fn check_nonce(nonce: &str) -> AppResult<()> {
     match tessera_core::encoding::b64url_decode(nonce) {
         Some(b) if (8..=64).contains(&b.len()) => Ok(()),
-        _ => Err(client_error(
-            StatusCode::BAD_REQUEST,
-            "INVALID_NONCE",
-            "nonce must be 16 random bytes in base64url without padding",
-        )),
+        _ => Err(AppError::new(ErrorCode::InvalidNonce, "nonce must be 16 random bytes in base64url without padding")),
     }
 }
 
 /// Refusal for a license that is not usable now (status, validity window).
 pub fn license_refusal(l: &License, now: DateTime<Utc>) -> Option<AppError> {
     match effective_status(l, now) {
-        LicenseStatus::Suspended => Some(client_error(
-            StatusCode::FORBIDDEN,
-            "LICENSE_SUSPENDED",
-            "the license is suspended: contact the vendor",
-        )),
+        LicenseStatus::Suspended => {
+            Some(AppError::new(ErrorCode::LicenseSuspended, "the license is suspended: contact the vendor"))
+        }
         LicenseStatus::Revoked => {
-            Some(client_error(StatusCode::FORBIDDEN, "LICENSE_REVOKED", "the license was revoked by the vendor"))
+            Some(AppError::new(ErrorCode::LicenseRevoked, "the license was revoked by the vendor"))
         }
         LicenseStatus::Expired => Some(
-            client_error(StatusCode::FORBIDDEN, "LICENSE_EXPIRED", "the license has expired: renew it")
+            AppError::new(ErrorCode::LicenseExpired, "the license has expired: renew it")
                 .with_details(json!({"expires_at": l.expires_at})),
         ),
         LicenseStatus::Active if now < l.starts_at => Some(
-            client_error(StatusCode::FORBIDDEN, "LICENSE_NOT_YET_VALID", "the license is not valid yet")
+            AppError::new(ErrorCode::LicenseNotYetValid, "the license is not valid yet")
                 .with_details(json!({"starts_at": l.starts_at})),
         ),
         LicenseStatus::Active => None,
@@ -273,12 +161,8 @@ fn restriction_refusal(l: &License, env: &Environment<'_>) -> Option<AppError> {
         return None;
     }
     Some(
-        client_error(
-            StatusCode::FORBIDDEN,
-            "RESTRICTED",
-            "the license does not allow use from this network, location or domain",
-        )
-        .with_details(json!({"ip": env.ip, "domain": env.domain, "country": env.country})),
+        AppError::new(ErrorCode::Restricted, "the license does not allow use from this network, location or domain")
+            .with_details(json!({"ip": env.ip, "domain": env.domain, "country": env.country})),
     )
 }
 
@@ -303,7 +187,7 @@ pub fn fingerprint_refusal(policy: &MatchPolicy, fp: &Fingerprint) -> Option<App
             fp.components().iter().map(|c| c.kind.as_str()).collect::<Vec<_>>().join(", "),
         ),
     };
-    Some(client_error(StatusCode::UNPROCESSABLE_ENTITY, "FINGERPRINT_INSUFFICIENT", msg).with_details(json!({
+    Some(AppError::new(ErrorCode::FingerprintInsufficient, msg).with_details(json!({
         "reason": why,
         "required": required,
         "allow_pinned": policy.allow_pinned,
@@ -355,9 +239,8 @@ pub(super) fn seat_terms(
         }
     }
     let seats = l.license_model.seats_for(cpu).ok_or_else(|| {
-        client_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "CPU_COUNT_REQUIRED",
+        AppError::new(
+            ErrorCode::CpuCountRequired,
             format!(
                 "this license counts seats per {} ({}): the activation must report the machine's cpu \
                  {{\"sockets\", \"cores\"}} (tessera-agent does)",
@@ -368,9 +251,7 @@ pub(super) fn seat_terms(
     })?;
     let user_id = match (l.license_type, user_id.map(|u| u.trim().to_string())) {
         (LicenseType::NamedUser, None) => {
-            return Err(client_error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "USER_ID_REQUIRED",
+            return Err(AppError::new(ErrorCode::UserIdRequired,
                 "this is a named-user license: activate with the user the seat is for (`tessera-agent activate --user NAME`)",
             ))
         }
@@ -382,27 +263,6 @@ pub(super) fn seat_terms(
         (_, _) => None,
     };
     Ok((seats, user_id))
-}
-
-/// The client endpoint a signed answer is for: its request path, written into the signed payload (`endpoint`), so
-/// an answer of one endpoint cannot be passed off as another's (a validate or deactivate answer as a heartbeat's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Activate,
-    Validate,
-    Heartbeat,
-    Deactivate,
-}
-
-impl Endpoint {
-    pub const fn path(self) -> &'static str {
-        match self {
-            Endpoint::Activate => "/v1/client/activate",
-            Endpoint::Validate => "/v1/client/validate",
-            Endpoint::Heartbeat => "/v1/client/heartbeat",
-            Endpoint::Deactivate => "/v1/client/deactivate",
-        }
-    }
 }
 
 /// How much of a reused token's lease must be left for a heartbeat to hand it out again rather than sign a new one:
@@ -434,21 +294,12 @@ impl Services {
         nonce: &str,
         result: impl Serialize,
     ) -> AppResult<SignedAnswer> {
-        #[derive(Serialize)]
-        struct Payload<'a, R> {
-            nonce: &'a str,
-            endpoint: &'static str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            activation_id: Option<Uuid>,
-            server_time: String,
-            result: R,
-        }
         // Serialized straight from the result's type, without building a JSON value first.
-        let payload = Payload {
-            nonce,
-            endpoint: endpoint.path(),
+        let payload = SignedPayload {
+            nonce: std::borrow::Cow::Borrowed(nonce),
+            endpoint: Some(endpoint),
             activation_id,
-            server_time: crate::time::ts(self.now()),
+            server_time: self.now(),
             result,
         };
         let bytes = serde_json::to_vec(&payload).map_err(|e| AppError::internal("sign", e))?;
@@ -478,11 +329,9 @@ impl Services {
 
     async fn license_by_key(&self, key: &LicenseKey) -> AppResult<Arc<LicenseRecord>> {
         self.store.get_license_by_key_hash(key.hash()).await.map_err(|e| match e {
-            crate::store::StoreError::NotFound => client_error(
-                StatusCode::NOT_FOUND,
-                "LICENSE_NOT_FOUND",
-                "no license has this key: check the key, or ask the vendor",
-            ),
+            crate::store::StoreError::NotFound => {
+                AppError::new(ErrorCode::LicenseNotFound, "no license has this key: check the key, or ask the vendor")
+            }
             e => AppError::store("license", e),
         })
     }
@@ -490,10 +339,10 @@ impl Services {
     /// Records a refused license lookup: an unknown key is counted and summarised (see
     /// [`super::UNKNOWN_KEY_SUMMARY_SECS`]), anything else audited like other refusals.
     fn lookup_refusal(&self, ctx: &Ctx, action: &str, err: &AppError) {
-        if err.code != "LICENSE_NOT_FOUND" {
+        if err.code != ErrorCode::LicenseNotFound {
             return self.audit_refusal(ctx, None, action, None, err);
         }
-        crate::metrics::METRICS.refusal(err.code);
+        crate::metrics::METRICS.refusal(err.code.as_str());
         let now = self.now();
         let summary = {
             let mut u = self.unknown_keys.lock().unwrap_or_else(|e| e.into_inner());
@@ -647,16 +496,19 @@ impl Services {
         let device_key = tessera_core::encoding::b64url_decode(&req.device_public_key)
             .filter(|b| ed25519_public_from_bytes(b).is_ok())
             .ok_or_else(|| {
-                client_error(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_DEVICE_KEY",
+                AppError::new(
+                    ErrorCode::InvalidDeviceKey,
                     "device_public_key must be a 32-byte Ed25519 public key in base64url",
                 )
             })?;
-        let metadata = match req.metadata {
-            None => json!({}),
-            Some(v @ Value::Object(_)) if v.to_string().len() <= 8192 => v,
-            Some(_) => return Err(AppError::invalid("metadata must be a JSON object of at most 8 KiB")),
+        let metadata = match req.metadata.map(serde_json::to_value).transpose() {
+            Ok(None) => json!({}),
+            Ok(Some(v)) if v.to_string().len() <= MAX_METADATA_BYTES => v,
+            _ => {
+                return Err(AppError::invalid(format!(
+                    "metadata must be a JSON object of at most {MAX_METADATA_BYTES} bytes"
+                )))
+            }
         };
         let fingerprint = Fingerprint::new(req.fingerprint);
         let rec = self.license_by_key(&key).await.inspect_err(|e| self.lookup_refusal(ctx, "client.activate", e))?;
@@ -666,15 +518,14 @@ impl Services {
         let target = Some(l.id.to_string());
         if let Some(p) = req.product_id {
             if p != l.product_id {
-                let e =
-                    client_error(StatusCode::FORBIDDEN, "PRODUCT_MISMATCH", "this license key is for another product");
+                let e = AppError::new(ErrorCode::ProductMismatch, "this license key is for another product");
                 self.audit_refusal(ctx, tenant, "client.activate", target, &e);
                 return Err(e);
             }
         }
         if let Some(e) = license_refusal(l, now) {
             self.audit_refusal(ctx, tenant, "client.activate", target, &e);
-            crate::metrics::METRICS.activation(e.code);
+            crate::metrics::METRICS.activation(e.code.as_str());
             return Err(e);
         }
         let ip = client_addr(ctx);
@@ -682,12 +533,12 @@ impl Services {
         let env = Environment { country: country.as_deref(), domain: reported_domain(req.domain.as_deref()), ip };
         if let Some(e) = restriction_refusal(l, &env) {
             self.audit_refusal(ctx, tenant, "client.activate", target, &e);
-            crate::metrics::METRICS.activation(e.code);
+            crate::metrics::METRICS.activation(e.code.as_str());
             return Err(e);
         }
         if let Some(e) = fingerprint_refusal(&l.fingerprint_policy, &fingerprint) {
             self.audit_refusal(ctx, tenant, "client.activate", target, &e);
-            crate::metrics::METRICS.activation(e.code);
+            crate::metrics::METRICS.activation(e.code.as_str());
             return Err(e);
         }
         let fp_hashes: Vec<String> = fingerprint.components().iter().map(|c| hex::encode(c.hash)).collect();
@@ -697,7 +548,7 @@ impl Services {
             None
         };
         if let Some(b) = block {
-            let e = client_error(StatusCode::FORBIDDEN, "DEVICE_BLOCKED", "this device is blocked by the vendor")
+            let e = AppError::new(ErrorCode::DeviceBlocked, "this device is blocked by the vendor")
                 .with_details(json!({"block_id": b.id}));
             self.audit_refusal(ctx, tenant, "client.activate", target, &e);
             crate::metrics::METRICS.activation("DEVICE_BLOCKED");
@@ -707,7 +558,7 @@ impl Services {
             Ok(t) => t,
             Err(e) => {
                 self.audit_refusal(ctx, tenant, "client.activate", target, &e);
-                crate::metrics::METRICS.activation(e.code);
+                crate::metrics::METRICS.activation(e.code.as_str());
                 return Err(e);
             }
         };
@@ -770,9 +621,7 @@ impl Services {
                 } else {
                     String::new()
                 };
-                return Err(client_error(
-                    StatusCode::CONFLICT,
-                    "SEAT_LIMIT_REACHED",
+                return Err(AppError::new(ErrorCode::SeatLimitReached,
                     format!(
                         "{seats_used} of the {} seats of this license are in use{needed}: deactivate another device or buy more seats",
                         l.max_activations
@@ -886,9 +735,8 @@ impl Services {
         signature: Option<&str>,
     ) -> AppResult<(T, Arc<Activation>, Arc<LicenseRecord>)> {
         let sig = signature.and_then(tessera_core::encoding::b64url_decode).ok_or_else(|| {
-            client_error(
-                StatusCode::UNAUTHORIZED,
-                "SIGNATURE_REQUIRED",
+            AppError::new(
+                ErrorCode::SignatureRequired,
                 "this request must be signed by the device key (header X-Tessera-Signature, base64url)",
             )
         })?;
@@ -908,17 +756,15 @@ impl Services {
             }
         };
         let (a, rec) = self.store.activation_with_license(activation_id).await.map_err(|e| match e {
-            crate::store::StoreError::NotFound => client_error(
-                StatusCode::NOT_FOUND,
-                "ACTIVATION_NOT_FOUND",
+            crate::store::StoreError::NotFound => AppError::new(
+                ErrorCode::ActivationNotFound,
                 "this activation does not exist (it may have been purged): activate again",
             ),
             e => AppError::store("activation", e),
         })?;
         let bad = || {
-            client_error(
-                StatusCode::UNAUTHORIZED,
-                "SIGNATURE_INVALID",
+            AppError::new(
+                ErrorCode::SignatureInvalid,
                 "the device signature does not verify: the request was altered or signed by another device",
             )
         };
@@ -935,9 +781,8 @@ impl Services {
     fn check_sent_at(&self, sent_at: DateTime<Utc>) -> AppResult<()> {
         let skew = (self.now() - sent_at).num_seconds().abs();
         if skew > REPLAY_WINDOW_SECS {
-            return Err(client_error(
-                StatusCode::BAD_REQUEST,
-                "STALE_REQUEST",
+            return Err(AppError::new(
+                ErrorCode::StaleRequest,
                 format!(
                     "sent_at is {skew} s away from server time (limit {REPLAY_WINDOW_SECS} s): check the device clock"
                 ),
@@ -963,9 +808,6 @@ impl Services {
         }
         for u in &req.usage {
             tessera_core::Feature::validate_id(&u.feature).map_err(AppError::invalid)?;
-            if u.amount < 0 {
-                return Err(AppError::invalid("usage amounts must not be negative"));
-            }
             if u.amount > MAX_USAGE_AMOUNT {
                 return Err(AppError::invalid(format!(
                     "a usage amount must be at most {MAX_USAGE_AMOUNT} (2^40) per event"
@@ -1043,7 +885,7 @@ impl Services {
                     now,
                     // A reused token's lease is the stored one: keep it (a concurrent renewal may have moved it).
                     lease_expires_at: token.as_ref().filter(|t| t.renewed).map(|t| t.lease),
-                    usage: req.usage,
+                    usage: req.usage.into_iter().map(stored_usage).collect(),
                     // Anything but a quiet heartbeat gets its own audit row, whatever `audit_heartbeats` says.
                     audit: Some(audit()),
                 })
@@ -1062,9 +904,9 @@ impl Services {
         };
         let activation_status = if active { ActivationStatus::Active } else { ActivationStatus::Deactivated };
         let activation_token =
-            token.filter(|t| active && !Held::has(&held.activation_token, &t.digest)).map(|t| t.token.to_string());
+            token.filter(|t| active && !holds(&held.activation_token, &t.digest)).map(|t| t.token.to_string());
         let file = self.license_file_for(&rec);
-        let license_file = (!Held::has(&held.license_file, &file.digest)).then(|| file.text.clone());
+        let license_file = (!holds(&held.license_file, &file.digest)).then(|| file.text.clone());
         let result = HeartbeatResult {
             activation_status,
             license_status: status,
@@ -1073,7 +915,7 @@ impl Services {
             lease_expires_at: if active { lease } else { None },
             next_heartbeat_secs: l.heartbeat_interval_secs,
             accepted_usage,
-            usage_totals: totals.iter().cloned().collect(),
+            usage_totals: totals.iter().map(|(f, n)| (f.clone(), (*n).max(0) as u64)).collect(),
         };
         self.sign_response(Endpoint::Heartbeat, Some(a.id), &req.nonce, result)
     }
@@ -1156,7 +998,7 @@ impl Services {
         } else {
             self.store.deactivate(a.id, now, "deactivated by the device".into(), audit).await?;
         }
-        self.sign_response(Endpoint::Deactivate, Some(a.id), &req.nonce, json!({"deactivated": true}))
+        self.sign_response(Endpoint::Deactivate, Some(a.id), &req.nonce, DeactivateResult { deactivated: true })
     }
 }
 
@@ -1181,7 +1023,7 @@ mod tests {
         let env = Envelope::seal(&key, Domain::ServerResponse, br#"{"nonce":"n\u0000\"","result":{}}"#.to_vec());
         let a = SignedAnswer(env.to_compact());
         assert_eq!(a.to_json(), serde_json::to_string(&a).unwrap());
-        let v: Value = serde_json::from_str(&a.to_json()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&a.to_json()).unwrap();
         assert_eq!(Envelope::from_compact(v["signed"].as_str().unwrap()).unwrap().to_compact(), a.0);
     }
 }

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -17,7 +16,7 @@ use super::admin::{
     validate_timing,
 };
 use super::{Ctx, PageQuery, Services};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::store::{LicenseFilter, LicensePolicy, LicenseRecord, Page};
 
 /// Explicit values for a new license; with `template_id` they override the template's.
@@ -243,7 +242,7 @@ pub fn next_version(read_at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc>
 }
 
 fn parse_key(s: &str) -> AppResult<LicenseKey> {
-    LicenseKey::parse(s).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "INVALID_LICENSE_KEY", e.to_string()))
+    LicenseKey::parse(s).map_err(|e| AppError::new(ErrorCode::InvalidLicenseKey, e.to_string()))
 }
 
 impl Services {
@@ -415,7 +414,10 @@ impl Services {
         let mut rec = self.license_record(ctx, id).await?;
         let l = &mut rec.license;
         if l.status == LicenseStatus::Revoked {
-            return Err(AppError::conflict("LICENSE_REVOKED", "a revoked license cannot be changed: create a new one"));
+            return Err(AppError::new(
+                ErrorCode::LicenseFinal,
+                "a revoked license cannot be changed: create a new one",
+            ));
         }
         let mut changed = Vec::new();
         macro_rules! set {
@@ -469,7 +471,10 @@ impl Services {
         let mut rec = self.license_record(ctx, id).await?;
         let l = &mut rec.license;
         if l.status == LicenseStatus::Revoked {
-            return Err(AppError::conflict("LICENSE_REVOKED", "a revoked license cannot be renewed: create a new one"));
+            return Err(AppError::new(
+                ErrorCode::LicenseFinal,
+                "a revoked license cannot be renewed: create a new one",
+            ));
         }
         let new_expiry = match (req.days, req.expires_at) {
             (Some(_), Some(_)) => return Err(AppError::invalid("give either days or expires_at, not both")),
@@ -511,8 +516,8 @@ impl Services {
         let from = rec.license.status;
         let action = match (from, target) {
             (LicenseStatus::Revoked, _) => {
-                return Err(AppError::conflict(
-                    "LICENSE_REVOKED",
+                return Err(AppError::new(
+                    ErrorCode::LicenseFinal,
                     "the license is revoked, which is final: create a new license",
                 ))
             }
@@ -520,11 +525,14 @@ impl Services {
             (LicenseStatus::Suspended, LicenseStatus::Active) => "license.reinstate",
             (_, LicenseStatus::Revoked) => "license.revoke",
             (f, t) if f == t => {
-                return Err(AppError::conflict("INVALID_TRANSITION", format!("the license is already {}", f.as_str())))
+                return Err(AppError::new(
+                    ErrorCode::InvalidTransition,
+                    format!("the license is already {}", f.as_str()),
+                ))
             }
             (f, t) => {
-                return Err(AppError::conflict(
-                    "INVALID_TRANSITION",
+                return Err(AppError::new(
+                    ErrorCode::InvalidTransition,
                     format!(
                         "a {} license cannot become {}: {}",
                         f.as_str(),
@@ -551,7 +559,7 @@ impl Services {
         ctx.require_admin()?;
         let mut rec = self.license_record(ctx, id).await?;
         if rec.license.status == LicenseStatus::Revoked {
-            return Err(AppError::conflict("LICENSE_REVOKED", "a revoked license cannot be transferred"));
+            return Err(AppError::new(ErrorCode::LicenseFinal, "a revoked license cannot be transferred"));
         }
         let cust =
             self.store.get_customer(ctx.scope()?, req.customer_id).await.map_err(|e| AppError::store("customer", e))?;

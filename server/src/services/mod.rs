@@ -12,7 +12,6 @@ pub mod security;
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tessera_core::{Keyset, PublicKeyset};
@@ -466,10 +465,6 @@ pub fn only_fields(body: &Value, known: &[&str], what: &str) -> AppResult<()> {
         }
     }
     Ok(())
-}
-
-pub fn status_error(status: StatusCode, code: &'static str, msg: String) -> AppError {
-    AppError::new(status, code, msg)
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! Air-gapped activation (request → response codes), deactivation receipts, emergency codes.
 
-use axum::http::StatusCode;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -14,7 +13,7 @@ use uuid::Uuid;
 
 use super::client::{license_refusal, parse_license_key};
 use super::{Ctx, Services};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::store::{
     hold_forever, ActivateOp, ActivateOutcome, Activation, ActivationStatus, EmergencyOp, EmergencyOutcome,
     EmergencyRecord, LicenseRecord, ReleaseKind, ReleaseOp, ReleaseOutcome, SuspiciousReport,
@@ -172,13 +171,12 @@ pub struct EmergencyListing {
 }
 
 fn code_error(e: impl std::fmt::Display) -> AppError {
-    AppError::new(StatusCode::BAD_REQUEST, "INVALID_CODE", e.to_string())
+    AppError::new(ErrorCode::InvalidCode, e.to_string())
 }
 
 fn no_license() -> AppError {
     AppError::new(
-        StatusCode::NOT_FOUND,
-        "LICENSE_NOT_FOUND",
+        ErrorCode::LicenseNotFound,
         "no license matches this code: check that it was made with the right license key",
     )
 }
@@ -210,8 +208,7 @@ impl Services {
             let hash = key.hash();
             req.verify(&hash).map_err(|_| {
                 AppError::new(
-                    StatusCode::FORBIDDEN,
-                    "CODE_MISMATCH",
+                    ErrorCode::CodeMismatch,
                     "this request code was not made for this license key (or it was altered)",
                 )
             })?;
@@ -254,8 +251,8 @@ impl Services {
         // A request code carries neither a processor count nor a user: licenses that count seats by them
         // activate online (or vendor staff issue a separate per-device license for the air-gapped machine).
         if l.license_model.counts_processors() || l.license_type == tessera_core::LicenseType::NamedUser {
-            return Err(AppError::conflict(
-                "OFFLINE_NOT_SUPPORTED",
+            return Err(AppError::new(
+                ErrorCode::OfflineNotSupported,
                 format!(
                     "this license counts seats per {}, which an offline request code cannot report: activate the \
                      machine online, or ask the vendor for a per-device license for air-gapped use",
@@ -282,7 +279,7 @@ impl Services {
         let grant_tag = offline_grant_tag(&signed.bytes);
         let commitment = hex::encode(signed.request.fingerprint_commitment);
         if let Some(b) = self.store.find_block(l.tenant_id, device_key.clone(), vec![]).await? {
-            return Err(AppError::new(StatusCode::FORBIDDEN, "DEVICE_BLOCKED", "this device is blocked by the vendor")
+            return Err(AppError::new(ErrorCode::DeviceBlocked, "this device is blocked by the vendor")
                 .with_details(json!({"block_id": b.id})));
         }
         let new = Activation {
@@ -345,8 +342,7 @@ impl Services {
             ActivateOutcome::Reused { activation, seats_used } => (activation, true, seats_used, None),
             ActivateOutcome::SeatLimit { seats_used } => {
                 return Err(AppError::new(
-                    StatusCode::CONFLICT,
-                    "SEAT_LIMIT_REACHED",
+                    ErrorCode::SeatLimitReached,
                     format!(
                         "all {} seats of this license are in use (seats handed back with a receipt stay counted \
                          until their grant's lease ends): free one first, or ask the vendor's staff to release one",
@@ -441,8 +437,8 @@ impl Services {
                 let (tag, issued_at) = grant_of(a);
                 if tag != r.grant_tag {
                     stale.get_or_insert_with(|| {
-                        AppError::conflict(
-                            "RECEIPT_GRANT_MISMATCH",
+                        AppError::new(
+                            ErrorCode::ReceiptGrantMismatch,
                             "this receipt ends an offline grant this device no longer holds (it was renewed since, \
                              or the receipt was made from an older copy of its state): make a new receipt on the \
                              device with its current grant",
@@ -451,8 +447,8 @@ impl Services {
                     continue;
                 }
                 if issued_at.is_some_and(|t| r.created_at + Duration::seconds(1) < t) {
-                    return Err(AppError::conflict(
-                        "RECEIPT_GRANT_MISMATCH",
+                    return Err(AppError::new(
+                        ErrorCode::ReceiptGrantMismatch,
                         "this receipt is dated before the grant it names was issued: make a new receipt on the device",
                     ));
                 }
@@ -461,8 +457,7 @@ impl Services {
         }
         Err(stale.unwrap_or_else(|| {
             AppError::new(
-                StatusCode::NOT_FOUND,
-                "ACTIVATION_NOT_FOUND",
+                ErrorCode::ActivationNotFound,
                 "no activation matches this receipt (wrong license, or the activation was purged)",
             )
         }))
@@ -472,8 +467,8 @@ impl Services {
         let now = self.now();
         let policy = rec.policy.offline;
         if a.status == ActivationStatus::Active && a.lease_expires_at.is_none() {
-            return Err(AppError::conflict(
-                "OFFLINE_RELEASE_NOT_ALLOWED",
+            return Err(AppError::new(
+                ErrorCode::OfflineReleaseNotAllowed,
                 "this license's offline grants never expire (template offline.lease_days = \"never\"), so a \
                  receipt cannot free the seat: a copy of the device's state would keep working. Ask the vendor's \
                  staff to release the seat",
@@ -505,8 +500,8 @@ impl Services {
             })
             .await?;
         if out == ReleaseOutcome::GrantChanged {
-            return Err(AppError::conflict(
-                "RECEIPT_GRANT_MISMATCH",
+            return Err(AppError::new(
+                ErrorCode::ReceiptGrantMismatch,
                 "the device renewed its offline grant while this receipt was handed in: make a new receipt on the \
                  device with its current grant",
             ));
@@ -565,13 +560,15 @@ impl Services {
         let policy = rec.policy.emergency;
         if !policy.enabled {
             return Err(AppError::new(
-                StatusCode::FORBIDDEN,
-                "EMERGENCY_DISABLED",
+                ErrorCode::EmergencyDisabled,
                 "emergency codes are disabled for this license (template emergency policy)",
             ));
         }
         if l.status == tessera_core::LicenseStatus::Revoked {
-            return Err(AppError::conflict("LICENSE_REVOKED", "the license is revoked: no emergency code can help"));
+            return Err(AppError::new(
+                ErrorCode::LicenseFinal,
+                "the license is revoked, which is final: no emergency code can help",
+            ));
         }
         let hours = req.validity_hours.unwrap_or(policy.validity_hours);
         if hours == 0 || hours > EmergencyPolicy::MAX_VALIDITY_HOURS {
@@ -583,8 +580,7 @@ impl Services {
         let bound_device: Option<[u8; 32]> = match &req.request_code {
             None if policy.require_binding => {
                 return Err(AppError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "EMERGENCY_BINDING_REQUIRED",
+                    ErrorCode::EmergencyBindingRequired,
                     "this license's emergency policy requires the code to be bound to one device: paste the \
                      device's request code (`tessera-agent request-code --key …` on that machine) as request_code",
                 ))
@@ -594,8 +590,7 @@ impl Services {
                 let signed = SignedRequest::decode(code).map_err(code_error)?;
                 signed.verify(&rec.key_hash).map_err(|_| {
                     AppError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "CODE_MISMATCH",
+                        ErrorCode::CodeMismatch,
                         "this request code was not made for this license (or it was altered)",
                     )
                 })?;
@@ -651,8 +646,7 @@ impl Services {
                 reason: r.reason,
             }),
             EmergencyOutcome::LimitReached { issued_in_window } => Err(AppError::new(
-                StatusCode::CONFLICT,
-                "EMERGENCY_LIMIT_REACHED",
+                ErrorCode::EmergencyLimitReached,
                 format!(
                     "{issued_in_window} emergency codes were issued for this license in the last 30 days (limit {}): \
                      fix the customer's activation instead",

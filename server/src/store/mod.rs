@@ -200,21 +200,8 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ActivationStatus {
-    Active,
-    Deactivated,
-}
-
-impl ActivationStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActivationStatus::Active => "ACTIVE",
-            ActivationStatus::Deactivated => "DEACTIVATED",
-        }
-    }
-}
+/// An activation's state (part of the wire contract: heartbeats answer it).
+pub use tessera_core::protocol::ActivationStatus;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Activation {

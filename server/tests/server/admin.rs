@@ -125,7 +125,7 @@ async fn admin_resources_crud_and_license_lifecycle() {
     let (s, v) = h.post(&format!("{lp}/revoke"), t, json!({})).await;
     assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("REVOKED")));
     let (s, v) = h.post(&format!("{lp}/reinstate"), t, json!({})).await;
-    assert_eq!((s, err_code(&v).as_str()), (StatusCode::CONFLICT, "LICENSE_REVOKED"));
+    assert_eq!((s, err_code(&v).as_str()), (StatusCode::CONFLICT, "LICENSE_FINAL"));
 
     // Token revoke
     let (s, v) = h.post("/v1/tokens", t, json!({"name": "ro", "role": "read-only"})).await;

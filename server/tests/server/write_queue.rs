@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tessera_server::error::ErrorCode;
 use tessera_server::services::admin::{CreateCustomer, CreateTenant};
 use tessera_server::services::Ctx;
 use tessera_server::store::writes::{track, Abandoned, RequestWrites};
@@ -184,12 +185,12 @@ async fn the_writer_skips_abandoned_jobs_and_finishes_started_ones() {
     assert_eq!(w.abandon(), Abandoned::NothingWritten);
     lock.join().unwrap();
     let err = job.await.unwrap().unwrap_err();
-    assert_eq!((err.status.as_u16(), err.code), (503, "TIMEOUT"));
+    assert_eq!((err.status(), err.code), (503, ErrorCode::Timeout));
     // Later writes of an abandoned request are refused before they are queued.
     let r = track(w.clone(), services.store.count_tokens()).await;
     assert!(r.is_ok(), "reads are not affected");
     let again = track(w, services.create_customer(&ctx, customer("abandoned"))).await.unwrap_err();
-    assert_eq!(again.code, "TIMEOUT");
+    assert_eq!(again.code, ErrorCode::Timeout);
     services.create_customer(&ctx, customer("barrier")).await.unwrap();
     assert_eq!((customers_named(&db, "abandoned"), audit_rows_naming(&db, "abandoned")), (0, 0));
 
