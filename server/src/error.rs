@@ -8,20 +8,25 @@ pub use tessera_core::protocol::ErrorCode;
 
 use crate::store::StoreError;
 
+/// Shown (`Display`) as `CODE: message`, with the cause of an internal error after it: for logs and the operator's
+/// command line, never for a client (the HTTP layer shows only the code, message and details).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{code}: {message}")]
+#[error("{code}: {message}{}", cause.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
 pub struct AppError {
     pub code: ErrorCode,
     pub message: String,
     pub details: Value,
     pub retry_after: Option<u64>,
+    /// For the log only, never shown: what failed inside (internal errors), logged where the error becomes a
+    /// response.
+    pub cause: Option<String>,
 }
 
 pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        AppError { code, message: message.into(), details: json!({}), retry_after: None }
+        AppError { code, message: message.into(), details: json!({}), retry_after: None, cause: None }
     }
 
     /// The HTTP status of this error (fixed by its code).

@@ -92,7 +92,7 @@ pub async fn open(config: Config, clock: time::Clock) -> Result<Opened, StartErr
         tessera_core::crypto::write_private_file(&path, format!("{tok}\n").as_bytes())
             .map_err(|e| AppError::new(error::ErrorCode::Internal, format!("cannot write {}: {e}", path.display())))
     };
-    let admin_token = services.bootstrap_admin(preset, persist).await.map_err(|e| StartError::Other(e.message))?;
+    let admin_token = services.bootstrap_admin(preset, persist).await.map_err(|e| StartError::Other(e.to_string()))?;
     Ok(Opened { services, sqlite, admin_token })
 }
 

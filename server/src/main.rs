@@ -262,7 +262,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .services
                         .offline_respond(&ctx, RespondRequest { request_code: code, license_key: None })
                         .await
-                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
                     let v = serde_json::to_value(&r)?;
                     print(json, &v, || {
                         format!(
@@ -281,7 +281,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .services
                         .offline_receipt(&ctx, ReceiptRequest { receipt_code: code })
                         .await
-                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
                     let human = format!("{} (activation {})", v.message, v.activation_id);
                     let v = serde_json::to_value(&v)?;
                     print(json, &v, || human);
@@ -301,7 +301,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .services
                         .issue_emergency(&ctx, license, IssueEmergency { reason, validity_hours: hours, request_code })
                         .await
-                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
                     let v = serde_json::to_value(&r)?;
                     print(json, &v, || {
                         format!(
@@ -314,11 +314,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     });
                 }
                 EmergencyCmd::List { license } => {
-                    let list = opened
-                        .services
-                        .list_emergency(&ctx, license)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                    let list =
+                        opened.services.list_emergency(&ctx, license).await.map_err(|e| anyhow::anyhow!("{e}"))?;
                     print(json, &serde_json::to_value(&list)?, || {
                         list.iter()
                             .map(|r| {

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 /// A fingerprint component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ComponentKind {
     /// `/etc/machine-id`, IOPlatformUUID, MachineGuid.
@@ -61,9 +62,12 @@ impl ComponentKind {
 
 /// One hashed component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Component {
     pub kind: ComponentKind,
+    /// SHA-256 of the salted raw value, 64 lower-case hex digits.
     #[serde(with = "crate::encoding::hex32")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9a-f]{64}$"))]
     pub hash: [u8; 32],
 }
 
@@ -83,6 +87,7 @@ impl Component {
 
 /// A device fingerprint: at most one component per kind, sorted by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct Fingerprint(Vec<Component>);
 
@@ -130,6 +135,7 @@ impl Fingerprint {
 /// `allow_pinned` is set (containers; a pinned value is chosen by whoever runs the agent, so it is off by default).
 /// A bound fingerprint without one, or without any component, never matches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MatchPolicy {
     pub required: u8,
     #[serde(default)]
@@ -201,6 +207,7 @@ impl MatchPolicy {
 
 /// Why a fingerprint cannot be bound (see [`MatchPolicy::insufficient`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Insufficient {
     /// No `machine_id` (and no allowed pinned identity).
@@ -213,6 +220,7 @@ pub enum Insufficient {
 
 /// Why a bound fingerprint can never match, whatever the current one is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Unmatchable {
     /// The bound fingerprint has no components.
@@ -223,6 +231,7 @@ pub enum Unmatchable {
 
 /// Outcome of comparing a bound fingerprint with the current one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MatchOutcome {
     pub matched: u8,
     /// Components the comparison needed (`required`, capped at the number bound, at least 1).

@@ -23,6 +23,8 @@ mod gf;
 pub mod license_key;
 pub mod model;
 pub mod offline;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod protocol;
 pub mod token;
 

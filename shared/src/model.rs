@@ -13,6 +13,7 @@ use crate::fingerprint::MatchPolicy;
 
 /// Commercial type of a license.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LicenseType {
     Perpetual,
@@ -52,6 +53,7 @@ impl LicenseType {
 
 /// How seats are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LicenseModel {
     PerSeat,
@@ -64,6 +66,7 @@ pub enum LicenseModel {
 
 /// The processors of a machine, as the agent counts them at activation (PER_CPU and PER_CORE licenses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CpuCount {
     pub sockets: u32,
     pub cores: u32,
@@ -118,6 +121,7 @@ impl LicenseModel {
 
 /// Lifecycle state of a license.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LicenseStatus {
     Active,
@@ -139,6 +143,7 @@ impl LicenseStatus {
 
 /// What a feature's limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LimitType {
     #[default]
@@ -170,6 +175,7 @@ pub const WILDCARD_FEATURE: &str = "*";
 
 /// One feature entitlement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Feature {
     /// Stable identifier the vendor's code checks, e.g. `export_pdf`; `*` for "all features".
     pub id: String,
@@ -236,6 +242,7 @@ impl Feature {
 /// Restriction kinds. Facts for them (country, domain, IP) are known on the server and, when the vendor's
 /// application supplies them, on the agent; an unknown fact never denies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RestrictionKind {
     Geographic,
@@ -244,6 +251,7 @@ pub enum RestrictionKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RestrictionMode {
     Allow,
@@ -252,6 +260,7 @@ pub enum RestrictionMode {
 
 /// `GEOGRAPHIC` values are ISO 3166 alpha-2 codes, `DOMAIN` values domain suffixes, `IP_RANGE` values CIDRs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Restriction {
     pub kind: RestrictionKind,
     pub mode: RestrictionMode,
@@ -260,6 +269,7 @@ pub struct Restriction {
 
 /// A license as signed into license files and as returned by the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct License {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -335,6 +345,7 @@ impl License {
 
 /// What to do with a license's activations when it moves to another customer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TransferPolicy {
     /// Existing devices keep working for the new owner.
@@ -346,6 +357,7 @@ pub enum TransferPolicy {
 
 /// What an emergency code unlocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EmergencyScope {
     /// The features of the license file already on the machine.
@@ -357,6 +369,7 @@ pub enum EmergencyScope {
 
 /// Emergency code policy of a template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EmergencyPolicy {
     pub enabled: bool,
     /// Default validity of a code; at most [`EmergencyPolicy::MAX_VALIDITY_HOURS`].
@@ -440,6 +453,7 @@ impl<'de> Deserialize<'de> for OfflineLease {
 
 /// When the seat of an offline grant handed back with a deactivation receipt is free again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OfflineRelease {
     /// When the released grant's lease would have ended: a copy of the device's state that kept running stops
@@ -453,6 +467,7 @@ pub enum OfflineRelease {
 
 /// Offline activation policy of a template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OfflinePolicy {
     #[serde(default)]
     pub lease_days: OfflineLease,
@@ -478,6 +493,7 @@ impl Default for OfflinePolicy {
 
 /// Defaults from which licenses are created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Template {
     pub id: Uuid,
     pub tenant_id: Uuid,

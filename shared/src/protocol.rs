@@ -94,6 +94,7 @@ pub mod path {
 /// What the agent reports about the host at activation; kept with the activation for the vendor to see.
 /// Other members are kept as sent (the whole object at most [`MAX_METADATA_BYTES`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceMetadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
@@ -104,11 +105,13 @@ pub struct DeviceMetadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
     #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub other: Map<String, Value>,
 }
 
 /// `POST /v1/client/activate`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActivateRequest {
     pub license_key: String,
     /// The product the agent is built for: a key of another product is refused (`PRODUCT_MISMATCH`).
@@ -134,6 +137,7 @@ pub struct ActivateRequest {
 
 /// The signed result of an activation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActivateResult {
     pub activation_id: Uuid,
     /// Compact envelope of kind `activation-token`.
@@ -150,6 +154,7 @@ pub struct ActivateResult {
 
 /// `POST /v1/client/validate`: a license check by key, without an activation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ValidateRequest {
     pub license_key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -163,6 +168,7 @@ pub struct ValidateRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ValidateResult {
     pub valid: bool,
     pub decision: Decision,
@@ -174,6 +180,7 @@ pub struct ValidateResult {
 /// One use of a metered feature, recorded by the agent while offline if need be. `id` makes it idempotent: the
 /// same event sent twice is counted once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageEvent {
     pub id: Uuid,
     pub feature: String,
@@ -184,15 +191,18 @@ pub struct UsageEvent {
 
 /// What the agent reports about itself with a heartbeat. Other members are accepted and ignored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentMetrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
     #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub other: Map<String, Value>,
 }
 
 /// SHA-256 (lower-case hex) of the exact text of the artefacts a device holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Held {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub license_file: Option<String>,
@@ -202,6 +212,7 @@ pub struct Held {
 
 /// `POST /v1/client/heartbeat` (device-signed).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatRequest {
     pub activation_id: Uuid,
     pub nonce: String,
@@ -222,6 +233,7 @@ pub struct HeartbeatRequest {
 
 /// An activation's state on the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ActivationStatus {
     Active,
@@ -238,6 +250,7 @@ impl ActivationStatus {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatResult {
     pub activation_status: ActivationStatus,
     pub license_status: LicenseStatus,
@@ -260,6 +273,7 @@ pub struct HeartbeatResult {
 
 /// `POST /v1/client/deactivate` (device-signed).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeactivateRequest {
     pub activation_id: Uuid,
     pub nonce: String,
@@ -267,12 +281,14 @@ pub struct DeactivateRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeactivateResult {
     pub deactivated: bool,
 }
 
 /// `POST /v1/client/offline/respond` (and `/v1/offline/respond` for staff): answers a request code.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RespondRequest {
     pub request_code: String,
@@ -282,6 +298,7 @@ pub struct RespondRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RespondSummary {
     pub license_id: Uuid,
     pub license_key_hint: String,
@@ -300,6 +317,7 @@ pub struct RespondSummary {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RespondResult {
     /// The response code to paste into the air-gapped machine.
     pub response_code: String,
@@ -308,6 +326,7 @@ pub struct RespondResult {
 
 /// `POST /v1/client/offline/receipt` (and `/v1/offline/receipt` for staff): hands in a deactivation receipt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptRequest {
     pub receipt_code: String,
@@ -317,6 +336,7 @@ pub struct ReceiptRequest {
 
 /// A successful answer of an [`Endpoint`]: `{"signed": "<compact server-response envelope>"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignedBody {
     pub signed: String,
 }
@@ -355,11 +375,13 @@ pub mod rfc3339_micros {
 
 /// Every refusal of the API: `{"error": {"code", "message", "details"}}`, with the status [`ErrorCode::status`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorInfo,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorInfo {
     pub code: ErrorCode,
     /// What went wrong and what to do, for a person.

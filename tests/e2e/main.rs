@@ -12,6 +12,7 @@ mod keys;
 mod lifecycle;
 mod models;
 mod offline;
+mod openapi;
 mod readme;
 mod restrictions;
 mod seats;

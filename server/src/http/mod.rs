@@ -169,6 +169,9 @@ async fn method_not_allowed() -> AppError {
 /// when the error names one.
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
+        if let Some(cause) = &self.cause {
+            tracing::error!(code = self.code.as_str(), cause, "internal error");
+        }
         let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = tessera_core::protocol::ErrorBody {
             error: tessera_core::protocol::ErrorInfo { code: self.code, message: self.message, details: self.details },

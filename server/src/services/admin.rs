@@ -16,13 +16,13 @@ use crate::store::{ApiToken, Customer, Page, Product, Role, TemplateRecord, Tena
 /// Visible kind prefix of API tokens.
 pub const TOKEN_PREFIX: &str = "tsa_";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     pub name: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub name: String,
@@ -31,7 +31,7 @@ pub struct CreateToken {
     pub tenant_id: Option<Uuid>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     /// Shown once; only its hash is stored.
     pub token: String,
@@ -39,7 +39,7 @@ pub struct CreatedToken {
     pub info: ApiToken,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCustomer {
     #[serde(default)]
@@ -51,7 +51,7 @@ pub struct CreateCustomer {
     pub metadata: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCustomer {
     #[serde(default)]
@@ -62,7 +62,7 @@ pub struct UpdateCustomer {
     pub metadata: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
     #[serde(default)]
@@ -78,7 +78,7 @@ pub struct CreateProduct {
     pub metadata: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
     #[serde(default)]
@@ -89,7 +89,7 @@ pub struct UpdateProduct {
     pub metadata: Option<Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DuplicateTemplate {
     #[serde(default)]

@@ -6,13 +6,13 @@ use super::{Ctx, Services};
 use crate::error::{AppError, AppResult};
 use crate::store::{audit_hash, AuditEntry, Store};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct BrokenLink {
     pub seq: i64,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AuditVerification {
     pub ok: bool,
     pub checked: u64,
@@ -20,7 +20,7 @@ pub struct AuditVerification {
     pub first_broken: Option<BrokenLink>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     #[serde(default)]

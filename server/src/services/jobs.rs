@@ -12,7 +12,7 @@ use super::{Ctx, Services};
 use crate::error::AppResult;
 use crate::store::{Event, LicenseRecord, StoreError};
 
-#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct JobReport {
     pub expired: u32,
     pub culled: u32,

@@ -20,7 +20,7 @@ use crate::error::{AppError, AppResult, ErrorCode};
 use crate::store::{LicenseFilter, LicensePolicy, LicenseRecord, Page};
 
 /// Explicit values for a new license; with `template_id` they override the template's.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLicense {
     #[serde(default)]
@@ -70,7 +70,7 @@ pub struct CreateLicense {
 }
 
 /// Changes to a license (status changes have their own actions).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateLicense {
     #[serde(default)]
@@ -107,7 +107,7 @@ pub struct UpdateLicense {
     pub transfer_policy: Option<TransferPolicy>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewLicense {
     /// Extend by this many days from the later of now and the current expiry.
@@ -118,26 +118,26 @@ pub struct RenewLicense {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusChange {
     #[serde(default)]
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferLicense {
     pub customer_id: Uuid,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyLookup {
     pub license_key: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LicenseListQuery {
     #[serde(default)]
@@ -157,7 +157,7 @@ pub struct LicenseListQuery {
 }
 
 /// A license as the admin API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LicenseView {
     #[serde(flatten)]
     pub license: License,
@@ -188,7 +188,7 @@ impl From<&LicenseRecord> for LicenseView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedLicense {
     /// The license key, shown once: only its hash is stored.
     pub license_key: String,

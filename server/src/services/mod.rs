@@ -390,7 +390,7 @@ impl Ctx {
 }
 
 /// Cursor pagination parameters as the API takes them.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 pub struct PageQuery {
     pub cursor: Option<String>,
     pub limit: Option<u32>,

@@ -20,46 +20,10 @@ use crate::store::{
 };
 use crate::time::ts;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RespondRequest {
-    pub request_code: String,
-    #[serde(default)]
-    pub license_key: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RespondSummary {
-    pub license_id: Uuid,
-    pub license_key_hint: String,
-    pub device_public_key: String,
-    pub activation_id: Uuid,
-    pub reused: bool,
-    pub seats_used: u32,
-    pub max_activations: u32,
-    pub features: Vec<String>,
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Until when the grant works before the device must renew it (a new request/response pair).
-    pub lease_expires_at: Option<DateTime<Utc>>,
-    /// The activation this one superseded (the same device key renewing from another machine).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub superseded: Option<Uuid>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RespondResult {
-    pub response_code: String,
-    pub summary: RespondSummary,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReceiptRequest {
-    pub receipt_code: String,
-}
+pub use tessera_core::protocol::{ReceiptRequest, RespondRequest, RespondResult, RespondSummary};
 
 /// What a receipt (or a staff release) did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReceiptResult {
     /// This call ended the activation (false: it had ended already).
     pub freed: bool,
@@ -130,13 +94,13 @@ fn grant_of(a: &Activation) -> (GrantTag, Option<DateTime<Utc>>) {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     pub reason: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueEmergency {
     pub reason: String,
@@ -146,7 +110,7 @@ pub struct IssueEmergency {
     pub request_code: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IssuedEmergency {
     pub code: String,
     pub serial: u32,
@@ -158,7 +122,7 @@ pub struct IssuedEmergency {
 }
 
 /// An issued emergency code as listed: without the code text.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EmergencyListing {
     pub id: Uuid,
     pub serial: u32,

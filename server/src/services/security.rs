@@ -10,13 +10,13 @@ use super::{Ctx, Services};
 use crate::error::{AppError, AppResult};
 use crate::store::{Activation, BlockedDevice, NewAudit, SuspiciousReport};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckKey {
     pub license_key: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyCheck {
     pub well_formed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -28,7 +28,7 @@ pub struct KeyCheck {
     pub status: Option<tessera_core::LicenseStatus>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBlock {
     #[serde(default)]
@@ -45,7 +45,7 @@ pub struct CreateBlock {
     pub reason: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateReport {
     #[serde(default)]

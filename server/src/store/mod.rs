@@ -72,7 +72,7 @@ impl From<serde_json::Error> for StoreError {
 }
 
 /// Roles of API tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     VendorAdmin,
@@ -102,14 +102,14 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tenant {
     pub id: Uuid,
     pub name: String,
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiToken {
     pub id: Uuid,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,7 +123,7 @@ pub struct ApiToken {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Customer {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -135,7 +135,7 @@ pub struct Customer {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Product {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -146,7 +146,7 @@ pub struct Product {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TemplateRecord {
     #[serde(flatten)]
     pub template: Template,
@@ -155,7 +155,7 @@ pub struct TemplateRecord {
 }
 
 /// Per-license settings carried over from the template (not part of the signed license).
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LicensePolicy {
     #[serde(default)]
     pub emergency: EmergencyPolicy,
@@ -193,7 +193,7 @@ pub struct PageRequest {
     pub limit: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -203,12 +203,13 @@ pub struct Page<T> {
 /// An activation's state (part of the wire contract: heartbeats answer it).
 pub use tessera_core::protocol::ActivationStatus;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Activation {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub license_id: Uuid,
     #[serde(with = "tessera_core::encoding::b64bytes")]
+    #[schema(value_type = String)]
     pub device_public_key: Vec<u8>,
     pub fingerprint: Fingerprint,
     pub metadata: Value,
@@ -239,7 +240,7 @@ fn one() -> u32 {
 }
 
 /// How a released activation gives its seat back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReleaseKind {
     /// Held until the released grant's lease ends (a copy of the device's state may run until then).
@@ -373,7 +374,7 @@ pub enum ActivateOutcome {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageEvent {
     pub id: Uuid,
     pub feature: String,
@@ -401,7 +402,7 @@ pub struct HeartbeatOutcome {
     pub usage_totals: Vec<(String, i64)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BlockedDevice {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -413,7 +414,7 @@ pub struct BlockedDevice {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SuspiciousReport {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -426,7 +427,7 @@ pub struct SuspiciousReport {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EmergencyRecord {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -457,7 +458,7 @@ pub enum EmergencyOutcome {
     LimitReached { issued_in_window: u32 },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -469,7 +470,7 @@ pub struct Event {
 }
 
 /// An audit entry to append; the store assigns the sequence number and chains the hash.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewAudit {
     pub at: DateTime<Utc>,
     pub tenant_id: Option<Uuid>,
@@ -481,14 +482,16 @@ pub struct NewAudit {
     pub details: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub seq: i64,
     #[serde(flatten)]
     pub entry: NewAudit,
     #[serde(with = "hexbytes")]
+    #[schema(value_type = String)]
     pub prev_hash: Vec<u8>,
     #[serde(with = "hexbytes")]
+    #[schema(value_type = String)]
     pub hash: Vec<u8>,
 }
 

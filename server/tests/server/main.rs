@@ -23,6 +23,7 @@ mod limits;
 mod offline;
 mod offline_receipt;
 mod offline_scope;
+mod openapi;
 mod ops_access;
 mod restrictions;
 mod reuse;
