@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::sqlite::Synchronous;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -119,13 +117,25 @@ impl Default for Jobs {
     }
 }
 
+/// What a commit waits for before the request is answered (`synchronous` in the config; each backend maps it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// On disk before the answer: survives a power loss (the default).
+    Full,
+    /// Survives a crash of the server process; a power loss may lose the last commits.
+    Normal,
+    /// Waits for nothing (tests and benchmarks only).
+    Off,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub data_dir: PathBuf,
     /// `host:port`; port 0 picks a free port.
     pub listen: String,
-    pub synchronous: Synchronous,
+    pub synchronous: Durability,
     /// Read connections kept open (one per concurrent read; more are opened on demand).
     pub read_connections: usize,
     /// Largest accepted request body.
@@ -158,7 +168,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./tessera-data"),
             listen: "127.0.0.1:8080".into(),
-            synchronous: Synchronous::Full,
+            synchronous: Durability::Full,
             read_connections: 64,
             body_limit_bytes: 256 * 1024,
             request_timeout_secs: 30,
@@ -245,9 +255,9 @@ impl Config {
                 "TESSERA_LISTEN" => self.listen = v.clone(),
                 "TESSERA_SYNCHRONOUS" => {
                     self.synchronous = match v.to_ascii_lowercase().as_str() {
-                        "full" => Synchronous::Full,
-                        "normal" => Synchronous::Normal,
-                        "off" => Synchronous::Off,
+                        "full" => Durability::Full,
+                        "normal" => Durability::Normal,
+                        "off" => Durability::Off,
                         _ => {
                             return Err(ConfigError::Env {
                                 name: k.into(),

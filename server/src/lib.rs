@@ -1,7 +1,7 @@
 //! tessera-server: the Tessera licensing API on embedded SQLite.
 //!
-//! Layers: [`http`] (routes, extractors, the one error shape) → [`services`] (the rules) → [`store`] (a trait;
-//! SQLite implementation). [`start`] opens the data directory and serves; [`app`] gives the router alone.
+//! Layers: [`http`] (routes, extractors, the one error shape) → [`services`] (the rules) → [`store`] (role
+//! traits, backend-neutral; the SQLite backend is the one place that names SQLite). [`start`] opens the data directory and serves; [`app`] gives the router alone.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -53,7 +53,6 @@ pub fn db_path(data_dir: &Path) -> std::path::PathBuf {
 /// What [`open`] gives: services over the data directory, without a listener.
 pub struct Opened {
     pub services: Services,
-    pub sqlite: Arc<SqliteStore>,
     /// Set only when this call created the first vendor-admin token.
     pub admin_token: Option<String>,
 }
@@ -74,13 +73,12 @@ pub async fn open(config: Config, clock: time::Clock) -> Result<Opened, StartErr
     let sqlite = tokio::task::spawn_blocking(move || SqliteStore::open(&db, sync, readers))
         .await
         .map_err(|e| StartError::Other(e.to_string()))??;
-    let sqlite = Arc::new(sqlite);
+    let store: Arc<dyn Store> = Arc::new(sqlite);
     let keydir = keys::KeyDir::new(&dir);
     let (keyset, _) = tokio::task::spawn_blocking(move || keydir.load_or_init())
         .await
         .map_err(|e| StartError::Other(e.to_string()))??;
     let preset = config.admin_token.clone().map(|s| s.0);
-    let store: Arc<dyn Store> = sqlite.clone();
     let geoip = match &config.geoip_db {
         Some(p) => Some(Arc::new(services::geoip::GeoIp::open(p).map_err(StartError::Other)?)),
         None => None,
@@ -93,7 +91,7 @@ pub async fn open(config: Config, clock: time::Clock) -> Result<Opened, StartErr
             .map_err(|e| AppError::new(error::ErrorCode::Internal, format!("cannot write {}: {e}", path.display())))
     };
     let admin_token = services.bootstrap_admin(preset, persist).await.map_err(|e| StartError::Other(e.to_string()))?;
-    Ok(Opened { services, sqlite, admin_token })
+    Ok(Opened { services, admin_token })
 }
 
 /// A server started by [`start`].

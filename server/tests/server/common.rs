@@ -19,7 +19,7 @@ pub struct Harness {
 
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut c = Config::for_data_dir(dir);
-    c.synchronous = tessera_server::store::sqlite::Synchronous::Normal;
+    c.synchronous = tessera_server::config::Durability::Normal;
     c.jobs.interval_secs = 0;
     c.rate_limits.per_ip_per_sec = 0.0;
     c.rate_limits.per_key_per_sec = 0.0;

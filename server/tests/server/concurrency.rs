@@ -7,7 +7,7 @@ use crate::common::*;
 async fn two_hundred_concurrent_activations_on_ten_seats_grant_exactly_ten() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.synchronous = tessera_server::store::sqlite::Synchronous::Full;
+    config.synchronous = tessera_server::config::Durability::Full;
     let server = tessera_server::start(config).await.unwrap();
     let base = server.url();
     let admin = server.admin_token.clone().unwrap();

@@ -1,0 +1,228 @@
+//! Tenants, API tokens, customers, products and templates ([`AdminStore`]).
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+use uuid::Uuid;
+
+use super::audit::append_audit_tx;
+use super::rows::*;
+use super::SqliteStore;
+use crate::store::*;
+use crate::time::ts;
+
+impl AdminStore for SqliteStore {
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+
+    fn create_tenant(&self, t: Tenant, audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            c.prepare_cached("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)")?.execute(params![
+                t.id.to_string(),
+                t.name,
+                ts(t.created_at)
+            ])?;
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn get_tenant(&self, id: Uuid) -> StoreFuture<'_, Tenant> {
+        self.read(move |c| {
+            let sql = format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1");
+            Ok(c.prepare_cached(&sql)?.query_row([id.to_string()], row_tenant)?)
+        })
+    }
+
+    fn list_tenants(&self, page: PageRequest) -> StoreFuture<'_, Page<Tenant>> {
+        self.read(move |c| {
+            let sql = format!("SELECT {TENANT_COLS} FROM tenants WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2");
+            let items = c
+                .prepare_cached(&sql)?
+                .query_map(params![s_uuid(page.after), i64::from(page.limit) + 1], row_tenant)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(paginate(items, page.limit, |t| t.id))
+        })
+    }
+
+    fn create_token(&self, t: ApiToken, hash: [u8; 32], audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            c.prepare_cached(&format!("INSERT INTO api_tokens ({TOKEN_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"))?
+                .execute(params![
+                    t.id.to_string(),
+                    s_uuid(t.tenant_id),
+                    t.name,
+                    t.role.as_str(),
+                    t.prefix,
+                    ts(t.created_at),
+                    s_time(t.revoked_at),
+                    hash.to_vec()
+                ])?;
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn find_token(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<(ApiToken, [u8; 32])>> {
+        self.read(move |c| {
+            let sql = format!("SELECT {TOKEN_COLS} FROM api_tokens WHERE token_hash = ?1");
+            Ok(c.prepare_cached(&sql)?
+                .query_row([hash.to_vec()], |r| Ok((row_token(r)?, g_arr::<32>(r, 7)?)))
+                .optional()?)
+        })
+    }
+
+    fn list_tokens(&self, scope: Scope) -> StoreFuture<'_, Vec<ApiToken>> {
+        self.read(move |c| {
+            let sql = format!("SELECT {TOKEN_COLS} FROM api_tokens WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY id");
+            Ok(c.prepare_cached(&sql)?.query_map([scope_s(scope)], row_token)?.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn revoke_token(&self, scope: Scope, id: Uuid, at: DateTime<Utc>, audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?3)
+                     WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
+                )?
+                .execute(params![id.to_string(), scope_s(scope), ts(at)])?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn count_tokens(&self) -> StoreFuture<'_, u64> {
+        self.read(|c| {
+            let n: i64 = c.query_row("SELECT COUNT(*) FROM api_tokens", [], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    fn put_customer(&self, x: Customer, create: bool, audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            let p = params![
+                x.id.to_string(),
+                x.tenant_id.to_string(),
+                x.name,
+                x.email,
+                json(&x.metadata)?,
+                ts(x.created_at),
+                ts(x.updated_at)
+            ];
+            if create {
+                c.prepare_cached(&format!("INSERT INTO customers ({CUSTOMER_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"))?
+                    .execute(p)?;
+            } else if c
+                .prepare_cached(
+                    "UPDATE customers SET name = ?3, email = ?4, metadata = ?5, created_at = ?6, updated_at = ?7
+                     WHERE id = ?1 AND tenant_id = ?2",
+                )?
+                .execute(p)?
+                == 0
+            {
+                return Err(StoreError::NotFound);
+            }
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn get_customer(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Customer> {
+        self.read(move |c| get_scoped(c, "customers", CUSTOMER_COLS, scope, id, row_customer))
+    }
+
+    fn list_customers(&self, scope: Scope, page: PageRequest) -> StoreFuture<'_, Page<Customer>> {
+        self.read(move |c| list_scoped(c, "customers", CUSTOMER_COLS, scope, page, row_customer, |x| x.id))
+    }
+
+    fn put_product(&self, x: Product, create: bool, audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            let p = params![
+                x.id.to_string(),
+                x.tenant_id.to_string(),
+                x.name,
+                x.code,
+                json(&x.metadata)?,
+                ts(x.created_at),
+                ts(x.updated_at)
+            ];
+            if create {
+                c.prepare_cached(&format!("INSERT INTO products ({PRODUCT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"))?
+                    .execute(p)?;
+            } else if c
+                .prepare_cached(
+                    "UPDATE products SET name = ?3, code = ?4, metadata = ?5, created_at = ?6, updated_at = ?7
+                     WHERE id = ?1 AND tenant_id = ?2",
+                )?
+                .execute(p)?
+                == 0
+            {
+                return Err(StoreError::NotFound);
+            }
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn get_product(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Product> {
+        self.read(move |c| get_scoped(c, "products", PRODUCT_COLS, scope, id, row_product))
+    }
+
+    fn list_products(&self, scope: Scope, page: PageRequest) -> StoreFuture<'_, Page<Product>> {
+        self.read(move |c| list_scoped(c, "products", PRODUCT_COLS, scope, page, row_product, |x| x.id))
+    }
+
+    fn put_template(&self, t: TemplateRecord, create: bool, audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            let tpl = &t.template;
+            let p = params![
+                tpl.id.to_string(),
+                tpl.tenant_id.to_string(),
+                tpl.product_id.to_string(),
+                tpl.name,
+                json(tpl)?,
+                ts(t.created_at),
+                ts(t.updated_at)
+            ];
+            if create {
+                c.prepare_cached(
+                    "INSERT INTO templates (id, tenant_id, product_id, name, body, created_at, updated_at)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                )?
+                .execute(p)?;
+            } else if c
+                .prepare_cached(
+                    "UPDATE templates SET product_id = ?3, name = ?4, body = ?5, created_at = ?6, updated_at = ?7
+                     WHERE id = ?1 AND tenant_id = ?2",
+                )?
+                .execute(p)?
+                == 0
+            {
+                return Err(StoreError::NotFound);
+            }
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn get_template(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, TemplateRecord> {
+        self.read(move |c| get_scoped(c, "templates", TEMPLATE_COLS, scope, id, row_template))
+    }
+
+    fn list_templates(&self, scope: Scope, page: PageRequest) -> StoreFuture<'_, Page<TemplateRecord>> {
+        self.read(move |c| list_scoped(c, "templates", TEMPLATE_COLS, scope, page, row_template, |x| x.template.id))
+    }
+
+    fn delete_template(&self, scope: Scope, id: Uuid, audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM templates WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)")?
+                .execute(params![id.to_string(), scope_s(scope)])?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            append_audit_tx(c, &audit)
+        })
+    }
+}

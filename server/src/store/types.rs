@@ -1,0 +1,464 @@
+//! The records the store keeps and the operations it performs atomically, backend-neutral: every backend
+//! reads and writes these and nothing else.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tessera_core::fingerprint::Fingerprint;
+use tessera_core::model::{EmergencyPolicy, OfflinePolicy, TransferPolicy};
+use tessera_core::{License, LicenseStatus, LicenseType, Template};
+use uuid::Uuid;
+
+/// Roles of API tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    VendorAdmin,
+    TenantAdmin,
+    ReadOnly,
+    Support,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::VendorAdmin => "vendor-admin",
+            Role::TenantAdmin => "tenant-admin",
+            Role::ReadOnly => "read-only",
+            Role::Support => "support",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "vendor-admin" => Some(Role::VendorAdmin),
+            "tenant-admin" => Some(Role::TenantAdmin),
+            "read-only" => Some(Role::ReadOnly),
+            "support" => Some(Role::Support),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApiToken {
+    pub id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    pub role: Role,
+    /// The visible start of the token (kind prefix and a few characters), for recognising it.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Customer {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Product {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub code: String,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TemplateRecord {
+    #[serde(flatten)]
+    pub template: Template,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Per-license settings carried over from the template (not part of the signed license).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LicensePolicy {
+    #[serde(default)]
+    pub emergency: EmergencyPolicy,
+    #[serde(default)]
+    pub offline: OfflinePolicy,
+    #[serde(default)]
+    pub transfer: TransferPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LicenseRecord {
+    pub license: License,
+    pub key_hash: [u8; 32],
+    pub key_hint: [u8; 6],
+    pub policy: LicensePolicy,
+    /// Expiry for which an "expiring soon" event was already recorded.
+    pub expiring_notice_for: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LicenseFilter {
+    pub status: Option<LicenseStatus>,
+    pub license_type: Option<LicenseType>,
+    pub product_id: Option<Uuid>,
+    pub customer_id: Option<Uuid>,
+    pub expiring_before: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    /// Exclusive: items with an id greater than this (ids are UUIDv7, time-ordered).
+    pub after: Option<Uuid>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// An activation's state (part of the wire contract: heartbeats answer it).
+pub use tessera_core::protocol::ActivationStatus;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Activation {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub license_id: Uuid,
+    #[serde(with = "tessera_core::encoding::b64bytes")]
+    #[schema(value_type = String)]
+    pub device_public_key: Vec<u8>,
+    pub fingerprint: Fingerprint,
+    pub metadata: Value,
+    pub status: ActivationStatus,
+    pub offline: bool,
+    pub floating: bool,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deactivated_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deactivation_reason: Option<String>,
+    /// A released activation still counts against the seats until then (see [`ReleaseOp`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seat_held_until: Option<DateTime<Utc>>,
+    /// Seats it takes: the machine's sockets (PER_CPU) or cores (PER_CORE), else 1.
+    #[serde(default = "one")]
+    pub seats: u32,
+    /// NAMED_USER: the user whose seat it uses (all of one user's activations share one seat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// How a released activation gives its seat back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReleaseKind {
+    /// Held until the released grant's lease ends (a copy of the device's state may run until then).
+    AfterLease,
+    /// Free at once, if fewer than the limit were released so since the window start; else as `AfterLease`.
+    Immediate,
+    /// Free at once by staff decision (also ends the hold of an already released activation).
+    Staff,
+    /// Ended because the device key renewed from another machine; held like `AfterLease`.
+    Superseded,
+}
+
+impl ReleaseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseKind::AfterLease => "AFTER_LEASE",
+            ReleaseKind::Immediate => "IMMEDIATE",
+            ReleaseKind::Staff => "STAFF",
+            ReleaseKind::Superseded => "SUPERSEDED",
+        }
+    }
+}
+
+/// A seat hold with no end (a grant without lease): until staff release it.
+pub fn hold_forever() -> DateTime<Utc> {
+    use chrono::TimeZone;
+    // The last instant the fixed-width timestamps order correctly.
+    Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single().unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Ends an activation and says when its seat is free again, atomically with the count of immediate releases.
+pub struct ReleaseOp {
+    pub activation_id: Uuid,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+    pub kind: ReleaseKind,
+    /// End it only if it still holds this grant (hex tag in its metadata, `grant_tag`): a renewal that committed
+    /// after the caller read the activation wins. The hold runs to the activation's stored lease, read in the
+    /// same write (`None`: it has none, the hold lasts until staff release it).
+    pub expect_grant_tag: Option<String>,
+    /// For `Immediate`: at most this many immediate releases per license since this instant.
+    pub immediate_limit: (u32, DateTime<Utc>),
+    pub audit: NewAudit,
+}
+
+impl ReleaseOp {
+    /// Ends the activation with its seat held until its stored lease ends (no grant check, no immediate count).
+    pub fn after_lease(activation_id: Uuid, at: DateTime<Utc>, reason: &str, audit: NewAudit) -> ReleaseOp {
+        ReleaseOp {
+            activation_id,
+            at,
+            reason: reason.to_string(),
+            kind: ReleaseKind::AfterLease,
+            expect_grant_tag: None,
+            immediate_limit: (0, at),
+            audit,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    /// Ended (or, for a staff release of a released activation, its hold ended).
+    Released {
+        kind: ReleaseKind,
+        seat_held_until: Option<DateTime<Utc>>,
+        /// Immediate releases of the license in the window, this one included.
+        immediate_in_window: u32,
+    },
+    /// Already inactive, and nothing to change.
+    AlreadyInactive { seat_held_until: Option<DateTime<Utc>> },
+    /// It holds another grant than the one expected (renewed meanwhile): nothing changed.
+    GrantChanged,
+}
+
+/// Decides whether an existing active activation belongs to the device now activating (a service rule).
+pub type SameDevice = Box<dyn Fn(&Activation) -> bool + Send>;
+
+/// Which existing activations are checked with `same_device` (beyond an exact device-key match).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SameDeviceCandidates {
+    /// Only the device key counts.
+    KeyOnly,
+    /// Active activations whose identity component (machine id, else pinned id) has this hash (hex).
+    ByIdentity(String),
+    /// Every active activation of the license (only done when the license has a seat limit).
+    All,
+}
+
+/// The identity component hash an activation is indexed by: the machine id, else the pinned identity.
+pub fn identity_hash(fp: &Fingerprint) -> Option<String> {
+    use tessera_core::fingerprint::ComponentKind;
+    fp.get(ComponentKind::MachineId).or_else(|| fp.get(ComponentKind::Pinned)).map(|c| hex::encode(c.hash))
+}
+
+/// A seat-limited activation, done atomically by the single writer.
+pub struct ActivateOp {
+    /// The activation to insert when the device has none yet.
+    pub new: Activation,
+    pub candidates: SameDeviceCandidates,
+    /// 0: unlimited.
+    pub max_seats: u32,
+    pub same_device: SameDevice,
+    /// Lease to give an existing activation that is reused.
+    pub reuse_lease_expires_at: Option<DateTime<Utc>>,
+    /// When the device key's active activation satisfies this, it is not reused but superseded: ended, its seat
+    /// held until its lease ends ([`ReleaseKind::Superseded`]), and the new activation takes a seat if one is
+    /// free; all or nothing (an offline renewal from a machine with another fingerprint).
+    pub supersede_if: Option<SameDevice>,
+    pub audit: NewAudit,
+}
+
+#[derive(Debug, Clone)]
+pub enum ActivateOutcome {
+    Created {
+        activation: Activation,
+        seats_used: u32,
+    },
+    Reused {
+        activation: Activation,
+        seats_used: u32,
+    },
+    /// The same machine (by fingerprint) with a new device key: `replaced` was deactivated, `activation` created.
+    Replaced {
+        activation: Activation,
+        replaced: Uuid,
+        seats_used: u32,
+    },
+    SeatLimit {
+        seats_used: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UsageEvent {
+    pub id: Uuid,
+    pub feature: String,
+    pub amount: i64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+pub struct HeartbeatOp {
+    pub activation_id: Uuid,
+    pub license_id: Uuid,
+    pub now: DateTime<Utc>,
+    /// The new lease; `None` keeps the stored one, and a stored lease is never moved back.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub usage: Vec<UsageEvent>,
+    pub audit: Option<NewAudit>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeartbeatOutcome {
+    /// `false` when the activation was no longer active (nothing updated, no usage stored).
+    pub active: bool,
+    /// The lease as stored after the heartbeat.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub accepted_usage: Vec<Uuid>,
+    pub usage_totals: Vec<(String, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BlockedDevice {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_b64")]
+    pub device_public_key: Option<Vec<u8>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint_hash: Option<String>,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SuspiciousReport {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activation_id: Option<Uuid>,
+    pub kind: String,
+    pub details: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EmergencyRecord {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub license_id: Uuid,
+    pub serial: u32,
+    pub reason: String,
+    pub issued_by: String,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_b64")]
+    pub bound_device: Option<Vec<u8>>,
+    pub code: String,
+}
+
+/// Issue an emergency code if fewer than `max_in_window` were issued since `window_start`. The serial is the
+/// next one for the license; `make_code` signs the code for that serial.
+pub struct EmergencyOp {
+    pub record: EmergencyRecord,
+    pub window_start: DateTime<Utc>,
+    pub max_in_window: u32,
+    pub make_code: Box<dyn FnOnce(u32) -> Result<String, String> + Send>,
+    pub audit: NewAudit,
+}
+
+#[derive(Debug, Clone)]
+pub enum EmergencyOutcome {
+    Issued(EmergencyRecord),
+    LimitReached { issued_in_window: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Event {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license_id: Option<Uuid>,
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    pub data: Value,
+}
+
+/// An audit entry to append; the store assigns the sequence number and chains the hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NewAudit {
+    pub at: DateTime<Utc>,
+    pub tenant_id: Option<Uuid>,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub ip: Option<String>,
+    pub outcome: String,
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub entry: NewAudit,
+    #[serde(with = "hexbytes")]
+    #[schema(value_type = String)]
+    pub prev_hash: Vec<u8>,
+    #[serde(with = "hexbytes")]
+    #[schema(value_type = String)]
+    pub hash: Vec<u8>,
+}
+
+mod hexbytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_b64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&tessera_core::encoding::b64url(b)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        match s {
+            None => Ok(None),
+            Some(s) => tessera_core::encoding::b64url_decode(&s)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom("expected base64url")),
+        }
+    }
+}
