@@ -11,7 +11,7 @@ use tessera_core::model::{EmergencyPolicy, Feature, OfflinePolicy, Restriction, 
 use tessera_core::{License, LicenseKey, LicenseModel, LicenseStatus, LicenseType};
 use uuid::Uuid;
 
-use super::admin::{
+use super::terms::{
     add_days, check_date, check_days, normalize_restrictions, validate_emergency, validate_features, validate_offline,
     validate_timing,
 };
@@ -19,92 +19,73 @@ use super::{Ctx, PageQuery, Services};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::store::{LicenseFilter, LicensePolicy, LicenseRecord, Page};
 
-/// Explicit values for a new license; with `template_id` they override the template's.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateLicense {
-    #[serde(default)]
-    pub template_id: Option<Uuid>,
-    #[serde(default)]
-    pub product_id: Option<Uuid>,
-    #[serde(default)]
-    pub customer_id: Option<Uuid>,
-    #[serde(default)]
-    pub license_type: Option<LicenseType>,
-    #[serde(default)]
-    pub license_model: Option<LicenseModel>,
-    #[serde(default)]
-    pub max_activations: Option<u32>,
-    #[serde(default)]
-    pub starts_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Validity from `starts_at`, when `expires_at` is not given.
-    #[serde(default)]
-    pub duration_days: Option<u32>,
-    /// Make the license perpetual even when the template has a duration.
-    #[serde(default)]
-    pub perpetual: bool,
-    #[serde(default)]
-    pub maintenance_expires_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub grace_days: Option<u32>,
-    #[serde(default)]
-    pub features: Option<Vec<Feature>>,
-    #[serde(default)]
-    pub restrictions: Option<Vec<Restriction>>,
-    #[serde(default)]
-    pub fingerprint_policy: Option<MatchPolicy>,
-    #[serde(default)]
-    pub heartbeat_interval_secs: Option<u32>,
-    #[serde(default)]
-    pub lease_secs: Option<u32>,
-    #[serde(default)]
-    pub metadata: Option<BTreeMap<String, Value>>,
-    #[serde(default)]
-    pub emergency: Option<EmergencyPolicy>,
-    #[serde(default)]
-    pub offline: Option<OfflinePolicy>,
-    #[serde(default)]
-    pub transfer_policy: Option<TransferPolicy>,
+/// Declares a request body that carries the license terms a create and an update both take, after its own
+/// fields: one list, so the two bodies cannot drift apart. (A shared struct under `#[serde(flatten)]` would lose
+/// `deny_unknown_fields`, and a misspelt field must be refused, not ignored.)
+macro_rules! with_license_terms {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            #[serde(default)]
+            pub license_type: Option<LicenseType>,
+            #[serde(default)]
+            pub license_model: Option<LicenseModel>,
+            #[serde(default)]
+            pub max_activations: Option<u32>,
+            #[serde(default)]
+            pub starts_at: Option<DateTime<Utc>>,
+            #[serde(default)]
+            pub expires_at: Option<DateTime<Utc>>,
+            #[serde(default)]
+            pub maintenance_expires_at: Option<DateTime<Utc>>,
+            #[serde(default)]
+            pub grace_days: Option<u32>,
+            #[serde(default)]
+            pub features: Option<Vec<Feature>>,
+            #[serde(default)]
+            pub restrictions: Option<Vec<Restriction>>,
+            #[serde(default)]
+            pub fingerprint_policy: Option<MatchPolicy>,
+            #[serde(default)]
+            pub heartbeat_interval_secs: Option<u32>,
+            #[serde(default)]
+            pub lease_secs: Option<u32>,
+            #[serde(default)]
+            pub metadata: Option<BTreeMap<String, Value>>,
+            #[serde(default)]
+            pub emergency: Option<EmergencyPolicy>,
+            #[serde(default)]
+            pub offline: Option<OfflinePolicy>,
+            #[serde(default)]
+            pub transfer_policy: Option<TransferPolicy>,
+        }
+    };
 }
 
-/// Changes to a license (status changes have their own actions).
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateLicense {
-    #[serde(default)]
-    pub license_type: Option<LicenseType>,
-    #[serde(default)]
-    pub license_model: Option<LicenseModel>,
-    #[serde(default)]
-    pub max_activations: Option<u32>,
-    #[serde(default)]
-    pub starts_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub expires_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub maintenance_expires_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub grace_days: Option<u32>,
-    #[serde(default)]
-    pub features: Option<Vec<Feature>>,
-    #[serde(default)]
-    pub restrictions: Option<Vec<Restriction>>,
-    #[serde(default)]
-    pub fingerprint_policy: Option<MatchPolicy>,
-    #[serde(default)]
-    pub heartbeat_interval_secs: Option<u32>,
-    #[serde(default)]
-    pub lease_secs: Option<u32>,
-    #[serde(default)]
-    pub metadata: Option<BTreeMap<String, Value>>,
-    #[serde(default)]
-    pub emergency: Option<EmergencyPolicy>,
-    #[serde(default)]
-    pub offline: Option<OfflinePolicy>,
-    #[serde(default)]
-    pub transfer_policy: Option<TransferPolicy>,
+with_license_terms! {
+    /// Explicit values for a new license; with `template_id` they override the template's.
+    pub struct CreateLicense {
+        #[serde(default)]
+        pub template_id: Option<Uuid>,
+        #[serde(default)]
+        pub product_id: Option<Uuid>,
+        #[serde(default)]
+        pub customer_id: Option<Uuid>,
+        /// Validity from `starts_at`, when `expires_at` is not given.
+        #[serde(default)]
+        pub duration_days: Option<u32>,
+        /// Make the license perpetual even when the template has a duration.
+        #[serde(default)]
+        pub perpetual: bool,
+    }
+}
+
+with_license_terms! {
+    /// Changes to a license (status changes have their own actions).
+    pub struct UpdateLicense {}
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -202,7 +183,7 @@ fn parse_enum<T: serde::de::DeserializeOwned>(field: &str, v: &str) -> AppResult
 }
 
 pub fn validate_license(l: &mut License) -> AppResult<()> {
-    super::admin::validate_seat_model(l.license_type, l.license_model)?;
+    super::terms::validate_seat_model(l.license_type, l.license_model)?;
     validate_features(&l.features)?;
     normalize_restrictions(&mut l.restrictions)?;
     validate_timing(l.heartbeat_interval_secs, l.lease_secs)?;

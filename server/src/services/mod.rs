@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod licenses;
 pub mod offline;
 pub mod security;
+pub mod terms;
 
 use std::sync::Arc;
 
