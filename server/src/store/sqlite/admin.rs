@@ -1,7 +1,7 @@
 //! Tenants, API tokens, customers, products and templates ([`AdminStore`]).
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::audit::append_audit_tx;
@@ -9,6 +9,28 @@ use super::rows::*;
 use super::SqliteStore;
 use crate::store::*;
 use crate::time::ts;
+
+/// Inserts (`create`) a row of `table` whose parameters are `id, tenant_id, cols…`, or replaces the row with that
+/// id in that tenant: `NotFound` when there is none (an id of another tenant is not replaced).
+fn put_row(
+    c: &Connection,
+    table: &str,
+    cols: &[&str],
+    p: &[&dyn rusqlite::ToSql],
+    create: bool,
+) -> Result<(), StoreError> {
+    let sql = if create {
+        let marks: Vec<String> = (1..=cols.len() + 2).map(|i| format!("?{i}")).collect();
+        format!("INSERT INTO {table} (id, tenant_id, {}) VALUES ({})", cols.join(", "), marks.join(","))
+    } else {
+        let sets: Vec<String> = cols.iter().zip(3..).map(|(c, i)| format!("{c} = ?{i}")).collect();
+        format!("UPDATE {table} SET {} WHERE id = ?1 AND tenant_id = ?2", sets.join(", "))
+    };
+    match c.prepare_cached(&sql)?.execute(p)? {
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}
 
 impl AdminStore for SqliteStore {
     fn ping(&self) -> StoreFuture<'_, ()> {
@@ -113,19 +135,7 @@ impl AdminStore for SqliteStore {
                 ts(x.created_at),
                 ts(x.updated_at)
             ];
-            if create {
-                c.prepare_cached(&format!("INSERT INTO customers ({CUSTOMER_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"))?
-                    .execute(p)?;
-            } else if c
-                .prepare_cached(
-                    "UPDATE customers SET name = ?3, email = ?4, metadata = ?5, created_at = ?6, updated_at = ?7
-                     WHERE id = ?1 AND tenant_id = ?2",
-                )?
-                .execute(p)?
-                == 0
-            {
-                return Err(StoreError::NotFound);
-            }
+            put_row(c, "customers", &["name", "email", "metadata", "created_at", "updated_at"], p, create)?;
             append_audit_tx(c, &audit)
         })
     }
@@ -149,19 +159,7 @@ impl AdminStore for SqliteStore {
                 ts(x.created_at),
                 ts(x.updated_at)
             ];
-            if create {
-                c.prepare_cached(&format!("INSERT INTO products ({PRODUCT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"))?
-                    .execute(p)?;
-            } else if c
-                .prepare_cached(
-                    "UPDATE products SET name = ?3, code = ?4, metadata = ?5, created_at = ?6, updated_at = ?7
-                     WHERE id = ?1 AND tenant_id = ?2",
-                )?
-                .execute(p)?
-                == 0
-            {
-                return Err(StoreError::NotFound);
-            }
+            put_row(c, "products", &["name", "code", "metadata", "created_at", "updated_at"], p, create)?;
             append_audit_tx(c, &audit)
         })
     }
@@ -186,22 +184,7 @@ impl AdminStore for SqliteStore {
                 ts(t.created_at),
                 ts(t.updated_at)
             ];
-            if create {
-                c.prepare_cached(
-                    "INSERT INTO templates (id, tenant_id, product_id, name, body, created_at, updated_at)
-                     VALUES (?1,?2,?3,?4,?5,?6,?7)",
-                )?
-                .execute(p)?;
-            } else if c
-                .prepare_cached(
-                    "UPDATE templates SET product_id = ?3, name = ?4, body = ?5, created_at = ?6, updated_at = ?7
-                     WHERE id = ?1 AND tenant_id = ?2",
-                )?
-                .execute(p)?
-                == 0
-            {
-                return Err(StoreError::NotFound);
-            }
+            put_row(c, "templates", &["product_id", "name", "body", "created_at", "updated_at"], p, create)?;
             append_audit_tx(c, &audit)
         })
     }
