@@ -394,32 +394,38 @@ fn domain_matches(domain: &str, rule: &str) -> bool {
             && d[d.len() - r.len()..].eq_ignore_ascii_case(r))
 }
 
-/// `10.0.0.0/8`, `2001:db8::/32` or a single address.
+/// `10.0.0.0/8`, `2001:db8::/32` or a single address (an IPv4 range never holds an IPv6 address, mapped or not:
+/// callers pass the IPv4 form of a mapped address).
 pub fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
-    let (net, bits) = match cidr.split_once('/') {
-        Some((n, b)) => (n, b.parse::<u32>().ok()),
-        None => (cidr, None),
-    };
-    let Ok(net) = net.trim().parse::<IpAddr>() else {
-        return false;
-    };
-    match (net, ip) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let bits = bits.unwrap_or(32);
-            if bits > 32 {
-                return false;
-            }
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
-            u32::from(n) & mask == u32::from(a) & mask
+    let cidr = cidr.trim();
+    match cidr.parse::<ipnet::IpNet>() {
+        Ok(net) => net.contains(&ip),
+        Err(_) => cidr.parse::<IpAddr>().is_ok_and(|a| a == ip),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cidr_contains;
+
+    #[test]
+    fn ip_ranges_hold_what_they_should_and_nothing_else() {
+        let ip = |s: &str| s.parse().unwrap();
+        for (range, addr, inside) in [
+            ("203.0.113.0/24", "203.0.113.77", true),
+            ("203.0.113.0/24", "203.0.114.1", false),
+            ("10.0.0.1/8", "10.200.3.4", true), // host bits in the range are ignored, as the server stores it
+            ("0.0.0.0/0", "198.51.100.1", true),
+            (" 198.51.100.7 ", "198.51.100.7", true),
+            ("198.51.100.7", "198.51.100.8", false),
+            ("2001:db8::/32", "2001:db8:ffff::1", true),
+            ("2001:db8::/32", "2001:db9::1", false),
+            ("203.0.113.0/24", "::ffff:203.0.113.5", false), // callers pass the IPv4 form
+            ("203.0.113.0/33", "203.0.113.5", false),
+            ("not a range", "203.0.113.5", false),
+            ("", "203.0.113.5", false),
+        ] {
+            assert_eq!(cidr_contains(range, ip(addr)), inside, "{range:?} holds {addr}");
         }
-        (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let bits = bits.unwrap_or(128);
-            if bits > 128 {
-                return false;
-            }
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
-            u128::from(n) & mask == u128::from(a) & mask
-        }
-        _ => false,
     }
 }
