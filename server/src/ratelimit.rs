@@ -1,54 +1,53 @@
-//! Token-bucket rate limits, in memory, per key (client IP, license key hash).
+//! Rate limits per key (client IP, license key hint), in memory: GCRA from `governor` (a token bucket without
+//! floating point, one compare-and-swap per check on a sharded map).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
-const SHARDS: usize = 16;
-const MAX_ENTRIES_PER_SHARD: usize = 50_000;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
 
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
+/// Keys tracked before the ones back at full allowance are forgotten.
+const MAX_KEYS: usize = 800_000;
+/// Checks between two looks at the number of keys (counting them visits every shard).
+const SWEEP_EVERY: u32 = 4096;
 
 pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    shards: Vec<Mutex<HashMap<Vec<u8>, Bucket>>>,
+    /// `None`: no limit.
+    limiter: Option<DefaultKeyedRateLimiter<Vec<u8>>>,
+    clock: DefaultClock,
+    checks: AtomicU32,
 }
 
 impl RateLimiter {
-    /// `rate` tokens per second, up to `burst`; a rate of 0 disables the limit.
+    /// `rate` requests per second, up to `burst` at once; a rate of 0 (or less) disables the limit.
     pub fn new(rate: f64, burst: f64) -> RateLimiter {
-        RateLimiter { rate, burst: burst.max(1.0), shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+        let quota = (rate > 0.0 && rate.is_finite())
+            .then(|| Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1)))
+            .and_then(Quota::with_period)
+            .map(|q| {
+                q.allow_burst(NonZeroU32::new(burst.clamp(1.0, f64::from(u32::MAX)) as u32).unwrap_or(NonZeroU32::MIN))
+            });
+        RateLimiter {
+            limiter: quota.map(DefaultKeyedRateLimiter::keyed),
+            clock: DefaultClock::default(),
+            checks: AtomicU32::new(0),
+        }
     }
 
-    /// Takes one token for `key`; `Err(seconds)` to wait when none is left.
+    /// Takes one request's allowance for `key`; `Err(seconds)` to wait (at least 1) when none is left.
     pub fn check(&self, key: &[u8]) -> Result<(), u64> {
-        if self.rate <= 0.0 {
-            return Ok(());
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 && limiter.len() > MAX_KEYS {
+            // A forgotten key starts again at full allowance, which is where these keys were anyway.
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
         }
-        let shard = key.iter().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(*b as usize)) % SHARDS;
-        let mut map = self.shards[shard].lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if map.len() > MAX_ENTRIES_PER_SHARD {
-            let (rate, burst) = (self.rate, self.burst);
-            map.retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
-        }
-        // Look up by slice first: a known caller costs no allocation.
-        if !map.contains_key(key) {
-            map.insert(key.to_vec(), Bucket { tokens: self.burst, last: now });
-        }
-        let Some(b) = map.get_mut(key) else { return Ok(()) };
-        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * self.rate).min(self.burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - b.tokens) / self.rate).ceil().max(1.0) as u64)
-        }
+        limiter.check_key(&key.to_vec()).map_err(|not_until| {
+            // Whole seconds, rounded up (Retry-After has second precision).
+            not_until.wait_time_from(self.clock.now()).as_secs_f64().ceil().max(1.0) as u64
+        })
     }
 }
 
@@ -57,13 +56,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn burst_then_refuse() {
+    fn a_burst_passes_then_the_key_waits_and_other_keys_do_not() {
         let l = RateLimiter::new(1.0, 3.0);
         for _ in 0..3 {
             assert!(l.check(b"a").is_ok());
         }
-        assert_eq!(l.check(b"a"), Err(1));
-        assert!(l.check(b"b").is_ok());
-        assert!(RateLimiter::new(0.0, 0.0).check(b"a").is_ok());
+        assert_eq!(l.check(b"a"), Err(1), "one a second: wait a second");
+        assert!(l.check(b"b").is_ok(), "keys are limited apart");
+        assert!(RateLimiter::new(0.0, 0.0).check(b"a").is_ok(), "0 is no limit");
+    }
+
+    #[test]
+    fn a_slow_rate_says_how_long_to_wait() {
+        let l = RateLimiter::new(0.1, 1.0);
+        assert!(l.check(b"k").is_ok());
+        let wait = l.check(b"k").unwrap_err();
+        assert!((9..=10).contains(&wait), "one per 10 s: wait {wait}");
+    }
+
+    #[test]
+    fn the_allowance_comes_back_with_time() {
+        let l = RateLimiter::new(50.0, 1.0);
+        assert!(l.check(b"k").is_ok());
+        assert!(l.check(b"k").is_err());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(l.check(b"k").is_ok(), "one per 20 ms: back after 40 ms");
     }
 }
