@@ -1,156 +1,300 @@
-//! Prometheus metrics, kept by hand: request counts and latency histograms per route, activation outcomes,
-//! store timings. Rendered in the text exposition format at `/metrics`.
+//! Prometheus metrics on `prometheus-client`, rendered in the text exposition format at `/metrics`:
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `tessera_http_requests_total` | method, route, status | requests |
+//! | `tessera_http_request_duration_seconds` | method, route | request latency |
+//! | `tessera_activations_total` | outcome | client activations: created, reused, replaced, or the refusal code |
+//! | `tessera_heartbeats_total` | outcome | heartbeats: renewed, reused (cached token), inactive, or the refusal code |
+//! | `tessera_decisions_total` | endpoint, reason | decisions answered to clients, by reason code |
+//! | `tessera_client_refusals_total` | code | refused calls counted rather than audited one by one (unknown keys) |
+//! | `tessera_cache_lookups_total` | result (hit, miss) | read-cache lookups; the hit ratio is hit / (hit + miss) |
+//! | `tessera_store_op_duration_seconds` | kind | store calls (queue + work) |
+//! | `tessera_store_commit_duration_seconds` | | group-commit transactions |
+//! | `tessera_store_batched_writes_total` | | write requests committed in batches |
+//! | `tessera_store_write_queue_depth` | | writes waiting for the writer |
+//! | `tessera_store_reads_waiting` | | reads waiting for a read connection |
+//! | `tessera_deferred_audit_entries` | | audit entries and last-seen times waiting to be written |
+//!
+//! Each family holds its own lock per label set; nothing takes one lock for every request.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
-#[derive(Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
-impl Histogram {
-    fn observe(&mut self, secs: f64) {
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.counts[i] += 1;
-            }
-        }
-        self.sum += secs;
-        self.count += 1;
-    }
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", self.counts[i]);
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
 }
 
-/// Requests of one route and method.
-#[derive(Default)]
-struct RouteStats {
-    by_status: BTreeMap<u16, u64>,
-    latency: Histogram,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
 }
 
-#[derive(Default)]
-struct Inner {
-    /// Route → method → counts and latency; looked up by `&str`, so a known route allocates nothing.
-    routes: BTreeMap<String, BTreeMap<String, RouteStats>>,
-    activations: BTreeMap<String, u64>,
-    refusals: BTreeMap<String, u64>,
-    store_ops: BTreeMap<String, Histogram>,
-    batches: Histogram,
-    batch_items: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    endpoint: &'static str,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Histograms<RouteLabels>,
+    activations: Family<OutcomeLabels, Counter>,
+    heartbeats: Family<OutcomeLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    refusals: Family<CodeLabels, Counter>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    store_ops: Histograms<KindLabels>,
+    commits: Histogram,
+    batched_writes: Counter,
+    /// Writes waiting for the writer.
+    pub write_queue: Gauge,
+    /// Reads waiting for a read connection.
+    pub reads_waiting: Gauge,
+    /// Audit entries and last-seen times waiting to be written.
+    pub deferred: Gauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
-impl Metrics {
-    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut g)
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("tessera_http_requests", "HTTP requests by route and status", requests.clone());
+        let latency = Histograms::<RouteLabels>::new_with_constructor(histogram as fn() -> Histogram);
+        registry.register("tessera_http_request_duration_seconds", "HTTP request latency", latency.clone());
+        let activations = Family::<OutcomeLabels, Counter>::default();
+        registry.register("tessera_activations", "Client activations by outcome", activations.clone());
+        let heartbeats = Family::<OutcomeLabels, Counter>::default();
+        registry.register("tessera_heartbeats", "Heartbeats by outcome", heartbeats.clone());
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "tessera_decisions",
+            "Decisions answered to clients, by endpoint and reason",
+            decisions.clone(),
+        );
+        let refusals = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "tessera_client_refusals",
+            "Client calls refused for an unknown license key",
+            refusals.clone(),
+        );
+        let cache = Family::<ResultLabels, Counter>::default();
+        let (cache_hits, cache_misses) = (
+            cache.get_or_create_owned(&ResultLabels { result: "hit" }),
+            cache.get_or_create_owned(&ResultLabels { result: "miss" }),
+        );
+        registry.register("tessera_cache_lookups", "Read-cache lookups by result", cache);
+        let store_ops = Histograms::<KindLabels>::new_with_constructor(histogram as fn() -> Histogram);
+        registry.register("tessera_store_op_duration_seconds", "Store call latency (queue + work)", store_ops.clone());
+        let commits = histogram();
+        registry.register("tessera_store_commit_duration_seconds", "Group-commit transaction time", commits.clone());
+        let batched_writes = Counter::default();
+        registry.register(
+            "tessera_store_batched_writes",
+            "Write requests committed in batches",
+            batched_writes.clone(),
+        );
+        let write_queue = Gauge::default();
+        registry.register("tessera_store_write_queue_depth", "Writes waiting for the writer", write_queue.clone());
+        let reads_waiting = Gauge::default();
+        registry.register("tessera_store_reads_waiting", "Reads waiting for a read connection", reads_waiting.clone());
+        let deferred = Gauge::default();
+        registry.register(
+            "tessera_deferred_audit_entries",
+            "Audit entries and last-seen times waiting to be written",
+            deferred.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            activations,
+            heartbeats,
+            decisions,
+            refusals,
+            cache_hits,
+            cache_misses,
+            store_ops,
+            commits,
+            batched_writes,
+            write_queue,
+            reads_waiting,
+            deferred,
+        }
     }
+}
 
+impl Metrics {
     pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        self.with(|m| {
-            if let Some(stats) = entry(&mut m.routes, route).and_then(|by| entry(by, method)) {
-                *stats.by_status.entry(status).or_default() += 1;
-                stats.latency.observe(elapsed.as_secs_f64());
-            }
-        });
+        let (method, route) = (method.to_string(), route.to_string());
+        self.latency
+            .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
+            .observe(elapsed.as_secs_f64());
+        self.requests.get_or_create(&RequestLabels { method, route, status }).inc();
     }
 
     pub fn activation(&self, outcome: &str) {
-        self.with(|m| entry(&mut m.activations, outcome).map(|n| *n += 1));
+        self.activations.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+    }
+
+    pub fn heartbeat(&self, outcome: &str) {
+        self.heartbeats.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+    }
+
+    /// A decision answered on `endpoint`, by its reason code.
+    pub fn decision(&self, endpoint: &'static str, reason: &str) {
+        self.decisions.get_or_create(&DecisionLabels { endpoint, reason: reason.to_string() }).inc();
     }
 
     /// A refused client call that is counted rather than audited one by one (unknown license keys).
     pub fn refusal(&self, code: &str) {
-        self.with(|m| entry(&mut m.refusals, code).map(|n| *n += 1));
+        self.refusals.get_or_create(&CodeLabels { code: code.to_string() }).inc();
     }
 
-    pub fn store_op(&self, kind: &str, elapsed: Duration) {
-        self.with(|m| entry(&mut m.store_ops, kind).map(|h| h.observe(elapsed.as_secs_f64())));
+    pub fn cache_lookup(&self, hit: bool) {
+        if hit {
+            self.cache_hits.inc();
+        } else {
+            self.cache_misses.inc();
+        }
+    }
+
+    pub fn store_op(&self, kind: &'static str, elapsed: Duration) {
+        self.store_ops.get_or_create(&KindLabels { kind }).observe(elapsed.as_secs_f64());
     }
 
     pub fn store_batch(&self, items: usize, elapsed: Duration) {
-        self.with(|m| {
-            m.batches.observe(elapsed.as_secs_f64());
-            m.batch_items += items as u64;
-        });
+        self.commits.observe(elapsed.as_secs_f64());
+        self.batched_writes.inc_by(items as u64);
     }
 
     pub fn render(&self) -> String {
-        self.with(|m| {
-            let mut out = String::with_capacity(4096);
-            out.push_str("# HELP tessera_http_requests_total HTTP requests by route and status.\n");
-            out.push_str("# TYPE tessera_http_requests_total counter\n");
-            let routes = || m.routes.iter().flat_map(|(r, by)| by.iter().map(move |(method, s)| (r, method, s)));
-            for (route, method, s) in routes() {
-                for (status, n) in &s.by_status {
-                    let _ = writeln!(
-                        out,
-                        "tessera_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
-                    );
-                }
-            }
-            out.push_str("# HELP tessera_http_request_duration_seconds HTTP request latency.\n");
-            out.push_str("# TYPE tessera_http_request_duration_seconds histogram\n");
-            for (route, method, s) in routes() {
-                s.latency.render(
-                    &mut out,
-                    "tessera_http_request_duration_seconds",
-                    &format!("method=\"{method}\",route=\"{route}\""),
-                );
-            }
-            out.push_str("# HELP tessera_activations_total Client activations by outcome.\n");
-            out.push_str("# TYPE tessera_activations_total counter\n");
-            for (outcome, n) in &m.activations {
-                let _ = writeln!(out, "tessera_activations_total{{outcome=\"{outcome}\"}} {n}");
-            }
-            out.push_str("# HELP tessera_client_refusals_total Client calls refused for an unknown license key.\n");
-            out.push_str("# TYPE tessera_client_refusals_total counter\n");
-            for (code, n) in &m.refusals {
-                let _ = writeln!(out, "tessera_client_refusals_total{{code=\"{code}\"}} {n}");
-            }
-            out.push_str("# HELP tessera_store_op_duration_seconds Store call latency (queue + work).\n");
-            out.push_str("# TYPE tessera_store_op_duration_seconds histogram\n");
-            for (kind, h) in &m.store_ops {
-                h.render(&mut out, "tessera_store_op_duration_seconds", &format!("kind=\"{kind}\""));
-            }
-            out.push_str("# HELP tessera_store_commit_duration_seconds Group-commit transaction time.\n");
-            out.push_str("# TYPE tessera_store_commit_duration_seconds histogram\n");
-            m.batches.render(&mut out, "tessera_store_commit_duration_seconds", "");
-            out.push_str("# HELP tessera_store_batched_writes_total Write requests committed in batches.\n");
-            out.push_str("# TYPE tessera_store_batched_writes_total counter\n");
-            let _ = writeln!(out, "tessera_store_batched_writes_total {}", m.batch_items);
-            out
-        })
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
     }
 }
 
-/// The value under `key`, created when missing; allocates only then. (Always `Some`: an `Option` because the
-/// borrow checker cannot yet return the first lookup's borrow and fall back to an insert.)
-fn entry<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> Option<&'a mut V> {
-    if !map.contains_key(key) {
-        map.insert(key.to_string(), V::default());
+/// Counts one waiter in a gauge until dropped, or until handed over to whoever counts it down later (the writer,
+/// for a queued write); a waiter given up halfway (its request dropped) is counted down all the same.
+pub struct Waiting<'a>(Option<&'a Gauge>);
+
+impl<'a> Waiting<'a> {
+    pub fn new(gauge: &'a Gauge) -> Waiting<'a> {
+        gauge.inc();
+        Waiting(Some(gauge))
     }
-    map.get_mut(key)
+
+    pub fn hand_over(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(g) = self.0 {
+            g.dec();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn every_family_renders_with_its_labels_and_counts() {
+        let m = Metrics::default();
+        m.request("POST", "/v1/client/heartbeat", 200, Duration::from_millis(2));
+        m.request("POST", "/v1/client/heartbeat", 200, Duration::from_millis(3));
+        m.request("POST", "/v1/client/heartbeat", 403, Duration::from_millis(1));
+        m.activation("SEAT_LIMIT_REACHED");
+        m.heartbeat("renewed");
+        m.decision("validate", "FEATURE_NOT_ENTITLED");
+        m.refusal("LICENSE_NOT_FOUND");
+        m.cache_lookup(true);
+        m.cache_lookup(true);
+        m.cache_lookup(false);
+        m.store_op("read", Duration::from_micros(300));
+        m.store_batch(7, Duration::from_millis(1));
+        m.write_queue.set(3);
+        let text = m.render();
+        let at = |s: &str| value(&text, s).unwrap_or_else(|| panic!("{s} missing from\n{text}"));
+        assert_eq!(at(r#"tessera_http_requests_total{method="POST",route="/v1/client/heartbeat",status="200"}"#), 2.0);
+        assert_eq!(at(r#"tessera_http_requests_total{method="POST",route="/v1/client/heartbeat",status="403"}"#), 1.0);
+        assert_eq!(
+            at(r#"tessera_http_request_duration_seconds_count{method="POST",route="/v1/client/heartbeat"}"#),
+            3.0
+        );
+        assert_eq!(at(r#"tessera_activations_total{outcome="SEAT_LIMIT_REACHED"}"#), 1.0);
+        assert_eq!(at(r#"tessera_heartbeats_total{outcome="renewed"}"#), 1.0);
+        assert_eq!(at(r#"tessera_decisions_total{endpoint="validate",reason="FEATURE_NOT_ENTITLED"}"#), 1.0);
+        assert_eq!(at(r#"tessera_client_refusals_total{code="LICENSE_NOT_FOUND"}"#), 1.0);
+        assert_eq!(at(r#"tessera_cache_lookups_total{result="hit"}"#), 2.0);
+        assert_eq!(at(r#"tessera_cache_lookups_total{result="miss"}"#), 1.0);
+        assert_eq!(at(r#"tessera_store_op_duration_seconds_count{kind="read"}"#), 1.0);
+        assert_eq!(at("tessera_store_batched_writes_total"), 7.0);
+        assert_eq!(at("tessera_store_write_queue_depth"), 3.0);
+        assert!(text.contains("# TYPE tessera_http_requests counter"), "{text}");
+    }
+
+    #[test]
+    fn a_waiter_is_counted_until_it_is_done_or_handed_over() {
+        let g = Gauge::default();
+        let a = Waiting::new(&g);
+        let b = Waiting::new(&g);
+        assert_eq!(g.get(), 2);
+        drop(a);
+        assert_eq!(g.get(), 1, "given up: counted down");
+        b.hand_over();
+        assert_eq!(g.get(), 1, "handed over: the taker counts it down");
+    }
 }

@@ -201,9 +201,13 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text format; needs the metrics token or a vendor-admin token (counts cover every tenant).
+/// OpenMetrics text format; needs the metrics token or a vendor-admin token (counts cover every tenant).
 async fn metrics(_: MetricsAuth) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::METRICS.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        crate::metrics::METRICS.render(),
+    )
+        .into_response()
 }
 
 async fn openapi_doc() -> Json<Value> {

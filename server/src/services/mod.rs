@@ -210,6 +210,7 @@ impl Services {
             d.audit.extend(entry);
             d.seen.extend(seen);
             d.beats.extend(beat);
+            crate::metrics::METRICS.deferred.set((d.audit.len() + d.seen.len() + d.beats.len()) as i64);
             was_empty
         };
         if first {
@@ -240,7 +241,11 @@ impl Services {
 
     /// Writes the deferred audit entries and last-seen times now (also called on shutdown).
     pub async fn flush_audit(&self) {
-        let mut d = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut d = {
+            let mut pending = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            crate::metrics::METRICS.deferred.set(0);
+            std::mem::take(&mut *pending)
+        };
         if d.is_empty() {
             return;
         }

@@ -14,7 +14,6 @@
 //! The cache is bounded per map: when a map is full the entry used least recently is evicted, one at a time
 //! (quick_cache's CLOCK-Pro), so a full cache never empties at once.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -135,11 +134,9 @@ fn drop_older<T: Clone>(map: &mut Map<Uuid, T>, key: &Uuid, seq: i64) -> Option<
     map.remove_if(key, |e| e.snap < seq).map(|(_, e)| e.value)
 }
 
-/// The cache (see the module docs). Hits and misses are counted for the metrics.
+/// The cache (see the module docs). Hits and misses are counted in the metrics (`tessera_cache_lookups_total`).
 pub struct Cache {
     inner: Mutex<Inner>,
-    hits: AtomicU64,
-    misses: AtomicU64,
 }
 
 impl Default for Cache {
@@ -151,7 +148,7 @@ impl Default for Cache {
 impl Cache {
     /// A cache holding at most `capacity` entries per kind.
     pub fn with_capacity(capacity: usize) -> Cache {
-        Cache { inner: Mutex::new(Inner::new(capacity.max(1))), hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+        Cache { inner: Mutex::new(Inner::new(capacity.max(1))) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -168,14 +165,8 @@ impl Cache {
                 f(&i)
             }
         };
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::METRICS.cache_lookup(found.is_some());
         found
-    }
-
-    /// Lookups answered from the cache and lookups that went to the backend, since the start.
-    pub fn hits_and_misses(&self) -> (u64, u64) {
-        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 
     /// Starts the feed at `position` (the newest change when the store opened; the cache is empty).
@@ -478,17 +469,5 @@ mod tests {
         let kept = ids.iter().filter(|id| c.activation(id).is_some()).count();
         assert!((80..=100).contains(&kept), "kept {kept} of 150 in a cache of 100");
         assert!(c.activation(ids.last().unwrap()).is_some(), "the newest entry is in");
-    }
-
-    #[test]
-    fn hits_and_misses_are_counted() {
-        let c = Cache::default();
-        c.start_at(0);
-        let a = Uuid::new_v4();
-        assert!(c.activation(&a).is_none());
-        c.put_activation(0, activation(a));
-        assert!(c.activation(&a).is_some());
-        assert!(c.activation(&a).is_some());
-        assert_eq!(c.hits_and_misses(), (2, 1));
     }
 }

@@ -359,4 +359,16 @@ async fn operational_endpoints() {
     let text = String::from_utf8(body).unwrap();
     assert!(text.contains("tessera_http_requests_total"), "{text}");
     assert!(text.contains("tessera_store_op_duration_seconds"));
+    for family in
+        ["tessera_cache_lookups counter", "tessera_store_write_queue_depth gauge", "tessera_store_reads_waiting gauge"]
+    {
+        assert!(text.contains(&format!("# TYPE {family}")), "{family} in\n{text}");
+    }
+    // Other tests of this binary run meanwhile, so the depths may be anything but negative (a taker counting down
+    // what nobody counted up).
+    for gauge in ["tessera_store_write_queue_depth ", "tessera_store_reads_waiting "] {
+        let line = text.lines().find(|l| l.starts_with(gauge)).unwrap_or_else(|| panic!("{gauge} missing"));
+        let depth: i64 = line[gauge.len()..].trim().parse().unwrap();
+        assert!(depth >= 0, "{line}");
+    }
 }

@@ -118,7 +118,7 @@ async fn prometheus_scrapes_the_real_server_with_the_metrics_token_from_the_envi
     assert_eq!(anonymous.status(), 401);
     let scraped = http.get(format!("{url}/metrics")).bearer_auth(METRICS_TOKEN).send().await.unwrap();
     assert_eq!(scraped.status(), 200);
-    assert!(scraped.text().await.unwrap().contains("# TYPE tessera_http_requests_total counter"));
+    assert!(scraped.text().await.unwrap().contains("# TYPE tessera_http_requests counter"));
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
 }

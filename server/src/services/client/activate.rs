@@ -231,6 +231,7 @@ impl Services {
             status: license.status,
             expires_at: license.expires_at,
         };
+        crate::metrics::METRICS.decision("validate", result.decision.reason.as_str());
         self.sign_response(Endpoint::Validate, None, &req.nonce, result)
     }
 

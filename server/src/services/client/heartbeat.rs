@@ -37,7 +37,23 @@ fn holds(held: &Option<String>, digest: &[u8; 32]) -> bool {
 }
 
 impl Services {
+    /// A device-signed heartbeat; counted in `tessera_heartbeats_total` by outcome (renewed, reused, inactive, or
+    /// the refusal code).
     pub async fn heartbeat(
+        &self,
+        ctx: &Ctx,
+        path: &str,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> AppResult<SignedAnswer> {
+        let r = self.answer_heartbeat(ctx, path, body, signature).await;
+        if let Err(e) = &r {
+            crate::metrics::METRICS.heartbeat(e.code.as_str());
+        }
+        r
+    }
+
+    async fn answer_heartbeat(
         &self,
         ctx: &Ctx,
         path: &str,
@@ -154,6 +170,12 @@ impl Services {
             (out.active, lease, out.accepted_usage, Arc::new(out.usage_totals))
         };
         let activation_status = if active { ActivationStatus::Active } else { ActivationStatus::Deactivated };
+        let outcome = match &token {
+            _ if !active => "inactive",
+            Some(t) if t.renewed => "renewed",
+            _ => "reused",
+        };
+        crate::metrics::METRICS.heartbeat(outcome);
         let activation_token =
             token.filter(|t| active && !holds(&held.activation_token, &t.digest)).map(|t| t.token.to_string());
         let file = self.license_file_for(&rec);

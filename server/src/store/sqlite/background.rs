@@ -48,6 +48,7 @@ pub(super) fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, cache: 
                 Err(_) => break,
             }
         }
+        crate::metrics::METRICS.write_queue.dec_by(batch.len() as i64);
         let started = Instant::now();
         let mut dones: Vec<Done> = Vec::with_capacity(batch.len());
         if let Err(e) = exec_cached(&conn, "BEGIN IMMEDIATE") {

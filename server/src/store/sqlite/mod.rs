@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::cache::{Cache, ChangeFeed, Follower};
 use super::*;
 use crate::config::Durability;
+use crate::metrics::{Waiting, METRICS};
 
 /// Migrations, in order. The schema version is `PRAGMA user_version`.
 const MIGRATIONS: &[&str] = &[
@@ -202,7 +203,9 @@ impl SqliteStore {
         let pool = self.readers.clone();
         Box::pin(async move {
             let started = Instant::now();
+            let waiting = Waiting::new(&METRICS.reads_waiting);
             let permit = pool.permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+            drop(waiting);
             let r = tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 let c = pool.take()?;
@@ -212,7 +215,7 @@ impl SqliteStore {
             })
             .await
             .map_err(|e| StoreError::Db(format!("read task failed: {e}")))?;
-            crate::metrics::METRICS.store_op("read", started.elapsed());
+            METRICS.store_op("read", started.elapsed());
             r
         })
     }
@@ -237,7 +240,7 @@ impl SqliteStore {
                 }),
             ),
             Some(_) if request.as_ref().is_some_and(|r| !r.begin()) => {
-                crate::metrics::METRICS.store_op("write_abandoned", Duration::ZERO);
+                METRICS.store_op("write_abandoned", Duration::ZERO);
                 (
                     false,
                     Box::new(move |_| {
@@ -259,9 +262,12 @@ impl SqliteStore {
         let sender = self.writer.clone();
         Box::pin(async move {
             let started = Instant::now();
+            // Counted down by the writer when it takes the job.
+            let queued = Waiting::new(&METRICS.write_queue);
             sender.send(job).await.map_err(|_| StoreError::Closed)?;
+            queued.hand_over();
             let r = rx.await.map_err(|_| StoreError::Closed)?;
-            crate::metrics::METRICS.store_op("write", started.elapsed());
+            METRICS.store_op("write", started.elapsed());
             r
         })
     }
