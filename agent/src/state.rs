@@ -12,7 +12,16 @@ use uuid::Uuid;
 use crate::clock::{BootReading, TrustedTime};
 use crate::error::AgentError;
 
+/// The schema version this agent writes: the number of migrations (`PRAGMA user_version`, kept by
+/// rusqlite_migration as on the server).
 pub const SCHEMA_VERSION: i64 = 2;
+
+fn migrations() -> rusqlite_migration::Migrations<'static> {
+    rusqlite_migration::Migrations::new(vec![
+        rusqlite_migration::M::up(SCHEMA_V1),
+        rusqlite_migration::M::up(SCHEMA_V2),
+    ])
+}
 
 const SCHEMA_V1: &str = "
 CREATE TABLE device (
@@ -229,19 +238,24 @@ impl Store {
         }
         self.conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;").map_err(m)?;
         if version < SCHEMA_VERSION {
-            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(m)?;
-            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(m)?;
-            if version > SCHEMA_VERSION {
-                return Err(AgentError::StateTooNew { path, found: version, supported: SCHEMA_VERSION });
+            // IMMEDIATE: openers racing on a new file migrate one after the other. The migrations read the version
+            // before their transaction, so one that waited behind another opener's migration finds its tables
+            // there and fails, rolled back; it then reads the version the winner wrote, which is all it needed.
+            self.conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
+            let migrated = migrations().to_latest(&mut self.conn);
+            self.conn.set_transaction_behavior(rusqlite::TransactionBehavior::Deferred);
+            if let Err(e) = migrated {
+                let now: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(m)?;
+                if now > SCHEMA_VERSION {
+                    return Err(AgentError::StateTooNew { path, found: now, supported: SCHEMA_VERSION });
+                }
+                if now < SCHEMA_VERSION {
+                    return Err(match e {
+                        rusqlite_migration::Error::RusqliteError { err, .. } => m(err),
+                        other => AgentError::StateIo { path, reason: format!("migrating the state file: {other}") },
+                    });
+                }
             }
-            if version < 1 {
-                tx.execute_batch(SCHEMA_V1).map_err(m)?;
-            }
-            if version < 2 {
-                tx.execute_batch(SCHEMA_V2).map_err(m)?;
-            }
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(m)?;
-            tx.commit().map_err(m)?;
         }
         Ok(())
     }
