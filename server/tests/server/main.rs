@@ -27,5 +27,6 @@ mod openapi;
 mod ops_access;
 mod restrictions;
 mod reuse;
+mod store_conformance;
 mod usage_limits;
 mod write_queue;
