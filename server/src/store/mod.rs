@@ -7,7 +7,10 @@
 //! must be atomic; every rule that decides what to write lives in `services`. What a backend must serialise is
 //! written on the roles that need it: seat counts ([`ActivationStore`]), audit appends ([`AuditStore`]) and the
 //! emergency-code window ([`LicenseStore::issue_emergency`]). Every write that takes a [`NewAudit`] appends it in
-//! the same transaction as the write. `store_conformance` (server/tests/server/store_conformance.rs) is the
+//! the same transaction as the write, with the outcome the write had where the write decides it (`CREATED`,
+//! `REUSED`, `REPLACED`, `SEAT_LIMIT_REACHED`, `DEACTIVATED`, `ALREADY_INACTIVE`, `ISSUED`, `LIMIT_REACHED`);
+//! a conditional write that changes nothing (`cull_if_stale`, `note_expiring` answering false, a release that
+//! finds another grant) appends nothing. `store_conformance` (server/tests/server/store_conformance.rs) is the
 //! executable form of these contracts; a new backend passes it before it is used.
 
 pub mod cache;

@@ -132,16 +132,13 @@ impl ActivationStore for SqliteStore {
                 a.device_public_key == op.new.device_public_key && op.supersede_if.as_ref().is_some_and(|f| f(a))
             });
             if let Some(old) = superseded.cloned() {
-                // The same device key from another machine: the grant it holds keeps its seat until its lease
-                // ends, so the new one needs a free seat of its own; nothing is written if there is none.
+                // The same device key from another machine: the grant it holds keeps its seats until its lease
+                // ends, so the new one needs free seats of its own (a named user's other activations counted as
+                // always); checked after ending the old one, undone if over: nothing is written if there are none.
                 let now = op.new.created_at;
                 let held_until = old.lease_expires_at.unwrap_or_else(super::hold_forever);
                 let seats = count_active(c, &lic, now)?;
-                let after = if held_until > now { seats } else { seats.saturating_sub(1) };
-                if op.max_seats > 0 && after.saturating_add(op.new.seats) > op.max_seats {
-                    append_audit_tx(c, &with_outcome(op.audit, "SEAT_LIMIT_REACHED"))?;
-                    return Ok(ActivateOutcome::SeatLimit { seats_used: seats });
-                }
+                c.execute_batch("SAVEPOINT supersede")?;
                 c.prepare_cached(
                     "UPDATE activations SET status = 'DEACTIVATED', deactivated_at = ?2, deactivation_reason = ?3,
                             seat_held_until = ?4, release_kind = 'SUPERSEDED'
@@ -153,6 +150,13 @@ impl ActivationStore for SqliteStore {
                     SUPERSEDED_REASON,
                     (held_until > now).then(|| ts(held_until))
                 ])?;
+                let after = count_active(c, &lic, now)?.saturating_add(seats_needed(c, &op.new, now)?);
+                if op.max_seats > 0 && after > op.max_seats {
+                    c.execute_batch("ROLLBACK TO supersede; RELEASE supersede")?;
+                    append_audit_tx(c, &with_outcome(op.audit, "SEAT_LIMIT_REACHED"))?;
+                    return Ok(ActivateOutcome::SeatLimit { seats_used: seats });
+                }
+                c.execute_batch("RELEASE supersede")?;
                 let mut ended = with_outcome(op.audit.clone(), "DEACTIVATED");
                 ended.action = "activation.deactivate".into();
                 ended.target = Some(old.id.to_string());

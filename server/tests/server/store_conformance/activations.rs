@@ -475,12 +475,9 @@ pub async fn seat_race(s: &S) {
     assert_eq!(active(&s.list_activations(None, l.license.id).await.unwrap()).len(), 3);
 }
 
-/// STORE BUG (sqlite.rs, `activate`, supersede branch): when the superseded activation's lease is already over,
-/// its seats are freed, but the check subtracts 1 from the seats in use instead of the activation's `seats`
-/// (`seats.saturating_sub(1)`). A PER_CPU / PER_CORE offline activation taking 4 of 4 seats that renews from
-/// another machine after its lease ended is refused SEAT_LIMIT (4 - 1 + 4 > 4) although nothing else holds a
-/// seat. (Named users are probably miscounted there too: the check ignores the user's other activations and
-/// `seats_needed`; not tested here.)
+/// Supersede (the same device key renewing from another machine): a grant whose lease is over frees all its
+/// seats for the new activation (a PER_CORE activation on 4 of 4 seats renews); one whose lease still runs holds
+/// them, so the renewal is refused and nothing changes. (Found by this suite: the store once freed one seat.)
 pub async fn supersede_frees_all_seats_of_an_expired_grant(s: &S) {
     let fx = fixture(s, "conf-bug-supersede").await;
     let (mut l, _) = license(&fx, LicenseType::Subscription, 4);
@@ -503,4 +500,25 @@ pub async fn supersede_frees_all_seats_of_an_expired_grant(s: &S) {
         matches!(&out, ActivateOutcome::Replaced { replaced, seats_used: 4, .. } if *replaced == old.id),
         "the expired grant frees its 4 seats for the new machine: {out:?}"
     );
+
+    // A grant still running holds its seats: no room for a second 4-seat machine, and nothing is written.
+    let (mut l, _) = license(&fx, LicenseType::Subscription, 4);
+    l.license.license_model = LicenseModel::PerCore;
+    s.insert_license(l.clone(), audit(Some(fx.tenant), "conf.license.insert")).await.unwrap();
+    let key = device_key();
+    let running = Activation {
+        offline: true,
+        seats: 4,
+        lease_expires_at: Some(t + Duration::hours(1)),
+        ..activation(&l, &key, fingerprint("first-machine"), t - Duration::days(1))
+    };
+    created(s, running.clone(), 4).await;
+    let new = Activation { offline: true, seats: 4, ..activation(&l, &key, fingerprint("second-machine"), t) };
+    let mut op = activate_op(new, 4);
+    op.supersede_if = Some(Box::new(|_| true));
+    let out = s.activate(op).await.unwrap();
+    assert!(matches!(out, ActivateOutcome::SeatLimit { seats_used: 4 }), "{out:?}");
+    let after = s.get_activation(None, running.id).await.unwrap();
+    assert_eq!(after.status, ActivationStatus::Active, "the refused renewal ended nothing");
+    assert_eq!(active(&s.list_activations(None, l.license.id).await.unwrap()).len(), 1);
 }

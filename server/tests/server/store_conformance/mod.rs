@@ -25,7 +25,8 @@ pub type S = Arc<dyn Store>;
 
 /// Opens the SQLite backend in `dir` the way the server does (see `tessera_server::open`).
 fn open_sqlite(dir: &std::path::Path) -> S {
-    let store = sqlite::SqliteStore::open(&dir.join("tessera.db"), sqlite::Synchronous::Normal, 4).unwrap();
+    let store =
+        sqlite::SqliteStore::open(&dir.join("tessera.db"), tessera_server::config::Durability::Normal, 4).unwrap();
     Arc::new(store)
 }
 
@@ -41,6 +42,7 @@ pub async fn store_conformance(store: S) {
     activations::release_deactivate_cull(s).await;
     activations::purge(s).await;
     activations::seat_race(s).await;
+    activations::supersede_frees_all_seats_of_an_expired_grant(s).await;
     security::blocks_and_reports(s).await;
     security::emergency(s).await;
     audit::events_and_deferred(s).await;
@@ -50,23 +52,10 @@ pub async fn store_conformance(store: S) {
     audit::verify_chain(s).await;
 }
 
-/// Store contract violations found while writing the suite: each check asserts the documented behaviour and
-/// fails today (run with `--ignored`). See the comments at each check.
-pub async fn known_store_bugs(store: S) {
-    activations::supersede_frees_all_seats_of_an_expired_grant(&store).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     store_conformance(open_sqlite(dir.path())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known store bugs (see known_store_bugs): they fail until the store is fixed"]
-async fn sqlite_store_known_bugs() {
-    let dir = tempfile::tempdir().unwrap();
-    known_store_bugs(open_sqlite(dir.path())).await;
 }
 
 // ------------------------------------------------------------------------------------------------------------
