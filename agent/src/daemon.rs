@@ -132,7 +132,7 @@ pub async fn serve(agent: Agent, addr: SocketAddr) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "tessera-agent daemon listening");
     let beats = agent.spawn_heartbeats();
-    let result = axum::serve(listener, router(agent)).with_graceful_shutdown(shutdown_signal()).await;
+    let result = axum::serve(listener, router(agent)).with_graceful_shutdown(tessera_core::shutdown::signal()).await;
     beats.abort();
     result
 }
@@ -148,29 +148,7 @@ pub async fn serve_unix(agent: Agent, path: &std::path::Path) -> std::io::Result
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     tracing::info!(path = %path.display(), "tessera-agent daemon listening");
     let beats = agent.spawn_heartbeats();
-    let result = axum::serve(listener, router(agent)).with_graceful_shutdown(shutdown_signal()).await;
+    let result = axum::serve(listener, router(agent)).with_graceful_shutdown(tessera_core::shutdown::signal()).await;
     beats.abort();
     result
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

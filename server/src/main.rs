@@ -133,24 +133,6 @@ fn print(json: bool, v: &serde_json::Value, human: impl FnOnce() -> String) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
-
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = load_config(&cli)?;
     let needs_db = matches!(cli.command, Command::Audit { .. } | Command::Offline { .. } | Command::Emergency { .. });
@@ -175,7 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("tessera-server listening on http://{}", server.addr);
             let handle = server.shutdown_handle();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                tessera_core::shutdown::signal().await;
                 tracing::info!("shutting down: draining in-flight requests");
                 let _ = handle.send(true);
             });

@@ -26,6 +26,8 @@ pub mod offline;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod protocol;
+#[cfg(feature = "signals")]
+pub mod shutdown;
 pub mod token;
 
 pub use crypto::{Algorithm, CryptoError, Domain, KeyId, Keyset, PublicKeyset, SigningKey, VerifyingKey};

@@ -238,6 +238,21 @@ impl Daemon {
         }
         Daemon { child, url }
     }
+
+    /// Sends SIGTERM (what a service manager sends) and expects a clean exit within ten seconds.
+    fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(std::time::Instant::now() < deadline, "the daemon did not stop on SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(status.success(), "a clean exit on SIGTERM: {status:?}");
+    }
 }
 
 impl Drop for Daemon {
@@ -310,7 +325,7 @@ async fn an_application_verifies_the_daemons_answers_with_the_vendor_key_alone()
     let r = reqwest::get(format!("{}/v1/check/export_pdf?challenge=short", daemon.url)).await.unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "INVALID_CHALLENGE");
-    drop(daemon);
+    daemon.terminate();
 
     // The customer's own server and a development-build daemon that trusts it: every check "allowed".
     let own = TestServer::start().await;
