@@ -6,8 +6,8 @@
 fn main() -> std::process::ExitCode {
     let vendor = tessera_agent::vendor::VendorBuild::from_parts(
         include_str!("../../keys/test/keyset.json"),
-        tessera_e2e::vendor::PRODUCT_ID,
-        Some(tessera_e2e::vendor::MAX_CLOCK_TOLERANCE_SECS),
+        tessera_test_support::vendor::PRODUCT_ID,
+        Some(tessera_test_support::vendor::MAX_CLOCK_TOLERANCE_SECS),
         Some("Tessera e2e"),
     );
     tessera_agent::cli::main(vendor.map(Into::into))

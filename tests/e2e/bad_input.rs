@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tessera_core::offline::{online_grant_tag, DeactivationReceipt, OfflineRequest};
 use tessera_core::{LicenseKey, SigningKey};
-use tessera_e2e::*;
+use tessera_test_support::*;
 use uuid::Uuid;
 
 const OPS: &[&str] = &["/healthz", "/readyz", "/metrics", "/v1/openapi.json"];
@@ -185,8 +185,9 @@ type Spec = (&'static str, &'static str, String, Option<String>, Body, Value, Ve
 
 async fn world() -> (World, Vec<Route>) {
     let server = TestServer::start().await;
-    let fx =
-        server.fixture("bad-input", json!({"max_activations": 5, "emergency": tessera_e2e::unbound_emergency()})).await;
+    let fx = server
+        .fixture("bad-input", json!({"max_activations": 5, "emergency": tessera_test_support::unbound_emergency()}))
+        .await;
     let t = fx.token.clone();
     let admin = server.admin.clone();
     let keys = server.keyset();

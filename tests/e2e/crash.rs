@@ -12,7 +12,7 @@ use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tessera_core::{PublicKeyset, SigningKey};
-use tessera_e2e::*;
+use tessera_test_support::*;
 use uuid::Uuid;
 
 /// The admin and client API of a server at a base URL (for the server child process).

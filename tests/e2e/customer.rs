@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde_json::{json, Value};
-use tessera_e2e::{run_agent, vendor, TestServer};
+use tessera_test_support::{run_agent, vendor, TestServer};
 
 const IDENTITY: (&str, &str) = ("TESSERA_AGENT_IDENTITY", "e2e-customer-machine-0001");
 
@@ -169,7 +169,7 @@ fn vendor_agent_with_clock(offset: &str, args: &[&str]) -> (i32, String, String)
     let agent = vendor::agent_binary().display().to_string();
     let mut full = vec!["-f", offset, agent.as_str()];
     full.extend_from_slice(args);
-    tessera_e2e::run_binary(Path::new(faketime), &full, &[IDENTITY, ("FAKETIME_DONT_FAKE_MONOTONIC", "1")])
+    tessera_test_support::run_binary(Path::new(faketime), &full, &[IDENTITY, ("FAKETIME_DONT_FAKE_MONOTONIC", "1")])
 }
 
 /// The customer keeps the clock behind, inside the tolerance, so that a lease or license never runs out
@@ -219,7 +219,7 @@ struct Daemon {
 
 impl Daemon {
     async fn start(binary: &Path, args: &[&str]) -> Daemon {
-        let port = tessera_e2e::free_port();
+        let port = tessera_test_support::free_port();
         let listen = format!("127.0.0.1:{port}");
         let child = std::process::Command::new(binary)
             .args(args)
@@ -347,9 +347,11 @@ async fn an_application_verifies_the_daemons_answers_with_the_vendor_key_alone()
     .unwrap();
     assert_eq!(code, 0, "{err}");
     let fake_args = dev_args(&[]);
-    let fake =
-        Daemon::start(&tessera_e2e::bin("tessera-agent"), &fake_args.iter().map(String::as_str).collect::<Vec<_>>())
-            .await;
+    let fake = Daemon::start(
+        &tessera_test_support::bin("tessera-agent"),
+        &fake_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
     let r: Value = reqwest::get(format!("{}/v1/check/teleport", fake.url)).await.unwrap().json().await.unwrap();
     assert_eq!(r["allowed"], true, "the fake daemon says yes: {r}");
     let v = python_verify(&fake, &vendor_keys, vendor::PRODUCT_ID, "teleport").await;
@@ -364,7 +366,8 @@ async fn deleting_usage_rows_does_not_give_quota_back() {
     let server = TestServer::start().await;
     let fx = server.fixture("quota", json!({})).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = tessera_e2e::agent_config(dir.path(), "quota", server.keyset(), fx.product, Some(&server.url()));
+    let config =
+        tessera_test_support::agent_config(dir.path(), "quota", server.keyset(), fx.product, Some(&server.url()));
     let agent = tessera_agent::Agent::open(config.clone()).unwrap();
     agent.activate(&fx.key).await.unwrap();
     assert!(agent.try_consume("api_calls", 60).unwrap().allowed);

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tessera_agent::{ActivationStatus, Agent, AgentError, ErrorCode};
 use tessera_core::Reason;
-use tessera_e2e::{agent_config, device_public, error_code, nonce, TestServer};
+use tessera_test_support::{agent_config, device_public, error_code, nonce, TestServer};
 
 /// The default fingerprint policy (the e2e fixture opts in to pinned identities; this one does not).
 fn default_policy() -> serde_json::Value {

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tessera_core::offline::{online_grant_tag, DeactivationReceipt, OfflineRequest};
 use tessera_core::{LicenseKey, SigningKey};
-use tessera_e2e::*;
+use tessera_test_support::*;
 use uuid::Uuid;
 
 /// Routes that are not tenant data: operations endpoints and the document itself.
@@ -37,7 +37,10 @@ fn id_of(v: &Value) -> String {
 async fn tenant_a(server: &TestServer) -> TenantA {
     let marker = Uuid::new_v4().simple().to_string();
     let fx = server
-        .fixture(&format!("tenant-a-{}", &marker[..10]), json!({"emergency": tessera_e2e::unbound_emergency()}))
+        .fixture(
+            &format!("tenant-a-{}", &marker[..10]),
+            json!({"emergency": tessera_test_support::unbound_emergency()}),
+        )
         .await;
     let t = fx.token.clone();
     let customer = id_of(

@@ -5,8 +5,8 @@
 use serde_json::json;
 use tessera_agent::Agent;
 use tessera_core::{PublicKeyset, Reason};
-use tessera_e2e::{agent_config, TestServer};
 use tessera_server::keys::KeyDir;
+use tessera_test_support::{agent_config, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_signing_key_verifies_nothing_in_the_agent() {

@@ -6,7 +6,7 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 use tessera_agent::{Agent, TestClock};
 use tessera_core::Reason;
-use tessera_e2e::{agent_config, TestServer};
+use tessera_test_support::{agent_config, TestServer};
 
 /// Template → license → activate → checks with the server stopped → renew → suspend (denied after the next
 /// heartbeat) → reinstate → revoke.
@@ -209,7 +209,7 @@ async fn an_edited_cache_is_denied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_resend_only_what_changed() {
     use sha2::Digest as _;
-    use tessera_e2e::{device_public, device_sign, nonce, open_signed, random_fingerprint};
+    use tessera_test_support::{device_public, device_sign, nonce, open_signed, random_fingerprint};
 
     let mut server = TestServer::start().await;
     let fx = server.fixture("held", json!({})).await;

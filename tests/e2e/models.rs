@@ -5,7 +5,7 @@ use serde_json::json;
 use tessera_agent::Agent;
 use tessera_core::model::CpuCount;
 use tessera_core::Reason;
-use tessera_e2e::{agent_config, TestServer};
+use tessera_test_support::{agent_config, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_core_seat_follows_the_machine_s_cores() {

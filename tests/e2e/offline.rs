@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tessera_agent::{Agent, Applied, TestClock};
 use tessera_core::codes::CodeKind;
 use tessera_core::Reason;
-use tessera_e2e::{agent_config, Fixture, TestServer};
+use tessera_test_support::{agent_config, Fixture, TestServer};
 
 async fn support_token(server: &TestServer, fx: &Fixture) -> String {
     let v = server
@@ -147,8 +147,9 @@ async fn air_gapped_activation_with_response_and_receipt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emergency_codes_expire_are_limited_and_bind() {
     let mut server = TestServer::start().await;
-    let fx =
-        server.fixture("emergency", json!({"lease_secs": 3600, "emergency": tessera_e2e::unbound_emergency()})).await;
+    let fx = server
+        .fixture("emergency", json!({"lease_secs": 3600, "emergency": tessera_test_support::unbound_emergency()}))
+        .await;
     let support = support_token(&server, &fx).await;
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(TestClock::new(Utc::now()));
@@ -245,8 +246,9 @@ async fn emergency_codes_expire_are_limited_and_bind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_single_character_typo_is_caught_at_the_entry_points() {
     let mut server = TestServer::start().await;
-    let fx =
-        server.fixture("typos", json!({"max_activations": 5, "emergency": tessera_e2e::unbound_emergency()})).await;
+    let fx = server
+        .fixture("typos", json!({"max_activations": 5, "emergency": tessera_test_support::unbound_emergency()}))
+        .await;
     let support = support_token(&server, &fx).await;
     let dir = tempfile::tempdir().unwrap();
     let a = offline_agent(dir.path(), "typo-a", &server, &fx);

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use tessera_e2e::TestServer;
+use tessera_test_support::TestServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_built_from_the_openapi_document_drives_the_main_flows() {

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use regex::Regex;
 use serde_json::Value;
-use tessera_e2e::TestServer;
+use tessera_test_support::TestServer;
 
 fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -40,10 +40,10 @@ fn readme_transcripts(readme: &str) -> Vec<String> {
 #[test]
 fn the_readme_flows_are_what_the_binaries_print() {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let bin = tessera_e2e::bin_dir();
+    let bin = tessera_test_support::bin_dir();
     // The binaries cargo built with the suite.
-    tessera_e2e::bin("tessera-server");
-    tessera_e2e::bin("tessera-agent");
+    tessera_test_support::bin("tessera-server");
+    tessera_test_support::bin("tessera-agent");
     let out = Command::new("bash")
         .arg(repo().join("scripts/demo-flows.sh"))
         .arg(&bin)

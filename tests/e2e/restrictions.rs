@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tessera_agent::{Agent, AgentError, ErrorCode};
 use tessera_core::Reason;
-use tessera_e2e::{agent_config, error_code, TestServer};
+use tessera_test_support::{agent_config, error_code, TestServer};
 
 fn ip_range(mode: &str, range: &str) -> serde_json::Value {
     json!([{"kind": "IP_RANGE", "mode": mode, "values": [range]}])

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tessera_core::encoding::b64url;
 use tessera_core::fingerprint::{Component, ComponentKind};
 use tessera_core::SigningKey;
-use tessera_e2e::TestServer;
+use tessera_test_support::TestServer;
 
 fn activation_body(key: &str, i: u64) -> Value {
     let mut seed = [0u8; 32];

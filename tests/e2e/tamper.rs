@@ -7,7 +7,7 @@ use serde_json::json;
 use tessera_agent::{Agent, TestClock};
 use tessera_core::codes::{self, CodeKind};
 use tessera_core::Reason;
-use tessera_e2e::{agent_config, TestServer};
+use tessera_test_support::{agent_config, TestServer};
 
 /// Flips every bit of one column of the agent's state and checks the agent notices (refresh fails or denies).
 fn sweep_column(agent: &Agent, state: &std::path::Path, column: &str) -> usize {
@@ -62,7 +62,7 @@ async fn every_bit_flip_of_the_cached_license_and_token_is_rejected() {
 async fn every_bit_flip_of_a_response_and_an_emergency_code_is_rejected() {
     let mut server = TestServer::start().await;
     let fx = server
-        .fixture("bitflip-codes", json!({"lease_secs": 3600, "emergency": tessera_e2e::unbound_emergency()}))
+        .fixture("bitflip-codes", json!({"lease_secs": 3600, "emergency": tessera_test_support::unbound_emergency()}))
         .await;
     let admin = server.admin.clone();
     let dir = tempfile::tempdir().unwrap();
@@ -139,7 +139,7 @@ async fn a_stored_answer_of_another_activation_or_endpoint_is_not_trusted() {
         db.query_row("SELECT last_response FROM activation", [], |r| r.get(0)).unwrap()
     };
     let (x_answer, y_answer) = (read(&x_config.state_path), read(&y_config.state_path));
-    let n = tessera_e2e::nonce();
+    let n = tessera_test_support::nonce();
     let validate: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/v1/client/validate", server.url()))
         .json(&json!({"license_key": fx.key, "nonce": n}))
@@ -149,7 +149,7 @@ async fn a_stored_answer_of_another_activation_or_endpoint_is_not_trusted() {
         .json()
         .await
         .unwrap();
-    assert!(tessera_e2e::open_signed(&server.keyset(), &validate, &n).is_some(), "a genuine signed answer");
+    assert!(tessera_test_support::open_signed(&server.keyset(), &validate, &n).is_some(), "a genuine signed answer");
     let validate_answer = validate["signed"].as_str().unwrap().to_string();
 
     let edit = |answer: &str| {

@@ -1,5 +1,7 @@
-//! Helpers for the end-to-end suite: the real server (in-process on a loopback port, or the built binary as a
-//! child process for crash tests) and the real agent (library and binary), each in a temporary directory.
+//! Test support, shared by the server's integration tests and the end-to-end suite: the in-process harness
+//! ([`Harness`], the router without a port), the real server (in-process on a loopback port, [`TestServer`], or
+//! the built binary as a child process for crash tests) and the real agent (library and binary), each in a
+//! temporary directory; one test configuration, one fixture builder ([`fixture`]) for all of them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed setup step should fail the test loudly
 
 use std::net::TcpListener;
@@ -16,7 +18,10 @@ use tessera_core::PublicKeyset;
 use tessera_server::{Config, RunningServer};
 use uuid::Uuid;
 
+pub mod harness;
 pub mod vendor;
+
+pub use harness::Harness;
 
 /// A settable server clock.
 #[derive(Clone)]
@@ -44,7 +49,7 @@ impl Default for ServerClock {
     }
 }
 
-/// A tenant with a product, a template and a license, made through the admin API.
+/// A tenant with a product, a template and a license, made through the admin API ([`fixture`]).
 #[derive(Debug, Clone)]
 pub struct Fixture {
     pub tenant: String,
@@ -201,6 +206,8 @@ pub fn unbound_emergency() -> Value {
            "require_binding": false})
 }
 
+/// A tenant, its tenant-admin token, a product, a template (the defaults below; `template` overrides them, a
+/// `null` drops one), a customer and one license from the template, made through `api`.
 pub async fn fixture(api: &impl Api, admin: &str, name: &str, template: Value) -> Fixture {
     let ok = |what: &str, (s, v): (StatusCode, Value)| {
         assert!(s.is_success(), "{what}: {s} {v}");
@@ -225,7 +232,12 @@ pub async fn fixture(api: &impl Api, admin: &str, name: &str, template: Value) -
     });
     if let (Some(base), Some(over)) = (tpl.as_object_mut(), template.as_object()) {
         for (k, v) in over {
-            base.insert(k.clone(), v.clone());
+            // `null` drops a default (the server's own default applies).
+            if v.is_null() {
+                base.remove(k);
+            } else {
+                base.insert(k.clone(), v.clone());
+            }
         }
     }
     let tp = ok("template", api.post_json("/v1/templates", &token, tpl).await);

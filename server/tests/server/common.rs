@@ -1,158 +1,11 @@
-use std::sync::{Arc, Mutex};
-
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use chrono::{DateTime, Duration, Utc};
+use axum::http::{Method, StatusCode};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tessera_core::envelope::Envelope;
 use tessera_core::{Domain, PublicKeyset, SigningKey};
-use tessera_server::{AppState, Config, Services};
-use tower::ServiceExt as _;
 
-pub struct Harness {
-    pub _dir: tempfile::TempDir,
-    pub services: Services,
-    pub router: axum::Router,
-    pub admin: String,
-    pub now: Arc<Mutex<DateTime<Utc>>>,
-}
-
-pub fn test_config(dir: &std::path::Path) -> Config {
-    let mut c = Config::for_data_dir(dir);
-    c.synchronous = tessera_server::config::Durability::Normal;
-    c.jobs.interval_secs = 0;
-    c.rate_limits.per_ip_per_sec = 0.0;
-    c.rate_limits.per_key_per_sec = 0.0;
-    c.rate_limits.admin_per_ip_per_sec = 0.0;
-    c
-}
-
-impl Harness {
-    pub async fn new() -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        Harness::with_config(dir, |_| {}).await
-    }
-
-    pub async fn with_config(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> Harness {
-        let mut config = test_config(dir.path());
-        tweak(&mut config);
-        let now = Arc::new(Mutex::new(Utc::now()));
-        let n2 = now.clone();
-        let clock: tessera_server::time::Clock = Arc::new(move || *n2.lock().unwrap());
-        let opened = tessera_server::open(config, clock).await.unwrap();
-        let admin = opened.admin_token.clone().unwrap();
-        let router = tessera_server::app(AppState::new(opened.services.clone()));
-        Harness { _dir: dir, services: opened.services, router, admin, now }
-    }
-
-    pub fn advance(&self, d: Duration) {
-        let mut n = self.now.lock().unwrap();
-        *n += d;
-    }
-
-    pub fn keys(&self) -> PublicKeyset {
-        (*self.services.public).clone()
-    }
-
-    pub async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Vec<u8>>,
-        headers: &[(&str, &str)],
-    ) -> (StatusCode, Vec<u8>) {
-        let mut b = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            b = b.header("authorization", format!("Bearer {t}"));
-        }
-        if body.is_some() {
-            b = b.header("content-type", "application/json");
-        }
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        let req = b.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap();
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
-        (status, bytes.to_vec())
-    }
-
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let (s, b) = self.raw(method, path, token, body.map(|v| serde_json::to_vec(&v).unwrap()), &[]).await;
-        let v = serde_json::from_slice(&b).unwrap_or(Value::String(String::from_utf8_lossy(&b).into()));
-        (s, v)
-    }
-
-    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, token, Some(body)).await
-    }
-
-    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        self.call(Method::GET, path, token, None).await
-    }
-
-    /// Tenant, tenant-admin token, product, template, license. Returns a fixture.
-    pub async fn fixture(&self, name: &str, max: u32, license_type: &str) -> Fixture {
-        let admin = self.admin.clone();
-        let (s, t) = self.post("/v1/tenants", Some(&admin), json!({"name": name})).await;
-        assert_eq!(s, StatusCode::CREATED, "{t}");
-        let tenant = t["id"].as_str().unwrap().to_string();
-        let (s, tok) = self
-            .post("/v1/tokens", Some(&admin), json!({"name": "ta", "role": "tenant-admin", "tenant_id": tenant}))
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{tok}");
-        let token = tok["token"].as_str().unwrap().to_string();
-        let (s, p) = self.post("/v1/products", Some(&token), json!({"name": format!("{name} app")})).await;
-        assert_eq!(s, StatusCode::CREATED, "{p}");
-        let product = p["id"].as_str().unwrap().to_string();
-        let (s, tp) = self
-            .post(
-                "/v1/templates",
-                Some(&token),
-                json!({"name": "std", "product_id": product, "license_type": license_type,
-                       "max_activations": max, "duration_days": 30, "heartbeat_interval_secs": 60,
-                       "lease_secs": 3600,
-                       "features": [{"id": "export_pdf"}, {"id": "api_calls", "limit_value": 5}]}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{tp}");
-        let template = tp["id"].as_str().unwrap().to_string();
-        let (s, c) = self.post("/v1/customers", Some(&token), json!({"name": "Bob", "email": "bob@example.com"})).await;
-        assert_eq!(s, StatusCode::CREATED, "{c}");
-        let customer = c["id"].as_str().unwrap().to_string();
-        let (s, l) =
-            self.post("/v1/licenses", Some(&token), json!({"template_id": template, "customer_id": customer})).await;
-        assert_eq!(s, StatusCode::CREATED, "{l}");
-        Fixture {
-            tenant,
-            token,
-            product,
-            template,
-            customer,
-            license: l["id"].as_str().unwrap().to_string(),
-            key: l["license_key"].as_str().unwrap().to_string(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Fixture {
-    pub tenant: String,
-    pub token: String,
-    pub product: String,
-    pub template: String,
-    pub customer: String,
-    pub license: String,
-    pub key: String,
-}
+pub use tessera_test_support::harness::config as test_config;
+pub use tessera_test_support::{Fixture, Harness};
 
 pub fn nonce() -> String {
     tessera_core::encoding::b64url(uuid::Uuid::new_v4().as_bytes())
@@ -263,6 +116,6 @@ pub fn receipt_for(
 }
 
 /// The binding responses and emergency codes are signed over: the license key hash within its product.
-pub fn bind(k: &tessera_core::LicenseKey, product: &str) -> [u8; 32] {
-    tessera_core::offline::license_binding(&k.hash(), &product.parse().unwrap())
+pub fn bind(k: &tessera_core::LicenseKey, product: &uuid::Uuid) -> [u8; 32] {
+    tessera_core::offline::license_binding(&k.hash(), product)
 }
