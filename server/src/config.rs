@@ -135,6 +135,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `host:port`; port 0 picks a free port.
     pub listen: String,
+    /// `host:port` of the gRPC API (`tessera.v1.Licensing`, for backends); `None` (the default): not served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<String>,
     pub synchronous: Durability,
     /// Read connections kept open (one per concurrent read; more are opened on demand).
     pub read_connections: usize,
@@ -168,6 +171,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./tessera-data"),
             listen: "127.0.0.1:8080".into(),
+            grpc_listen: None,
             synchronous: Durability::Full,
             read_connections: 64,
             body_limit_bytes: 256 * 1024,
@@ -253,6 +257,11 @@ impl Config {
             match k {
                 "TESSERA_DATA_DIR" => self.data_dir = PathBuf::from(v),
                 "TESSERA_LISTEN" => self.listen = v.clone(),
+                // Empty or `off`: no gRPC listener (overrides a config file that sets one).
+                "TESSERA_GRPC_LISTEN" => {
+                    let v = v.trim();
+                    self.grpc_listen = (!v.is_empty() && !v.eq_ignore_ascii_case("off")).then(|| v.to_string());
+                }
                 "TESSERA_SYNCHRONOUS" => {
                     self.synchronous = match v.to_ascii_lowercase().as_str() {
                         "full" => Durability::Full,
@@ -336,12 +345,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.listen, "0.0.0.0:9000");
+        assert_eq!(c.grpc_listen, None, "gRPC is off unless configured");
         assert_eq!(c.read_connections, 5);
         assert_eq!(c.rate_limits.per_ip_per_sec, 7.0);
         assert_eq!(c.admin_token, Some(Secret("tsa_fromfile".into())));
         assert!(!format!("{c:?}").contains("fromfile"));
         let bad = Config::load(None, [("TESSERA_READ_CONNECTIONS".into(), "many".into())]);
         assert!(bad.unwrap_err().to_string().contains("TESSERA_READ_CONNECTIONS"));
+    }
+
+    #[test]
+    fn the_grpc_listener_is_set_by_file_or_env_and_env_can_turn_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "grpc_listen = \"127.0.0.1:9090\"\n").unwrap();
+        assert_eq!(Config::load(Some(&file), []).unwrap().grpc_listen.as_deref(), Some("127.0.0.1:9090"));
+        let env = |v: &str| Config::load(Some(&file), [("TESSERA_GRPC_LISTEN".to_string(), v.to_string())]).unwrap();
+        assert_eq!(env("0.0.0.0:50051").grpc_listen.as_deref(), Some("0.0.0.0:50051"));
+        assert_eq!(env("off").grpc_listen, None);
+        assert_eq!(env("").grpc_listen, None);
     }
 
     #[test]

@@ -91,6 +91,14 @@ impl AppError {
         .with_details(json!({"applied": "unknown"}))
     }
 
+    /// The refusal for a request that ran out of time (see `store::writes::within`).
+    pub fn timed_out(t: crate::store::writes::TimedOut) -> Self {
+        match t {
+            crate::store::writes::TimedOut::NothingWritten => AppError::timeout_not_applied(),
+            crate::store::writes::TimedOut::OutcomeUnknown => AppError::timeout_outcome_unknown(),
+        }
+    }
+
     /// An unexpected failure: logged here, shown to the client only as a generic message.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(context, error = %err, "internal error");

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod keys;
 pub mod metrics;
@@ -97,11 +98,14 @@ pub async fn open(config: Config, clock: time::Clock) -> Result<Opened, StartErr
 /// A server started by [`start`].
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where the gRPC API listens (`grpc_listen`); `None` when it is not served.
+    pub grpc_addr: Option<SocketAddr>,
     /// The first vendor-admin token; `Some` only on the first start of a data directory.
     pub admin_token: Option<String>,
     pub services: Services,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+    grpc: Option<tokio::task::JoinHandle<()>>,
     jobs: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -124,12 +128,18 @@ impl RunningServer {
             let _ = j.await;
         }
         let _ = self.server.await;
+        if let Some(g) = self.grpc {
+            let _ = g.await;
+        }
         self.services.flush_audit().await;
     }
 
     /// Waits until the server stops (after a signal passed to [`RunningServer::shutdown_on`]).
     pub async fn wait(self) {
         let _ = self.server.await;
+        if let Some(g) = self.grpc {
+            let _ = g.await;
+        }
         if let Some(j) = self.jobs {
             j.abort();
         }
@@ -149,15 +159,44 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 
 pub async fn start_with_clock(config: Config, clock: time::Clock) -> Result<RunningServer, StartError> {
     let listen = config.listen.clone();
+    let config_grpc = config.grpc_listen.clone();
     let job_interval = config.jobs.interval_secs;
     let opened = open(config, clock).await?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| StartError::Bind { addr: listen.clone(), reason: e.to_string() })?;
     let addr = listener.local_addr().map_err(|e| StartError::Bind { addr: listen, reason: e.to_string() })?;
+    let grpc_listener = match &config_grpc {
+        Some(g) => Some(
+            tokio::net::TcpListener::bind(g)
+                .await
+                .map_err(|e| StartError::Bind { addr: g.clone(), reason: e.to_string() })?,
+        ),
+        None => None,
+    };
+    let grpc_addr = match (&grpc_listener, &config_grpc) {
+        (Some(l), Some(g)) => {
+            Some(l.local_addr().map_err(|e| StartError::Bind { addr: g.clone(), reason: e.to_string() })?)
+        }
+        _ => None,
+    };
     let services = opened.services.clone();
-    let router = http::app(AppState::new(services.clone()));
+    let state = AppState::new(services.clone());
+    let (admin_limiter, shared) = (state.admin_limiter.clone(), state.services.clone());
+    let router = http::app(state);
     let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let grpc = grpc_listener.map(|listener| {
+        let mut rx = rx.clone();
+        let service = grpc::Grpc::new(shared, admin_limiter);
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|v| *v).await;
+            };
+            if let Err(e) = grpc::serve(listener, service, stop).await {
+                tracing::error!(error = %e, "gRPC server error");
+            }
+        })
+    });
     let server = tokio::spawn(async move {
         let r = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
@@ -183,5 +222,8 @@ pub async fn start_with_clock(config: Config, clock: time::Clock) -> Result<Runn
         })
     });
     tracing::info!(%addr, "tessera-server listening");
-    Ok(RunningServer { addr, admin_token: opened.admin_token, services, shutdown: tx, server, jobs })
+    if let Some(g) = grpc_addr {
+        tracing::info!(addr = %g, "tessera-server gRPC listening");
+    }
+    Ok(RunningServer { addr, grpc_addr, admin_token: opened.admin_token, services, shutdown: tx, server, grpc, jobs })
 }

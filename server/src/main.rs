@@ -22,6 +22,9 @@ struct Cli {
     /// Listen address, e.g. 127.0.0.1:8080.
     #[arg(long, global = true)]
     listen: Option<String>,
+    /// gRPC listen address (tessera.v1.Licensing for backends), e.g. 127.0.0.1:50051; off unless set.
+    #[arg(long, global = true)]
+    grpc_listen: Option<String>,
     /// GeoIP country database (MaxMind format) for GEOGRAPHIC restrictions.
     #[arg(long, global = true)]
     geoip_db: Option<PathBuf>,
@@ -119,6 +122,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(l) = &cli.listen {
         c.listen = l.clone();
     }
+    if let Some(g) = &cli.grpc_listen {
+        c.grpc_listen = Some(g.clone());
+    }
     if let Some(g) = &cli.geoip_db {
         c.geoip_db = Some(g.clone());
     }
@@ -155,6 +161,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!();
             }
             println!("tessera-server listening on http://{}", server.addr);
+            if let Some(g) = server.grpc_addr {
+                println!("tessera-server gRPC (tessera.v1.Licensing) listening on {g}");
+            }
             let handle = server.shutdown_handle();
             tokio::spawn(async move {
                 tessera_core::shutdown::signal().await;

@@ -26,7 +26,6 @@ use crate::services::licenses::*;
 use crate::services::offline::{IssueEmergency, ReceiptRequest, RespondRequest};
 use crate::services::security::{CheckKey, CreateBlock, CreateReport};
 use crate::services::{PageQuery, Services};
-use crate::store::writes::{Abandoned, RequestWrites};
 use extract::{ApiBytes, ApiJson, ApiPath, ApiQuery, Auth, Client, DeviceSignature, MetricsAuth};
 
 #[derive(Clone)]
@@ -135,18 +134,9 @@ async fn timed(limit: Duration, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
-    let writes = RequestWrites::new();
-    let run = crate::store::writes::track(writes.clone(), next.run(req));
-    tokio::pin!(run);
-    let resp = match tokio::time::timeout(limit, &mut run).await {
+    let resp = match crate::store::writes::within(limit, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => match writes.abandon() {
-            Abandoned::NothingWritten => AppError::timeout_not_applied().into_response(),
-            Abandoned::WriteStarted => match tokio::time::timeout(limit, &mut run).await {
-                Ok(r) => r,
-                Err(_) => AppError::timeout_outcome_unknown().into_response(),
-            },
-        },
+        Err(t) => AppError::timed_out(t).into_response(),
     };
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let (status, elapsed) = (resp.status().as_u16(), started.elapsed());

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod backend;
 pub mod client;
 pub mod geoip;
 pub mod jobs;

@@ -137,10 +137,14 @@ pub trait ActivationStore: Send + Sync + 'static {
     fn purge_deactivated(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreFuture<'_, u64>;
 }
 
-/// Metered usage of licenses (the events themselves arrive with heartbeats, [`ActivationStore::heartbeat`]).
+/// Metered usage of licenses (events arrive with heartbeats, [`ActivationStore::heartbeat`], or one at a time from a
+/// backend, [`UsageStore::record_usage`]). Event ids are idempotency keys per license: an id is counted once.
 pub trait UsageStore: Send + Sync + 'static {
     /// Running usage totals per feature of a license (cached like licenses).
     fn usage_totals(&self, license_id: Uuid) -> StoreFuture<'_, Arc<Vec<(String, i64)>>>;
+    /// Inserts the event unless the license has one with its id, adds it to the total (saturating) and appends the
+    /// audit entry (outcome `OK`, `DUPLICATE` or `CONFLICT`), in one atomic step.
+    fn record_usage(&self, op: RecordUsageOp) -> StoreFuture<'_, RecordUsageOutcome>;
 }
 
 /// Device blocks and suspicious-activity reports.

@@ -340,6 +340,26 @@ pub struct HeartbeatOutcome {
     pub usage_totals: Vec<(String, i64)>,
 }
 
+/// One usage event recorded for a license outside a heartbeat (a backend's RecordUsage), with its audit entry.
+pub struct RecordUsageOp {
+    pub license_id: Uuid,
+    /// The activation the use is attributed to, if any.
+    pub activation_id: Option<Uuid>,
+    pub event: UsageEvent,
+    pub now: DateTime<Utc>,
+    pub audit: NewAudit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordUsageOutcome {
+    /// Counted; `total` is the license's total of the feature after it.
+    Recorded { total: i64 },
+    /// An event with this id and the same feature and amount was recorded before: not counted again.
+    Duplicate { total: i64 },
+    /// The license already has an event with this id for another feature or amount: nothing recorded.
+    IdConflict,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BlockedDevice {
     pub id: Uuid,

@@ -80,6 +80,32 @@ pub async fn track<F: Future>(writes: Arc<RequestWrites>, f: F) -> F::Output {
     CURRENT.scope(writes, f).await
 }
 
+/// Why [`within`] gave up on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimedOut {
+    /// The time ran out before any write of the request started: nothing was applied, a retry is safe.
+    NothingWritten,
+    /// The time ran out twice after a write had started: the change may have been applied.
+    OutcomeUnknown,
+}
+
+/// Runs `f` as one tracked request within `limit` (rule 3): when the time runs out and no write has started, the
+/// request is abandoned; when one has, it gets the same time again to finish and answer what it did.
+pub async fn within<F: Future>(limit: std::time::Duration, f: F) -> Result<F::Output, TimedOut> {
+    let writes = RequestWrites::new();
+    let run = track(writes.clone(), f);
+    tokio::pin!(run);
+    match tokio::time::timeout(limit, &mut run).await {
+        Ok(r) => Ok(r),
+        Err(_) => match writes.abandon() {
+            Abandoned::NothingWritten => Err(TimedOut::NothingWritten),
+            Abandoned::WriteStarted => {
+                tokio::time::timeout(limit, &mut run).await.map_err(|_| TimedOut::OutcomeUnknown)
+            }
+        },
+    }
+}
+
 /// The request being served by this task, if any.
 pub fn current() -> Option<Arc<RequestWrites>> {
     CURRENT.try_with(Arc::clone).ok()

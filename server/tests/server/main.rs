@@ -14,6 +14,7 @@ mod date_bounds;
 mod device_blocks;
 mod emergency_listing;
 mod geoip;
+mod grpc;
 mod identity;
 mod keys;
 mod lease_renewal;

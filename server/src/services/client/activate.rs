@@ -10,12 +10,24 @@ use uuid::Uuid;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::services::licenses::effective_status;
 use crate::services::{Ctx, Services};
-use crate::store::{ActivateOp, ActivateOutcome, Activation, ActivationStatus};
+use crate::store::{ActivateOp, ActivateOutcome, Activation, ActivationStatus, LicenseRecord};
 use tessera_core::protocol::MAX_METADATA_BYTES;
 use tessera_core::protocol::{ActivateRequest, ActivateResult, Endpoint, ValidateRequest, ValidateResult};
+use tessera_core::License;
 
 use super::checks::*;
 use super::*;
+
+/// What a validate call asks about a license (see [`Services::validate_license`]).
+pub(crate) struct ValidateQuestion<'a> {
+    pub feature: Option<&'a str>,
+    pub fingerprint: Option<Vec<tessera_core::fingerprint::Component>>,
+    /// The activation asked about, already checked to belong to the license.
+    pub activation: Option<&'a Activation>,
+    /// The host's domain and address, for restrictions (`None`: unknown, which never denies).
+    pub domain: Option<&'a str>,
+    pub ip: Option<std::net::IpAddr>,
+}
 
 impl Services {
     pub async fn activate(&self, ctx: &Ctx, req: ActivateRequest) -> AppResult<SignedAnswer> {
@@ -179,31 +191,62 @@ impl Services {
             tessera_core::Feature::validate_id(f).map_err(AppError::bad_request)?;
         }
         let rec = self.license_by_key(&key).await.inspect_err(|e| self.lookup_refusal(ctx, "client.validate", e))?;
+        let question = ValidateQuestion {
+            feature: req.feature.as_deref(),
+            fingerprint: req.fingerprint,
+            activation: None,
+            domain: req.domain.as_deref(),
+            ip: client_addr(ctx),
+        };
+        let (result, _) = self.validate_license(ctx, "client.validate", &rec, question).await?;
+        self.sign_response(Endpoint::Validate, None, &req.nonce, result)
+    }
+
+    /// The decision of a validate call (REST `validate`, gRPC `Validate`) for a license already found: the license
+    /// as it stands now, the feature with its recorded usage, and, when asked, whether a machine (fingerprint) or
+    /// an activation may use it. Audited as `action` when `audit_validate` is on (deferred: the answer does not
+    /// wait). Returns the result and the license with its effective status.
+    pub(crate) async fn validate_license(
+        &self,
+        ctx: &Ctx,
+        action: &'static str,
+        rec: &LicenseRecord,
+        q: ValidateQuestion<'_>,
+    ) -> AppResult<(ValidateResult, License)> {
         let now = self.now();
         let mut license = rec.license.clone();
         license.status = effective_status(&license, now);
         let mut inputs = Inputs::new(now, Some(&license));
-        let ip = client_addr(ctx);
-        let country = self.country_of(&license, ip);
-        inputs.environment =
-            Environment { country: country.as_deref(), domain: reported_domain(req.domain.as_deref()), ip };
+        let country = self.country_of(&license, q.ip);
+        inputs.environment = Environment { country: country.as_deref(), domain: reported_domain(q.domain), ip: q.ip };
         // With a fingerprint, the question is whether THIS machine may use the license: it must be one of the
         // license's active activations (NOT_ACTIVATED when there is none it could be, FINGERPRINT_MISMATCH when
-        // there are some but it matches none of them).
+        // there are some but it matches none of them). With an activation, that activation must be active (and
+        // within its lease), and a fingerprint is matched against it alone.
         let mut not_activated = false;
-        if let Some(components) = req.fingerprint {
+        if let Some(a) = q.activation {
+            if a.status == ActivationStatus::Active {
+                inputs.lease_expires_at = a.lease_expires_at;
+            } else {
+                not_activated = true;
+            }
+        }
+        if let Some(components) = q.fingerprint {
             let current = Fingerprint::new(components);
-            let acts = self.store.list_activations(None, license.id).await?;
+            let acts = match q.activation {
+                Some(a) => vec![a.clone()],
+                None => self.store.list_activations(None, license.id).await?,
+            };
             let best = acts
                 .iter()
                 .filter(|a| a.status == ActivationStatus::Active && !a.fingerprint.is_empty())
                 .map(|a| match_fingerprint(&license.fingerprint_policy, &a.fingerprint, &current))
                 .max_by_key(|o| (o.is_match(), o.matched));
-            not_activated = best.is_none();
+            not_activated |= best.is_none();
             inputs.fingerprint = best;
         }
-        let mut query = Query { feature: req.feature.as_deref(), amount: 0, used: 0 };
-        if let Some(f) = req.feature.as_deref().and_then(|f| license.feature(f)) {
+        let mut query = Query { feature: q.feature, amount: 0, used: 0 };
+        if let Some(f) = q.feature.and_then(|f| license.feature(f)) {
             if f.limit_value >= 0 {
                 let totals = self.store.usage_totals(license.id).await?;
                 query.used = totals.iter().find(|(id, _)| *id == f.id).map(|(_, n)| (*n).max(0) as u64).unwrap_or(0);
@@ -217,9 +260,9 @@ impl Services {
             let mut a = ctx.audit(
                 now,
                 Some(license.tenant_id),
-                "client.validate",
+                action,
                 Some(license.id.to_string()),
-                json!({"feature": req.feature}),
+                json!({"feature": q.feature}),
             );
             a.outcome = decision.reason.as_str().to_string();
             self.audit_later(a);
@@ -231,8 +274,8 @@ impl Services {
             status: license.status,
             expires_at: license.expires_at,
         };
-        crate::metrics::METRICS.decision("validate", result.decision.reason.as_str());
-        self.sign_response(Endpoint::Validate, None, &req.nonce, result)
+        crate::metrics::METRICS.decision(action, result.decision.reason.as_str());
+        Ok((result, license))
     }
 
     pub(crate) async fn tenant_may_have_blocks(&self, tenant: Uuid) -> AppResult<bool> {

@@ -11,6 +11,7 @@ mod checks;
 mod heartbeat;
 mod tokens;
 
+pub(crate) use activate::ValidateQuestion;
 pub use checks::{client_addr, fingerprint_refusal, lease_for, license_refusal, parse_addr, reuse_margin};
 
 use std::sync::Arc;
@@ -81,7 +82,7 @@ pub fn parse_license_key(s: &str) -> AppResult<LicenseKey> {
     LicenseKey::parse(s).map_err(|e| AppError::new(ErrorCode::InvalidLicenseKey, e.to_string()))
 }
 
-fn check_nonce(nonce: &str) -> AppResult<()> {
+pub(crate) fn check_nonce(nonce: &str) -> AppResult<()> {
     match tessera_core::encoding::b64url_decode(nonce) {
         Some(b) if (8..=64).contains(&b.len()) => Ok(()),
         _ => Err(AppError::new(ErrorCode::InvalidNonce, "nonce must be 16 random bytes in base64url without padding")),

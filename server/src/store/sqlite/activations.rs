@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::audit::{append_audit_tx, with_outcome};
 use super::rows::*;
-use super::usage::usage_totals_tx;
+use super::usage::{add_to_total_tx, usage_totals_tx};
 use super::{ready, snapshot, SqliteStore};
 use crate::store::*;
 use crate::time::{parse as parse_time, ts};
@@ -319,12 +319,6 @@ impl ActivationStore for SqliteStore {
                     "INSERT OR IGNORE INTO usage_events (id, activation_id, license_id, feature, amount, recorded_at,
                      received_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
                 )?;
-                let mut add = c.prepare_cached(
-                    "INSERT INTO usage_totals (license_id, feature, total) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (license_id, feature)
-                     DO UPDATE SET total = CASE WHEN total > 9223372036854775807 - excluded.total
-                                           THEN 9223372036854775807 ELSE total + excluded.total END",
-                )?;
                 for u in &op.usage {
                     let inserted = ins.execute(params![
                         u.id.to_string(),
@@ -336,7 +330,7 @@ impl ActivationStore for SqliteStore {
                         ts(op.now)
                     ])?;
                     if inserted > 0 {
-                        add.execute(params![op.license_id.to_string(), u.feature, u.amount])?;
+                        add_to_total_tx(c, op.license_id, &u.feature, u.amount)?;
                     }
                     accepted.push(u.id);
                 }
