@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
-use tessera_agent::{Agent, AgentConfig, IdentityMode, SystemClock};
+use tessera_agent::{Agent, AgentConfig, Clock as _, IdentityMode, SystemClock};
 use tessera_core::fingerprint::MatchPolicy;
 use tessera_core::model::{Feature, LicenseModel, LicenseType, LimitType};
 use tessera_core::offline::{OfflineGrant, SignedRequest};
@@ -49,18 +49,23 @@ fn activated_agent(dir: &std::path::Path) -> (Agent, tessera_core::License) {
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (agent, license) = activated_agent(dir.path());
-    // Same-run baselines: the clock read alone, and the clock plus a hash-map lookup (as in tessera-core's bench).
-    c.bench_function("baseline_clock_read", |b| b.iter(|| black_box(Utc::now())));
+    // Same-run baselines: a hash-map flag read with the clock read `Agent::check` makes (`SystemClock`, coarse), and
+    // the same with the standard library's precise clock (`Utc::now()`), which is what the check used to read.
     let mut map = std::collections::HashMap::new();
     map.insert("export_pdf".to_string(), true);
+    c.bench_function("baseline_clock_read", |b| b.iter(|| black_box(SystemClock.now())));
     c.bench_function("baseline_hashmap_lookup_and_clock", |b| {
+        b.iter(|| (black_box(SystemClock.now()), black_box(map.get(black_box("export_pdf")).copied())))
+    });
+    c.bench_function("baseline_precise_clock_read", |b| b.iter(|| black_box(Utc::now())));
+    c.bench_function("baseline_hashmap_lookup_and_precise_clock", |b| {
         b.iter(|| (black_box(Utc::now()), black_box(map.get(black_box("export_pdf")).copied())))
     });
     // The decision function alone on the same license (what check adds on top is the snapshot read).
     c.bench_function("decide_only", |b| {
         let lease = Utc::now() + Duration::days(1);
         b.iter(|| {
-            let mut inputs = tessera_core::Inputs::new(Utc::now(), Some(&license));
+            let mut inputs = tessera_core::Inputs::new(SystemClock.now(), Some(&license));
             inputs.lease_expires_at = Some(lease);
             black_box(tessera_core::decide(&inputs, &tessera_core::Query::feature(black_box("export_pdf"))))
         })

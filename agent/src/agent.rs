@@ -22,7 +22,8 @@ use tessera_core::offline::{
 };
 use tessera_core::token::{verify_activation_token, verify_license_file};
 use tessera_core::{
-    decide, Decision, Domain, Inputs, License, LicenseKey, LicenseStatus, PublicKeyset, Query, Reason, SigningKey,
+    decide, decided_until, Decision, Domain, Inputs, License, LicenseKey, LicenseStatus, PublicKeyset, Query, Reason,
+    SigningKey,
 };
 use uuid::Uuid;
 
@@ -166,6 +167,33 @@ struct Snapshot {
     /// The country the server's GeoIP database placed this device in when it signed the activation token, for
     /// GEOGRAPHIC restrictions offline (`None`: unknown, which never denies).
     country: Option<Arc<str>>,
+    /// `check`'s answers worked out ahead, one per listed feature in the license's order ([`Snapshot::settle`]).
+    settled: Vec<Settled>,
+}
+
+/// A feature id's length and last seven bytes in one word: ids of one license often share a length and a prefix
+/// (`feature_1`, `feature_2`), and a word compares in one instruction where bytes take a call.
+#[inline]
+fn id_tag(id: &str) -> u64 {
+    let bytes = id.as_bytes();
+    let tail = &bytes[bytes.len().saturating_sub(7)..];
+    let mut word = [0u8; 8];
+    word[..tail.len()].copy_from_slice(tail);
+    word[7] = bytes.len() as u8;
+    u64::from_le_bytes(word)
+}
+
+/// A plain check's decision for one listed feature, taken at trusted time when the snapshot was published. Nothing
+/// but the clock changes while a snapshot stands, so the decision stands from trusted time until `until`, the next
+/// instant any of its time tests could turn ([`tessera_core::decided_until`]).
+#[derive(Debug, Clone)]
+struct Settled {
+    /// [`id_tag`] of `feature`, compared before its bytes.
+    tag: u64,
+    feature: Box<str>,
+    until: Option<DateTime<Utc>>,
+    /// Boxed: checks scan the ids, and the entries stay small.
+    decision: Box<Decision>,
 }
 
 /// The vendor-signed artefacts behind a decision, as cached (verified at load). An application that embeds
@@ -229,17 +257,59 @@ impl Snapshot {
             // the snapshot on the boot clock, so a clock held back cannot stop time within this process either.
             guard.high_water = guard.high_water.max(self.trusted.observe(now, clock.boot()).trusted);
         }
-        let used = match feature {
-            Some(f) if !self.usage.is_empty() => self.usage.get(f).copied().unwrap_or(0),
-            _ => 0,
-        };
-        let inputs = Inputs {
+        let used = feature.map_or(0, |f| self.used(f));
+        decide(&self.inputs(now, guard), &Query { feature, amount, used })
+    }
+
+    /// [`Snapshot::decide`] for a plain check: the settled decision while it stands.
+    #[inline]
+    fn check(&self, clock: &dyn Clock, now: DateTime<Utc>, feature: &str) -> Decision {
+        let tag = id_tag(feature);
+        match self.settled.iter().find(|s| s.tag == tag && *s.feature == *feature) {
+            Some(s) if now >= self.clock.high_water && s.until.is_none_or(|u| now < u) => *s.decision,
+            _ => self.decide_now(clock, now, feature),
+        }
+    }
+
+    /// A check that no settled decision answers (kept out of line, so the settled path stays small).
+    #[inline(never)]
+    fn decide_now(&self, clock: &dyn Clock, now: DateTime<Utc>, feature: &str) -> Decision {
+        self.decide(clock, now, Some(feature), 0)
+    }
+
+    /// Works out `check`'s answer for every listed feature at trusted time (see [`Settled`]). Every snapshot is
+    /// settled as it is published, so no answer outlives the facts it was decided from.
+    fn settle(mut self) -> Snapshot {
+        let at = self.clock.high_water;
+        let settled = self.license.iter().flat_map(|l| &l.features).map(|f| {
+            let inputs = self.inputs(at, self.clock);
+            let query = Query { feature: Some(&f.id), amount: 0, used: self.used(&f.id) };
+            Settled {
+                tag: id_tag(&f.id),
+                feature: f.id.as_str().into(),
+                until: decided_until(&inputs, &query),
+                decision: Box::new(decide(&inputs, &query)),
+            }
+        });
+        self.settled = settled.collect();
+        self
+    }
+
+    fn used(&self, feature: &str) -> u64 {
+        if self.usage.is_empty() {
+            return 0;
+        }
+        self.usage.get(feature).copied().unwrap_or(0)
+    }
+
+    fn inputs(&self, now: DateTime<Utc>, clock: ClockGuard) -> Inputs<'_> {
+        Inputs {
             now,
             license: self.license.as_ref(),
             signatures_valid: self.signatures_valid,
             fingerprint: self.fingerprint,
             lease_expires_at: self.lease_expires_at,
-            clock: Some(guard),
+            clock: Some(clock),
             build_date: self.build_date,
             environment: Environment {
                 domain: self.domain.as_deref(),
@@ -248,8 +318,7 @@ impl Snapshot {
             },
             emergency: self.emergency,
             hardware: self.hardware,
-        };
-        decide(&inputs, &Query { feature, amount, used })
+        }
     }
 }
 
@@ -491,6 +560,7 @@ impl Agent {
                 evidence: None,
                 domain: None,
                 country: None,
+                settled: Vec::new(),
             })),
             device,
             device_public,
@@ -502,7 +572,8 @@ impl Agent {
             let store = inner.store.get_mut().map_err(|_| AgentError::internal("state lock poisoned"))?;
             load(&inner.config, store, &inner.device_public, &inner.identity.fingerprint, inner.domain.clone())?
         };
-        *inner.snapshot.get_mut().map_err(|_| AgentError::internal("snapshot lock poisoned"))? = Arc::new(snap);
+        *inner.snapshot.get_mut().map_err(|_| AgentError::internal("snapshot lock poisoned"))? =
+            Arc::new(snap.settle());
         *inner.generation.get_mut() = next_generation();
         Ok(Agent { inner: Arc::new(inner) })
     }
@@ -521,8 +592,9 @@ impl Agent {
 
     /// Replaces the snapshot; call with the store lock held so updates do not interleave.
     fn publish(&self, snap: Snapshot) {
+        let snap = Arc::new(snap.settle());
         let mut guard = self.inner.snapshot.write().unwrap_or_else(|p| p.into_inner());
-        *guard = Arc::new(snap);
+        *guard = snap;
         // After the snapshot: a reader that sees the new generation also sees the new snapshot.
         self.inner.generation.store(next_generation(), Ordering::Release);
     }
@@ -565,18 +637,19 @@ impl Agent {
         let clock = &*self.inner.config.clock;
         let now = clock.now();
         let generation = self.inner.generation.load(Ordering::Acquire);
-        // Lock-free fast path: this thread's copy of the current snapshot (one atomic load, no shared write).
+        // Lock-free fast path: this thread's copy of the current snapshot (one atomic load, no shared write). The
+        // copy is busy only when a check runs inside a check (a clock that checks): that one reads the shared one.
         CHECK_CACHE.with(|cell| {
             let Ok(mut cache) = cell.try_borrow_mut() else {
-                return self.snapshot().decide(clock, now, Some(feature), 0);
+                return self.snapshot().check(clock, now, feature);
             };
             if let Some((g, snap)) = cache.as_ref() {
                 if *g == generation {
-                    return snap.decide(clock, now, Some(feature), 0);
+                    return snap.check(clock, now, feature);
                 }
             }
             let snap = self.snapshot();
-            let d = snap.decide(clock, now, Some(feature), 0);
+            let d = snap.check(clock, now, feature);
             *cache = Some((generation, snap));
             d
         })
@@ -1470,6 +1543,7 @@ fn load(
         evidence: None,
         domain,
         country: None,
+        settled: Vec::new(),
     };
     let activation = store.activation()?;
     if let Some(a) = &activation {

@@ -990,3 +990,71 @@ fn per_thread_check_cache_never_mixes_agents_or_misses_updates() {
     assert!(allowed);
     assert!(b.check("export_pdf").allowed);
 }
+
+/// An agent on the real clock (`SystemClock`, the coarse wall clock and the boot clock), given `grant`.
+fn real_clock_agent(f: &Fixture, name: &str, grant: &OfflineGrant) -> Agent {
+    let mut config = f.config(name, None).with_clock(Arc::new(tessera_agent::SystemClock));
+    config.clock_tolerance = Duration::minutes(10);
+    let a = Agent::open(config).unwrap();
+    let key = LicenseKey::generate();
+    let req = SignedRequest::decode(&a.request_code(&key.expose()).unwrap()).unwrap();
+    a.apply_code(&grant.sign(&f.server_key, &license_binding(&key.hash(), &PRODUCT), &req).unwrap()).unwrap();
+    a
+}
+
+#[tokio::test]
+async fn on_the_real_clock_a_license_expiring_in_a_second_is_refused_after_it() {
+    // Online: a license file carries its expiry to the microsecond (offline codes carry whole minutes).
+    let f = Fixture::new();
+    let now = Utc::now();
+    f.clock.set(now); // the mock server's clock, for the token it signs
+    let (url, mock) = mock_server(&f).await;
+    let expires = now + Duration::seconds(1);
+    {
+        let mut m = mock.lock().unwrap();
+        m.license.issued_at = now;
+        m.license.starts_at = now - Duration::days(1);
+        m.license.expires_at = Some(expires);
+    }
+    let mut config = f.config("real.db", Some(url)).with_clock(Arc::new(tessera_agent::SystemClock));
+    config.clock_tolerance = Duration::minutes(10);
+    let a = Agent::open(config).unwrap();
+    a.activate(&LicenseKey::generate().expose()).await.unwrap();
+    assert_eq!(a.check("export_pdf").facts.expires_at, Some(expires));
+    let sleep_until = |t: DateTime<Utc>| std::thread::sleep((t - Utc::now()).to_std().unwrap_or_default());
+    sleep_until(expires - Duration::milliseconds(100));
+    assert_eq!(a.check("export_pdf").reason, Reason::Valid, "before the expiry");
+    // The coarse clock may trail the precise one by one tick: past that, the license has expired.
+    let tick = Duration::from_std(tessera_agent::clock::wall_clock_resolution()).unwrap();
+    sleep_until(expires + tick + Duration::milliseconds(1));
+    let d = a.check("export_pdf");
+    assert_eq!((d.allowed, d.reason), (false, Reason::Expired), "{d:?}");
+    assert_eq!(a.check_license().reason, Reason::Expired);
+}
+
+#[test]
+fn on_the_real_clock_a_clock_set_back_is_detected() {
+    // The code was issued (signed) by a server whose clock reads an hour later than this machine's: as if this
+    // machine's clock had been set back an hour after the code was issued. Trusted time is at least the signed
+    // time, so the machine's real clock is an hour behind it, past the ten-minute tolerance.
+    let f = Fixture::new();
+    let grant = |issued_at| OfflineGrant {
+        issued_at,
+        starts_at: issued_at - Duration::days(1),
+        expires_at: Some(issued_at + Duration::days(365)),
+        lease_expires_at: Some(issued_at + Duration::days(30)),
+        ..f.grant()
+    };
+    let a = real_clock_agent(&f, "back.db", &grant(Utc::now() + Duration::hours(1)));
+    assert_eq!(a.check("export_pdf").reason, Reason::ClockTampered);
+    assert_eq!(a.check_license().reason, Reason::ClockTampered);
+    drop(a);
+    let mut config = f.config("back.db", None).with_clock(Arc::new(tessera_agent::SystemClock));
+    config.clock_tolerance = Duration::minutes(10);
+    assert_eq!(Agent::open(config).unwrap().check("export_pdf").reason, Reason::ClockTampered, "after a restart");
+    // Five minutes behind is within the tolerance: allowed, and decided at trusted time.
+    let a = real_clock_agent(&f, "near.db", &grant(Utc::now() + Duration::minutes(5)));
+    let d = a.check("export_pdf");
+    assert!(d.allowed, "{d:?}");
+    assert!(d.facts.trusted_time.unwrap() > Utc::now() + Duration::minutes(4), "{d:?}");
+}

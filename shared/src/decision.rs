@@ -173,6 +173,18 @@ pub struct ClockGuard {
     pub tolerance: Duration,
 }
 
+impl ClockGuard {
+    /// True when `now` is more than the tolerance behind trusted time (CLOCK_TAMPERED).
+    #[inline]
+    pub fn is_tampered(&self, now: DateTime<Utc>) -> bool {
+        // A clock at or past trusted time, the common case, needs no date arithmetic.
+        if now >= self.high_water && self.tolerance >= Duration::zero() {
+            return false;
+        }
+        now.checked_add_signed(self.tolerance).unwrap_or(DateTime::<Utc>::MAX_UTC) < self.high_water
+    }
+}
+
 /// Where the request comes from, when known. Unknown facts never deny.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Environment<'a> {
@@ -274,10 +286,8 @@ pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
     if !inputs.signatures_valid {
         return deny(Reason::SignatureInvalid, facts);
     }
-    if let Some(clock) = inputs.clock {
-        if inputs.now.checked_add_signed(clock.tolerance).unwrap_or(DateTime::<Utc>::MAX_UTC) < clock.high_water {
-            return deny(Reason::ClockTampered, facts);
-        }
+    if inputs.clock.is_some_and(|c| c.is_tampered(inputs.now)) {
+        return deny(Reason::ClockTampered, facts);
     }
     let Some(license) = inputs.license else {
         return match emergency {
@@ -367,6 +377,31 @@ pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
         }
     }
     Decision { allowed: true, reason: ok_reason, facts }
+}
+
+/// How long [`decide`]'s answer stands: the first instant after `inputs.now` at which moving `inputs.now` forward
+/// could change it (`None`: never, given these inputs). Every other input held fixed, the decision is the same for
+/// every `now` in `inputs.now..decided_until(..)`, so a caller may reuse it there.
+///
+/// The decision reads time only through threshold tests of the form `now >= t` (or their negation): the clock
+/// guard's tolerance edge, the lease, the license's start, expiry and grace end, the emergency grant's end and the
+/// feature's expiry. This is the earliest of those still ahead. (The guard's high-water mark is none: below it
+/// every test is taken at the mark, which the thresholds already passed or not.) A new time test in [`decide`] belongs here too;
+/// `shared/tests/decisions.rs` walks the clock across every threshold to check the two agree.
+pub fn decided_until(inputs: &Inputs<'_>, query: &Query<'_>) -> Option<DateTime<Utc>> {
+    let license = inputs.license;
+    let feature = license.zip(query.feature).and_then(|(l, f)| l.feature(f));
+    let thresholds = [
+        // is_tampered flips where `now + tolerance` reaches the high-water mark.
+        inputs.clock.map(|c| c.high_water.checked_sub_signed(c.tolerance).unwrap_or(DateTime::<Utc>::MIN_UTC)),
+        inputs.lease_expires_at,
+        inputs.emergency.map(|e| e.expires_at),
+        license.map(|l| l.starts_at),
+        license.and_then(|l| l.expires_at),
+        license.and_then(|l| l.grace_ends_at()),
+        feature.and_then(|f| f.expires_at),
+    ];
+    thresholds.into_iter().flatten().filter(|t| *t > inputs.now).min()
 }
 
 /// Every restriction whose fact is known must pass.

@@ -31,6 +31,6 @@ pub mod shutdown;
 pub mod token;
 
 pub use crypto::{Algorithm, CryptoError, Domain, KeyId, Keyset, PublicKeyset, SigningKey, VerifyingKey};
-pub use decision::{decide, Decision, Inputs, Query, Reason};
+pub use decision::{decide, decided_until, Decision, Inputs, Query, Reason};
 pub use license_key::LicenseKey;
 pub use model::{Feature, License, LicenseModel, LicenseStatus, LicenseType, Template};

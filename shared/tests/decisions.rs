@@ -298,3 +298,71 @@ fn a_licensed_features_emergency_still_binds_the_device() {
     inputs.emergency = Some(EmergencyGrant { expires_at: at(2026, 6, 2), scope: EmergencyScope::AllFeatures });
     assert_eq!(decide(&inputs, &Query::feature("export_pdf_docs")).reason, Reason::EmergencyAccess);
 }
+
+#[test]
+fn the_clock_is_tampered_only_past_the_tolerance_behind_trusted_time() {
+    let trusted = at(2026, 6, 1);
+    let guard = ClockGuard { high_water: trusted, tolerance: Duration::minutes(5) };
+    assert!(!guard.is_tampered(trusted + Duration::days(1)), "ahead");
+    assert!(!guard.is_tampered(trusted), "at trusted time");
+    assert!(!guard.is_tampered(trusted - Duration::minutes(5)), "exactly the tolerance behind");
+    assert!(guard.is_tampered(trusted - Duration::minutes(5) - Duration::microseconds(1)));
+    // No tolerance: any step behind is tampering; a negative one (a misconfiguration) refuses even a clock ahead.
+    assert!(ClockGuard { tolerance: Duration::zero(), ..guard }.is_tampered(trusted - Duration::microseconds(1)));
+    assert!(ClockGuard { tolerance: Duration::seconds(-1), ..guard }.is_tampered(trusted));
+    assert!(!ClockGuard { tolerance: Duration::seconds(-1), ..guard }.is_tampered(trusted + Duration::seconds(1)));
+}
+
+/// `decided_until` against `decide`: walking the clock over every threshold of a license, the decision taken at one
+/// instant is the decision at every later instant before its `decided_until`.
+#[test]
+fn a_decision_stands_until_decided_until() {
+    use tessera_core::decided_until;
+
+    let t0 = at(2026, 6, 1);
+    let h = Duration::hours;
+    let mut l = base();
+    l.starts_at = t0;
+    l.expires_at = Some(t0 + h(6));
+    l.grace_days = 1;
+    let mut feature = tessera_core::Feature::new("timed");
+    feature.expires_at = Some(t0 + h(3));
+    l.features.push(feature);
+    l.features.push(tessera_core::Feature::new("*"));
+    let guard = ClockGuard { high_water: t0 - h(1), tolerance: h(1) };
+    let emergency = |hours, scope| EmergencyGrant { expires_at: t0 + h(hours), scope };
+    // (lease, emergency, clock guard): each threshold decides something in at least one of them.
+    let setups = [
+        (None, None, None),
+        (Some(t0 + h(4)), None, Some(guard)),
+        (Some(t0 + h(1)), Some(emergency(2, EmergencyScope::LicensedFeatures)), Some(guard)),
+        (None, Some(emergency(8, EmergencyScope::AllFeatures)), None),
+    ];
+    let thresholds = [t0, t0 + h(1), t0 + h(2), t0 + h(3), t0 + h(4), t0 + h(6), t0 + h(8), t0 + h(30), t0 - h(2)];
+    // Every threshold, a microsecond either side, and a coarse walk from before the first to after the last.
+    let mut instants: Vec<_> = thresholds
+        .iter()
+        .flat_map(|t| [*t - Duration::microseconds(1), *t, *t + Duration::microseconds(1)])
+        .chain((0..80).map(|i| t0 - h(4) + Duration::minutes(29) * i))
+        .collect();
+    instants.sort();
+    let mut changes = 0;
+    for (lease, emergency, clock) in setups {
+        let make = |now| Inputs { lease_expires_at: lease, emergency, clock, ..Inputs::new(now, Some(&l)) };
+        for feature in ["export_pdf_docs", "timed", "unlisted"] {
+            let query = Query::feature(feature);
+            for (n, now) in instants.iter().enumerate() {
+                let decision = decide(&make(*now), &query);
+                let until = decided_until(&make(*now), &query);
+                for later in &instants[n + 1..] {
+                    let later_decision = decide(&make(*later), &query);
+                    if until.is_none_or(|u| *later < u) {
+                        assert_eq!(later_decision, decision, "{feature}: decided at {now} until {until:?}; at {later}");
+                    }
+                    changes += usize::from(later_decision != decision);
+                }
+            }
+        }
+    }
+    assert!(changes > 0, "the walk crosses thresholds that change the decision");
+}
