@@ -522,3 +522,44 @@ pub async fn supersede_frees_all_seats_of_an_expired_grant(s: &S) {
     assert_eq!(after.status, ActivationStatus::Active, "the refused renewal ended nothing");
     assert_eq!(active(&s.list_activations(None, l.license.id).await.unwrap()).len(), 1);
 }
+
+/// `record_usage` (usage from a backend, one event at a time): counted once per id, a retried id with the same
+/// feature and amount is a duplicate, the same id for another amount is refused and changes nothing; each is
+/// audited with its outcome; an event may belong to no activation; ids are per license.
+pub async fn record_usage(s: &S) {
+    let fx = fixture(s, "conf-record-usage").await;
+    let (l, _) = stored_license(s, &fx, LicenseType::Subscription, 5).await;
+    let (other, _) = stored_license(s, &fx, LicenseType::Subscription, 5).await;
+    let op = |license_id: Uuid, event: &UsageEvent| RecordUsageOp {
+        license_id,
+        activation_id: None,
+        event: event.clone(),
+        now: now(),
+        audit: audit(Some(fx.tenant), "conf.usage.record"),
+    };
+    let first = usage("api", 7);
+    let mark = audit_mark(s).await;
+    assert_eq!(s.record_usage(op(l.license.id, &first)).await.unwrap(), RecordUsageOutcome::Recorded { total: 7 });
+    assert_eq!(assert_audited(s, mark, "conf.usage.record").await.entry.outcome, "OK");
+    let second = usage("api", 5);
+    assert_eq!(s.record_usage(op(l.license.id, &second)).await.unwrap(), RecordUsageOutcome::Recorded { total: 12 });
+    assert_eq!(*s.usage_totals(l.license.id).await.unwrap(), vec![("api".to_string(), 12)], "read your writes");
+
+    let mark = audit_mark(s).await;
+    assert_eq!(s.record_usage(op(l.license.id, &first)).await.unwrap(), RecordUsageOutcome::Duplicate { total: 12 });
+    assert_eq!(assert_audited(s, mark, "conf.usage.record").await.entry.outcome, "DUPLICATE");
+    let changed = UsageEvent { amount: 70, ..first.clone() };
+    let mark = audit_mark(s).await;
+    assert_eq!(s.record_usage(op(l.license.id, &changed)).await.unwrap(), RecordUsageOutcome::IdConflict);
+    assert_eq!(assert_audited(s, mark, "conf.usage.record").await.entry.outcome, "CONFLICT");
+    assert_eq!(*s.usage_totals(l.license.id).await.unwrap(), vec![("api".to_string(), 12)], "nothing counted");
+
+    // The same id on another license is another event.
+    assert_eq!(s.record_usage(op(other.license.id, &first)).await.unwrap(), RecordUsageOutcome::Recorded { total: 7 });
+    // Attributed to an activation, it counts the same way.
+    let act = created(s, activation(&l, &device_key(), fingerprint("record-usage"), now()), 5).await;
+    let mut by_device = op(l.license.id, &usage("storage", 3));
+    by_device.activation_id = Some(act.id);
+    assert_eq!(s.record_usage(by_device).await.unwrap(), RecordUsageOutcome::Recorded { total: 3 });
+    assert_eq!(*s.usage_totals(l.license.id).await.unwrap(), vec![("api".to_string(), 12), ("storage".to_string(), 3)]);
+}

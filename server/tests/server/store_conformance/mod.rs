@@ -39,6 +39,7 @@ pub async fn store_conformance(store: S) {
     licenses::licenses(s).await;
     activations::activations_and_seats(s).await;
     activations::heartbeat_and_usage(s).await;
+    activations::record_usage(s).await;
     activations::release_deactivate_cull(s).await;
     activations::purge(s).await;
     activations::seat_race(s).await;
