@@ -39,7 +39,7 @@ impl RateLimiter {
     /// Takes one request's allowance for `key`; `Err(seconds)` to wait (at least 1) when none is left.
     pub fn check(&self, key: &[u8]) -> Result<(), u64> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 && limiter.len() > MAX_KEYS {
+        if self.checks.fetch_add(1, Ordering::Relaxed).is_multiple_of(SWEEP_EVERY) && limiter.len() > MAX_KEYS {
             // A forgotten key starts again at full allowance, which is where these keys were anyway.
             limiter.retain_recent();
             limiter.shrink_to_fit();

@@ -54,7 +54,7 @@ struct BitWriter {
 impl BitWriter {
     fn put(&mut self, value: u64, width: u32) {
         for i in (0..width).rev() {
-            if self.bits % 8 == 0 {
+            if self.bits.is_multiple_of(8) {
                 self.bytes.push(0);
             }
             if (value >> i) & 1 == 1 {

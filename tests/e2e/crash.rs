@@ -160,7 +160,7 @@ async fn client_task(
                 Ok((s, v)) => panic!("heartbeat under load: {s} {v}"),
             }
         }
-        if device % 2 == 0 {
+        if device.is_multiple_of(2) {
             l.deactivate_attempted.insert(id);
             match api.device(&keys, &dev, "/v1/client/deactivate", json!({"activation_id": id})).await {
                 Err(_) => break,
