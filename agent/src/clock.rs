@@ -44,9 +44,10 @@ impl Clock for SystemClock {
 
 /// The wall clock as license rules need it: to the second, cheaply. On Linux it is `CLOCK_REALTIME_COARSE`, the
 /// time of the kernel's last tick, read from memory the kernel shares with the process (a few nanoseconds, where the
-/// precise clock reads the hardware counter and costs several times that). It trails the precise clock by at most
-/// one tick ([`wall_clock_resolution`]; 4 ms at 250 Hz), so an expiry at second S is seen within that of S. It is
-/// the same clock the user sets, so trusted time ([`TrustedTime`]) guards it exactly as it guards the precise one.
+/// precise clock reads the hardware counter and costs several times that). It trails the precise clock by one tick
+/// ([`wall_clock_resolution`]; 4 ms at 250 Hz), a few when a loaded machine delivers ticks late, so an expiry at
+/// second S is seen within milliseconds of S. It is read through the C library like any program's clock, and it is
+/// the clock the user sets, so trusted time ([`TrustedTime`]) guards it exactly as it guards the precise one.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[inline]
 pub fn wall_clock() -> DateTime<Utc> {

@@ -18,7 +18,8 @@
 //!
 //! Each family holds its own lock per label set; nothing takes one lock for every request.
 
-use std::sync::LazyLock;
+use std::collections::HashSet;
+use std::sync::{LazyLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -38,15 +39,47 @@ type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
+}
+
+/// The standard methods as themselves, anything else as `OTHER` (a client can send any token as a method).
+fn method_label(m: &str) -> &'static str {
+    match m {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// A route template as a `&'static str`, kept once per template: the router has a fixed set of them (and
+/// `unmatched`), so this holds a few dozen strings, and a request's labels cost no allocation.
+fn route_label(route: &str) -> &'static str {
+    static SEEN: LazyLock<RwLock<HashSet<&'static str>>> = LazyLock::new(RwLock::default);
+    if let Some(r) = SEEN.read().unwrap_or_else(|e| e.into_inner()).get(route) {
+        return r;
+    }
+    let mut seen = SEEN.write().unwrap_or_else(|e| e.into_inner());
+    match seen.get(route) {
+        Some(r) => r,
+        None => {
+            let r: &'static str = Box::leak(route.to_owned().into_boxed_str());
+            seen.insert(r);
+            r
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -168,11 +201,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A request answered; `route` is the router's template for it (a fixed set), not the path asked for.
     pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let (method, route) = (method.to_string(), route.to_string());
-        self.latency
-            .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
-            .observe(elapsed.as_secs_f64());
+        let (method, route) = (method_label(method), route_label(route));
+        self.latency.get_or_create(&RouteLabels { method, route }).observe(elapsed.as_secs_f64());
         self.requests.get_or_create(&RequestLabels { method, route, status }).inc();
     }
 
@@ -260,6 +292,7 @@ mod tests {
         m.heartbeat("renewed");
         m.decision("validate", "FEATURE_NOT_ENTITLED");
         m.refusal("LICENSE_NOT_FOUND");
+        m.request("BREW", "/v1/client/heartbeat", 400, Duration::from_millis(1));
         m.cache_lookup(true);
         m.cache_lookup(true);
         m.cache_lookup(false);
@@ -274,6 +307,7 @@ mod tests {
             at(r#"tessera_http_request_duration_seconds_count{method="POST",route="/v1/client/heartbeat"}"#),
             3.0
         );
+        assert_eq!(at(r#"tessera_http_requests_total{method="OTHER",route="/v1/client/heartbeat",status="400"}"#), 1.0);
         assert_eq!(at(r#"tessera_activations_total{outcome="SEAT_LIMIT_REACHED"}"#), 1.0);
         assert_eq!(at(r#"tessera_heartbeats_total{outcome="renewed"}"#), 1.0);
         assert_eq!(at(r#"tessera_decisions_total{endpoint="validate",reason="FEATURE_NOT_ENTITLED"}"#), 1.0);
