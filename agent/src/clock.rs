@@ -51,9 +51,12 @@ impl Clock for SystemClock {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[inline]
 pub fn wall_clock() -> DateTime<Utc> {
-    use rustix::time::{clock_gettime, ClockId};
+    use rustix::time::{clock_gettime_dynamic, ClockId, DynamicClockId};
 
-    let t = clock_gettime(ClockId::RealtimeCoarse);
+    // A sandbox or emulation layer may refuse the coarse clock: the precise one serves then.
+    let Ok(t) = clock_gettime_dynamic(DynamicClockId::Known(ClockId::RealtimeCoarse)) else {
+        return Utc::now();
+    };
     match (u64::try_from(t.tv_sec), u32::try_from(t.tv_nsec)) {
         (Ok(secs), Ok(nanos)) => from_unix(secs, nanos),
         _ => Utc::now(),

@@ -125,18 +125,10 @@ impl Grpc {
         LicensingServer::new(self).max_decoding_message_size(limit).max_encoding_message_size(limit.max(1 << 20))
     }
 
-    /// The caller's address: the connection's, or with `trust_forwarded_for` the entry our proxy appended to
-    /// `x-forwarded-for` (as over HTTP).
+    /// The caller's address: the connection's. The gRPC port is reached by backends directly, with no proxy of
+    /// ours to overwrite `x-forwarded-for`, so a forwarded address is never taken from the caller here (it would
+    /// pick its own rate-limit bucket and audit address on every call).
     fn client_ip<T>(&self, req: &Request<T>) -> Option<String> {
-        if self.services.config.trust_forwarded_for {
-            let last = req.metadata().get("x-forwarded-for").and_then(|v| v.to_str().ok()).and_then(|v| {
-                let ip = v.rsplit(',').next()?.trim();
-                (!ip.is_empty()).then(|| ip.to_string())
-            });
-            if last.is_some() {
-                return last;
-            }
-        }
         req.remote_addr().map(|a| a.ip().to_string())
     }
 

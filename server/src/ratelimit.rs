@@ -10,6 +10,8 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 
 /// Keys tracked before the ones back at full allowance are forgotten.
 const MAX_KEYS: usize = 800_000;
+/// The longest wait between two allowed requests (a rate below one a century is taken as one a century).
+const MAX_PERIOD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Checks between two looks at the number of keys (counting them visits every shard).
 const SWEEP_EVERY: u32 = 4096;
 
@@ -24,7 +26,9 @@ impl RateLimiter {
     /// `rate` requests per second, up to `burst` at once; a rate of 0 (or less) disables the limit.
     pub fn new(rate: f64, burst: f64) -> RateLimiter {
         let quota = (rate > 0.0 && rate.is_finite())
-            .then(|| Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1)))
+            .then(|| {
+                Duration::try_from_secs_f64(1.0 / rate).unwrap_or(MAX_PERIOD).clamp(Duration::from_nanos(1), MAX_PERIOD)
+            })
             .and_then(Quota::with_period)
             .map(|q| {
                 q.allow_burst(NonZeroU32::new(burst.clamp(1.0, f64::from(u32::MAX)) as u32).unwrap_or(NonZeroU32::MIN))
@@ -64,6 +68,20 @@ mod tests {
         assert_eq!(l.check(b"a"), Err(1), "one a second: wait a second");
         assert!(l.check(b"b").is_ok(), "keys are limited apart");
         assert!(RateLimiter::new(0.0, 0.0).check(b"a").is_ok(), "0 is no limit");
+    }
+
+    #[test]
+    fn absurd_rates_neither_panic_nor_lift_the_limit() {
+        for rate in [1e-30, f64::MIN_POSITIVE, 5e-324] {
+            let l = RateLimiter::new(rate, 1.0);
+            assert!(l.check(b"k").is_ok(), "the burst");
+            assert!(l.check(b"k").is_err(), "then the wait, at {rate}/s");
+        }
+        for rate in [f64::NAN, f64::INFINITY, -1.0] {
+            assert!(RateLimiter::new(rate, 1.0).check(b"k").is_ok(), "{rate}: no limit, as 0 is");
+        }
+        let l = RateLimiter::new(1e12, 2.0);
+        assert!(l.check(b"k").is_ok());
     }
 
     #[test]

@@ -109,7 +109,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 }
 
 /// The rate-limit bucket of a client address: an IPv4 address is its own bucket; an IPv6 client is bucketed by
-/// its /64 (one customer link gets a whole /64, so per-address buckets would be free to multiply).
+/// its /64 (one customer link gets a whole /64, so per-address buckets would be free to multiply); anything that is
+/// no address shares one bucket.
 pub fn rate_key(ip: Option<&str>) -> Vec<u8> {
     match ip.and_then(crate::services::client::parse_addr) {
         Some(std::net::IpAddr::V4(v4)) => v4.octets().to_vec(),
@@ -118,7 +119,9 @@ pub fn rate_key(ip: Option<&str>) -> Vec<u8> {
             k.extend_from_slice(&v6.octets()[..8]);
             k
         }
-        None => ip.unwrap_or_default().as_bytes().to_vec(),
+        // No readable address (none, or a forwarded value that is not one): one bucket for all of them, so such
+        // a value can neither pick a fresh bucket per call nor grow the limiter's memory.
+        None => b"unknown-address".to_vec(),
     }
 }
 
@@ -256,5 +259,14 @@ mod tests {
         assert_eq!(rate_key(Some("::ffff:203.0.113.9")), rate_key(Some("203.0.113.9")), "IPv4-mapped is IPv4");
         assert_ne!(rate_key(Some("203.0.113.9")), rate_key(Some("203.0.113.10")));
         assert_eq!(rate_key(Some("203.0.113.9:4711")), rate_key(Some("203.0.113.9:4712")), "a port is no new client");
+    }
+
+    #[test]
+    fn values_that_are_no_address_share_one_small_bucket() {
+        let junk = "x".repeat(16 * 1024);
+        let keys = [rate_key(Some("not-an-address")), rate_key(Some(&junk)), rate_key(Some("")), rate_key(None)];
+        assert!(keys.iter().all(|k| *k == keys[0]), "one bucket for all of them");
+        assert!(keys[0].len() < 32, "and its key does not grow with the value");
+        assert_ne!(keys[0], rate_key(Some("203.0.113.9")));
     }
 }

@@ -185,7 +185,15 @@ impl Cache {
     }
 
     pub fn license_by_key(&self, hash: &[u8; 32]) -> Option<Arc<LicenseRecord>> {
-        self.lookup(|i| i.by_key.get(hash).and_then(|id| i.licenses.get(id)).map(|e| e.value.clone()))
+        // The index may outlive a license evicted and re-read since under another key: only a record that still
+        // has this key answers for it.
+        self.lookup(|i| {
+            i.by_key
+                .get(hash)
+                .and_then(|id| i.licenses.get(id))
+                .filter(|e| e.value.key_hash == *hash)
+                .map(|e| e.value.clone())
+        })
     }
 
     pub fn activation(&self, id: &Uuid) -> Option<Arc<Activation>> {
@@ -469,5 +477,40 @@ mod tests {
         let kept = ids.iter().filter(|id| c.activation(id).is_some()).count();
         assert!((80..=100).contains(&kept), "kept {kept} of 150 in a cache of 100");
         assert!(c.activation(ids.last().unwrap()).is_some(), "the newest entry is in");
+    }
+
+    fn license_with_key(id: Uuid, key: u8) -> Arc<LicenseRecord> {
+        let now = chrono::Utc::now();
+        let license: tessera_core::License = serde_json::from_value(serde_json::json!({
+            "id": id, "tenant_id": Uuid::nil(), "product_id": Uuid::nil(), "license_type": "PERPETUAL",
+            "license_model": "PER_DEVICE", "status": "ACTIVE", "max_activations": 1, "issued_at": now,
+            "starts_at": now, "features": [], "restrictions": [], "heartbeat_interval_secs": 60, "lease_secs": 3600,
+            "fingerprint_policy": tessera_core::fingerprint::MatchPolicy::default(), "metadata": {}
+        }))
+        .unwrap();
+        Arc::new(LicenseRecord {
+            license,
+            key_hash: [key; 32],
+            key_hint: [key; 6],
+            policy: Default::default(),
+            expiring_notice_for: None,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    #[test]
+    fn an_old_key_does_not_find_a_license_evicted_and_cached_again_under_a_new_one() {
+        let c = Cache::default();
+        c.start_at(0);
+        let id = Uuid::new_v4();
+        c.put_license(0, license_with_key(id, 1));
+        assert!(c.license_by_key(&[1; 32]).is_some());
+        // Evicted from the licenses map while its key index entry stays (the two maps evict apart) ...
+        c.lock().licenses.remove(&id);
+        // ... then read again after its key changed.
+        c.put_license(0, license_with_key(id, 2));
+        assert!(c.license_by_key(&[2; 32]).is_some());
+        assert!(c.license_by_key(&[1; 32]).is_none(), "the old key no longer opens the license");
     }
 }

@@ -367,6 +367,8 @@ async fn calls_count_against_the_admin_per_ip_limit_with_retry_info() {
     let g = start(|c| {
         c.rate_limits.admin_per_ip_per_sec = 0.01;
         c.rate_limits.admin_per_ip_burst = 2.0;
+        // Set for an HTTP proxy in front of the REST port; it must not reach the gRPC port.
+        c.trust_forwarded_for = true;
     })
     .await;
     let f = g.h.fixture("grl", 1, "SUBSCRIPTION").await;
@@ -383,6 +385,13 @@ async fn calls_count_against_the_admin_per_ip_limit_with_retry_info() {
     // The limit is counted before the token: an unauthenticated caller is limited too.
     let st = c.validate(Request::new(validate(&f.key, None))).await.expect_err("limited");
     assert_eq!(st.code(), Code::ResourceExhausted);
+    // A forwarded address is the caller's own claim on this port: it picks no fresh bucket.
+    for claimed in ["198.51.100.7", "198.51.100.8", "not-an-address"] {
+        let mut r = authed(&f.token, check(&f.key, "export_pdf", 0));
+        r.metadata_mut().insert("x-forwarded-for", claimed.parse().unwrap());
+        let st = c.check_feature(r).await.expect_err("still limited");
+        assert_eq!(st.code(), Code::ResourceExhausted, "x-forwarded-for: {claimed}");
+    }
     g.server.shutdown().await;
 }
 
