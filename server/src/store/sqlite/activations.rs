@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::audit::{append_audit_tx, with_outcome};
 use super::rows::*;
-use super::usage::{add_to_total_tx, usage_totals_tx};
+use super::usage::{insert_usage_tx, usage_totals_tx};
 use super::{ready, snapshot, SqliteStore};
 use crate::store::*;
 use crate::time::{parse as parse_time, ts};
@@ -315,23 +315,8 @@ impl ActivationStore for SqliteStore {
             let lease_expires_at = lease.flatten().and_then(|t| parse_time(&t));
             let mut accepted = Vec::new();
             if n > 0 {
-                let mut ins = c.prepare_cached(
-                    "INSERT OR IGNORE INTO usage_events (id, activation_id, license_id, feature, amount, recorded_at,
-                     received_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
-                )?;
                 for u in &op.usage {
-                    let inserted = ins.execute(params![
-                        u.id.to_string(),
-                        op.activation_id.to_string(),
-                        op.license_id.to_string(),
-                        u.feature,
-                        u.amount,
-                        ts(u.recorded_at),
-                        ts(op.now)
-                    ])?;
-                    if inserted > 0 {
-                        add_to_total_tx(c, op.license_id, &u.feature, u.amount)?;
-                    }
+                    insert_usage_tx(c, op.license_id, Some(op.activation_id), u, op.now)?;
                     accepted.push(u.id);
                 }
             }

@@ -15,7 +15,7 @@ pub(super) fn usage_totals_tx(c: &Connection, license_id: Uuid) -> Result<Vec<(S
 }
 
 /// Adds `amount` to a license's total of `feature`, saturating at `i64::MAX` (as heartbeats do).
-pub(super) fn add_to_total_tx(c: &Connection, license_id: Uuid, feature: &str, amount: i64) -> Result<(), StoreError> {
+fn add_to_total_tx(c: &Connection, license_id: Uuid, feature: &str, amount: i64) -> Result<(), StoreError> {
     c.prepare_cached(
         "INSERT INTO usage_totals (license_id, feature, total) VALUES (?1, ?2, ?3)
          ON CONFLICT (license_id, feature)
@@ -24,6 +24,35 @@ pub(super) fn add_to_total_tx(c: &Connection, license_id: Uuid, feature: &str, a
     )?
     .execute(params![license_id.to_string(), feature, amount])?;
     Ok(())
+}
+
+/// Stores a usage event unless the license has one with its id, and adds a stored one to the total; returns
+/// whether it was stored (heartbeats and `record_usage` alike).
+pub(super) fn insert_usage_tx(
+    c: &Connection,
+    license_id: Uuid,
+    activation_id: Option<Uuid>,
+    e: &UsageEvent,
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, StoreError> {
+    let inserted = c
+        .prepare_cached(
+            "INSERT OR IGNORE INTO usage_events (id, activation_id, license_id, feature, amount, recorded_at,
+             received_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+        )?
+        .execute(params![
+            e.id.to_string(),
+            activation_id.map(|a| a.to_string()),
+            license_id.to_string(),
+            e.feature,
+            e.amount,
+            ts(e.recorded_at),
+            ts(received_at)
+        ])?;
+    if inserted > 0 {
+        add_to_total_tx(c, license_id, &e.feature, e.amount)?;
+    }
+    Ok(inserted > 0)
 }
 
 fn total_tx(c: &Connection, license_id: Uuid, feature: &str) -> Result<i64, StoreError> {
@@ -50,22 +79,8 @@ impl UsageStore for SqliteStore {
     fn record_usage(&self, op: RecordUsageOp) -> StoreFuture<'_, RecordUsageOutcome> {
         self.write(move |c| {
             let e = &op.event;
-            let inserted = c
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO usage_events (id, activation_id, license_id, feature, amount, recorded_at,
-                     received_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
-                )?
-                .execute(params![
-                    e.id.to_string(),
-                    op.activation_id.map(|a| a.to_string()),
-                    op.license_id.to_string(),
-                    e.feature,
-                    e.amount,
-                    ts(e.recorded_at),
-                    ts(op.now)
-                ])?;
-            if inserted > 0 {
-                add_to_total_tx(c, op.license_id, &e.feature, e.amount)?;
+            let inserted = insert_usage_tx(c, op.license_id, op.activation_id, e, op.now)?;
+            if inserted {
                 append_audit_tx(c, &with_outcome(op.audit, "OK"))?;
                 return Ok(RecordUsageOutcome::Recorded { total: total_tx(c, op.license_id, &e.feature)? });
             }
