@@ -279,6 +279,31 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
                     activated.push((id, device, held));
                 }
                 let path = "/v1/client/heartbeat";
+                // The bodies are signed ahead, so what they say the device holds must stay what the server would
+                // send: a first heartbeat that answers with a token or file (the server re-signed one) means
+                // every measured heartbeat would carry it again, which no agent sees.
+                for (i, (id, device, held)) in activated.iter().enumerate() {
+                    let n = nonce(u64::MAX - i as u64);
+                    let body = serde_json::to_vec(&json!({
+                        "activation_id": id, "nonce": n, "sent_at": chrono::Utc::now(), "held": held,
+                    }))?;
+                    let sig = device.sign(Domain::DeviceMessage, &[path.as_bytes()], &body);
+                    let r = http
+                        .post(format!("{}{path}", servers.real.url()))
+                        .header("content-type", "application/json")
+                        .header("x-tessera-signature", b64url(&sig))
+                        .body(body)
+                        .send()
+                        .await?;
+                    let v: Value = r.json().await?;
+                    let env = tessera_core::envelope::Envelope::from_compact(v["signed"].as_str().context("signed")?)?;
+                    let payload: Value =
+                        serde_json::from_slice(env.open(&servers.real.public_keyset(), Domain::ServerResponse)?)?;
+                    let result = &payload["result"];
+                    if !result["activation_token"].is_null() || !result["license_file"].is_null() {
+                        bail!("the first heartbeat re-sent what the device holds; the prepared bodies would measure that: {result}");
+                    }
+                }
                 // Bodies may repeat (usage-free heartbeats are idempotent; the replay window is 10 minutes).
                 let n = 20_000;
                 let now = chrono::Utc::now();

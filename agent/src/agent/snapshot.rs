@@ -64,11 +64,29 @@ pub(super) struct Snapshot {
 #[inline]
 fn id_tag(id: &str) -> u64 {
     let bytes = id.as_bytes();
-    let tail = &bytes[bytes.len().saturating_sub(7)..];
-    let mut word = [0u8; 8];
-    word[..tail.len()].copy_from_slice(tail);
-    word[7] = bytes.len() as u8;
-    u64::from_le_bytes(word)
+    let n = bytes.len();
+    let tail = if n >= 8 { word_at(bytes, n - 8) >> 8 } else { bytes.iter().fold(0, |w, &b| (w << 8) | u64::from(b)) };
+    tail | (n as u64) << 56
+}
+
+/// The eight bytes of `bytes` from `at` as a word (zero past the end; callers stay inside).
+#[inline]
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    bytes.get(at..at + 8).and_then(|w| w.try_into().ok()).map_or(0, u64::from_le_bytes)
+}
+
+/// Whether two feature ids are the same, without a call for the common lengths (8 to 16 bytes: two words).
+#[inline]
+fn same_id(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        return word_at(a, 0) == word_at(b, 0) && word_at(a, n - 8) == word_at(b, n - 8);
+    }
+    a == b
 }
 
 /// A plain check's decision for one listed feature, taken at trusted time when the snapshot was published. Nothing
@@ -153,7 +171,7 @@ impl Snapshot {
     #[inline]
     fn check(&self, clock: &dyn Clock, now: DateTime<Utc>, feature: &str) -> Decision {
         let tag = id_tag(feature);
-        match self.settled.iter().find(|s| s.tag == tag && *s.feature == *feature) {
+        match self.settled.iter().find(|s| s.tag == tag && same_id(&s.feature, feature)) {
             Some(s) if now >= self.clock.high_water && s.until.is_none_or(|u| now < u) => *s.decision,
             _ => self.decide_now(clock, now, feature),
         }
@@ -392,5 +410,32 @@ impl Agent {
             self.publish(next);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{id_tag, same_id};
+
+    #[test]
+    fn ids_compare_by_every_byte_at_every_length() {
+        // Ids of every length up to 40 that differ in one byte at each position, and ids that differ in length.
+        for n in 1..=40usize {
+            let base: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            assert!(same_id(&base, &base.clone()));
+            assert_eq!(id_tag(&base), id_tag(&base.clone()));
+            for at in 0..n {
+                let mut other = base.clone().into_bytes();
+                other[at] = b'_';
+                let other = String::from_utf8(other).unwrap_or_default();
+                assert!(!same_id(&base, &other), "{base:?} vs {other:?}");
+                assert!(!same_id(&other, &base), "{other:?} vs {base:?}");
+            }
+            let longer = format!("{base}x");
+            assert!(!same_id(&base, &longer) && !same_id(&longer, &base));
+            assert_ne!(id_tag(&base), id_tag(&longer));
+        }
+        assert!(same_id("", ""));
+        assert_ne!(id_tag("feature_1"), id_tag("feature_2"));
     }
 }

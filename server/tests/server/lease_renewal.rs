@@ -14,6 +14,8 @@ struct Device {
     activation: String,
     /// The lease of the token the device holds.
     lease: DateTime<Utc>,
+    /// The token the device holds.
+    token: String,
 }
 
 async fn activated(h: &Harness, f: &Fixture, seed: &str) -> Device {
@@ -21,7 +23,8 @@ async fn activated(h: &Harness, f: &Fixture, seed: &str) -> Device {
     let (s, r) = activate(h, &f.key, &dev, fingerprint(seed)).await;
     assert_eq!(s, StatusCode::OK, "{r}");
     let lease = r["lease_expires_at"].as_str().unwrap().parse().unwrap();
-    Device { dev, activation: r["activation_id"].as_str().unwrap().to_string(), lease }
+    let token = r["activation_token"].as_str().unwrap().to_string();
+    Device { dev, activation: r["activation_id"].as_str().unwrap().to_string(), lease, token }
 }
 
 /// One heartbeat at the harness's current time; returns whether the token was renewed (a new lease).
@@ -39,12 +42,14 @@ async fn beat(h: &Harness, d: &mut Device) -> bool {
     let r = open_signed(&h.keys(), &v, &n);
     assert_eq!(r["activation_status"], "ACTIVE", "{r}");
     let lease: DateTime<Utc> = r["lease_expires_at"].as_str().unwrap().parse().unwrap();
-    let claims =
-        tessera_core::token::verify_activation_token(r["activation_token"].as_str().unwrap(), &h.keys()).unwrap();
+    let token = r["activation_token"].as_str().unwrap();
+    let claims = tessera_core::token::verify_activation_token(token, &h.keys()).unwrap();
     assert_eq!(claims.lease_expires_at, lease, "the answer's lease is its token's");
     assert!(lease >= d.lease, "a lease never moves back");
     let renewed = lease != d.lease;
+    assert_eq!(renewed, token != d.token, "a token is re-signed exactly when its lease moves");
     d.lease = lease;
+    d.token = token.to_string();
     renewed
 }
 
@@ -83,19 +88,19 @@ async fn a_floating_lease_never_lapses_between_jittered_heartbeats() {
     assert_eq!(renewals, beats.len(), "beats an interval apart always renew a floating lease");
 }
 
-/// Heartbeats that come with plenty of lease left get the cached token (no signature, no lease write): the
-/// quiet-heartbeat path stays the common case.
+/// Heartbeats that come with plenty of lease left get the cached token (no signature, no lease write), the
+/// activation's own token included: the quiet-heartbeat path stays the common case.
 #[tokio::test]
 async fn a_token_is_still_reused_while_plenty_of_its_lease_is_left() {
     let h = Harness::new().await;
     let f = h.fixture("float-reuse", 5, "CONCURRENT").await;
     let mut d = activated(&h, &f, "float").await;
     h.advance(Duration::seconds(1));
-    assert!(beat(&h, &mut d).await, "the first heartbeat signs the token it caches");
+    assert!(!beat(&h, &mut d).await, "the first heartbeat reuses the token the activation answered with");
     // Floating: 120 s lease, interval 60 s → reused while more than 75 + 6 = 81 s are left.
     h.advance(Duration::seconds(10));
-    assert!(!beat(&h, &mut d).await, "110 s left: reused");
-    h.advance(Duration::seconds(28));
+    assert!(!beat(&h, &mut d).await, "109 s left: reused");
+    h.advance(Duration::seconds(27));
     assert!(!beat(&h, &mut d).await, "82 s left: reused");
     h.advance(Duration::seconds(2));
     assert!(beat(&h, &mut d).await, "80 s left: less than 1.25 intervals and the margin, renewed");
@@ -103,9 +108,9 @@ async fn a_token_is_still_reused_while_plenty_of_its_lease_is_left() {
     // A long lease (3600 s, interval 60 s): reused on every beat until half of it is left.
     let f = h.fixture("long-reuse", 5, "SUBSCRIPTION").await;
     let mut d = activated(&h, &f, "long").await;
-    h.advance(Duration::seconds(1));
-    assert!(beat(&h, &mut d).await);
     let signed_at = *h.now.lock().unwrap();
+    h.advance(Duration::seconds(1));
+    assert!(!beat(&h, &mut d).await);
     let mut reused = 0;
     // 25 beats of at most 66 s: at most 1650 s of the 3600 s lease gone.
     for j in jitters(25) {

@@ -172,9 +172,11 @@ impl Services {
             }
         };
         crate::metrics::METRICS.activation(if reused { "reused" } else { "created" });
+        let token = self.activation_token(&activation, l, country.as_deref());
+        self.remember_issued_token(&activation, &rec, &token, country);
         let result = ActivateResult {
             activation_id: activation.id,
-            activation_token: self.activation_token(&activation, l, country.as_deref()),
+            activation_token: token,
             license_file: self.license_file_for(&rec).text.clone(),
             lease_expires_at: activation.lease_expires_at,
             heartbeat_interval_secs: l.heartbeat_interval_secs,

@@ -92,6 +92,27 @@ impl Services {
         }
     }
 
+    /// Remembers the token an activation answered with, so that the device's heartbeats reuse it (as they reuse
+    /// a renewed one) instead of re-signing one and writing its lease at once.
+    pub(super) fn remember_issued_token(
+        &self,
+        a: &Activation,
+        rec: &LicenseRecord,
+        token: &str,
+        country: Option<String>,
+    ) {
+        let Some(lease) = a.lease_expires_at else { return };
+        let t = HeartbeatToken {
+            lease,
+            token: token.into(),
+            digest: Sha256::digest(token.as_bytes()).into(),
+            renewed: false,
+            license_updated_at: rec.updated_at,
+            country,
+        };
+        self.remember_token(a, &t);
+    }
+
     /// Remembers a renewed token once its lease is stored.
     pub(super) fn remember_token(&self, a: &Activation, t: &HeartbeatToken) {
         let mut cache = self.token_cache.lock().unwrap_or_else(|e| e.into_inner());
