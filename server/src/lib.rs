@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -103,6 +104,7 @@ pub struct RunningServer {
     /// The first vendor-admin token; `Some` only on the first start of a data directory.
     pub admin_token: Option<String>,
     pub services: Services,
+    console: Arc<console::Sessions>,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     grpc: Option<tokio::task::JoinHandle<()>>,
@@ -110,6 +112,11 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// The browser console's sessions (tests age them to check idle expiry).
+    pub fn console_sessions(&self) -> &console::Sessions {
+        &self.console
+    }
+
     /// The public keyset agents embed.
     pub fn public_keyset(&self) -> tessera_core::PublicKeyset {
         (*self.services.public).clone()
@@ -182,7 +189,7 @@ pub async fn start_with_clock(config: Config, clock: time::Clock) -> Result<Runn
     };
     let services = opened.services.clone();
     let state = AppState::new(services.clone());
-    let (admin_limiter, shared) = (state.admin_limiter.clone(), state.services.clone());
+    let (admin_limiter, shared, console) = (state.admin_limiter.clone(), state.services.clone(), state.console.clone());
     let router = http::app(state);
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let grpc = grpc_listener.map(|listener| {
@@ -225,5 +232,15 @@ pub async fn start_with_clock(config: Config, clock: time::Clock) -> Result<Runn
     if let Some(g) = grpc_addr {
         tracing::info!(addr = %g, "tessera-server gRPC listening");
     }
-    Ok(RunningServer { addr, grpc_addr, admin_token: opened.admin_token, services, shutdown: tx, server, grpc, jobs })
+    Ok(RunningServer {
+        addr,
+        grpc_addr,
+        admin_token: opened.admin_token,
+        services,
+        console,
+        shutdown: tx,
+        server,
+        grpc,
+        jobs,
+    })
 }

@@ -37,6 +37,8 @@ pub struct AppState {
     pub admin_limiter: Arc<RateLimiter>,
     /// SHA-256 of the configured metrics token (`/metrics` also takes a vendor-admin token).
     pub metrics_token: Option<[u8; 32]>,
+    /// The browser console's sessions.
+    pub console: Arc<crate::console::Sessions>,
 }
 
 impl AppState {
@@ -46,7 +48,7 @@ impl AppState {
         let admin_limiter = Arc::new(RateLimiter::new(rl.admin_per_ip_per_sec, rl.admin_per_ip_burst));
         let metrics_token =
             services.config.metrics_token.as_ref().map(|t| tessera_core::license_key::hash_secret(t.0.trim()));
-        AppState { services: Arc::new(services), ip_limiter, admin_limiter, metrics_token }
+        AppState { services: Arc::new(services), ip_limiter, admin_limiter, metrics_token, console: Arc::default() }
     }
 }
 
@@ -113,6 +115,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/offline/receipt", post(offline_receipt))
         .route("/v1/jobs/run", post(run_jobs))
         .merge(client)
+        .merge(crate::console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -166,15 +166,20 @@ const TEMPLATE_FIELDS: &[&str] = &[
 impl Services {
     /// Resolves a bearer token to its principal. Unknown, malformed and revoked tokens are all refused alike.
     pub async fn authenticate(&self, token: &str) -> AppResult<Principal> {
-        let refuse =
-            || AppError::unauthorized("the API token is not valid (unknown, revoked or mistyped): use a current token");
         let token = token.trim();
         if !token.starts_with(TOKEN_PREFIX) || token.len() > 200 {
             return Err(AppError::unauthorized(format!(
                 "API tokens start with {TOKEN_PREFIX}: pass one as Authorization: Bearer {TOKEN_PREFIX}…"
             )));
         }
-        let hash = hash_secret(token);
+        self.principal_for_token_hash(hash_secret(token)).await
+    }
+
+    /// The principal of the token whose SHA-256 is `hash` (the console keeps the hash, never the secret, and
+    /// checks it again on every page, so a revoked token ends its console sessions at once).
+    pub async fn principal_for_token_hash(&self, hash: [u8; 32]) -> AppResult<Principal> {
+        let refuse =
+            || AppError::unauthorized("the API token is not valid (unknown, revoked or mistyped): use a current token");
         let found = self.store.find_token(hash).await.map_err(|e| AppError::store("token", e))?;
         let Some((info, stored)) = found else {
             return Err(refuse());

@@ -1,0 +1,457 @@
+//! The browser console at `/console`: server-rendered pages (maud) for vendor admins and support staff, on the
+//! same services as the API. A page is one handler and one template function; the layout, sign-in, sessions and
+//! CSRF checks live here, the pages in [`pages`].
+//!
+//! **Sessions.** Signing in takes an API token; the console keeps its SHA-256 (never the secret) in a session held
+//! in memory, named by a random 256-bit id in an `HttpOnly; SameSite=Strict; Path=/console` cookie (`Secure` when
+//! the request came over HTTPS through a trusted proxy). Every page checks the token again, so a revoked token
+//! ends its sessions at once; a session ends after [`IDLE`] without a page, or at sign-out. Sessions live in one
+//! server process: a restart signs everyone out.
+//!
+//! **CSRF.** Every form carries the session's random CSRF value, compared in constant time before anything is
+//! done, and a POST whose `Origin` is not this server is refused; the sign-in form (before any session) is
+//! protected by a double-submit cookie. The cookie's `SameSite=Strict` is a third line.
+//!
+//! **Roles.** What a role may not do, the pages do not offer; the services check again on every action.
+
+mod pages;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+use rand_core::{OsRng, RngCore};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use tessera_core::license_key::ct_eq;
+
+use crate::error::AppError;
+use crate::http::extract::{client_ip, rate_key};
+use crate::http::AppState;
+use crate::services::{Ctx, Principal};
+use crate::store::Role;
+
+/// A session ends after this long without a page.
+pub const IDLE: Duration = Duration::from_secs(30 * 60);
+/// At most this many sessions are kept (the oldest idle ones go first).
+const MAX_SESSIONS: usize = 10_000;
+const COOKIE: &str = "tessera_console";
+const PRE_COOKIE: &str = "tessera_console_signin";
+
+const CSS: &str = include_str!("assets/console.css");
+const JS: &str = include_str!("assets/console.js");
+
+/// The console's sessions, by SHA-256 of the cookie value.
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+struct Session {
+    token_hash: [u8; 32],
+    csrf: String,
+    last_seen: Instant,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new session for the token with SHA-256 `token_hash`; returns the cookie value.
+    fn open(&self, token_hash: [u8; 32]) -> String {
+        let id = random_hex();
+        let mut map = self.lock();
+        let now = Instant::now();
+        map.retain(|_, s| now.duration_since(s.last_seen) < IDLE);
+        if map.len() >= MAX_SESSIONS {
+            if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| *k) {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(key(&id), Session { token_hash, csrf: random_hex(), last_seen: now });
+        id
+    }
+
+    /// The session's token hash and CSRF value, touching it; `None` when unknown or idle too long (then removed).
+    fn touch(&self, id: &str) -> Option<([u8; 32], String)> {
+        let mut map = self.lock();
+        let k = key(id);
+        let s = map.get_mut(&k)?;
+        let now = Instant::now();
+        if now.duration_since(s.last_seen) >= IDLE {
+            map.remove(&k);
+            return None;
+        }
+        s.last_seen = now;
+        Some((s.token_hash, s.csrf.clone()))
+    }
+
+    fn close(&self, id: &str) {
+        self.lock().remove(&key(id));
+    }
+
+    /// Test support: makes every session look idle for `by` longer.
+    pub fn age_all(&self, by: Duration) {
+        for s in self.lock().values_mut() {
+            s.last_seen = s.last_seen.checked_sub(by).unwrap_or(s.last_seen);
+        }
+    }
+}
+
+fn key(id: &str) -> [u8; 32] {
+    Sha256::digest(id.as_bytes()).into()
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 32];
+    OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(|| async { Redirect::to("/console/overview") }))
+        .route("/console/", get(|| async { Redirect::to("/console/overview") }))
+        .route("/console/sign-in", get(sign_in_page).post(sign_in))
+        .route("/console/sign-out", post(sign_out))
+        .route("/console/assets/console.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
+        .route("/console/assets/console.js", get(|| async { asset("text/javascript; charset=utf-8", JS) }))
+        .merge(pages::routes())
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "max-age=3600")], body).into_response()
+}
+
+/// Headers every console page carries: no framing, no script or style from elsewhere, nothing cached.
+fn page_response(status: StatusCode, body: Markup) -> Response {
+    let mut r = (status, body.into_string()).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    r
+}
+
+/// A signed-in console user: the token's principal, checked again on this request.
+pub struct User {
+    pub ctx: Ctx,
+    pub role: Role,
+    csrf: String,
+}
+
+impl User {
+    /// The refusal of a form whose CSRF value is not this session's; `None` when it is.
+    fn refuse_csrf(&self, sent: &str) -> Option<Response> {
+        (!ct_eq(sent.as_bytes(), self.csrf.as_bytes())).then(forbidden_form)
+    }
+
+    fn may_support(&self) -> bool {
+        matches!(self.role, Role::VendorAdmin | Role::TenantAdmin | Role::Support)
+    }
+}
+
+fn forbidden_form() -> Response {
+    page_response(
+        StatusCode::FORBIDDEN,
+        bare(
+            "Form refused",
+            html! {
+                h1 { "This form was refused" }
+                p { "It did not come from a console page of this session (its security token is missing or stale). "
+                    "Nothing was changed. Go back, reload the page and send it again." }
+                p { a href="/console/overview" { "Back to the console" } }
+            },
+        ),
+    )
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// `Secure` when the request came over HTTPS through a proxy the server trusts.
+fn secure_flag(parts_headers: &HeaderMap, state: &AppState) -> &'static str {
+    let https = parts_headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
+    if https && state.services.config.trust_forwarded_for {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+/// Refuses a POST whose `Origin` (sent by every current browser) names another site than this server.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let without_scheme = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    !host.is_empty() && without_scheme == host
+}
+
+impl FromRequestParts<AppState> for User {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let to_sign_in = |why: &str| Redirect::to(&format!("/console/sign-in?why={why}")).into_response();
+        let Some(id) = cookie_value(&parts.headers, COOKIE) else {
+            return Err(to_sign_in("signed-out"));
+        };
+        let Some((token_hash, csrf)) = state.console.touch(id) else {
+            return Err(to_sign_in("expired"));
+        };
+        if parts.method == axum::http::Method::POST && !same_origin(&parts.headers) {
+            return Err(forbidden_form());
+        }
+        let principal = match state.services.principal_for_token_hash(token_hash).await {
+            Ok(p) => p,
+            Err(e) if e.status() == 401 => {
+                state.console.close(id);
+                return Err(to_sign_in("revoked"));
+            }
+            Err(e) => return Err(error_page(&e)),
+        };
+        let ip = client_ip(parts, state.services.config.trust_forwarded_for);
+        let role = principal.role;
+        Ok(User { ctx: console_ctx(principal, ip), role, csrf })
+    }
+}
+
+/// The context of a console action: the token's principal, with the console named in the audit log's actor.
+fn console_ctx(principal: Principal, ip: Option<String>) -> Ctx {
+    let actor = format!("console:token:{}", principal.token_id);
+    Ctx { principal: Some(principal), ip, actor }
+}
+
+// Sign-in ------------------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct SignInQuery {
+    #[serde(default)]
+    why: Option<String>,
+}
+
+async fn sign_in_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<SignInQuery>,
+) -> Response {
+    let note = match q.why.as_deref() {
+        Some("expired") => Some("Your session ended after 30 minutes without activity: sign in again."),
+        Some("revoked") => Some("The token of your session was revoked: sign in with a current token."),
+        Some("signed-out") => Some("Sign in to use the console."),
+        Some("bye") => Some("You are signed out."),
+        _ => None,
+    };
+    sign_in_form(&state, &headers, note, None)
+}
+
+fn sign_in_form(state: &AppState, headers: &HeaderMap, note: Option<&str>, error: Option<&str>) -> Response {
+    let pre = random_hex();
+    let body = bare(
+        "Sign in",
+        html! {
+            main.signin {
+                h1 { "Tessera console" }
+                @if let Some(n) = note { p.note role="status" { (n) } }
+                form method="post" action="/console/sign-in" {
+                    input type="hidden" name="csrf" value=(pre);
+                    label for="token" { "API token" }
+                    input #token type="password" name="token" autocomplete="off" required
+                        aria-describedby=[error.map(|_| "token-error")] autofocus;
+                    @if let Some(e) = error { p #token-error .error role="alert" { (e) } }
+                    p.hint { "A token made with " code { "POST /v1/tokens" } " or printed by the server at its first start." }
+                    button type="submit" { "Sign in" }
+                }
+            }
+        },
+    );
+    let mut r = page_response(if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK }, body);
+    let cookie = format!(
+        "{PRE_COOKIE}={pre}; HttpOnly; SameSite=Strict; Path=/console/sign-in; Max-Age=3600{}",
+        secure_flag(headers, state)
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    token: String,
+}
+
+async fn sign_in(State(state): State<AppState>, parts: Parts, Form(f): Form<SignInForm>) -> Response {
+    let headers = &parts.headers;
+    let pre = cookie_value(headers, PRE_COOKIE).unwrap_or("");
+    if pre.is_empty() || !ct_eq(pre.as_bytes(), f.csrf.as_bytes()) || !same_origin(headers) {
+        return forbidden_form();
+    }
+    let ip = client_ip(&parts, state.services.config.trust_forwarded_for);
+    if let Err(e) = state.admin_limiter.check(&rate_key(ip.as_deref())) {
+        return sign_in_form(&state, headers, None, Some(&AppError::rate_limited(e).message));
+    }
+    match state.services.authenticate(&f.token).await {
+        Ok(_) => {
+            let id = state.console.open(tessera_core::license_key::hash_secret(f.token.trim()));
+            let mut r = Redirect::to("/console/overview").into_response();
+            let cookie =
+                format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/console{}", secure_flag(headers, &state));
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().append(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Err(e) => sign_in_form(&state, headers, None, Some(&e.message)),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn sign_out(State(state): State<AppState>, headers: HeaderMap, user: User, Form(f): Form<CsrfOnly>) -> Response {
+    if let Some(r) = user.refuse_csrf(&f.csrf) {
+        return r;
+    }
+    if let Some(id) = cookie_value(&headers, COOKIE) {
+        state.console.close(id);
+    }
+    let mut r = Redirect::to("/console/sign-in?why=bye").into_response();
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("tessera_console=; HttpOnly; SameSite=Strict; Path=/console; Max-Age=0"),
+    );
+    r
+}
+
+// Layout -------------------------------------------------------------------------------------------------------
+
+/// One entry of the navigation: its path, its label, and whether a role sees it.
+struct Nav {
+    path: &'static str,
+    label: &'static str,
+    shown: fn(&User) -> bool,
+}
+
+const NAV: &[Nav] = &[
+    Nav { path: "/console/overview", label: "Overview", shown: |_| true },
+    Nav { path: "/console/licenses", label: "Licenses", shown: |_| true },
+    Nav { path: "/console/offline", label: "Offline desk", shown: User::may_support },
+];
+
+/// A page with the navigation, for a signed-in user. `current` is the navigation path it belongs to.
+fn layout(user: &User, title: &str, current: &str, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(title))
+            body {
+                header.top {
+                    a.brand href="/console/overview" { "Tessera" }
+                    nav aria-label="Main" {
+                        ul {
+                            @for n in NAV.iter().filter(|n| (n.shown)(user)) {
+                                li { a href=(n.path) aria-current=[(n.path == current).then_some("page")] { (n.label) } }
+                            }
+                        }
+                    }
+                    div.who {
+                        span { (user.role.as_str()) }
+                        form method="post" action="/console/sign-out" {
+                            (csrf_field(user))
+                            button.link type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main #main { (content) }
+            }
+        }
+    }
+}
+
+/// A page without navigation (sign-in, refusals).
+fn bare(title: &str, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(title))
+            body { (content) }
+        }
+    }
+}
+
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · Tessera" }
+            link rel="stylesheet" href="/console/assets/console.css";
+            script src="/console/assets/console.js" defer {}
+        }
+    }
+}
+
+fn csrf_field(user: &User) -> Markup {
+    html! { input type="hidden" name="csrf" value=(user.csrf); }
+}
+
+/// An error from the services as a page (for errors that concern no form field).
+fn error_page(e: &AppError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(cause) = &e.cause {
+        tracing::error!(code = e.code.as_str(), cause, "internal error (console)");
+    }
+    page_response(
+        status,
+        bare(
+            "Error",
+            html! {
+                main {
+                    h1 { "That did not work" }
+                    p.error role="alert" { (e.message) }
+                    p { code { (e.code.as_str()) } }
+                    p { a href="/console/overview" { "Back to the console" } }
+                }
+            },
+        ),
+    )
+}
+
+/// A QR code of `text` as inline SVG (generated here from the code's own characters).
+fn qr_svg(text: &str) -> Option<Markup> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    let svg = code.render::<qrcode::render::svg::Color>().min_dimensions(200, 200).quiet_zone(true).build();
+    Some(PreEscaped(svg))
+}

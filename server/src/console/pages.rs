@@ -1,0 +1,377 @@
+//! The console's pages: one handler and one template function each. A new resource adds a route here, an entry
+//! in `NAV` (mod.rs) and its page functions; the layout, the session and the CSRF check come with `User`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Form, Router};
+use chrono::{DateTime, Duration, Utc};
+use maud::{html, Markup};
+use serde::Deserialize;
+use tessera_core::protocol::{RespondRequest, RespondResult};
+use tessera_core::LicenseStatus;
+use uuid::Uuid;
+
+use super::{csrf_field, error_page, layout, page_response, qr_svg, User};
+use crate::error::AppError;
+use crate::http::AppState;
+use crate::services::licenses::{KeyLookup, LicenseListQuery, LicenseView};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/console/overview", get(overview))
+        .route("/console/licenses", get(licenses))
+        .route("/console/licenses/{id}", get(license))
+        .route("/console/offline", get(offline_page).post(offline_respond))
+}
+
+fn date(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+fn opt_date(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(|| "never".to_string(), date)
+}
+
+fn status_label(s: LicenseStatus) -> String {
+    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+// Overview ---------------------------------------------------------------------------------------------------
+
+/// How many licenses the overview reads (one page of the store's largest size).
+const OVERVIEW_LIMIT: u32 = 500;
+
+async fn overview(State(state): State<AppState>, user: User) -> Response {
+    let q = LicenseListQuery { limit: Some(OVERVIEW_LIMIT), ..LicenseListQuery::default() };
+    let page = match state.services.list_licenses(&user.ctx, q).await {
+        Ok(p) => p,
+        Err(e) => return error_page(&e),
+    };
+    let now = state.services.now();
+    let soon = now + Duration::days(30);
+    let mut by_status: Vec<(String, usize)> = Vec::new();
+    for l in &page.items {
+        let s = status_label(l.license.status);
+        match by_status.iter_mut().find(|(k, _)| *k == s) {
+            Some((_, n)) => *n += 1,
+            None => by_status.push((s, 1)),
+        }
+    }
+    by_status.sort();
+    let mut expiring: Vec<&LicenseView> =
+        page.items.iter().filter(|l| l.license.expires_at.is_some_and(|e| e > now && e <= soon)).collect();
+    expiring.sort_by_key(|l| l.license.expires_at);
+    let partial = page.next_cursor.is_some();
+    let body = html! {
+        h1 { "Overview" }
+        @if partial { p.note { "Counting the first " (OVERVIEW_LIMIT) " licenses." } }
+        section aria-labelledby="by-status" {
+            h2 #by-status { "Licenses by status" }
+            @if by_status.is_empty() { p { "No licenses yet." } }
+            @else {
+                ul.tiles {
+                    @for (s, n) in &by_status {
+                        li { a href={ "/console/licenses?status=" (s) } { span.count { (n) } " " (s.to_lowercase()) } }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="expiring" {
+            h2 #expiring { "Expiring in the next 30 days" }
+            @if expiring.is_empty() { p { "None." } }
+            @else { (license_table(&expiring)) }
+        }
+    };
+    page_response(StatusCode::OK, layout(&user, "Overview", "/console/overview", body))
+}
+
+// Licenses ---------------------------------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+struct LicenseSearch {
+    /// A license key (looked up by its hash) or a license id.
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    product_id: Option<String>,
+    #[serde(default)]
+    customer_id: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+fn license_table(items: &[&LicenseView]) -> Markup {
+    html! {
+        table {
+            thead { tr { th scope="col" { "License" } th scope="col" { "Status" } th scope="col" { "Type" }
+                th scope="col" { "Seats" } th scope="col" { "Expires" } } }
+            tbody {
+                @for l in items {
+                    tr {
+                        td { a href={ "/console/licenses/" (l.license.id) } { code { (l.key_hint) } } }
+                        td { (status_label(l.license.status)) }
+                        td { (serde_json::to_value(l.license.license_type).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()) }
+                        td { (l.license.max_activations) }
+                        td { (opt_date(l.license.expires_at)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parse_id(field: &str, v: &Option<String>) -> Result<Option<Uuid>, AppError> {
+    match v.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => Uuid::parse_str(s)
+            .map(Some)
+            .map_err(|_| AppError::invalid(format!("{field} must be an id (a UUID such as 0192…-…), or left empty"))),
+    }
+}
+
+async fn licenses(State(state): State<AppState>, user: User, Query(s): Query<LicenseSearch>) -> Response {
+    let mut error: Option<String> = None;
+    let mut found: Vec<LicenseView> = Vec::new();
+    let mut next: Option<String> = None;
+    let query = s.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    if let Some(q) = query {
+        // One license: by id, or by its key (hashed; the key itself is never stored).
+        let r = match Uuid::parse_str(q) {
+            Ok(id) => state.services.get_license(&user.ctx, id).await,
+            Err(_) => state.services.get_license_by_key(&user.ctx, KeyLookup { license_key: q.to_string() }).await,
+        };
+        match r {
+            Ok(l) => found.push(l),
+            Err(e) => error = Some(e.message),
+        }
+    } else {
+        let filters =
+            parse_id("product id", &s.product_id).and_then(|p| Ok((p, parse_id("customer id", &s.customer_id)?)));
+        match filters {
+            Err(e) => error = Some(e.message),
+            Ok((product_id, customer_id)) => {
+                let q = LicenseListQuery {
+                    status: s.status.clone().filter(|v| !v.is_empty()),
+                    product_id,
+                    customer_id,
+                    cursor: s.cursor.clone(),
+                    limit: Some(100),
+                    ..LicenseListQuery::default()
+                };
+                match state.services.list_licenses(&user.ctx, q).await {
+                    Ok(p) => {
+                        found = p.items;
+                        next = p.next_cursor;
+                    }
+                    Err(e) => error = Some(e.message),
+                }
+            }
+        }
+    }
+    let statuses = ["ACTIVE", "SUSPENDED", "REVOKED", "EXPIRED"];
+    let refs: Vec<&LicenseView> = found.iter().collect();
+    let body = html! {
+        h1 { "Licenses" }
+        form.search method="get" action="/console/licenses" role="search" {
+            div.field {
+                label for="q" { "License key or id" }
+                input #q type="search" name="q" value=[query] autocomplete="off" aria-describedby=[error.as_ref().map(|_| "search-error")];
+            }
+            div.field {
+                label for="status" { "Status" }
+                select #status name="status" {
+                    option value="" { "any" }
+                    @for st in statuses {
+                        option value=(st) selected[s.status.as_deref() == Some(st)] { (st.to_lowercase()) }
+                    }
+                }
+            }
+            div.field {
+                label for="product_id" { "Product id" }
+                input #product_id name="product_id" value=[s.product_id.as_deref()];
+            }
+            div.field {
+                label for="customer_id" { "Customer id" }
+                input #customer_id name="customer_id" value=[s.customer_id.as_deref()];
+            }
+            button type="submit" { "Search" }
+        }
+        @if let Some(e) = &error { p #search-error .error role="alert" { (e) } }
+        @if refs.is_empty() && error.is_none() { p { "No licenses match." } }
+        @else if !refs.is_empty() { (license_table(&refs)) }
+        @if let Some(c) = next {
+            p { a href={ "/console/licenses?cursor=" (c) "&status=" (s.status.as_deref().unwrap_or("")) } { "Next page" } }
+        }
+    };
+    let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    page_response(status, layout(&user, "Licenses", "/console/licenses", body))
+}
+
+async fn license(State(state): State<AppState>, user: User, Path(id): Path<String>) -> Response {
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return error_page(&AppError::not_found("license"));
+    };
+    let svc = &state.services;
+    let view = match svc.get_license(&user.ctx, id).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&e),
+    };
+    let activations = svc.list_license_activations(&user.ctx, id).await.unwrap_or_default();
+    let emergency = svc.list_emergency(&user.ctx, id).await.unwrap_or_default();
+    let l = &view.license;
+    let body = html! {
+        h1 { "License " code { (view.key_hint) } }
+        dl.terms {
+            dt { "Id" } dd { code { (l.id) } }
+            dt { "Status" } dd { (status_label(l.status)) }
+            dt { "Product" } dd { code { (l.product_id) } }
+            dt { "Customer" } dd { @if let Some(c) = l.customer_id { code { (c) } } @else { "none" } }
+            dt { "Seats" } dd { (view.seats_used.unwrap_or(0)) " of " (l.max_activations) " in use" }
+            dt { "Starts" } dd { (date(l.starts_at)) }
+            dt { "Expires" } dd { (opt_date(l.expires_at)) }
+            dt { "Grace" } dd { (l.grace_days) " days" }
+            dt { "Heartbeat" } dd { "every " (l.heartbeat_interval_secs) " s" }
+        }
+        section aria-labelledby="features" {
+            h2 #features { "Features" }
+            @if l.features.is_empty() { p { "No features listed." } }
+            @else {
+                table {
+                    thead { tr { th scope="col" { "Feature" } th scope="col" { "Enabled" } th scope="col" { "Limit" } } }
+                    tbody {
+                        @for f in &l.features {
+                            tr { td { code { (f.id) } } td { (if f.enabled { "yes" } else { "no" }) }
+                                td { @if f.limit_value > 0 { (f.limit_value) } @else { "unlimited" } } }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="activations" {
+            h2 #activations { "Activations" }
+            @if activations.is_empty() { p { "No activations." } }
+            @else {
+                table {
+                    thead { tr { th scope="col" { "Activation" } th scope="col" { "Status" } th scope="col" { "Kind" }
+                        th scope="col" { "Last seen" } th scope="col" { "Lease until" } } }
+                    tbody {
+                        @for a in &activations {
+                            tr { td { code { (a.id) } } td { (format!("{:?}", a.status).to_lowercase()) }
+                                td { (if a.offline { "offline" } else { "online" }) }
+                                td { (date(a.last_seen_at)) } td { (opt_date(a.lease_expires_at)) } }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="emergency" {
+            h2 #emergency { "Emergency codes issued" }
+            @if emergency.is_empty() { p { "None." } }
+            @else {
+                ul { @for e in &emergency { li { (serde_json::to_string(e).unwrap_or_default()) } } }
+            }
+        }
+    };
+    let title = format!("License {}", view.key_hint);
+    page_response(StatusCode::OK, layout(&user, &title, "/console/licenses", body))
+}
+
+// Offline desk -----------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct OfflineForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    request_code: String,
+    #[serde(default)]
+    license_key: String,
+}
+
+fn offline_form(user: &User, code: &str, key: &str, error: Option<&str>) -> Markup {
+    html! {
+        form method="post" action="/console/offline" {
+            (csrf_field(user))
+            div.field {
+                label for="request_code" { "Request code from the customer's machine" }
+                textarea #request_code name="request_code" rows="6" required spellcheck="false"
+                    aria-describedby=[error.map(|_| "request-error")] { (code) }
+                @if let Some(e) = error { p #request-error .error role="alert" { (e) } }
+            }
+            div.field {
+                label for="license_key" { "License key (only when the code's key hint matches several licenses)" }
+                input #license_key name="license_key" value=(key) autocomplete="off";
+            }
+            button type="submit" { "Answer the request" }
+        }
+    }
+}
+
+async fn offline_page(user: User) -> Response {
+    if !user.may_support() {
+        return error_page(&AppError::forbidden(format!(
+            "a {} token may not answer offline requests: sign in with a support or admin token",
+            user.role.as_str()
+        )));
+    }
+    let body = html! {
+        h1 { "Offline desk" }
+        p { "Paste the request code the customer read off the air-gapped machine (" code { "tessera-agent request-code" } ")." }
+        (offline_form(&user, "", "", None))
+    };
+    page_response(StatusCode::OK, layout(&user, "Offline desk", "/console/offline", body))
+}
+
+async fn offline_respond(State(state): State<AppState>, user: User, Form(f): Form<OfflineForm>) -> Response {
+    if let Some(r) = user.refuse_csrf(&f.csrf) {
+        return r;
+    }
+    let key = f.license_key.trim();
+    let req = RespondRequest {
+        request_code: f.request_code.trim().to_string(),
+        license_key: (!key.is_empty()).then(|| key.to_string()),
+    };
+    match state.services.offline_respond(&user.ctx, req).await {
+        Ok(r) => page_response(StatusCode::OK, layout(&user, "Offline desk", "/console/offline", answered(&r))),
+        Err(e) if e.status() == 403 => error_page(&e),
+        Err(e) => {
+            let body = html! {
+                h1 { "Offline desk" }
+                (offline_form(&user, &f.request_code, key, Some(&e.message)))
+            };
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            page_response(status, layout(&user, "Offline desk", "/console/offline", body))
+        }
+    }
+}
+
+fn answered(r: &RespondResult) -> Markup {
+    let s = &r.summary;
+    html! {
+        h1 { "Offline desk" }
+        section aria-labelledby="summary" {
+            h2 #summary { "Request" }
+            dl.terms {
+                dt { "License" } dd { a href={ "/console/licenses/" (s.license_id) } { code { (s.license_key_hint) } } }
+                dt { "Device key" } dd { code { (s.device_public_key) } }
+                dt { "Activation" } dd { code #activation-id { (s.activation_id) } (if s.reused { " (renewed)" } else { " (new)" }) }
+                dt { "Seats" } dd { (s.seats_used) " of " (s.max_activations) " in use" }
+                dt { "Features" } dd { (s.features.join(", ")) }
+                dt { "Expires" } dd { (opt_date(s.expires_at)) }
+                dt { "Lease until" } dd { (opt_date(s.lease_expires_at)) }
+            }
+        }
+        section aria-labelledby="response" {
+            h2 #response { "Response code" }
+            p { "Read this to the customer, or let them scan it; they apply it with " code { "tessera-agent apply-code" } "." }
+            textarea #response-code readonly rows="6" spellcheck="false" aria-label="Response code" { (r.response_code) }
+            p { button type="button" data-copy="response-code" { "Copy" } }
+            @if let Some(qr) = qr_svg(&r.response_code) { div.qr aria-label="QR code of the response code" { (qr) } }
+        }
+        p { a href="/console/offline" { "Answer another request" } }
+    }
+}

@@ -1,0 +1,267 @@
+//! The browser console in a real browser: Debian's chromium, driven through chromedriver (WebDriver), against the
+//! real server on a loopback port, with the real agent library making and applying the offline codes.
+//! Screenshots of the main screens are written to `target/console-screenshots/`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::StatusCode;
+use serde_json::json;
+use tessera_agent::Agent;
+use tessera_test_support::{agent_config, free_port, Fixture, TestServer};
+
+/// chromedriver and a headless chromium for one test; both end with it.
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn chromedriver() -> PathBuf {
+    let path = std::env::var_os("CHROMEDRIVER").map_or_else(|| PathBuf::from("/usr/bin/chromedriver"), PathBuf::from);
+    assert!(
+        path.exists(),
+        "{} not found: install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver), \
+         as .ci/run does, or set CHROMEDRIVER",
+        path.display()
+    );
+    path
+}
+
+async fn browser() -> Browser {
+    let port = free_port();
+    let driver = Command::new(chromedriver())
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display()),
+        ]}),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let mut last = None;
+    for _ in 0..100 {
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await
+        {
+            Ok(client) => return Browser { client, driver, _profile: profile },
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not start a browser: {last:?}");
+}
+
+fn shot_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a screenshot is a PNG");
+    std::fs::write(shot_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()
+}
+
+async fn sign_in(c: &Client, server: &TestServer, token: &str) {
+    c.goto(&format!("{}/console", server.url())).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().starts_with("/console/sign-in"), "signed out: the sign-in page");
+    c.find(Locator::Css("#token")).await.unwrap().send_keys(token).await.unwrap();
+    c.find(Locator::Css("form button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("nav[aria-label=Main]")).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/console/overview");
+}
+
+async fn sign_out(c: &Client) {
+    c.find(Locator::Css(".who button")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("#token")).await.unwrap();
+}
+
+/// The session cookie, as the browser holds it (HttpOnly, so only WebDriver sees it).
+async fn session_cookie(c: &Client) -> String {
+    let cookie = c.get_named_cookie("tessera_console").await.unwrap();
+    assert_eq!(cookie.http_only(), Some(true), "the session cookie is HttpOnly");
+    assert_eq!(cookie.same_site().map(|s| format!("{s:?}")).as_deref(), Some("Strict"));
+    format!("tessera_console={}", cookie.value())
+}
+
+async fn token(server: &TestServer, fx: &Fixture, role: &str) -> String {
+    let v = server
+        .ok("/v1/tokens", &server.admin.clone(), json!({"name": role, "role": role, "tenant_id": fx.tenant}))
+        .await;
+    v["token"].as_str().unwrap().to_string()
+}
+
+async fn seats_used(server: &TestServer, fx: &Fixture) -> usize {
+    let (s, v) = server.get(&format!("/v1/licenses/{}/activations", fx.license), &fx.token).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["items"].as_array().unwrap().iter().filter(|a| a["status"] == "ACTIVE").count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauthorised_posts_change_nothing() {
+    let server = TestServer::start().await;
+    let fx = server.fixture("console", json!({"max_activations": 3})).await;
+    let support = token(&server, &fx, "support").await;
+    let read_only = token(&server, &fx, "read-only").await;
+    let b = browser().await;
+    let c = &b.client;
+
+    // A wrong token: the error beside the field, in the API's words.
+    c.goto(&format!("{}/console/sign-in", server.url())).await.unwrap();
+    c.find(Locator::Css("#token")).await.unwrap().send_keys("tsa_not-a-real-token-at-all").await.unwrap();
+    c.find(Locator::Css("form button[type=submit]")).await.unwrap().click().await.unwrap();
+    let e = text(c, "#token-error").await;
+    assert!(e.contains("not valid"), "{e}");
+
+    // Support signs in: the overview counts the fixture's license; the licenses page finds it by key.
+    sign_in(c, &server, &support).await;
+    let tiles = text(c, "ul.tiles").await;
+    assert!(tiles.contains("1 active"), "{tiles}");
+    screenshot(c, "overview").await;
+    c.goto(&format!("{}/console/licenses?q={}", server.url(), fx.key)).await.unwrap();
+    let row = text(c, "table tbody").await;
+    assert!(row.contains("ACTIVE"), "{row}");
+    c.find(Locator::Css("table tbody a")).await.unwrap().click().await.unwrap();
+    let terms = text(c, "dl.terms").await;
+    assert!(terms.contains(&fx.license), "{terms}");
+    screenshot(c, "license").await;
+
+    // The offline desk: a request code made by the real agent on an "air-gapped" machine.
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::open(agent_config(dir.path(), "console-air", server.keyset(), fx.product, None)).unwrap();
+    let request = agent.request_code(&fx.key).unwrap();
+    c.find(Locator::Css("nav a[href='/console/offline']")).await.unwrap().click().await.unwrap();
+    // A typo in the code: refused beside the field, naming the group, nothing issued.
+    let mut typo: Vec<char> = request.chars().collect();
+    let at = typo.iter().rposition(|ch| ch.is_ascii_alphanumeric()).unwrap();
+    typo[at] = if typo[at] == 'A' { 'B' } else { 'A' };
+    let typo: String = typo.into_iter().collect();
+    c.find(Locator::Css("#request_code")).await.unwrap().send_keys(&typo).await.unwrap();
+    c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    let e = text(c, "#request-error").await;
+    assert!(e.to_lowercase().contains("group"), "a typo names its group: {e}");
+    assert_eq!(seats_used(&server, &fx).await, 0);
+    let field = c.find(Locator::Css("#request_code")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(&request).await.unwrap();
+    c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    let response = c.find(Locator::Css("#response-code")).await.unwrap().prop("value").await.unwrap().unwrap();
+    assert!(response.starts_with("RSP1-"), "{response}");
+    assert!(c.find(Locator::Css(".qr svg")).await.is_ok(), "a QR code of the response");
+    let summary = text(c, "dl.terms").await;
+    assert!(summary.contains("1 of 3 in use"), "{summary}");
+    screenshot(c, "offline-desk").await;
+    agent.apply_code(&response).unwrap();
+    assert!(agent.check_license().allowed, "the response code from the browser activates the air-gapped agent");
+    assert_eq!(seats_used(&server, &fx).await, 1);
+
+    // The answer is in the audit log under the console user.
+    let (s, v) = server.get("/v1/audit?limit=1000", &server.admin.clone()).await;
+    assert_eq!(s, StatusCode::OK);
+    let actors: Vec<&str> = v["items"].as_array().unwrap().iter().filter_map(|e| e["actor"].as_str()).collect();
+    assert!(actors.iter().any(|a| a.starts_with("console:token:")), "{actors:?}");
+
+    // A forged form: the session cookie without the CSRF value (another site's page posting on the user's behalf).
+    let cookie = session_cookie(c).await;
+    let other = agent_config(dir.path(), "console-forged", server.keyset(), fx.product, None);
+    let forged_request = Agent::open(other).unwrap().request_code(&fx.key).unwrap();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let post = |form: Vec<(&'static str, String)>, cookie: String| {
+        let http = http.clone();
+        let url = format!("{}/console/offline", server.url());
+        async move { http.post(url).header("cookie", cookie).form(&form).send().await.unwrap() }
+    };
+    let r = post(vec![("request_code", forged_request.clone())], cookie.clone()).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().await.unwrap().contains("This form was refused"));
+    let r = post(vec![("csrf", "0".repeat(64)), ("request_code", forged_request.clone())], cookie.clone()).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(seats_used(&server, &fx).await, 1, "a forged form changes nothing");
+    // The same in the browser: a page script that strips the CSRF field before posting.
+    c.goto(&format!("{}/console/offline", server.url())).await.unwrap();
+    c.execute("document.querySelector('main form input[name=csrf]').remove()", vec![]).await.unwrap();
+    c.find(Locator::Css("#request_code")).await.unwrap().send_keys(&forged_request).await.unwrap();
+    c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::XPath("//h1[contains(., 'refused')]")).await.unwrap();
+    assert_eq!(seats_used(&server, &fx).await, 1);
+    c.goto(&format!("{}/console/overview", server.url())).await.unwrap();
+    sign_out(c).await;
+    let r = post(vec![("request_code", forged_request.clone())], cookie).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "a signed-out session is gone");
+
+    // A read-only user does not see the desk, and is refused when it posts a well-formed form anyway.
+    sign_in(c, &server, &read_only).await;
+    let nav = text(c, "nav[aria-label=Main]").await;
+    assert!(!nav.contains("Offline desk"), "{nav}");
+    c.goto(&format!("{}/console/offline", server.url())).await.unwrap();
+    assert!(text(c, "p.error").await.contains("read-only"));
+    let cookie = session_cookie(c).await;
+    c.goto(&format!("{}/console/overview", server.url())).await.unwrap();
+    let csrf = c.find(Locator::Css(".who input[name=csrf]")).await.unwrap().attr("value").await.unwrap().unwrap();
+    let r = post(vec![("csrf", csrf), ("request_code", forged_request)], cookie).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(seats_used(&server, &fx).await, 1, "a read-only user's post changes nothing");
+
+    // A phone-width window still shows the navigation and the page.
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&format!("{}/console/overview", server.url())).await.unwrap();
+    assert!(c.find(Locator::Css("nav a[href='/console/licenses']")).await.unwrap().is_displayed().await.unwrap());
+    screenshot(c, "overview-phone").await;
+}
+
+/// An idle session ends, and a revoked token ends its sessions at the next page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_expire_and_revoked_tokens_sign_out() {
+    let server = TestServer::start().await;
+    let fx = server.fixture("console-idle", json!({})).await;
+    let support = token(&server, &fx, "support").await;
+    let b = browser().await;
+    let c = &b.client;
+    sign_in(c, &server, &support).await;
+    server.running().console_sessions().age_all(tessera_server::console::IDLE);
+    c.goto(&format!("{}/console/licenses", server.url())).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().query(), Some("why=expired"));
+    assert!(text(c, "p.note").await.contains("30 minutes"));
+
+    sign_in(c, &server, &support).await;
+    let (s, v) = server.get("/v1/tokens", &server.admin.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let id = v["items"].as_array().unwrap().iter().find(|t| t["name"] == "support").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = reqwest::Client::new()
+        .delete(format!("{}/v1/tokens/{id}", server.url()))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    c.goto(&format!("{}/console/overview", server.url())).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().query(), Some("why=revoked"));
+}
