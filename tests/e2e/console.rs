@@ -143,10 +143,16 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     let tiles = text(c, "ul.tiles").await;
     assert!(tiles.contains("1 active"), "{tiles}");
     screenshot(c, "overview").await;
-    c.goto(&format!("{}/console/licenses?q={}", server.url(), fx.key)).await.unwrap();
+    // Found by key through a posted form: the key never appears in a URL.
+    c.find(Locator::Css("nav a[href='/console/licenses']")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("#q")).await.unwrap().send_keys(&fx.key).await.unwrap();
+    c.find(Locator::XPath("//button[.='Find']")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("table tbody a")).await.unwrap();
+    assert!(!c.current_url().await.unwrap().as_str().contains(&fx.key), "no key in the URL");
     let row = text(c, "table tbody").await;
     assert!(row.contains("ACTIVE"), "{row}");
     c.find(Locator::Css("table tbody a")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("dl.terms")).await.unwrap();
     let terms = text(c, "dl.terms").await;
     assert!(terms.contains(&fx.license), "{terms}");
     screenshot(c, "license").await;
@@ -156,6 +162,7 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     let agent = Agent::open(agent_config(dir.path(), "console-air", server.keyset(), fx.product, None)).unwrap();
     let request = agent.request_code(&fx.key).unwrap();
     c.find(Locator::Css("nav a[href='/console/offline']")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("#request_code")).await.unwrap();
     // A typo in the code: refused beside the field, naming the group, nothing issued.
     let mut typo: Vec<char> = request.chars().collect();
     let at = typo.iter().rposition(|ch| ch.is_ascii_alphanumeric()).unwrap();
@@ -163,6 +170,7 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     let typo: String = typo.into_iter().collect();
     c.find(Locator::Css("#request_code")).await.unwrap().send_keys(&typo).await.unwrap();
     c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("#request-error")).await.unwrap();
     let e = text(c, "#request-error").await;
     assert!(e.to_lowercase().contains("group"), "a typo names its group: {e}");
     assert_eq!(seats_used(&server, &fx).await, 0);
@@ -170,6 +178,7 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     field.clear().await.unwrap();
     field.send_keys(&request).await.unwrap();
     c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("#response-code")).await.unwrap();
     let response = c.find(Locator::Css("#response-code")).await.unwrap().prop("value").await.unwrap().unwrap();
     assert!(response.starts_with("RSP1-"), "{response}");
     assert!(c.find(Locator::Css(".qr svg")).await.is_ok(), "a QR code of the response");
@@ -183,19 +192,28 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     // The answer is in the audit log under the console user.
     let (s, v) = server.get("/v1/audit?limit=1000", &server.admin.clone()).await;
     assert_eq!(s, StatusCode::OK);
-    let actors: Vec<&str> = v["items"].as_array().unwrap().iter().filter_map(|e| e["actor"].as_str()).collect();
-    assert!(actors.iter().any(|a| a.starts_with("console:token:")), "{actors:?}");
+    let answered =
+        v["items"].as_array().unwrap().iter().filter(|e| e["action"] == "offline.respond").collect::<Vec<_>>();
+    assert_eq!(answered.len(), 1, "{answered:?}");
+    assert!(answered[0]["actor"].as_str().unwrap().starts_with("console:token:"), "{answered:?}");
 
     // A forged form: the session cookie without the CSRF value (another site's page posting on the user's behalf).
     let cookie = session_cookie(c).await;
     let other = agent_config(dir.path(), "console-forged", server.keyset(), fx.product, None);
     let forged_request = Agent::open(other).unwrap().request_code(&fx.key).unwrap();
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let post = |form: Vec<(&'static str, String)>, cookie: String| {
+    let post_from = |origin: Option<String>, form: Vec<(&'static str, String)>, cookie: String| {
         let http = http.clone();
         let url = format!("{}/console/offline", server.url());
-        async move { http.post(url).header("cookie", cookie).form(&form).send().await.unwrap() }
+        async move {
+            let mut r = http.post(url).header("cookie", cookie).form(&form);
+            if let Some(o) = origin {
+                r = r.header("origin", o);
+            }
+            r.send().await.unwrap()
+        }
     };
+    let post = |form, cookie| post_from(None, form, cookie);
     let r = post(vec![("request_code", forged_request.clone())], cookie.clone()).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(r.text().await.unwrap().contains("This form was refused"));
@@ -223,9 +241,31 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     let cookie = session_cookie(c).await;
     c.goto(&format!("{}/console/overview", server.url())).await.unwrap();
     let csrf = c.find(Locator::Css(".who input[name=csrf]")).await.unwrap().attr("value").await.unwrap().unwrap();
-    let r = post(vec![("csrf", csrf), ("request_code", forged_request)], cookie).await;
+    let r = post(vec![("csrf", csrf), ("request_code", forged_request.clone())], cookie).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert_eq!(seats_used(&server, &fx).await, 1, "a read-only user's post changes nothing");
+    // The read-only user sees the license but not the emergency codes its role may not read, and is told why.
+    c.goto(&format!("{}/console/licenses/{}", server.url(), fx.license)).await.unwrap();
+    let note = text(c, "section[aria-labelledby=emergency] p").await;
+    assert!(note.contains("read-only"), "{note}");
+
+    // A well-formed form posted from another site's page (its Origin) is refused, CSRF value and all.
+    sign_out(c).await;
+    sign_in(c, &server, &support).await;
+    let cookie = session_cookie(c).await;
+    let csrf = c.find(Locator::Css(".who input[name=csrf]")).await.unwrap().attr("value").await.unwrap().unwrap();
+    let r = post_from(
+        Some("http://evil.example".to_string()),
+        vec![("csrf", csrf.clone()), ("request_code", forged_request.clone())],
+        cookie.clone(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(seats_used(&server, &fx).await, 1, "a cross-site post changes nothing");
+    // The same form from the console's own origin goes through (the check is not refusing everything).
+    let r = post_from(Some(server.url()), vec![("csrf", csrf), ("request_code", forged_request)], cookie).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(seats_used(&server, &fx).await, 2);
 
     // A phone-width window still shows the navigation and the page.
     c.set_window_size(390, 844).await.unwrap();

@@ -52,6 +52,9 @@ const JS: &str = include_str!("assets/console.js");
 #[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<[u8; 32], Session>>,
+    /// Seconds the sessions' clock runs ahead of the monotonic clock (tests move it to check idle expiry; an
+    /// `Instant` cannot be moved back on a machine up for less than the idle time).
+    ahead_secs: std::sync::atomic::AtomicU64,
 }
 
 struct Session {
@@ -65,11 +68,15 @@ impl Sessions {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn now(&self) -> Instant {
+        Instant::now() + Duration::from_secs(self.ahead_secs.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// A new session for the token with SHA-256 `token_hash`; returns the cookie value.
     fn open(&self, token_hash: [u8; 32]) -> String {
         let id = random_hex();
         let mut map = self.lock();
-        let now = Instant::now();
+        let now = self.now();
         map.retain(|_, s| now.duration_since(s.last_seen) < IDLE);
         if map.len() >= MAX_SESSIONS {
             if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| *k) {
@@ -85,7 +92,7 @@ impl Sessions {
         let mut map = self.lock();
         let k = key(id);
         let s = map.get_mut(&k)?;
-        let now = Instant::now();
+        let now = self.now();
         if now.duration_since(s.last_seen) >= IDLE {
             map.remove(&k);
             return None;
@@ -98,11 +105,9 @@ impl Sessions {
         self.lock().remove(&key(id));
     }
 
-    /// Test support: makes every session look idle for `by` longer.
+    /// Test support: moves the sessions' clock `by` ahead, so every session looks idle that much longer.
     pub fn age_all(&self, by: Duration) {
-        for s in self.lock().values_mut() {
-            s.last_seen = s.last_seen.checked_sub(by).unwrap_or(s.last_seen);
-        }
+        self.ahead_secs.fetch_add(by.as_secs(), std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -193,24 +198,46 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// `Secure` when the request came over HTTPS through a proxy the server trusts.
-fn secure_flag(parts_headers: &HeaderMap, state: &AppState) -> &'static str {
-    let https = parts_headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
-    if https && state.services.config.trust_forwarded_for {
+/// `Secure` when the request came over HTTPS through a proxy (`X-Forwarded-Proto: https`). A forged header
+/// only makes the cookie stricter, so it needs no trust.
+fn secure_flag(headers: &HeaderMap) -> &'static str {
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https")));
+    if https {
         "; Secure"
     } else {
         ""
     }
 }
 
-/// Refuses a POST whose `Origin` (sent by every current browser) names another site than this server.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// Whether a POST's `Origin` (sent by every current browser) names this server: its host and port must be the
+/// request's `Host` (or, behind a trusted proxy, its `X-Forwarded-Host`), compared without case. A request with no
+/// `Origin` (not from a browser page) is left to the CSRF value.
+fn same_origin(headers: &HeaderMap, trust_forwarded: bool) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let without_scheme = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-    !host.is_empty() && without_scheme == host
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false; // "null" (a sandboxed or file page) and anything else that is no origin
+    };
+    let header_text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let host = trust_forwarded
+        .then(|| header_text("x-forwarded-host").and_then(|h| h.split(',').next()).map(str::trim))
+        .flatten()
+        .or_else(|| header_text("host"))
+        .unwrap_or("");
+    let default_port = |a: &str| match scheme.to_ascii_lowercase().as_str() {
+        "https" => a.strip_suffix(":443").map(str::to_string),
+        "http" => a.strip_suffix(":80").map(str::to_string),
+        _ => None,
+    };
+    let (origin, host) = (authority.to_ascii_lowercase(), host.to_ascii_lowercase());
+    !host.is_empty()
+        && (origin == host
+            || default_port(&host).is_some_and(|h| h == origin)
+            || default_port(&origin).is_some_and(|o| o == host))
 }
 
 impl FromRequestParts<AppState> for User {
@@ -224,7 +251,9 @@ impl FromRequestParts<AppState> for User {
         let Some((token_hash, csrf)) = state.console.touch(id) else {
             return Err(to_sign_in("expired"));
         };
-        if parts.method == axum::http::Method::POST && !same_origin(&parts.headers) {
+        if parts.method == axum::http::Method::POST
+            && !same_origin(&parts.headers, state.services.config.trust_forwarded_for)
+        {
             return Err(forbidden_form());
         }
         let principal = match state.services.principal_for_token_hash(token_hash).await {
@@ -255,11 +284,7 @@ struct SignInQuery {
     why: Option<String>,
 }
 
-async fn sign_in_page(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<SignInQuery>,
-) -> Response {
+async fn sign_in_page(headers: HeaderMap, axum::extract::Query(q): axum::extract::Query<SignInQuery>) -> Response {
     let note = match q.why.as_deref() {
         Some("expired") => Some("Your session ended after 30 minutes without activity: sign in again."),
         Some("revoked") => Some("The token of your session was revoked: sign in with a current token."),
@@ -267,10 +292,15 @@ async fn sign_in_page(
         Some("bye") => Some("You are signed out."),
         _ => None,
     };
-    sign_in_form(&state, &headers, note, None)
+    sign_in_form(&headers, note, None)
 }
 
-fn sign_in_form(state: &AppState, headers: &HeaderMap, note: Option<&str>, error: Option<&str>) -> Response {
+/// The sign-in page; `error`: the refusal to show beside the token field (its status is the page's).
+fn sign_in_form(headers: &HeaderMap, note: Option<&str>, error: Option<&AppError>) -> Response {
+    if let Some(cause) = error.and_then(|e| e.cause.as_ref()) {
+        tracing::error!(cause, "internal error (console sign-in)");
+    }
+    let message = error.map(|e| e.message.as_str());
     let pre = random_hex();
     let body = bare(
         "Sign in",
@@ -282,18 +312,19 @@ fn sign_in_form(state: &AppState, headers: &HeaderMap, note: Option<&str>, error
                     input type="hidden" name="csrf" value=(pre);
                     label for="token" { "API token" }
                     input #token type="password" name="token" autocomplete="off" required
-                        aria-describedby=[error.map(|_| "token-error")] autofocus;
-                    @if let Some(e) = error { p #token-error .error role="alert" { (e) } }
+                        aria-describedby=[message.map(|_| "token-error")] autofocus;
+                    @if let Some(e) = message { p #token-error .error role="alert" { (e) } }
                     p.hint { "A token made with " code { "POST /v1/tokens" } " or printed by the server at its first start." }
                     button type="submit" { "Sign in" }
                 }
             }
         },
     );
-    let mut r = page_response(if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK }, body);
+    let status = error.map_or(StatusCode::OK, |e| StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED));
+    let mut r = page_response(status, body);
     let cookie = format!(
         "{PRE_COOKIE}={pre}; HttpOnly; SameSite=Strict; Path=/console/sign-in; Max-Age=3600{}",
-        secure_flag(headers, state)
+        secure_flag(headers)
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().append(header::SET_COOKIE, v);
@@ -312,25 +343,31 @@ struct SignInForm {
 async fn sign_in(State(state): State<AppState>, parts: Parts, Form(f): Form<SignInForm>) -> Response {
     let headers = &parts.headers;
     let pre = cookie_value(headers, PRE_COOKIE).unwrap_or("");
-    if pre.is_empty() || !ct_eq(pre.as_bytes(), f.csrf.as_bytes()) || !same_origin(headers) {
+    if pre.is_empty()
+        || !ct_eq(pre.as_bytes(), f.csrf.as_bytes())
+        || !same_origin(headers, state.services.config.trust_forwarded_for)
+    {
         return forbidden_form();
     }
     let ip = client_ip(&parts, state.services.config.trust_forwarded_for);
     if let Err(e) = state.admin_limiter.check(&rate_key(ip.as_deref())) {
-        return sign_in_form(&state, headers, None, Some(&AppError::rate_limited(e).message));
+        return sign_in_form(headers, None, Some(&AppError::rate_limited(e)));
     }
     match state.services.authenticate(&f.token).await {
         Ok(_) => {
+            // A session this browser already had ends: one session per sign-in.
+            if let Some(old) = cookie_value(headers, COOKIE) {
+                state.console.close(old);
+            }
             let id = state.console.open(tessera_core::license_key::hash_secret(f.token.trim()));
             let mut r = Redirect::to("/console/overview").into_response();
-            let cookie =
-                format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/console{}", secure_flag(headers, &state));
+            let cookie = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/console{}", secure_flag(headers));
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 r.headers_mut().append(header::SET_COOKIE, v);
             }
             r
         }
-        Err(e) => sign_in_form(&state, headers, None, Some(&e.message)),
+        Err(e) => sign_in_form(headers, None, Some(&e)),
     }
 }
 
@@ -454,4 +491,41 @@ fn qr_svg(text: &str) -> Option<Markup> {
     let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
     let svg = code.render::<qrcode::render::svg::Color>().min_dimensions(200, 200).quiet_zone(true).build();
     Some(PreEscaped(svg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn origins_match_this_host_only() {
+        let same = |pairs, trust| same_origin(&headers(pairs), trust);
+        assert!(same(&[("host", "127.0.0.1:8080")], false), "no Origin: left to the CSRF value");
+        assert!(same(&[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")], false));
+        assert!(same(&[("host", "Console.Example.com"), ("origin", "https://console.example.com")], false));
+        assert!(same(&[("host", "console.example.com:443"), ("origin", "https://console.example.com")], false));
+        assert!(same(&[("host", "console.example.com"), ("origin", "http://console.example.com:80")], false));
+        assert!(!same(&[("host", "127.0.0.1:8080"), ("origin", "http://evil.example")], false));
+        assert!(!same(&[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8081")], false));
+        assert!(!same(&[("host", "127.0.0.1:8080"), ("origin", "null")], false));
+        assert!(!same(&[("origin", "http://127.0.0.1:8080")], false), "no Host to compare with");
+        assert!(!same(&[("host", "console.example.com:8443"), ("origin", "https://console.example.com")], false));
+        // Behind a trusted proxy that rewrites Host, the forwarded host is the one the browser saw.
+        let proxied = [
+            ("host", "backend:8080"),
+            ("x-forwarded-host", "console.example.com"),
+            ("origin", "https://console.example.com"),
+        ];
+        assert!(same(&proxied, true));
+        assert!(!same(&proxied, false), "an untrusted X-Forwarded-Host is ignored");
+    }
 }

@@ -16,12 +16,12 @@ use uuid::Uuid;
 use super::{csrf_field, error_page, layout, page_response, qr_svg, User};
 use crate::error::AppError;
 use crate::http::AppState;
-use crate::services::licenses::{KeyLookup, LicenseListQuery, LicenseView};
+use crate::services::licenses::{effective_status, KeyLookup, LicenseListQuery, LicenseView};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/console/overview", get(overview))
-        .route("/console/licenses", get(licenses))
+        .route("/console/licenses", get(licenses).post(find_license))
         .route("/console/licenses/{id}", get(license))
         .route("/console/offline", get(offline_page).post(offline_respond))
 }
@@ -53,7 +53,7 @@ async fn overview(State(state): State<AppState>, user: User) -> Response {
     let soon = now + Duration::days(30);
     let mut by_status: Vec<(String, usize)> = Vec::new();
     for l in &page.items {
-        let s = status_label(l.license.status);
+        let s = status_label(effective_status(&l.license, now));
         match by_status.iter_mut().find(|(k, _)| *k == s) {
             Some((_, n)) => *n += 1,
             None => by_status.push((s, 1)),
@@ -81,7 +81,7 @@ async fn overview(State(state): State<AppState>, user: User) -> Response {
         section aria-labelledby="expiring" {
             h2 #expiring { "Expiring in the next 30 days" }
             @if expiring.is_empty() { p { "None." } }
-            @else { (license_table(&expiring)) }
+            @else { (license_table(&expiring, now)) }
         }
     };
     page_response(StatusCode::OK, layout(&user, "Overview", "/console/overview", body))
@@ -89,22 +89,29 @@ async fn overview(State(state): State<AppState>, user: User) -> Response {
 
 // Licenses ---------------------------------------------------------------------------------------------------
 
-#[derive(Deserialize, Default)]
+/// The list's filters (in the query string: none of them is a secret).
+#[derive(Deserialize, serde::Serialize, Default, Clone)]
 struct LicenseSearch {
-    /// A license key (looked up by its hash) or a license id.
-    #[serde(default)]
-    q: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     status: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     product_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     customer_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     cursor: Option<String>,
 }
 
-fn license_table(items: &[&LicenseView]) -> Markup {
+/// A license key or id to find: posted, so a key never lands in a URL, the history or a proxy's log.
+#[derive(Deserialize)]
+struct FindForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    q: String,
+}
+
+fn license_table(items: &[&LicenseView], now: DateTime<Utc>) -> Markup {
     html! {
         table {
             thead { tr { th scope="col" { "License" } th scope="col" { "Status" } th scope="col" { "Type" }
@@ -113,7 +120,7 @@ fn license_table(items: &[&LicenseView]) -> Markup {
                 @for l in items {
                     tr {
                         td { a href={ "/console/licenses/" (l.license.id) } { code { (l.key_hint) } } }
-                        td { (status_label(l.license.status)) }
+                        td { (status_label(effective_status(&l.license, now))) }
                         td { (serde_json::to_value(l.license.license_type).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()) }
                         td { (l.license.max_activations) }
                         td { (opt_date(l.license.expires_at)) }
@@ -134,53 +141,75 @@ fn parse_id(field: &str, v: &Option<String>) -> Result<Option<Uuid>, AppError> {
 }
 
 async fn licenses(State(state): State<AppState>, user: User, Query(s): Query<LicenseSearch>) -> Response {
-    let mut error: Option<String> = None;
-    let mut found: Vec<LicenseView> = Vec::new();
-    let mut next: Option<String> = None;
-    let query = s.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
-    if let Some(q) = query {
-        // One license: by id, or by its key (hashed; the key itself is never stored).
-        let r = match Uuid::parse_str(q) {
-            Ok(id) => state.services.get_license(&user.ctx, id).await,
-            Err(_) => state.services.get_license_by_key(&user.ctx, KeyLookup { license_key: q.to_string() }).await,
-        };
-        match r {
-            Ok(l) => found.push(l),
-            Err(e) => error = Some(e.message),
+    let filters = parse_id("product id", &s.product_id).and_then(|p| Ok((p, parse_id("customer id", &s.customer_id)?)));
+    let listed = match filters {
+        Err(e) => Err(e),
+        Ok((product_id, customer_id)) => {
+            let q = LicenseListQuery {
+                status: s.status.clone().filter(|v| !v.is_empty()),
+                product_id,
+                customer_id,
+                cursor: s.cursor.clone(),
+                limit: Some(100),
+                ..LicenseListQuery::default()
+            };
+            state.services.list_licenses(&user.ctx, q).await
         }
-    } else {
-        let filters =
-            parse_id("product id", &s.product_id).and_then(|p| Ok((p, parse_id("customer id", &s.customer_id)?)));
-        match filters {
-            Err(e) => error = Some(e.message),
-            Ok((product_id, customer_id)) => {
-                let q = LicenseListQuery {
-                    status: s.status.clone().filter(|v| !v.is_empty()),
-                    product_id,
-                    customer_id,
-                    cursor: s.cursor.clone(),
-                    limit: Some(100),
-                    ..LicenseListQuery::default()
-                };
-                match state.services.list_licenses(&user.ctx, q).await {
-                    Ok(p) => {
-                        found = p.items;
-                        next = p.next_cursor;
-                    }
-                    Err(e) => error = Some(e.message),
-                }
-            }
+    };
+    match listed {
+        Ok(p) => {
+            let next = p.next_cursor.map(|c| LicenseSearch { cursor: Some(c), ..s.clone() });
+            licenses_page(&state, &user, &s, "", &p.items, next.as_ref(), None)
         }
+        Err(e) => licenses_page(&state, &user, &s, "", &[], None, Some(&e)),
     }
+}
+
+async fn find_license(State(state): State<AppState>, user: User, Form(f): Form<FindForm>) -> Response {
+    if let Some(r) = user.refuse_csrf(&f.csrf) {
+        return r;
+    }
+    let q = f.q.trim();
+    let none = LicenseSearch::default();
+    if q.is_empty() {
+        let e = AppError::invalid("enter a license key (TSK-…) or a license id");
+        return licenses_page(&state, &user, &none, q, &[], None, Some(&e));
+    }
+    // One license: by id, or by its key (hashed; the key itself is never stored).
+    let r = match Uuid::parse_str(q) {
+        Ok(id) => state.services.get_license(&user.ctx, id).await,
+        Err(_) => state.services.get_license_by_key(&user.ctx, KeyLookup { license_key: q.to_string() }).await,
+    };
+    match r {
+        Ok(l) => licenses_page(&state, &user, &none, q, &[l], None, None),
+        Err(e) => licenses_page(&state, &user, &none, q, &[], None, Some(&e)),
+    }
+}
+
+fn licenses_page(
+    state: &AppState,
+    user: &User,
+    s: &LicenseSearch,
+    query: &str,
+    found: &[LicenseView],
+    next: Option<&LicenseSearch>,
+    error: Option<&AppError>,
+) -> Response {
+    let now = state.services.now();
     let statuses = ["ACTIVE", "SUSPENDED", "REVOKED", "EXPIRED"];
     let refs: Vec<&LicenseView> = found.iter().collect();
+    let message = error.map(|e| e.message.as_str());
     let body = html! {
         h1 { "Licenses" }
-        form.search method="get" action="/console/licenses" role="search" {
+        form.search method="post" action="/console/licenses" role="search" {
+            (csrf_field(user))
             div.field {
                 label for="q" { "License key or id" }
-                input #q type="search" name="q" value=[query] autocomplete="off" aria-describedby=[error.as_ref().map(|_| "search-error")];
+                input #q type="search" name="q" value=(query) autocomplete="off" aria-describedby=[message.map(|_| "search-error")];
             }
+            button type="submit" { "Find" }
+        }
+        form.search method="get" action="/console/licenses" {
             div.field {
                 label for="status" { "Status" }
                 select #status name="status" {
@@ -198,17 +227,27 @@ async fn licenses(State(state): State<AppState>, user: User, Query(s): Query<Lic
                 label for="customer_id" { "Customer id" }
                 input #customer_id name="customer_id" value=[s.customer_id.as_deref()];
             }
-            button type="submit" { "Search" }
+            button type="submit" { "Filter" }
         }
-        @if let Some(e) = &error { p #search-error .error role="alert" { (e) } }
+        @if let Some(e) = message { p #search-error .error role="alert" { (e) } }
         @if refs.is_empty() && error.is_none() { p { "No licenses match." } }
-        @else if !refs.is_empty() { (license_table(&refs)) }
-        @if let Some(c) = next {
-            p { a href={ "/console/licenses?cursor=" (c) "&status=" (s.status.as_deref().unwrap_or("")) } { "Next page" } }
+        @else if !refs.is_empty() { (license_table(&refs, now)) }
+        @if let Some(n) = next.and_then(|n| serde_urlencoded::to_string(n).ok()) {
+            p { a href={ "/console/licenses?" (n) } { "Next page" } }
         }
     };
-    let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
-    page_response(status, layout(&user, "Licenses", "/console/licenses", body))
+    let status = error.map_or(StatusCode::OK, |e| StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST));
+    page_response(status, layout(user, "Licenses", "/console/licenses", body))
+}
+
+/// A section's rows, or why there are none to show (a role that may not read them, or an error).
+fn listed<T>(r: &Result<Vec<T>, AppError>, none: &str, rows: impl FnOnce(&[T]) -> Markup) -> Markup {
+    match r {
+        Ok(items) if items.is_empty() => html! { p { (none) } },
+        Ok(items) => rows(items),
+        Err(e) if e.status() == 403 => html! { p.note { "Not shown: " (e.message) } },
+        Err(e) => html! { p.error role="alert" { (e.message) } },
+    }
 }
 
 async fn license(State(state): State<AppState>, user: User, Path(id): Path<String>) -> Response {
@@ -220,14 +259,15 @@ async fn license(State(state): State<AppState>, user: User, Path(id): Path<Strin
         Ok(v) => v,
         Err(e) => return error_page(&e),
     };
-    let activations = svc.list_license_activations(&user.ctx, id).await.unwrap_or_default();
-    let emergency = svc.list_emergency(&user.ctx, id).await.unwrap_or_default();
+    let activations = svc.list_license_activations(&user.ctx, id).await;
+    let emergency = svc.list_emergency(&user.ctx, id).await;
+    let now = svc.now();
     let l = &view.license;
     let body = html! {
         h1 { "License " code { (view.key_hint) } }
         dl.terms {
             dt { "Id" } dd { code { (l.id) } }
-            dt { "Status" } dd { (status_label(l.status)) }
+            dt { "Status" } dd { (status_label(effective_status(l, now))) }
             dt { "Product" } dd { code { (l.product_id) } }
             dt { "Customer" } dd { @if let Some(c) = l.customer_id { code { (c) } } @else { "none" } }
             dt { "Seats" } dd { (view.seats_used.unwrap_or(0)) " of " (l.max_activations) " in use" }
@@ -253,27 +293,25 @@ async fn license(State(state): State<AppState>, user: User, Path(id): Path<Strin
         }
         section aria-labelledby="activations" {
             h2 #activations { "Activations" }
-            @if activations.is_empty() { p { "No activations." } }
-            @else {
+            (listed(&activations, "No activations.", |rows| html! {
                 table {
                     thead { tr { th scope="col" { "Activation" } th scope="col" { "Status" } th scope="col" { "Kind" }
                         th scope="col" { "Last seen" } th scope="col" { "Lease until" } } }
                     tbody {
-                        @for a in &activations {
+                        @for a in rows {
                             tr { td { code { (a.id) } } td { (format!("{:?}", a.status).to_lowercase()) }
                                 td { (if a.offline { "offline" } else { "online" }) }
                                 td { (date(a.last_seen_at)) } td { (opt_date(a.lease_expires_at)) } }
                         }
                     }
                 }
-            }
+            }))
         }
         section aria-labelledby="emergency" {
             h2 #emergency { "Emergency codes issued" }
-            @if emergency.is_empty() { p { "None." } }
-            @else {
-                ul { @for e in &emergency { li { (serde_json::to_string(e).unwrap_or_default()) } } }
-            }
+            (listed(&emergency, "None.", |rows| html! {
+                ul { @for e in rows { li { (serde_json::to_string(e).unwrap_or_default()) } } }
+            }))
         }
     };
     let title = format!("License {}", view.key_hint);
