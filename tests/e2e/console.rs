@@ -267,6 +267,22 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(seats_used(&server, &fx).await, 2);
 
+    // Another tenant's license, by id in the URL or by key in the form: not found for this tenant's support user.
+    let other = server.fixture("console-other", json!({})).await;
+    let r = http
+        .get(format!("{}/console/licenses/{}", server.url(), other.license))
+        .header("cookie", session_cookie(c).await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(!r.text().await.unwrap().contains(&other.license), "nothing of the other tenant's license is shown");
+    c.goto(&format!("{}/console/licenses", server.url())).await.unwrap();
+    c.wait().for_element(Locator::Css("#q")).await.unwrap().send_keys(&other.key).await.unwrap();
+    c.find(Locator::XPath("//button[.='Find']")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("#search-error")).await.unwrap();
+    assert!(c.find(Locator::Css("table tbody")).await.is_err(), "no row for another tenant's key");
+
     // A phone-width window still shows the navigation and the page.
     c.set_window_size(390, 844).await.unwrap();
     c.goto(&format!("{}/console/overview", server.url())).await.unwrap();

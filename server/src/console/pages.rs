@@ -10,7 +10,6 @@ use chrono::{DateTime, Duration, Utc};
 use maud::{html, Markup};
 use serde::Deserialize;
 use tessera_core::protocol::{RespondRequest, RespondResult};
-use tessera_core::LicenseStatus;
 use uuid::Uuid;
 
 use super::{csrf_field, error_page, layout, page_response, qr_svg, User};
@@ -34,10 +33,6 @@ fn opt_date(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "never".to_string(), date)
 }
 
-fn status_label(s: LicenseStatus) -> String {
-    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
 // Overview ---------------------------------------------------------------------------------------------------
 
 /// How many licenses the overview reads (one page of the store's largest size).
@@ -51,9 +46,9 @@ async fn overview(State(state): State<AppState>, user: User) -> Response {
     };
     let now = state.services.now();
     let soon = now + Duration::days(30);
-    let mut by_status: Vec<(String, usize)> = Vec::new();
+    let mut by_status: Vec<(&str, usize)> = Vec::new();
     for l in &page.items {
-        let s = status_label(effective_status(&l.license, now));
+        let s = effective_status(&l.license, now).as_str();
         match by_status.iter_mut().find(|(k, _)| *k == s) {
             Some((_, n)) => *n += 1,
             None => by_status.push((s, 1)),
@@ -120,8 +115,8 @@ fn license_table(items: &[&LicenseView], now: DateTime<Utc>) -> Markup {
                 @for l in items {
                     tr {
                         td { a href={ "/console/licenses/" (l.license.id) } { code { (l.key_hint) } } }
-                        td { (status_label(effective_status(&l.license, now))) }
-                        td { (serde_json::to_value(l.license.license_type).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()) }
+                        td { (effective_status(&l.license, now).as_str()) }
+                        td { (l.license.license_type.as_str()) }
                         td { (l.license.max_activations) }
                         td { (opt_date(l.license.expires_at)) }
                     }
@@ -267,7 +262,7 @@ async fn license(State(state): State<AppState>, user: User, Path(id): Path<Strin
         h1 { "License " code { (view.key_hint) } }
         dl.terms {
             dt { "Id" } dd { code { (l.id) } }
-            dt { "Status" } dd { (status_label(effective_status(l, now))) }
+            dt { "Status" } dd { (effective_status(l, now).as_str()) }
             dt { "Product" } dd { code { (l.product_id) } }
             dt { "Customer" } dd { @if let Some(c) = l.customer_id { code { (c) } } @else { "none" } }
             dt { "Seats" } dd { (view.seats_used.unwrap_or(0)) " of " (l.max_activations) " in use" }
@@ -299,7 +294,7 @@ async fn license(State(state): State<AppState>, user: User, Path(id): Path<Strin
                         th scope="col" { "Last seen" } th scope="col" { "Lease until" } } }
                     tbody {
                         @for a in rows {
-                            tr { td { code { (a.id) } } td { (format!("{:?}", a.status).to_lowercase()) }
+                            tr { td { code { (a.id) } } td { (a.status.as_str().to_lowercase()) }
                                 td { (if a.offline { "offline" } else { "online" }) }
                                 td { (date(a.last_seen_at)) } td { (opt_date(a.lease_expires_at)) } }
                         }
@@ -310,7 +305,16 @@ async fn license(State(state): State<AppState>, user: User, Path(id): Path<Strin
         section aria-labelledby="emergency" {
             h2 #emergency { "Emergency codes issued" }
             (listed(&emergency, "None.", |rows| html! {
-                ul { @for e in rows { li { (serde_json::to_string(e).unwrap_or_default()) } } }
+                table {
+                    thead { tr { th scope="col" { "Serial" } th scope="col" { "Issued" } th scope="col" { "Expires" }
+                        th scope="col" { "Bound to a device" } th scope="col" { "By" } th scope="col" { "Reason" } } }
+                    tbody {
+                        @for e in rows {
+                            tr { td { (e.serial) } td { (date(e.issued_at)) } td { (date(e.expires_at)) }
+                                td { (if e.bound { "yes" } else { "no" }) } td { (e.issued_by) } td { (e.reason) } }
+                        }
+                    }
+                }
             }))
         }
     };
