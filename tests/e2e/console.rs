@@ -83,6 +83,22 @@ async fn screenshot(c: &Client, name: &str) {
     std::fs::write(shot_dir().join(format!("{name}.png")), png).unwrap();
 }
 
+/// Clicks what navigates and returns once the next page has replaced this one: a form's answer may still be on its
+/// way when the click returns, and the old page can hold what the next step looks for.
+async fn follow(c: &Client, what: Locator<'_>) {
+    // The current document carries a mark; the next one does not. Scripts may fail while the page changes over.
+    c.execute("window.__tesseraOld = true", vec![]).await.unwrap();
+    c.find(what).await.unwrap_or_else(|e| panic!("{what:?}: {e}")).click().await.unwrap();
+    let loaded = "return window.__tesseraOld === undefined && document.readyState === 'complete'";
+    for _ in 0..400 {
+        if let Ok(serde_json::Value::Bool(true)) = c.execute(loaded, vec![]).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the page did not change within 10 s of clicking {what:?}");
+}
+
 async fn text(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()
 }
@@ -91,13 +107,13 @@ async fn sign_in(c: &Client, server: &TestServer, token: &str) {
     c.goto(&format!("{}/console", server.url())).await.unwrap();
     assert!(c.current_url().await.unwrap().path().starts_with("/console/sign-in"), "signed out: the sign-in page");
     c.find(Locator::Css("#token")).await.unwrap().send_keys(token).await.unwrap();
-    c.find(Locator::Css("form button[type=submit]")).await.unwrap().click().await.unwrap();
+    follow(c, Locator::Css("form button[type=submit]")).await;
     c.wait().for_element(Locator::Css("nav[aria-label=Main]")).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().path(), "/console/overview");
 }
 
 async fn sign_out(c: &Client) {
-    c.find(Locator::Css(".who button")).await.unwrap().click().await.unwrap();
+    follow(c, Locator::Css(".who button")).await;
     c.wait().for_element(Locator::Css("#token")).await.unwrap();
 }
 
@@ -134,7 +150,7 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     // A wrong token: the error beside the field, in the API's words.
     c.goto(&format!("{}/console/sign-in", server.url())).await.unwrap();
     c.find(Locator::Css("#token")).await.unwrap().send_keys("tsa_not-a-real-token-at-all").await.unwrap();
-    c.find(Locator::Css("form button[type=submit]")).await.unwrap().click().await.unwrap();
+    follow(c, Locator::Css("form button[type=submit]")).await;
     let e = text(c, "#token-error").await;
     assert!(e.contains("not valid"), "{e}");
 
@@ -144,14 +160,14 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     assert!(tiles.contains("1 active"), "{tiles}");
     screenshot(c, "overview").await;
     // Found by key through a posted form: the key never appears in a URL.
-    c.find(Locator::Css("nav a[href='/console/licenses']")).await.unwrap().click().await.unwrap();
+    follow(c, Locator::Css("nav a[href='/console/licenses']")).await;
     c.wait().for_element(Locator::Css("#q")).await.unwrap().send_keys(&fx.key).await.unwrap();
-    c.find(Locator::XPath("//button[.='Find']")).await.unwrap().click().await.unwrap();
+    follow(c, Locator::XPath("//button[.='Find']")).await;
     c.wait().for_element(Locator::Css("table tbody a")).await.unwrap();
     assert!(!c.current_url().await.unwrap().as_str().contains(&fx.key), "no key in the URL");
     let row = text(c, "table tbody").await;
     assert!(row.contains("ACTIVE"), "{row}");
-    c.find(Locator::Css("table tbody a")).await.unwrap().click().await.unwrap();
+    follow(c, Locator::Css("table tbody a")).await;
     c.wait().for_element(Locator::Css("dl.terms")).await.unwrap();
     let terms = text(c, "dl.terms").await;
     assert!(terms.contains(&fx.license), "{terms}");
@@ -161,7 +177,7 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::open(agent_config(dir.path(), "console-air", server.keyset(), fx.product, None)).unwrap();
     let request = agent.request_code(&fx.key).unwrap();
-    c.find(Locator::Css("nav a[href='/console/offline']")).await.unwrap().click().await.unwrap();
+    follow(c, Locator::Css("nav a[href='/console/offline']")).await;
     c.wait().for_element(Locator::Css("#request_code")).await.unwrap();
     // A typo in the code: refused beside the field, naming the group, nothing issued.
     let mut typo: Vec<char> = request.chars().collect();
@@ -169,7 +185,7 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     typo[at] = if typo[at] == 'A' { 'B' } else { 'A' };
     let typo: String = typo.into_iter().collect();
     c.find(Locator::Css("#request_code")).await.unwrap().send_keys(&typo).await.unwrap();
-    c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    follow(c, Locator::Css("main form button[type=submit]")).await;
     c.wait().for_element(Locator::Css("#request-error")).await.unwrap();
     let e = text(c, "#request-error").await;
     assert!(e.to_lowercase().contains("group"), "a typo names its group: {e}");
@@ -177,7 +193,7 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     let field = c.find(Locator::Css("#request_code")).await.unwrap();
     field.clear().await.unwrap();
     field.send_keys(&request).await.unwrap();
-    c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    follow(c, Locator::Css("main form button[type=submit]")).await;
     c.wait().for_element(Locator::Css("#response-code")).await.unwrap();
     let response = c.find(Locator::Css("#response-code")).await.unwrap().prop("value").await.unwrap().unwrap();
     assert!(response.starts_with("RSP1-"), "{response}");
@@ -224,7 +240,7 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     c.goto(&format!("{}/console/offline", server.url())).await.unwrap();
     c.execute("document.querySelector('main form input[name=csrf]').remove()", vec![]).await.unwrap();
     c.find(Locator::Css("#request_code")).await.unwrap().send_keys(&forged_request).await.unwrap();
-    c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    follow(c, Locator::Css("main form button[type=submit]")).await;
     c.wait().for_element(Locator::XPath("//h1[contains(., 'refused')]")).await.unwrap();
     assert_eq!(seats_used(&server, &fx).await, 1);
     c.goto(&format!("{}/console/overview", server.url())).await.unwrap();
@@ -279,7 +295,7 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     assert!(!r.text().await.unwrap().contains(&other.license), "nothing of the other tenant's license is shown");
     c.goto(&format!("{}/console/licenses", server.url())).await.unwrap();
     c.wait().for_element(Locator::Css("#q")).await.unwrap().send_keys(&other.key).await.unwrap();
-    c.find(Locator::XPath("//button[.='Find']")).await.unwrap().click().await.unwrap();
+    follow(c, Locator::XPath("//button[.='Find']")).await;
     c.wait().for_element(Locator::Css("#search-error")).await.unwrap();
     assert!(c.find(Locator::Css("table tbody")).await.is_err(), "no row for another tenant's key");
 
