@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Ctx, Services};
 use crate::error::{AppError, AppResult};
-use crate::store::{audit_hash, AuditEntry, Store};
+use crate::store::{audit_hash, AuditEntry, AuditFilter, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct BrokenLink {
@@ -23,10 +23,29 @@ pub struct AuditVerification {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// Entries after this sequence number, oldest first (the default, from the first entry).
     #[serde(default)]
     pub after: Option<i64>,
+    /// Or entries before this sequence number, newest first (`before=9223372036854775807` from the newest).
+    #[serde(default)]
+    pub before: Option<i64>,
     #[serde(default)]
     pub limit: Option<u32>,
+    /// Only this actor (`token:<id>`, `console:token:<id>`, `agent`, …).
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Only this action, or every action it begins when it ends with `.` (`license.`).
+    #[serde(default)]
+    pub action: Option<String>,
+    /// Only this target (a license, activation or token id, …).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Entries at or after this time (RFC 3339).
+    #[serde(default)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Entries before this time (RFC 3339).
+    #[serde(default)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Walks the whole chain from the first row; names the first row whose link does not hold.
@@ -92,8 +111,34 @@ impl Services {
         Ok(verify_chain(self.store.as_ref()).await?)
     }
 
+    /// A tenant's audit entries (every tenant's for a vendor admin), filtered and paged.
     pub async fn list_audit(&self, ctx: &Ctx, q: AuditQuery) -> AppResult<Vec<AuditEntry>> {
         let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-        Ok(self.store.audit_rows(ctx.scope()?, q.after.unwrap_or(0), limit).await?)
+        if q.after.is_some() && q.before.is_some() {
+            return Err(AppError::invalid("give after (oldest first) or before (newest first), not both"));
+        }
+        let text = |field: &str, v: Option<String>| -> AppResult<Option<String>> {
+            match v.map(|v| v.trim().to_string()) {
+                None => Ok(None),
+                Some(v) if v.is_empty() => Ok(None),
+                Some(v) if v.len() > 200 => Err(AppError::invalid(format!("{field} is longer than 200 characters"))),
+                Some(v) => Ok(Some(v)),
+            }
+        };
+        if let (Some(s), Some(u)) = (q.since, q.until) {
+            if s >= u {
+                return Err(AppError::invalid("since must be before until"));
+            }
+        }
+        let filter = AuditFilter {
+            after: q.after.unwrap_or(0),
+            before: q.before,
+            actor: text("actor", q.actor)?,
+            action: text("action", q.action)?,
+            target: text("target", q.target)?,
+            since: q.since,
+            until: q.until,
+        };
+        Ok(self.store.find_audit(ctx.scope()?, filter, limit).await?)
     }
 }

@@ -190,4 +190,7 @@ pub trait AuditStore: Send + Sync + 'static {
     fn audit_head(&self) -> StoreFuture<'_, Option<(i64, Vec<u8>)>>;
     /// Audit rows with `seq > after`, in order (at most `limit`).
     fn audit_rows(&self, scope: Scope, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>>;
+    /// Audit rows matching `filter` (at most `limit`): oldest first after `filter.after`, or newest first before
+    /// `filter.before`.
+    fn find_audit(&self, scope: Scope, filter: AuditFilter, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>>;
 }

@@ -427,6 +427,25 @@ pub struct Event {
     pub data: Value,
 }
 
+/// Which audit rows to read: every condition given holds together; `None` places no condition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Rows with `seq > after` (oldest first) …
+    pub after: i64,
+    /// … or, when set, rows with `seq < before`, newest first (paging back from the newest with `i64::MAX`).
+    pub before: Option<i64>,
+    /// Exactly this actor (`token:<id>`, `console:token:<id>`, `agent`, …).
+    pub actor: Option<String>,
+    /// Exactly this action, or every action it begins when it ends with `.` (`license.` is every license action).
+    pub action: Option<String>,
+    /// Exactly this target (a license, activation or token id, …).
+    pub target: Option<String>,
+    /// Rows at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Rows before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
 /// An audit entry to append; the store assigns the sequence number and chains the hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewAudit {

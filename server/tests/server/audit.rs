@@ -124,3 +124,33 @@ async fn the_first_admin_token_is_saved_before_it_is_committed() {
     assert_eq!(std::fs::read_to_string(path.join("admin-token")).unwrap().trim(), token);
     s.shutdown().await;
 }
+
+/// The audit API filters by actor, action (or its prefix), target and time, pages back from the newest, stays
+/// within the token's tenant, and refuses a contradictory query with a message.
+#[tokio::test]
+async fn audit_entries_are_filtered_and_paged_back_within_the_tenant() {
+    let h = Harness::new().await;
+    let f = h.fixture("au-filter", 2, "SUBSCRIPTION").await;
+    let g = h.fixture("au-filter-other", 2, "SUBSCRIPTION").await;
+    for (fx, path) in [(&f, "suspend"), (&f, "reinstate"), (&g, "suspend")] {
+        let (s, v) = h.post(&format!("/v1/licenses/{}/{path}", fx.license), Some(&fx.token), json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let items = |v: serde_json::Value| v["items"].as_array().unwrap().clone();
+    let url = format!("/v1/audit?target={}&action=license.&before=9223372036854775807", f.license);
+    let (s, v) = h.get(&url, Some(&f.token)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let actions: Vec<_> = items(v).iter().map(|e| e["action"].as_str().unwrap().to_string()).collect();
+    assert_eq!(actions[..2], ["license.reinstate", "license.suspend"], "newest first: {actions:?}");
+    assert!(actions.iter().all(|a| a.starts_with("license.")));
+    // Another tenant's license id as the target: nothing of it, for this tenant's token.
+    let (_, v) = h.get(&format!("/v1/audit?target={}", g.license), Some(&f.token)).await;
+    assert!(items(v).is_empty(), "another tenant's entries are not shown");
+    let (_, v) = h.get(&format!("/v1/audit?target={}&action=license.suspend", g.license), Some(&h.admin)).await;
+    assert_eq!(items(v).len(), 1, "the vendor admin sees every tenant's");
+    let (s, v) = h.get("/v1/audit?after=1&before=10", Some(&f.token)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("not both"), "{v}");
+    let (s, v) = h.get("/v1/audit?since=yesterday", Some(&f.token)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+}

@@ -133,4 +133,50 @@ impl AuditStore for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()?)
         })
     }
+
+    fn find_audit(&self, scope: Scope, f: AuditFilter, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>> {
+        self.read(move |c| {
+            // Only the conditions given enter the statement, so SQLite can use the target and actor indexes.
+            let mut sql = format!("SELECT {AUDIT_COLS} FROM audit_log WHERE ");
+            let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+            let mut cond = |clause: &str, v: Box<dyn rusqlite::ToSql>| {
+                args.push(v);
+                sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+                sql.push_str(" AND ");
+            };
+            match f.before {
+                Some(before) => cond("seq < ?", Box::new(before)),
+                None => cond("seq > ?", Box::new(f.after)),
+            }
+            if let Some(t) = scope_s(scope) {
+                cond("tenant_id = ?", Box::new(t));
+            }
+            if let Some(a) = f.actor {
+                cond("actor = ?", Box::new(a));
+            }
+            match f.action {
+                Some(a) if a.ends_with('.') => {
+                    let n = a.len();
+                    cond(&format!("substr(action, 1, {n}) = ?"), Box::new(a));
+                }
+                Some(a) => cond("action = ?", Box::new(a)),
+                None => {}
+            }
+            if let Some(t) = f.target {
+                cond("target = ?", Box::new(t));
+            }
+            if let Some(t) = f.since {
+                cond("at >= ?", Box::new(ts(t)));
+            }
+            if let Some(t) = f.until {
+                cond("at < ?", Box::new(ts(t)));
+            }
+            sql.push_str(if f.before.is_some() { "1 ORDER BY seq DESC LIMIT ?" } else { "1 ORDER BY seq LIMIT ?" });
+            sql = sql.replacen("LIMIT ?", &format!("LIMIT ?{}", args.len() + 1), 1);
+            args.push(Box::new(limit));
+            Ok(c.prepare_cached(&sql)?
+                .query_map(rusqlite::params_from_iter(args.iter()), row_audit)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
 }

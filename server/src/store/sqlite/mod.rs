@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../migrations/sqlite/0006_offline_release.sql"),
     include_str!("../../../../migrations/sqlite/0007_seat_units.sql"),
     include_str!("../../../../migrations/sqlite/0008_usage_without_activation.sql"),
+    include_str!("../../../../migrations/sqlite/0009_audit_lookup.sql"),
 ];
 /// How often other processes' changes are picked up from the change feed.
 const FEED_POLL: Duration = Duration::from_millis(200);

@@ -82,6 +82,77 @@ pub async fn events_and_deferred(s: &S) {
     assert!(s.audit_rows(None, audit_mark(s).await, 10).await.unwrap().is_empty());
 }
 
+/// Filtered reads: every condition holds together, a tenant never sees another's rows, `before` pages back from
+/// the newest, and an action ending in `.` matches the actions it begins (and no other).
+pub async fn filters(s: &S) {
+    let fa = fixture(s, "conf-audit-filter-a").await;
+    let fb = fixture(s, "conf-audit-filter-b").await;
+    let (a, b) = (Some(fa.tenant), Some(fb.tenant));
+    let t0 = now();
+    let row = |tenant, actor: &str, action: &str, target: &str, mins: i64| NewAudit {
+        at: t0 + Duration::minutes(mins),
+        actor: actor.into(),
+        target: Some(target.into()),
+        ..audit(tenant, action)
+    };
+    let mark = audit_mark(s).await;
+    let written = vec![
+        row(a, "token:x", "license.suspend", "L1", 1),
+        row(a, "token:y", "license.reinstate", "L1", 2),
+        row(a, "token:x", "licenses.bulk", "L2", 3),
+        row(b, "token:x", "license.suspend", "L1", 4),
+        row(a, "token:x", "emergency.issue", "L1", 5),
+    ];
+    s.write_deferred(written.clone(), vec![]).await.unwrap();
+    let seq = |i: i64| mark + 1 + i;
+    let find = |scope, f: AuditFilter| async move {
+        s.find_audit(scope, AuditFilter { after: mark, ..f }, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect::<Vec<_>>()
+    };
+    let text = |v: &str| Some(v.to_string());
+    assert_eq!(find(a, AuditFilter::default()).await, vec![seq(0), seq(1), seq(2), seq(4)], "tenant a, in order");
+    assert_eq!(find(None, AuditFilter::default()).await, (0..5).map(seq).collect::<Vec<_>>(), "every tenant");
+    assert_eq!(find(a, AuditFilter { target: text("L1"), ..Default::default() }).await, vec![seq(0), seq(1), seq(4)]);
+    assert_eq!(find(b, AuditFilter { target: text("L1"), ..Default::default() }).await, vec![seq(3)]);
+    assert_eq!(
+        find(a, AuditFilter { actor: text("token:x"), ..Default::default() }).await,
+        vec![seq(0), seq(2), seq(4)]
+    );
+    assert_eq!(
+        find(a, AuditFilter { action: text("license."), ..Default::default() }).await,
+        vec![seq(0), seq(1)],
+        "a prefix ends at its dot: licenses.bulk is not a license. action"
+    );
+    assert_eq!(find(a, AuditFilter { action: text("license"), ..Default::default() }).await, Vec::<i64>::new());
+    assert_eq!(find(a, AuditFilter { action: text("license.suspend"), ..Default::default() }).await, vec![seq(0)]);
+    let window = AuditFilter {
+        since: Some(t0 + Duration::minutes(2)),
+        until: Some(t0 + Duration::minutes(5)),
+        ..Default::default()
+    };
+    assert_eq!(find(a, window.clone()).await, vec![seq(1), seq(2)], "since is inclusive, until exclusive");
+    let all = AuditFilter { actor: text("token:x"), target: text("L1"), action: text("license."), ..window };
+    assert_eq!(find(None, all).await, vec![seq(3)], "every condition together");
+    assert_eq!(
+        find(a, AuditFilter { target: text("L1%"), ..Default::default() }).await,
+        Vec::<i64>::new(),
+        "no wildcard"
+    );
+    // Newest first, paging back with `before`.
+    let back = |before, limit| async move {
+        let f = AuditFilter { before: Some(before), target: Some("L1".into()), ..Default::default() };
+        s.find_audit(a, f, limit).await.unwrap().iter().map(|r| r.seq).collect::<Vec<_>>()
+    };
+    assert_eq!(back(i64::MAX, 2).await, vec![seq(4), seq(1)]);
+    assert_eq!(back(seq(1), 2).await, vec![seq(0)]);
+    let rows = s.find_audit(None, AuditFilter { after: mark, ..Default::default() }, 100).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.entry.clone()).collect::<Vec<_>>(), written, "the rows as written");
+}
+
 /// Audit appends from many tasks at once leave one unbroken chain with unique consecutive sequence numbers.
 pub async fn concurrent_appends(s: &S) {
     let fx = fixture(s, "conf-audit-race").await;

@@ -48,6 +48,7 @@ pub async fn store_conformance(store: S) {
     security::emergency(s).await;
     audit::events_and_deferred(s).await;
     audit::concurrent_appends(s).await;
+    audit::filters(s).await;
     // Last: it prunes the change feed, then checks the cache still serves the writes that follow.
     licenses::cached_reads(s).await;
     audit::verify_chain(s).await;
