@@ -119,6 +119,10 @@ pub struct IssuedEmergency {
     pub bound_device: Option<String>,
     pub license_id: Uuid,
     pub reason: String,
+    /// Codes issued for the license in the last 30 days, this one included.
+    pub issued_in_window: u32,
+    /// How many more the license's emergency policy allows in that window.
+    pub left_in_window: u32,
 }
 
 /// An issued emergency code as listed: without the code text.
@@ -190,6 +194,14 @@ impl Services {
             .filter(|r| scope.is_none_or(|s| s == r.license.tenant_id))
             .find(|r| req.verify(&r.key_hash).is_ok())
             .ok_or_else(no_license)
+    }
+
+    /// The license a device's request code was made for, within the token's tenant (support or admin): the
+    /// emergency desk binds a code to the device that asks without staff typing its license key.
+    pub async fn license_of_request(&self, ctx: &Ctx, request_code: &str) -> AppResult<Uuid> {
+        ctx.require_support()?;
+        let signed = SignedRequest::decode(request_code).map_err(code_error)?;
+        Ok(self.license_for_request(ctx, &signed, None).await?.license.id)
     }
 
     /// Answers an offline request code: activates the device (seat limits apply) and signs a response code.
@@ -601,13 +613,15 @@ impl Services {
             })
             .await?;
         match out {
-            EmergencyOutcome::Issued(r) => Ok(IssuedEmergency {
+            EmergencyOutcome::Issued { record: r, issued_in_window } => Ok(IssuedEmergency {
                 code: r.code,
                 serial: r.serial,
                 expires_at: r.expires_at,
                 bound_device: r.bound_device.as_deref().map(tessera_core::encoding::b64url),
                 license_id: r.license_id,
                 reason: r.reason,
+                issued_in_window,
+                left_in_window: policy.max_per_30_days.saturating_sub(issued_in_window),
             }),
             EmergencyOutcome::LimitReached { issued_in_window } => Err(AppError::new(
                 ErrorCode::EmergencyLimitReached,

@@ -412,8 +412,14 @@ pub struct EmergencyOp {
 
 #[derive(Debug, Clone)]
 pub enum EmergencyOutcome {
-    Issued(EmergencyRecord),
-    LimitReached { issued_in_window: u32 },
+    /// Issued; `issued_in_window` counts it with the others of the window.
+    Issued {
+        record: EmergencyRecord,
+        issued_in_window: u32,
+    },
+    LimitReached {
+        issued_in_window: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -330,6 +330,7 @@ async fn roles_support_and_read_only() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!((v["issued_in_window"].as_u64(), v["left_in_window"].as_u64()), (Some(1), Some(2)), "default 3: {v}");
     let (s, _) = h.post("/v1/licenses", Some(&support), json!({"template_id": f.template})).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = h.post(&format!("/v1/licenses/{}/suspend", f.license), Some(&support), json!({})).await;

@@ -216,7 +216,7 @@ impl LicenseStore for SqliteStore {
                 m.insert("serial".into(), serial.into());
             }
             append_audit_tx(c, &audit)?;
-            Ok(EmergencyOutcome::Issued(rec))
+            Ok(EmergencyOutcome::Issued { record: rec, issued_in_window: count + 1 })
         })
     }
 

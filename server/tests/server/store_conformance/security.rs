@@ -166,7 +166,10 @@ pub async fn emergency(s: &S) {
         let op = emergency_op(&l, window, 2);
         let mut want = op.record.clone();
         let mark = audit_mark(s).await;
-        let EmergencyOutcome::Issued(rec) = s.issue_emergency(op).await.unwrap() else { panic!("not issued") };
+        let EmergencyOutcome::Issued { record: rec, issued_in_window } = s.issue_emergency(op).await.unwrap() else {
+            panic!("not issued")
+        };
+        assert_eq!(issued_in_window, serial, "counted with the others of the window");
         (want.serial, want.code) = (serial, format!("EMERG-{serial}"));
         assert_eq!(rec, want);
         assert_eq!(assert_audited(s, mark, "conf.emergency").await.entry.outcome, "ISSUED");
@@ -182,8 +185,10 @@ pub async fn emergency(s: &S) {
     let later = issued[1].issued_at + Duration::seconds(1);
     let mut op = emergency_op(&l, later, 2);
     op.record.issued_at = later + Duration::seconds(1);
-    let EmergencyOutcome::Issued(third) = s.issue_emergency(op).await.unwrap() else { panic!("not issued") };
-    assert_eq!(third.serial, 3);
+    let EmergencyOutcome::Issued { record: third, issued_in_window } = s.issue_emergency(op).await.unwrap() else {
+        panic!("not issued")
+    };
+    assert_eq!((third.serial, issued_in_window), (3, 1), "the window counts only its own codes");
     issued.push(third);
 
     // A code that cannot be made: an error, and nothing written.
@@ -197,7 +202,9 @@ pub async fn emergency(s: &S) {
     assert!(s.list_emergency(Some(fb.tenant), l.license.id).await.unwrap().is_empty(), "scoped");
 
     // Serials and windows are per license.
-    let EmergencyOutcome::Issued(first) = s.issue_emergency(emergency_op(&other, window, 1)).await.unwrap() else {
+    let EmergencyOutcome::Issued { record: first, .. } =
+        s.issue_emergency(emergency_op(&other, window, 1)).await.unwrap()
+    else {
         panic!("not issued")
     };
     assert_eq!(first.serial, 1);
