@@ -337,3 +337,172 @@ async fn idle_sessions_expire_and_revoked_tokens_sign_out() {
     c.goto(&format!("{}/console/overview", server.url())).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().query(), Some("why=revoked"));
 }
+
+/// Sets a field's value by script, as text and without `required`, so a test can send what a careless user or a
+/// hand-made request would (a browser's date field sends no malformed date).
+async fn set_field(c: &Client, id: &str, value: &str) {
+    let js = "const e = document.getElementById(arguments[0]); e.removeAttribute('required'); \
+              if (e.tagName === 'INPUT') { e.type = 'text'; } e.value = arguments[1];";
+    c.execute(js, vec![json!(id), json!(value)]).await.unwrap();
+}
+
+async fn license_status(server: &TestServer, fx: &Fixture) -> String {
+    server.license_json(fx).await["status"].as_str().unwrap().to_string()
+}
+
+/// Staff at work on a license in the browser: an emergency code from the desk, bound by the device's request code
+/// alone, opens the real agent and shows in the license's list, its history and the audit log; suspend and
+/// reinstate go through a confirmation; a revoke without the typed key hint changes nothing; a device is
+/// deactivated; the license file downloads; the chain verifies. A read-only user sees none of the actions and its
+/// well-formed posts are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_issue_an_emergency_code_and_act_on_a_license_read_only_users_cannot() {
+    let server = TestServer::start().await;
+    let emergency = json!({"enabled": true, "validity_hours": 24, "max_per_30_days": 3, "scope": "ALL_FEATURES",
+                           "require_binding": true});
+    let fx = server.fixture("console-actions", json!({"max_activations": 3, "emergency": emergency})).await;
+    let support = token(&server, &fx, "support").await;
+    let read_only = token(&server, &fx, "read-only").await;
+    let b = browser().await;
+    let c = &b.client;
+    let dir = tempfile::tempdir().unwrap();
+
+    // The emergency desk: only the device's request code; the reason is mandatory.
+    let air = Agent::open(agent_config(dir.path(), "console-emergency", server.keyset(), fx.product, None)).unwrap();
+    let request = air.request_code(&fx.key).unwrap();
+    sign_in(c, &server, &support).await;
+    follow(c, Locator::Css("nav a[href='/console/emergency']")).await;
+    c.find(Locator::Css("#request_code")).await.unwrap().send_keys(&request).await.unwrap();
+    set_field(c, "reason", "  ").await;
+    follow(c, Locator::Css("main form button[type=submit]")).await;
+    let e = text(c, "#reason-error").await;
+    assert!(e.contains("reason is required"), "{e}");
+    let (_, listed) = server.get(&format!("/v1/licenses/{}/emergency-codes", fx.license), &fx.token).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 0, "nothing issued without a reason");
+    c.find(Locator::Css("#reason"))
+        .await
+        .unwrap()
+        .send_keys("license server down after a firewall change")
+        .await
+        .unwrap();
+    follow(c, Locator::Css("main form button[type=submit]")).await;
+    let code = c.find(Locator::Css("#emergency-code")).await.unwrap().prop("value").await.unwrap().unwrap();
+    assert!(code.starts_with("EMG1-"), "{code}");
+    assert!(text(c, "#left").await.starts_with("2 "), "3 a window by default, one used");
+    assert!(c.find(Locator::Css(".qr svg")).await.is_ok());
+    screenshot(c, "emergency-desk").await;
+    air.apply_code_with_key(&code, Some(&fx.key)).unwrap();
+    assert_eq!(
+        air.check("export_pdf").reason,
+        tessera_core::Reason::EmergencyAccess,
+        "the desk's code opens the agent"
+    );
+    // In the license's list and history, and in the audit log under the console user.
+    follow(c, Locator::XPath("//a[.='Back to the license']")).await;
+    let issued = text(c, "section[aria-labelledby=emergency] tbody").await;
+    assert!(issued.contains("firewall change") && issued.contains("console:token:"), "{issued}");
+    assert!(text(c, "section[aria-labelledby=history]").await.contains("emergency.issue"));
+    c.goto(&format!("{}/console/audit?action=emergency.", server.url())).await.unwrap();
+    let rows = text(c, "table.audit tbody").await;
+    assert!(rows.contains("emergency.issue") && rows.contains("console:token:"), "{rows}");
+    assert!(!rows.contains("license.create"), "filtered by action: {rows}");
+    sign_out(c).await;
+
+    // A tenant admin suspends and reinstates, each behind a confirmation page.
+    sign_in(c, &server, &fx.token).await;
+    let page = format!("{}/console/licenses/{}", server.url(), fx.license);
+    c.goto(&page).await.unwrap();
+    follow(c, Locator::XPath("//a[starts-with(., 'Suspend')]")).await;
+    assert_eq!(license_status(&server, &fx).await, "ACTIVE", "the confirmation page changes nothing");
+    c.find(Locator::Css("#reason")).await.unwrap().send_keys("unpaid invoice").await.unwrap();
+    screenshot(c, "license-suspend").await;
+    follow(c, Locator::Css("main form button[type=submit]")).await;
+    assert!(text(c, "#done").await.contains("suspended"));
+    assert_eq!(license_status(&server, &fx).await, "SUSPENDED");
+    follow(c, Locator::XPath("//a[starts-with(., 'Reinstate')]")).await;
+    follow(c, Locator::Css("main form button[type=submit]")).await;
+    assert_eq!(license_status(&server, &fx).await, "ACTIVE");
+    // Renewing with a date that is no date, then by days.
+    let expires = server.license_json(&fx).await["expires_at"].clone();
+    follow(c, Locator::XPath("//a[starts-with(., 'Renew')]")).await;
+    set_field(c, "expires_on", "31/12/2030").await;
+    follow(c, Locator::Css("main form button[type=submit]")).await;
+    assert!(text(c, "#expires_on-error").await.contains("YYYY-MM-DD"));
+    assert_eq!(server.license_json(&fx).await["expires_at"], expires, "nothing changed");
+    set_field(c, "expires_on", "").await;
+    c.find(Locator::Css("#days")).await.unwrap().send_keys("30").await.unwrap();
+    follow(c, Locator::Css("main form button[type=submit]")).await;
+    assert!(text(c, "#done").await.contains("renewed"));
+    assert_ne!(server.license_json(&fx).await["expires_at"], expires);
+    // Revoking is final: without the typed key hint, refused beside the field.
+    follow(c, Locator::XPath("//a[starts-with(., 'Revoke')]")).await;
+    c.find(Locator::Css("#confirm")).await.unwrap().send_keys("not-the-hint").await.unwrap();
+    follow(c, Locator::Css("main form button[type=submit]")).await;
+    assert!(text(c, "#confirm-error").await.contains("key hint"));
+    assert_eq!(license_status(&server, &fx).await, "ACTIVE", "a revoke without its confirmation changes nothing");
+
+    // An online device, deactivated from the license page.
+    let online =
+        Agent::open(agent_config(dir.path(), "console-online", server.keyset(), fx.product, Some(&server.url())))
+            .unwrap();
+    online.activate(&fx.key).await.unwrap();
+    assert_eq!(seats_used(&server, &fx).await, 1);
+    c.goto(&page).await.unwrap();
+    follow(c, Locator::XPath("//a[.='Deactivate…']")).await;
+    follow(c, Locator::Css("main form button[type=submit]")).await;
+    assert!(text(c, "#deactivated").await.contains("seat is free"));
+    assert_eq!(seats_used(&server, &fx).await, 0);
+    // The history names what was done, newest first.
+    c.goto(&page).await.unwrap();
+    let history = text(c, "section[aria-labelledby=history] tbody").await;
+    let at = |a: &str| history.find(a).unwrap_or_else(|| panic!("{a} in {history}"));
+    assert!(at("license.renew") < at("license.reinstate") && at("license.reinstate") < at("license.suspend"));
+    assert!(history.contains("unpaid invoice"), "the reason is kept: {history}");
+    screenshot(c, "license-history").await;
+
+    // The license file, downloaded with the session's cookie: the signed file, verified with the vendor key.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let cookie = session_cookie(c).await;
+    let r = http.get(format!("{page}/file")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-disposition"].to_str().unwrap().starts_with("attachment"));
+    let file = r.text().await.unwrap();
+    let claims = tessera_core::token::verify_license_file(&file, &server.keyset()).unwrap();
+    assert_eq!(claims.license.id.to_string(), fx.license);
+    sign_out(c).await;
+
+    // The vendor admin verifies the chain.
+    sign_in(c, &server, &server.admin.clone()).await;
+    c.goto(&format!("{}/console/audit", server.url())).await.unwrap();
+    follow(c, Locator::XPath("//a[.='Verify the chain']")).await;
+    assert!(text(c, "#verified").await.contains("The chain holds"));
+    sign_out(c).await;
+
+    // A read-only user: no action on the license page, and the posts themselves are refused.
+    sign_in(c, &server, &read_only).await;
+    c.goto(&page).await.unwrap();
+    let actions = text(c, "nav.actions").await;
+    assert!(!actions.contains("Suspend") && !actions.contains("Emergency"), "{actions}");
+    assert!(c.find(Locator::XPath("//a[.='Deactivate…']")).await.is_err());
+    let nav = text(c, "nav[aria-label=Main]").await;
+    assert!(!nav.contains("Emergency desk"), "{nav}");
+    let cookie = session_cookie(c).await;
+    let csrf = c.find(Locator::Css(".who input[name=csrf]")).await.unwrap().attr("value").await.unwrap().unwrap();
+    let post = |path: String, form: Vec<(&'static str, String)>| {
+        let (http, cookie) = (http.clone(), cookie.clone());
+        async move { http.post(path).header("cookie", cookie).form(&form).send().await.unwrap() }
+    };
+    let r = post(format!("{page}/act/suspend"), vec![("csrf", csrf.clone()), ("reason", "x".into())]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = post(format!("{page}/act/revoke"), vec![("csrf", csrf.clone()), ("confirm", "x".into())]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = post(
+        format!("{}/console/emergency", server.url()),
+        vec![("csrf", csrf), ("license", fx.license.clone()), ("reason", "x".into())],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(license_status(&server, &fx).await, "ACTIVE");
+    let (_, listed) = server.get(&format!("/v1/licenses/{}/emergency-codes", fx.license), &fx.token).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "a read-only user's posts issue nothing");
+}

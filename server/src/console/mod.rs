@@ -14,7 +14,10 @@
 //!
 //! **Roles.** What a role may not do, the pages do not offer; the services check again on every action.
 
+mod actions;
+mod emergency;
 mod pages;
+mod records;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -130,6 +133,9 @@ pub fn router() -> Router<AppState> {
         .route("/console/assets/console.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
         .route("/console/assets/console.js", get(|| async { asset("text/javascript; charset=utf-8", JS) }))
         .merge(pages::routes())
+        .merge(actions::routes())
+        .merge(emergency::routes())
+        .merge(records::routes())
 }
 
 fn asset(kind: &'static str, body: &'static str) -> Response {
@@ -169,6 +175,10 @@ impl User {
 
     fn may_support(&self) -> bool {
         matches!(self.role, Role::VendorAdmin | Role::TenantAdmin | Role::Support)
+    }
+
+    fn may_admin(&self) -> bool {
+        matches!(self.role, Role::VendorAdmin | Role::TenantAdmin)
     }
 }
 
@@ -405,6 +415,9 @@ const NAV: &[Nav] = &[
     Nav { path: "/console/overview", label: "Overview", shown: |_| true },
     Nav { path: "/console/licenses", label: "Licenses", shown: |_| true },
     Nav { path: "/console/offline", label: "Offline desk", shown: User::may_support },
+    Nav { path: "/console/emergency", label: "Emergency desk", shown: User::may_support },
+    Nav { path: "/console/security", label: "Security", shown: |_| true },
+    Nav { path: "/console/audit", label: "Audit", shown: |_| true },
 ];
 
 /// A page with the navigation, for a signed-in user. `current` is the navigation path it belongs to.
@@ -462,6 +475,17 @@ fn head(title: &str) -> Markup {
 
 fn csrf_field(user: &User) -> Markup {
     html! { input type="hidden" name="csrf" value=(user.csrf); }
+}
+
+/// Whether a refusal is about the user's role (a page of its own), not about what was entered (shown beside the
+/// field: a suspended license or an altered code is 403 too, and belongs beside the code).
+fn role_refusal(e: &AppError) -> bool {
+    e.code == tessera_core::protocol::ErrorCode::Forbidden
+}
+
+/// The HTTP status of a service's refusal.
+fn status_of(e: &AppError) -> StatusCode {
+    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// An error from the services as a page (for errors that concern no form field).

@@ -12,10 +12,14 @@ use serde::Deserialize;
 use tessera_core::protocol::{RespondRequest, RespondResult};
 use uuid::Uuid;
 
-use super::{csrf_field, error_page, layout, page_response, qr_svg, User};
+use super::actions::Action;
+use super::{csrf_field, error_page, layout, page_response, qr_svg, role_refusal, User};
 use crate::error::AppError;
 use crate::http::AppState;
+use crate::services::audit::AuditQuery;
 use crate::services::licenses::{effective_status, KeyLookup, LicenseListQuery, LicenseView};
+use crate::store::ActivationStatus;
+use tessera_core::LicenseStatus;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -25,11 +29,11 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/console/offline", get(offline_page).post(offline_respond))
 }
 
-fn date(t: DateTime<Utc>) -> String {
+pub(super) fn date(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-fn opt_date(t: Option<DateTime<Utc>>) -> String {
+pub(super) fn opt_date(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "never".to_string(), date)
 }
 
@@ -240,12 +244,26 @@ fn listed<T>(r: &Result<Vec<T>, AppError>, none: &str, rows: impl FnOnce(&[T]) -
     match r {
         Ok(items) if items.is_empty() => html! { p { (none) } },
         Ok(items) => rows(items),
-        Err(e) if e.status() == 403 => html! { p.note { "Not shown: " (e.message) } },
+        Err(e) if role_refusal(e) => html! { p.note { "Not shown: " (e.message) } },
         Err(e) => html! { p.error role="alert" { (e.message) } },
     }
 }
 
-async fn license(State(state): State<AppState>, user: User, Path(id): Path<String>) -> Response {
+#[derive(Deserialize)]
+struct DoneQuery {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+/// How many audit entries of a license its page shows (newest first).
+const HISTORY: u32 = 50;
+
+async fn license(
+    State(state): State<AppState>,
+    user: User,
+    Path(id): Path<String>,
+    Query(q): Query<DoneQuery>,
+) -> Response {
     let Ok(id) = Uuid::parse_str(&id) else {
         return error_page(&AppError::not_found("license"));
     };
@@ -256,10 +274,37 @@ async fn license(State(state): State<AppState>, user: User, Path(id): Path<Strin
     };
     let activations = svc.list_license_activations(&user.ctx, id).await;
     let emergency = svc.list_emergency(&user.ctx, id).await;
+    let history = svc
+        .list_audit(
+            &user.ctx,
+            AuditQuery {
+                before: Some(i64::MAX),
+                target: Some(id.to_string()),
+                limit: Some(HISTORY),
+                ..Default::default()
+            },
+        )
+        .await;
     let now = svc.now();
     let l = &view.license;
+    let status = effective_status(l, now);
+    let done = q.done.as_deref().and_then(|d| Action::ALL.into_iter().find(|a| a.slug() == d));
     let body = html! {
         h1 { "License " code { (view.key_hint) } }
+        @if let Some(a) = done { p.note role="status" #done { (a.done()) } }
+        nav.actions aria-label="License actions" {
+            ul {
+                @if user.may_admin() {
+                    @for a in Action::ALL.into_iter().filter(|a| a.fits(status)) {
+                        li { a.button href={ "/console/licenses/" (l.id) "/act/" (a.slug()) } { (a.label()) "…" } }
+                    }
+                }
+                @if user.may_support() && status != LicenseStatus::Revoked {
+                    li { a.button href={ "/console/emergency?license=" (l.id) } { "Emergency code…" } }
+                }
+                li { a.button href={ "/console/licenses/" (l.id) "/file" } download { "Download license file" } }
+            }
+        }
         dl.terms {
             dt { "Id" } dd { code { (l.id) } }
             dt { "Status" } dd { (effective_status(l, now).as_str()) }
@@ -291,12 +336,18 @@ async fn license(State(state): State<AppState>, user: User, Path(id): Path<Strin
             (listed(&activations, "No activations.", |rows| html! {
                 table {
                     thead { tr { th scope="col" { "Activation" } th scope="col" { "Status" } th scope="col" { "Kind" }
-                        th scope="col" { "Last seen" } th scope="col" { "Lease until" } } }
+                        th scope="col" { "Last seen" } th scope="col" { "Lease until" }
+                        @if user.may_support() { th scope="col" { span.visually-hidden { "Actions" } } } } }
                     tbody {
                         @for a in rows {
                             tr { td { code { (a.id) } } td { (a.status.as_str().to_lowercase()) }
                                 td { (if a.offline { "offline" } else { "online" }) }
-                                td { (date(a.last_seen_at)) } td { (opt_date(a.lease_expires_at)) } }
+                                td { (date(a.last_seen_at)) } td { (opt_date(a.lease_expires_at)) }
+                                @if user.may_support() {
+                                    td { @if a.status == ActivationStatus::Active {
+                                        a href={ "/console/licenses/" (l.id) "/activations/" (a.id) "/deactivate" } { "Deactivate…" }
+                                    } }
+                                } }
                         }
                     }
                 }
@@ -314,6 +365,15 @@ async fn license(State(state): State<AppState>, user: User, Path(id): Path<Strin
                                 td { (if e.bound { "yes" } else { "no" }) } td { (e.issued_by) } td { (e.reason) } }
                         }
                     }
+                }
+            }))
+        }
+        section aria-labelledby="history" {
+            h2 #history { "History" }
+            (listed(&history, "Nothing recorded.", |rows| html! {
+                (super::records::audit_table(rows))
+                @if rows.len() as u32 == HISTORY {
+                    p { a href={ "/console/audit?target=" (l.id) } { "Older entries in the audit log" } }
                 }
             }))
         }
@@ -379,7 +439,7 @@ async fn offline_respond(State(state): State<AppState>, user: User, Form(f): For
     };
     match state.services.offline_respond(&user.ctx, req).await {
         Ok(r) => page_response(StatusCode::OK, layout(&user, "Offline desk", "/console/offline", answered(&r))),
-        Err(e) if e.status() == 403 => error_page(&e),
+        Err(e) if role_refusal(&e) => error_page(&e),
         Err(e) => {
             let body = html! {
                 h1 { "Offline desk" }

@@ -31,6 +31,9 @@ pub struct AuditQuery {
     pub before: Option<i64>,
     #[serde(default)]
     pub limit: Option<u32>,
+    /// Only this tenant's entries (a vendor admin's filter; a tenant's token reads its own tenant only).
+    #[serde(default)]
+    pub tenant_id: Option<uuid::Uuid>,
     /// Only this actor (`token:<id>`, `console:token:<id>`, `agent`, …).
     #[serde(default)]
     pub actor: Option<String>,
@@ -139,6 +142,11 @@ impl Services {
             since: q.since,
             until: q.until,
         };
-        Ok(self.store.find_audit(ctx.scope()?, filter, limit).await?)
+        let scope = match (ctx.scope()?, q.tenant_id) {
+            (Some(own), Some(asked)) if own != asked => return Err(AppError::not_found("tenant")),
+            (Some(own), _) => Some(own),
+            (None, asked) => asked,
+        };
+        Ok(self.store.find_audit(scope, filter, limit).await?)
     }
 }

@@ -148,6 +148,10 @@ async fn audit_entries_are_filtered_and_paged_back_within_the_tenant() {
     assert!(items(v).is_empty(), "another tenant's entries are not shown");
     let (_, v) = h.get(&format!("/v1/audit?target={}&action=license.suspend", g.license), Some(&h.admin)).await;
     assert_eq!(items(v).len(), 1, "the vendor admin sees every tenant's");
+    let (_, v) = h.get(&format!("/v1/audit?target={}&tenant_id={}", g.license, f.tenant), Some(&h.admin)).await;
+    assert!(items(v).is_empty(), "filtered by tenant");
+    let (s, _) = h.get(&format!("/v1/audit?tenant_id={}", g.tenant), Some(&f.token)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "a tenant's token cannot name another tenant");
     let (s, v) = h.get("/v1/audit?after=1&before=10", Some(&f.token)).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("not both"), "{v}");
