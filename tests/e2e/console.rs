@@ -397,8 +397,13 @@ async fn staff_issue_an_emergency_code_and_act_on_a_license_read_only_users_cann
         tessera_core::Reason::EmergencyAccess,
         "the desk's code opens the agent"
     );
+    // Reloading the page neither issues another code nor shows this one again.
+    c.refresh().await.unwrap();
+    assert!(text(c, "h1").await.contains("Already shown"));
+    assert!(!c.source().await.unwrap().contains(&code));
     // In the license's list and history, and in the audit log under the console user.
-    follow(c, Locator::XPath("//a[.='Back to the license']")).await;
+    c.goto(&format!("{}/console/licenses/{}", server.url(), fx.license)).await.unwrap();
+    assert_eq!(text(c, "section[aria-labelledby=emergency] tbody tr:last-child td").await, "1", "one code, serial 1");
     let issued = text(c, "section[aria-labelledby=emergency] tbody").await;
     assert!(issued.contains("firewall change") && issued.contains("console:token:"), "{issued}");
     assert!(text(c, "section[aria-labelledby=history]").await.contains("emergency.issue"));
@@ -505,4 +510,119 @@ async fn staff_issue_an_emergency_code_and_act_on_a_license_read_only_users_cann
     assert_eq!(license_status(&server, &fx).await, "ACTIVE");
     let (_, listed) = server.get(&format!("/v1/licenses/{}/emergency-codes", fx.license), &fx.token).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "a read-only user's posts issue nothing");
+}
+
+/// A tenant admin sets up a product from nothing in the browser: product, template (a malformed feature line
+/// refused, nothing made; then edited as JSON and duplicated), customer, a license whose key, shown once,
+/// activates the real agent; and an API token whose secret is shown once, signs in, and is revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_sets_up_a_product_template_customer_license_and_token_in_the_browser() {
+    let server = TestServer::start().await;
+    let fx = server.fixture("console-setup", json!({})).await;
+    let b = browser().await;
+    let c = &b.client;
+    sign_in(c, &server, &fx.token).await;
+    let count = |path: &'static str| {
+        let (server, token) = (&server, fx.token.clone());
+        async move {
+            let (s, v) = server.get(path, &token).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v["items"].as_array().unwrap().len()
+        }
+    };
+
+    follow(c, Locator::Css("nav a[href='/console/products']")).await;
+    c.find(Locator::Css("#name")).await.unwrap().send_keys("Console Studio").await.unwrap();
+    follow(c, Locator::Css("main form button[type=submit]")).await;
+    assert!(text(c, "main table").await.contains("Console Studio"));
+    let products = server.get("/v1/products", &fx.token).await.1;
+    let product = products["items"].as_array().unwrap().iter().find(|p| p["name"] == "Console Studio").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A template whose feature line is malformed: refused in the service's words, the form keeps what was typed.
+    follow(c, Locator::Css("nav a[href='/console/templates']")).await;
+    let templates_before = count("/v1/templates").await;
+    c.find(Locator::Css(&format!("#product_id option[value='{product}']"))).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#name")).await.unwrap().send_keys("Studio Pro").await.unwrap();
+    c.find(Locator::Css("#license_type option[value='SUBSCRIPTION']")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#max_activations")).await.unwrap().send_keys("2").await.unwrap();
+    c.find(Locator::Css("#duration_days")).await.unwrap().send_keys("365").await.unwrap();
+    c.find(Locator::Css("#features")).await.unwrap().send_keys("export_pdf\napi_calls lots").await.unwrap();
+    follow(c, Locator::Css("main form button[type=submit]")).await;
+    assert!(text(c, "#form-error").await.contains("whole number"));
+    assert_eq!(count("/v1/templates").await, templates_before, "nothing made");
+    let features = c.find(Locator::Css("#features")).await.unwrap();
+    assert!(features.prop("value").await.unwrap().unwrap().contains("api_calls lots"), "the form keeps its input");
+    features.clear().await.unwrap();
+    features.send_keys("export_pdf\napi_calls 100\n!beta_lab").await.unwrap();
+    follow(c, Locator::Css("main form button[type=submit]")).await;
+    assert!(text(c, "h1").await.contains("Studio Pro"));
+    let template_url = c.current_url().await.unwrap().to_string();
+    // Edited as JSON: not JSON is refused beside the field; a merge patch is saved.
+    set_field(c, "body", "{ not json").await;
+    follow(c, Locator::XPath("//button[.='Save']")).await;
+    assert!(text(c, "#body-error").await.contains("not valid JSON"));
+    // (The suite's agents run with a pinned identity, which the default fingerprint policy refuses.)
+    let patch = json!({"max_activations": 3, "grace_days": 5,
+        "fingerprint_policy": {"required": 3, "deal_breakers": ["machine_id", "pinned"], "allow_pinned": true}});
+    set_field(c, "body", &patch.to_string()).await;
+    follow(c, Locator::XPath("//button[.='Save']")).await;
+    let body = c.find(Locator::Css("#body")).await.unwrap().prop("value").await.unwrap().unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((saved["max_activations"].as_u64(), saved["grace_days"].as_u64()), (Some(3), Some(5)), "{saved}");
+    assert_eq!(saved["features"].as_array().unwrap().len(), 3, "the rest is kept: {saved}");
+    follow(c, Locator::XPath("//button[.='Duplicate']")).await;
+    assert!(text(c, "h1").await.contains("Studio Pro (copy)"));
+    assert_eq!(count("/v1/templates").await, templates_before + 2);
+
+    // A customer, then a license for it from the template: the key is shown once and activates the real agent.
+    follow(c, Locator::Css("nav a[href='/console/customers']")).await;
+    c.find(Locator::Css("#name")).await.unwrap().send_keys("Acme Studios").await.unwrap();
+    c.find(Locator::Css("#email")).await.unwrap().send_keys("it@acme.example").await.unwrap();
+    follow(c, Locator::Css("main form button[type=submit]")).await;
+    assert!(text(c, "main table").await.contains("Acme Studios"));
+    c.goto(&template_url).await.unwrap();
+    follow(c, Locator::XPath("//a[starts-with(., 'New license from this template')]")).await;
+    c.find(Locator::XPath("//select[@id='customer_id']/option[.='Acme Studios']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    follow(c, Locator::Css("main form button[type=submit]")).await;
+    let key = c.find(Locator::Css("#license-key")).await.unwrap().prop("value").await.unwrap().unwrap();
+    assert!(key.starts_with("TSK-"), "{key}");
+    screenshot(c, "license-created").await;
+    let dir = tempfile::tempdir().unwrap();
+    let product_id = uuid::Uuid::parse_str(&product).unwrap();
+    let agent =
+        Agent::open(agent_config(dir.path(), "console-new", server.keyset(), product_id, Some(&server.url()))).unwrap();
+    agent.activate(&key).await.unwrap();
+    assert!(agent.check("export_pdf").allowed && !agent.check("beta_lab").allowed);
+    follow(c, Locator::XPath("//a[starts-with(., 'Open license')]")).await;
+    let terms = text(c, "dl.terms").await;
+    assert!(terms.contains("1 of 3 in use"), "{terms}");
+
+    // A support token: its secret shown once, it signs in, then it is revoked from the list.
+    c.goto(&format!("{}/console/tokens", server.url())).await.unwrap();
+    c.find(Locator::Css("#name")).await.unwrap().send_keys("night desk").await.unwrap();
+    c.find(Locator::Css("#role option[value='support']")).await.unwrap().click().await.unwrap();
+    assert!(c.find(Locator::Css("#role option[value='vendor-admin']")).await.is_err(), "not offered to a tenant admin");
+    follow(c, Locator::XPath("//button[.='Create token']")).await;
+    let secret = c.find(Locator::Css("#token-secret")).await.unwrap().prop("value").await.unwrap().unwrap();
+    let tokens = server.get("/v1/tokens", &fx.token).await.1["items"].as_array().unwrap().len();
+    c.refresh().await.unwrap();
+    assert!(c.find(Locator::Css("#token-secret")).await.is_err(), "shown once");
+    assert!(!c.source().await.unwrap().contains(&secret));
+    assert_eq!(
+        server.get("/v1/tokens", &fx.token).await.1["items"].as_array().unwrap().len(),
+        tokens,
+        "a reload makes none"
+    );
+    c.goto(&format!("{}/console/tokens", server.url())).await.unwrap();
+    follow(c, Locator::Css("button[aria-label='Revoke night desk']")).await;
+    let (s, _) = server.get("/v1/licenses", &secret).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the revoked token no longer works");
 }

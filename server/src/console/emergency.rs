@@ -16,7 +16,7 @@ use tessera_core::protocol::ErrorCode;
 use uuid::Uuid;
 
 use super::pages::{date, opt_date};
-use super::{csrf_field, error_page, layout, page_response, qr_svg, role_refusal, status_of, User};
+use super::{csrf_field, error_page, layout, page_response, qr_svg, role_refusal, show_once, status_of, Once, User};
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::services::licenses::{effective_status, KeyLookup, LicenseView};
@@ -240,7 +240,7 @@ async fn issue(State(state): State<AppState>, user: User, Form(f): Form<IssueFor
     match svc.issue_emergency(&user.ctx, view.license.id, req).await {
         Ok(issued) => {
             let body = issued_page(&view, &issued);
-            page_response(StatusCode::CREATED, layout(&user, "Emergency code", "/console/emergency", body))
+            show_once(&state, &user, Once { title: "Emergency code".into(), nav: "/console/emergency", body })
         }
         Err(e) if role_refusal(&e) => error_page(&e),
         Err(e) => fail(Field::of(&e), e, Some(view)).await,

@@ -15,6 +15,7 @@
 //! **Roles.** What a role may not do, the pages do not offer; the services check again on every action.
 
 mod actions;
+mod catalog;
 mod emergency;
 mod pages;
 mod records;
@@ -64,6 +65,16 @@ struct Session {
     token_hash: [u8; 32],
     csrf: String,
     last_seen: Instant,
+    /// A page to show once (a new secret), set by a POST and taken by the GET it redirects to, so reloading
+    /// neither repeats the action nor shows the secret again.
+    once: Option<Once>,
+}
+
+/// A page shown once: its title, its navigation entry and its rendered content.
+pub(super) struct Once {
+    pub title: String,
+    pub nav: &'static str,
+    pub body: Markup,
 }
 
 impl Sessions {
@@ -86,8 +97,19 @@ impl Sessions {
                 map.remove(&oldest);
             }
         }
-        map.insert(key(&id), Session { token_hash, csrf: random_hex(), last_seen: now });
+        map.insert(key(&id), Session { token_hash, csrf: random_hex(), last_seen: now, once: None });
         id
+    }
+
+    /// Keeps `page` for the session's next `GET /console/once` (replacing one not yet shown).
+    fn put_once(&self, session: &[u8; 32], page: Once) {
+        if let Some(s) = self.lock().get_mut(session) {
+            s.once = Some(page);
+        }
+    }
+
+    fn take_once(&self, session: &[u8; 32]) -> Option<Once> {
+        self.lock().get_mut(session).and_then(|s| s.once.take())
     }
 
     /// The session's token hash and CSRF value, touching it; `None` when unknown or idle too long (then removed).
@@ -130,10 +152,12 @@ pub fn router() -> Router<AppState> {
         .route("/console/", get(|| async { Redirect::to("/console/overview") }))
         .route("/console/sign-in", get(sign_in_page).post(sign_in))
         .route("/console/sign-out", post(sign_out))
+        .route("/console/once", get(once))
         .route("/console/assets/console.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
         .route("/console/assets/console.js", get(|| async { asset("text/javascript; charset=utf-8", JS) }))
         .merge(pages::routes())
         .merge(actions::routes())
+        .merge(catalog::routes())
         .merge(emergency::routes())
         .merge(records::routes())
 }
@@ -165,6 +189,8 @@ pub struct User {
     pub ctx: Ctx,
     pub role: Role,
     csrf: String,
+    /// The session's key in [`Sessions`].
+    session: [u8; 32],
 }
 
 impl User {
@@ -179,6 +205,27 @@ impl User {
 
     fn may_admin(&self) -> bool {
         matches!(self.role, Role::VendorAdmin | Role::TenantAdmin)
+    }
+}
+
+/// Shows `page` once: kept in the session, and a redirect to the page that takes it (POST, redirect, GET).
+fn show_once(state: &AppState, user: &User, page: Once) -> Response {
+    state.console.put_once(&user.session, page);
+    Redirect::to("/console/once").into_response()
+}
+
+async fn once(State(state): State<AppState>, user: User) -> Response {
+    match state.console.take_once(&user.session) {
+        Some(p) => page_response(StatusCode::OK, layout(&user, &p.title, p.nav, p.body)),
+        None => {
+            let body = html! {
+                h1 { "Already shown" }
+                p { "This page showed a secret once and does not show it again. If it was not copied, make a new one "
+                    "(and revoke or leave unused the old one)." }
+                p { a href="/console/overview" { "Back to the console" } }
+            };
+            page_response(StatusCode::OK, layout(&user, "Already shown", "", body))
+        }
     }
 }
 
@@ -276,7 +323,7 @@ impl FromRequestParts<AppState> for User {
         };
         let ip = client_ip(parts, state.services.config.trust_forwarded_for);
         let role = principal.role;
-        Ok(User { ctx: console_ctx(principal, ip), role, csrf })
+        Ok(User { ctx: console_ctx(principal, ip), role, csrf, session: key(id) })
     }
 }
 
@@ -416,8 +463,13 @@ const NAV: &[Nav] = &[
     Nav { path: "/console/licenses", label: "Licenses", shown: |_| true },
     Nav { path: "/console/offline", label: "Offline desk", shown: User::may_support },
     Nav { path: "/console/emergency", label: "Emergency desk", shown: User::may_support },
+    Nav { path: "/console/customers", label: "Customers", shown: |_| true },
+    Nav { path: "/console/products", label: "Products", shown: |_| true },
+    Nav { path: "/console/templates", label: "Templates", shown: |_| true },
     Nav { path: "/console/security", label: "Security", shown: |_| true },
     Nav { path: "/console/audit", label: "Audit", shown: |_| true },
+    Nav { path: "/console/tokens", label: "API tokens", shown: |_| true },
+    Nav { path: "/console/tenants", label: "Tenants", shown: |u| u.role == Role::VendorAdmin },
 ];
 
 /// A page with the navigation, for a signed-in user. `current` is the navigation path it belongs to.

@@ -200,6 +200,7 @@ fn licenses_page(
     let message = error.map(|e| e.message.as_str());
     let body = html! {
         h1 { "Licenses" }
+        @if user.may_admin() { p { a.button href="/console/licenses/new" { "New license…" } } }
         form.search method="post" action="/console/licenses" role="search" {
             (csrf_field(user))
             div.field {
