@@ -107,7 +107,7 @@ async fn sign_in(c: &Client, server: &TestServer, token: &str) {
     c.goto(&format!("{}/console", server.url())).await.unwrap();
     assert!(c.current_url().await.unwrap().path().starts_with("/console/sign-in"), "signed out: the sign-in page");
     c.find(Locator::Css("#token")).await.unwrap().send_keys(token).await.unwrap();
-    follow(c, Locator::Css("form button[type=submit]")).await;
+    follow(c, Locator::Css("#token-form button[type=submit]")).await;
     c.wait().for_element(Locator::Css("nav[aria-label=Main]")).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().path(), "/console/overview");
 }
@@ -150,7 +150,7 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     // A wrong token: the error beside the field, in the API's words.
     c.goto(&format!("{}/console/sign-in", server.url())).await.unwrap();
     c.find(Locator::Css("#token")).await.unwrap().send_keys("tsa_not-a-real-token-at-all").await.unwrap();
-    follow(c, Locator::Css("form button[type=submit]")).await;
+    follow(c, Locator::Css("#token-form button[type=submit]")).await;
     let e = text(c, "#token-error").await;
     assert!(e.contains("not valid"), "{e}");
 
@@ -625,4 +625,98 @@ async fn an_admin_sets_up_a_product_template_customer_license_and_token_in_the_b
     follow(c, Locator::Css("button[aria-label='Revoke night desk']")).await;
     let (s, _) = server.get("/v1/licenses", &secret).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "the revoked token no longer works");
+}
+
+/// Signs in with a username and password.
+async fn sign_in_password(c: &Client, server: &TestServer, username: &str, password: &str) {
+    c.goto(&format!("{}/console/sign-in", server.url())).await.unwrap();
+    c.find(Locator::Css("#username")).await.unwrap().send_keys(username).await.unwrap();
+    c.find(Locator::Css("#password")).await.unwrap().send_keys(password).await.unwrap();
+    follow(c, Locator::Css("#password-form button[type=submit]")).await;
+}
+
+/// A tenant admin makes a console user (a short password refused); the user signs in with the password (a wrong
+/// password and an unknown name refused in the same words), works the desk under its own name in the audit log,
+/// gets a new password, and is revoked: its session ends at the next page and it cannot sign in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_users_sign_in_with_a_password_and_are_revoked() {
+    let server = TestServer::start().await;
+    let fx = server.fixture("console-users", json!({})).await;
+    let b = browser().await;
+    let c = &b.client;
+    sign_in(c, &server, &fx.token).await;
+    follow(c, Locator::Css("nav a[href='/console/users']")).await;
+    c.find(Locator::Css("#username")).await.unwrap().send_keys("Night.Desk@vendor.example").await.unwrap();
+    c.find(Locator::Css("#role option[value='support']")).await.unwrap().click().await.unwrap();
+    set_field(c, "password", "short").await;
+    follow(c, Locator::XPath("//button[.='Create user']")).await;
+    assert!(text(c, "#form-error").await.contains("at least 12"));
+    let field = c.find(Locator::Css("#username")).await.unwrap().prop("value").await.unwrap().unwrap();
+    assert_eq!(field, "Night.Desk@vendor.example", "the form keeps the username");
+    assert!(c.find(Locator::Css("#password")).await.unwrap().prop("value").await.unwrap().unwrap().is_empty());
+    c.find(Locator::Css("#password")).await.unwrap().send_keys("correct horse battery").await.unwrap();
+    follow(c, Locator::XPath("//button[.='Create user']")).await;
+    let rows = text(c, "main table tbody").await;
+    assert!(rows.contains("night.desk@vendor.example") && rows.contains("support"), "kept in lower case: {rows}");
+    // The same name again (any case) is taken.
+    c.find(Locator::Css("#username")).await.unwrap().send_keys("NIGHT.DESK@vendor.example").await.unwrap();
+    c.find(Locator::Css("#password")).await.unwrap().send_keys("another long password").await.unwrap();
+    follow(c, Locator::XPath("//button[.='Create user']")).await;
+    assert!(text(c, "#form-error").await.contains("taken"));
+    sign_out(c).await;
+
+    // Wrong password, unknown user: the same refusal.
+    sign_in_password(c, &server, "night.desk@vendor.example", "correct horse battery!").await;
+    let wrong = text(c, "#password-error").await;
+    sign_in_password(c, &server, "nobody@vendor.example", "correct horse battery").await;
+    assert_eq!(text(c, "#password-error").await, wrong, "an unknown user is refused like a wrong password");
+    assert!(wrong.contains("not right"), "{wrong}");
+    sign_in_password(c, &server, "Night.Desk@Vendor.Example", "correct horse battery").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/console/overview");
+    assert!(text(c, ".who").await.contains("night.desk@vendor.example"));
+    // The user's work is audited under its name.
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::open(agent_config(dir.path(), "console-user-air", server.keyset(), fx.product, None)).unwrap();
+    follow(c, Locator::Css("nav a[href='/console/offline']")).await;
+    c.find(Locator::Css("#request_code"))
+        .await
+        .unwrap()
+        .send_keys(&agent.request_code(&fx.key).unwrap())
+        .await
+        .unwrap();
+    follow(c, Locator::Css("main form button[type=submit]")).await;
+    c.find(Locator::Css("#response-code")).await.unwrap();
+    let (_, v) = server.get("/v1/audit?action=offline.respond", &fx.token).await;
+    assert_eq!(v["items"][0]["actor"], "console:user:night.desk@vendor.example", "{v}");
+    let cookie = session_cookie(c).await;
+
+    // A new password from the admin; then the user is revoked: its session ends and it cannot sign in.
+    let admin = browser().await;
+    let a = &admin.client;
+    sign_in(a, &server, &fx.token).await;
+    a.goto(&format!("{}/console/users", server.url())).await.unwrap();
+    let id = server.get("/v1/audit?action=console_user.create", &fx.token).await.1["items"][0]["target"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    a.find(Locator::Css(&format!("#password-{id}"))).await.unwrap().send_keys("a new long passphrase").await.unwrap();
+    follow(a, Locator::Css("button[aria-label='Set the password of night.desk@vendor.example']")).await;
+    let (_, v) = server.get(&format!("/v1/audit?action=console_user.password&target={id}"), &fx.token).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 1, "the new password is set and audited: {v}");
+    follow(a, Locator::Css("button[aria-label='Revoke night.desk@vendor.example']")).await;
+    assert!(text(a, "main table tbody").await.contains("UTC"), "the revocation is listed");
+    c.goto(&format!("{}/console/overview", server.url())).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().query(), Some("why=revoked"));
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/console/overview", server.url()))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "the old session is gone");
+    sign_in_password(c, &server, "night.desk@vendor.example", "a new long passphrase").await;
+    assert_eq!(text(c, "#password-error").await, wrong, "a revoked user cannot sign in");
 }

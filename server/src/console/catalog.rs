@@ -20,6 +20,7 @@ use crate::error::AppError;
 use crate::http::AppState;
 use crate::services::admin::{CreateCustomer, CreateProduct, CreateTenant, CreateToken, DuplicateTemplate};
 use crate::services::licenses::CreateLicense;
+use crate::services::users::{CreateConsoleUser, MIN_PASSWORD};
 use crate::services::PageQuery;
 use crate::store::{Page, Role};
 
@@ -34,6 +35,9 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/console/licenses/new", get(new_license).post(create_license))
         .route("/console/tokens", get(tokens).post(create_token))
         .route("/console/tokens/{id}/revoke", post(revoke_token))
+        .route("/console/users", get(users).post(create_user))
+        .route("/console/users/{id}/password", post(reset_password))
+        .route("/console/users/{id}/revoke", post(revoke_user))
 }
 
 /// How many rows a list shows, and pages by.
@@ -767,6 +771,178 @@ async fn revoke_token(
     };
     match state.services.revoke_token(&user.ctx, id).await {
         Ok(()) => Redirect::to("/console/tokens").into_response(),
+        Err(e) => error_page(&e),
+    }
+}
+
+// Console users ------------------------------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+struct UserForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    tenant_id: String,
+}
+
+async fn users(State(state): State<AppState>, user: User) -> Response {
+    users_page(&state, &user, &UserForm::default(), None, None).await
+}
+
+/// The console users, a form to add one; `err`: a refusal, and the user id whose password reset it concerns.
+async fn users_page(
+    state: &AppState,
+    user: &User,
+    f: &UserForm,
+    err: Option<&AppError>,
+    reset_err: Option<(Uuid, &AppError)>,
+) -> Response {
+    if !user.may_admin() {
+        return error_page(&AppError::forbidden(format!(
+            "a {} user may not manage console users: sign in as a tenant admin or vendor admin",
+            user.role.as_str()
+        )));
+    }
+    let list = state.services.list_console_users(&user.ctx).await;
+    let roles: &[Role] = if user.role == Role::VendorAdmin {
+        &[Role::Support, Role::ReadOnly, Role::TenantAdmin, Role::VendorAdmin]
+    } else {
+        &[Role::Support, Role::ReadOnly, Role::TenantAdmin]
+    };
+    let body = html! {
+        h1 { "Console users" }
+        p { "People who sign in with a username and password. Revoking one ends its sessions at their next page." }
+        @match &list {
+            Ok(items) if items.is_empty() => { p { "No console users yet." } }
+            Ok(items) => {
+                table {
+                    thead { tr { th scope="col" { "Username" } th scope="col" { "Role" } th scope="col" { "Created" }
+                        th scope="col" { "Password set" } th scope="col" { "Revoked" } th scope="col" { "New password" } } }
+                    tbody {
+                        @for u in items {
+                            tr {
+                                td { (u.username) } td { (u.role.as_str()) } td { (date(u.created_at)) }
+                                td { (date(u.password_changed_at)) }
+                                td { @if let Some(r) = u.revoked_at { (date(r)) } @else {
+                                    form method="post" action={ "/console/users/" (u.id) "/revoke" } {
+                                        (csrf_field(user))
+                                        button.link type="submit" aria-label={ "Revoke " (u.username) } { "Revoke" }
+                                    }
+                                } }
+                                td {
+                                    @if u.revoked_at.is_none() {
+                                        @let field = format!("password-{}", u.id);
+                                        @let e = reset_err.filter(|(id, _)| *id == u.id).map(|(_, e)| e);
+                                        form method="post" action={ "/console/users/" (u.id) "/password" } {
+                                            (csrf_field(user))
+                                            label.visually-hidden for=(field) { "New password for " (u.username) }
+                                            input id=(field) type="password" name="password" autocomplete="new-password"
+                                                minlength=(MIN_PASSWORD) required
+                                                aria-describedby=[e.map(|_| format!("{field}-error"))];
+                                            @if let Some(e) = e { p.error id={ (field) "-error" } role="alert" { (e.message) } }
+                                            button type="submit" aria-label={ "Set the password of " (u.username) } { "Set" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => { p.error role="alert" { (e.message) } }
+        }
+        (create_form(user, "/console/users", "New console user", "Create user", err, html! {
+            (text_field("username", "Username (letters, digits, . _ @ -)", &f.username, true))
+            div.field {
+                label for="password" { "Password (at least " (MIN_PASSWORD) " characters; tell it to the user in person)" }
+                input #password type="password" name="password" autocomplete="new-password" required minlength=(MIN_PASSWORD);
+            }
+            div.field {
+                label for="role" { "Role" }
+                select #role name="role" {
+                    @for r in roles { option value=(r.as_str()) selected[f.role == r.as_str()] { (r.as_str()) } }
+                }
+            }
+            (tenant_field(user, &f.tenant_id))
+        }))
+    };
+    let code = err.or(reset_err.map(|(_, e)| e)).map_or(StatusCode::OK, status_of);
+    page_response(code, layout(user, "Console users", "/console/users", body))
+}
+
+async fn create_user(State(state): State<AppState>, user: User, Form(f): Form<UserForm>) -> Response {
+    if let Some(r) = user.refuse_csrf(&f.csrf) {
+        return r;
+    }
+    let req = Role::parse(f.role.trim())
+        .ok_or_else(|| AppError::invalid("choose a role: support, read-only or tenant-admin"))
+        .and_then(|role| {
+            Ok(CreateConsoleUser {
+                username: f.username.clone(),
+                password: f.password.clone(),
+                role,
+                tenant_id: opt_uuid("tenant id", &f.tenant_id)?,
+            })
+        });
+    let r = match req {
+        Ok(req) => state.services.create_console_user(&user.ctx, req).await,
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(_) => Redirect::to("/console/users").into_response(),
+        Err(e) if role_refusal(&e) => error_page(&e),
+        // The password is not sent back into the form.
+        Err(e) => users_page(&state, &user, &UserForm { password: String::new(), ..f }, Some(&e), None).await,
+    }
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn reset_password(
+    State(state): State<AppState>,
+    user: User,
+    Path(id): Path<String>,
+    Form(f): Form<PasswordForm>,
+) -> Response {
+    if let Some(r) = user.refuse_csrf(&f.csrf) {
+        return r;
+    }
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return error_page(&AppError::not_found("console user"));
+    };
+    match state.services.set_console_password(&user.ctx, id, f.password).await {
+        Ok(()) => Redirect::to("/console/users").into_response(),
+        Err(e) if role_refusal(&e) => error_page(&e),
+        Err(e) => users_page(&state, &user, &UserForm::default(), None, Some((id, &e))).await,
+    }
+}
+
+async fn revoke_user(
+    State(state): State<AppState>,
+    user: User,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Some(r) = user.refuse_csrf(&f.csrf) {
+        return r;
+    }
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return error_page(&AppError::not_found("console user"));
+    };
+    match state.services.revoke_console_user(&user.ctx, id).await {
+        Ok(()) => Redirect::to("/console/users").into_response(),
         Err(e) => error_page(&e),
     }
 }

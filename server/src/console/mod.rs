@@ -63,6 +63,8 @@ pub struct Sessions {
 
 struct Session {
     token_hash: [u8; 32],
+    /// The console user's name, for one signed in with a password (`None`: with an API token).
+    username: Option<String>,
     csrf: String,
     last_seen: Instant,
     /// A page to show once (a new secret), set by a POST and taken by the GET it redirects to, so reloading
@@ -86,8 +88,9 @@ impl Sessions {
         Instant::now() + Duration::from_secs(self.ahead_secs.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// A new session for the token with SHA-256 `token_hash`; returns the cookie value.
-    fn open(&self, token_hash: [u8; 32]) -> String {
+    /// A new session for the token with SHA-256 `token_hash` (of `username`, when a console user signed in);
+    /// returns the cookie value.
+    fn open(&self, token_hash: [u8; 32], username: Option<String>) -> String {
         let id = random_hex();
         let mut map = self.lock();
         let now = self.now();
@@ -97,7 +100,7 @@ impl Sessions {
                 map.remove(&oldest);
             }
         }
-        map.insert(key(&id), Session { token_hash, csrf: random_hex(), last_seen: now, once: None });
+        map.insert(key(&id), Session { token_hash, username, csrf: random_hex(), last_seen: now, once: None });
         id
     }
 
@@ -112,8 +115,9 @@ impl Sessions {
         self.lock().get_mut(session).and_then(|s| s.once.take())
     }
 
-    /// The session's token hash and CSRF value, touching it; `None` when unknown or idle too long (then removed).
-    fn touch(&self, id: &str) -> Option<([u8; 32], String)> {
+    /// The session's token hash, user name and CSRF value, touching it; `None` when unknown or idle too long
+    /// (then removed).
+    fn touch(&self, id: &str) -> Option<([u8; 32], Option<String>, String)> {
         let mut map = self.lock();
         let k = key(id);
         let s = map.get_mut(&k)?;
@@ -123,7 +127,7 @@ impl Sessions {
             return None;
         }
         s.last_seen = now;
-        Some((s.token_hash, s.csrf.clone()))
+        Some((s.token_hash, s.username.clone(), s.csrf.clone()))
     }
 
     fn close(&self, id: &str) {
@@ -191,6 +195,8 @@ pub struct User {
     csrf: String,
     /// The session's key in [`Sessions`].
     session: [u8; 32],
+    /// The console user's name (`None`: signed in with an API token).
+    username: Option<String>,
 }
 
 impl User {
@@ -305,7 +311,7 @@ impl FromRequestParts<AppState> for User {
         let Some(id) = cookie_value(&parts.headers, COOKIE) else {
             return Err(to_sign_in("signed-out"));
         };
-        let Some((token_hash, csrf)) = state.console.touch(id) else {
+        let Some((token_hash, username, csrf)) = state.console.touch(id) else {
             return Err(to_sign_in("expired"));
         };
         if parts.method == axum::http::Method::POST
@@ -323,13 +329,17 @@ impl FromRequestParts<AppState> for User {
         };
         let ip = client_ip(parts, state.services.config.trust_forwarded_for);
         let role = principal.role;
-        Ok(User { ctx: console_ctx(principal, ip), role, csrf, session: key(id) })
+        Ok(User { ctx: console_ctx(principal, username.as_deref(), ip), role, csrf, session: key(id), username })
     }
 }
 
-/// The context of a console action: the token's principal, with the console named in the audit log's actor.
-fn console_ctx(principal: Principal, ip: Option<String>) -> Ctx {
-    let actor = format!("console:token:{}", principal.token_id);
+/// The context of a console action: the token's principal, with the console and the user (or the token) named
+/// in the audit log's actor.
+fn console_ctx(principal: Principal, username: Option<&str>, ip: Option<String>) -> Ctx {
+    let actor = match username {
+        Some(u) => format!("console:user:{u}"),
+        None => format!("console:token:{}", principal.token_id),
+    };
     Ctx { principal: Some(principal), ip, actor }
 }
 
@@ -344,20 +354,33 @@ struct SignInQuery {
 async fn sign_in_page(headers: HeaderMap, axum::extract::Query(q): axum::extract::Query<SignInQuery>) -> Response {
     let note = match q.why.as_deref() {
         Some("expired") => Some("Your session ended after 30 minutes without activity: sign in again."),
-        Some("revoked") => Some("The token of your session was revoked: sign in with a current token."),
+        Some("revoked") => Some("Your user or token was revoked: sign in with a current one."),
         Some("signed-out") => Some("Sign in to use the console."),
         Some("bye") => Some("You are signed out."),
         _ => None,
     };
-    sign_in_form(&headers, note, None)
+    sign_in_form(&headers, note, "", None)
 }
 
-/// The sign-in page; `error`: the refusal to show beside the token field (its status is the page's).
-fn sign_in_form(headers: &HeaderMap, note: Option<&str>, error: Option<&AppError>) -> Response {
-    if let Some(cause) = error.and_then(|e| e.cause.as_ref()) {
+/// Which sign-in form a refusal belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SignInWith {
+    Password,
+    Token,
+}
+
+/// The sign-in page; `error`: the refusal to show beside the form it concerns (its status is the page's).
+fn sign_in_form(
+    headers: &HeaderMap,
+    note: Option<&str>,
+    username: &str,
+    error: Option<(SignInWith, &AppError)>,
+) -> Response {
+    if let Some(cause) = error.and_then(|(_, e)| e.cause.as_ref()) {
         tracing::error!(cause, "internal error (console sign-in)");
     }
-    let message = error.map(|e| e.message.as_str());
+    let message = |with: SignInWith| error.filter(|(w, _)| *w == with).map(|(_, e)| e.message.as_str());
+    let (password_error, token_error) = (message(SignInWith::Password), message(SignInWith::Token));
     let pre = random_hex();
     let body = bare(
         "Sign in",
@@ -365,19 +388,36 @@ fn sign_in_form(headers: &HeaderMap, note: Option<&str>, error: Option<&AppError
             main.signin {
                 h1 { "Tessera console" }
                 @if let Some(n) = note { p.note role="status" { (n) } }
-                form method="post" action="/console/sign-in" {
+                form #password-form method="post" action="/console/sign-in" {
+                    input type="hidden" name="csrf" value=(pre);
+                    div.field {
+                        label for="username" { "Username" }
+                        input #username name="username" value=(username) autocomplete="username" required
+                            autofocus[token_error.is_none()];
+                    }
+                    div.field {
+                        label for="password" { "Password" }
+                        input #password type="password" name="password" autocomplete="current-password" required
+                            aria-describedby=[password_error.map(|_| "password-error")];
+                        @if let Some(e) = password_error { p #password-error .error role="alert" { (e) } }
+                    }
+                    button type="submit" { "Sign in" }
+                }
+                h2 { "Or with an API token" }
+                form #token-form method="post" action="/console/sign-in" {
                     input type="hidden" name="csrf" value=(pre);
                     label for="token" { "API token" }
                     input #token type="password" name="token" autocomplete="off" required
-                        aria-describedby=[message.map(|_| "token-error")] autofocus;
-                    @if let Some(e) = message { p #token-error .error role="alert" { (e) } }
+                        aria-describedby=[token_error.map(|_| "token-error")] autofocus[token_error.is_some()];
+                    @if let Some(e) = token_error { p #token-error .error role="alert" { (e) } }
                     p.hint { "A token made with " code { "POST /v1/tokens" } " or printed by the server at its first start." }
-                    button type="submit" { "Sign in" }
+                    button type="submit" { "Sign in with the token" }
                 }
             }
         },
     );
-    let status = error.map_or(StatusCode::OK, |e| StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED));
+    let status =
+        error.map_or(StatusCode::OK, |(_, e)| StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED));
     let mut r = page_response(status, body);
     let cookie = format!(
         "{PRE_COOKIE}={pre}; HttpOnly; SameSite=Strict; Path=/console/sign-in; Max-Age=3600{}",
@@ -395,6 +435,10 @@ struct SignInForm {
     csrf: String,
     #[serde(default)]
     token: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
 }
 
 async fn sign_in(State(state): State<AppState>, parts: Parts, Form(f): Form<SignInForm>) -> Response {
@@ -407,16 +451,31 @@ async fn sign_in(State(state): State<AppState>, parts: Parts, Form(f): Form<Sign
         return forbidden_form();
     }
     let ip = client_ip(&parts, state.services.config.trust_forwarded_for);
+    let with = if f.username.trim().is_empty() && !f.token.trim().is_empty() {
+        SignInWith::Token
+    } else {
+        SignInWith::Password
+    };
     if let Err(e) = state.admin_limiter.check(&rate_key(ip.as_deref())) {
-        return sign_in_form(headers, None, Some(&AppError::rate_limited(e)));
+        return sign_in_form(headers, None, &f.username, Some((with, &AppError::rate_limited(e))));
     }
-    match state.services.authenticate(&f.token).await {
-        Ok(_) => {
+    let signed_in = match with {
+        SignInWith::Token => state
+            .services
+            .authenticate(&f.token)
+            .await
+            .map(|_| (tessera_core::license_key::hash_secret(f.token.trim()), None)),
+        SignInWith::Password => {
+            state.services.sign_in_password(&f.username, &f.password).await.map(|s| (s.token_hash, Some(s.username)))
+        }
+    };
+    match signed_in {
+        Ok((token_hash, username)) => {
             // A session this browser already had ends: one session per sign-in.
             if let Some(old) = cookie_value(headers, COOKIE) {
                 state.console.close(old);
             }
-            let id = state.console.open(tessera_core::license_key::hash_secret(f.token.trim()));
+            let id = state.console.open(token_hash, username);
             let mut r = Redirect::to("/console/overview").into_response();
             let cookie = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/console{}", secure_flag(headers));
             if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -424,7 +483,7 @@ async fn sign_in(State(state): State<AppState>, parts: Parts, Form(f): Form<Sign
             }
             r
         }
-        Err(e) => sign_in_form(headers, None, Some(&e)),
+        Err(e) => sign_in_form(headers, None, &f.username, Some((with, &e))),
     }
 }
 
@@ -469,6 +528,7 @@ const NAV: &[Nav] = &[
     Nav { path: "/console/security", label: "Security", shown: |_| true },
     Nav { path: "/console/audit", label: "Audit", shown: |_| true },
     Nav { path: "/console/tokens", label: "API tokens", shown: |_| true },
+    Nav { path: "/console/users", label: "Console users", shown: User::may_admin },
     Nav { path: "/console/tenants", label: "Tenants", shown: |u| u.role == Role::VendorAdmin },
 ];
 
@@ -489,7 +549,7 @@ fn layout(user: &User, title: &str, current: &str, content: Markup) -> Markup {
                         }
                     }
                     div.who {
-                        span { (user.role.as_str()) }
+                        span { @if let Some(u) = &user.username { (u) " · " } (user.role.as_str()) }
                         form method="post" action="/console/sign-out" {
                             (csrf_field(user))
                             button.link type="submit" { "Sign out" }

@@ -11,6 +11,7 @@ pub mod licenses;
 pub mod offline;
 pub mod security;
 pub mod terms;
+pub mod users;
 
 use std::sync::Arc;
 

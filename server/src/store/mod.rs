@@ -54,6 +54,27 @@ pub trait AdminStore: Send + Sync + 'static {
     fn list_tokens(&self, scope: Scope) -> StoreFuture<'_, Vec<ApiToken>>;
     fn revoke_token(&self, scope: Scope, id: Uuid, at: DateTime<Utc>, audit: NewAudit) -> StoreFuture<'_, ()>;
     fn count_tokens(&self) -> StoreFuture<'_, u64>;
+    /// Creates a console user and its token together (`Conflict` when the username is taken).
+    fn create_console_user(
+        &self,
+        u: ConsoleUser,
+        token: ApiToken,
+        token_hash: [u8; 32],
+        audit: NewAudit,
+    ) -> StoreFuture<'_, ()>;
+    /// The console user with this (lower-case) username, with its token's hash.
+    fn find_console_user(&self, username: String) -> StoreFuture<'_, Option<(ConsoleUser, [u8; 32])>>;
+    /// The console users of a tenant (every one for `None`), with their tokens, oldest first.
+    fn list_console_users(&self, scope: Scope) -> StoreFuture<'_, Vec<(ConsoleUser, ApiToken)>>;
+    /// Replaces a console user's password hash (`NotFound` outside the scope).
+    fn set_console_password(
+        &self,
+        scope: Scope,
+        id: Uuid,
+        password_hash: String,
+        at: DateTime<Utc>,
+        audit: NewAudit,
+    ) -> StoreFuture<'_, ()>;
     fn put_customer(&self, c: Customer, create: bool, audit: NewAudit) -> StoreFuture<'_, ()>;
     fn get_customer(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Customer>;
     fn list_customers(&self, scope: Scope, page: PageRequest) -> StoreFuture<'_, Page<Customer>>;

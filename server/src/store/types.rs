@@ -40,6 +40,23 @@ impl Role {
     }
 }
 
+/// A person who signs in to the console with a username and password. Its role, tenant and revocation are
+/// those of its own API token (`token_id`), whose secret nobody holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConsoleUser {
+    pub id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<Uuid>,
+    /// Lower case, unique across the server.
+    pub username: String,
+    /// argon2id, PHC string format; never serialized.
+    #[serde(skip)]
+    pub password_hash: String,
+    pub token_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub password_changed_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tenant {
     pub id: Uuid,

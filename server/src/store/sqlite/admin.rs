@@ -124,6 +124,98 @@ impl AdminStore for SqliteStore {
         })
     }
 
+    fn create_console_user(&self, u: ConsoleUser, t: ApiToken, hash: [u8; 32], audit: NewAudit) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            c.prepare_cached(&format!("INSERT INTO api_tokens ({TOKEN_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"))?
+                .execute(params![
+                    t.id.to_string(),
+                    s_uuid(t.tenant_id),
+                    t.name,
+                    t.role.as_str(),
+                    t.prefix,
+                    ts(t.created_at),
+                    s_time(t.revoked_at),
+                    hash.to_vec()
+                ])?;
+            c.prepare_cached(&format!(
+                "INSERT INTO console_users ({CONSOLE_USER_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"
+            ))?
+            .execute(params![
+                u.id.to_string(),
+                s_uuid(u.tenant_id),
+                u.username,
+                u.password_hash,
+                u.token_id.to_string(),
+                ts(u.created_at),
+                ts(u.password_changed_at)
+            ])?;
+            append_audit_tx(c, &audit)
+        })
+    }
+
+    fn find_console_user(&self, username: String) -> StoreFuture<'_, Option<(ConsoleUser, [u8; 32])>> {
+        self.read(move |c| {
+            let cols = CONSOLE_USER_COLS.split(", ").map(|k| format!("u.{k}")).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "SELECT {cols}, t.token_hash FROM console_users u JOIN api_tokens t ON t.id = u.token_id
+                 WHERE u.username = ?1"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_row([username], |r| Ok((row_console_user(r)?, g_arr::<32>(r, 7)?)))
+                .optional()?)
+        })
+    }
+
+    fn list_console_users(&self, scope: Scope) -> StoreFuture<'_, Vec<(ConsoleUser, ApiToken)>> {
+        self.read(move |c| {
+            let ucols = CONSOLE_USER_COLS.split(", ").map(|k| format!("u.{k}")).collect::<Vec<_>>().join(", ");
+            let tcols = TOKEN_COLS.split(", ").map(|k| format!("t.{k}")).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "SELECT {ucols}, {tcols} FROM console_users u JOIN api_tokens t ON t.id = u.token_id
+                 WHERE (?1 IS NULL OR u.tenant_id = ?1) ORDER BY u.id"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map([scope_s(scope)], |r| {
+                let user = row_console_user(r)?;
+                // The token's columns follow the user's seven.
+                let role: String = r.get(10)?;
+                let token = ApiToken {
+                    id: g_uuid(r, 7)?,
+                    tenant_id: g_opt_uuid(r, 8)?,
+                    name: r.get(9)?,
+                    role: Role::parse(&role).ok_or_else(|| conv(10, format!("unknown role {role:?}")))?,
+                    prefix: r.get(11)?,
+                    created_at: g_time(r, 12)?,
+                    revoked_at: g_opt_time(r, 13)?,
+                };
+                Ok((user, token))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn set_console_password(
+        &self,
+        scope: Scope,
+        id: Uuid,
+        password_hash: String,
+        at: DateTime<Utc>,
+        audit: NewAudit,
+    ) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE console_users SET password_hash = ?3, password_changed_at = ?4
+                     WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
+                )?
+                .execute(params![id.to_string(), scope_s(scope), password_hash, ts(at)])?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            append_audit_tx(c, &audit)
+        })
+    }
+
     fn put_customer(&self, x: Customer, create: bool, audit: NewAudit) -> StoreFuture<'_, ()> {
         self.write(move |c| {
             let p = params![

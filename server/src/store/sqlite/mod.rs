@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../migrations/sqlite/0007_seat_units.sql"),
     include_str!("../../../../migrations/sqlite/0008_usage_without_activation.sql"),
     include_str!("../../../../migrations/sqlite/0009_audit_lookup.sql"),
+    include_str!("../../../../migrations/sqlite/0010_console_users.sql"),
 ];
 /// How often other processes' changes are picked up from the change feed.
 const FEED_POLL: Duration = Duration::from_millis(200);

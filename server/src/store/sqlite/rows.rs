@@ -75,6 +75,20 @@ pub(super) fn row_tenant(r: &Row<'_>) -> rusqlite::Result<Tenant> {
     Ok(Tenant { id: g_uuid(r, 0)?, name: r.get(1)?, created_at: g_time(r, 2)? })
 }
 
+pub(super) const CONSOLE_USER_COLS: &str =
+    "id, tenant_id, username, password_hash, token_id, created_at, password_changed_at";
+pub(super) fn row_console_user(r: &Row<'_>) -> rusqlite::Result<ConsoleUser> {
+    Ok(ConsoleUser {
+        id: g_uuid(r, 0)?,
+        tenant_id: g_opt_uuid(r, 1)?,
+        username: r.get(2)?,
+        password_hash: r.get(3)?,
+        token_id: g_uuid(r, 4)?,
+        created_at: g_time(r, 5)?,
+        password_changed_at: g_time(r, 6)?,
+    })
+}
+
 pub(super) const TOKEN_COLS: &str = "id, tenant_id, name, role, prefix, created_at, revoked_at, token_hash";
 pub(super) fn row_token(r: &Row<'_>) -> rusqlite::Result<ApiToken> {
     let role: String = r.get(3)?;

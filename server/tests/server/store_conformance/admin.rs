@@ -86,6 +86,72 @@ pub async fn tenants_and_tokens(s: &S) {
     assert_eq!(s.count_tokens().await.unwrap(), count + 2, "revoked tokens still count");
 }
 
+/// Console users: created with their token in one write (a taken username writes neither), found by username
+/// with the token's hash, listed by tenant with their tokens, passwords replaced within the scope only.
+pub async fn console_users(s: &S) {
+    let a = fixture(s, "conf-users-a").await;
+    let b = fixture(s, "conf-users-b").await;
+    let user = |tenant: Uuid, name: &str| {
+        let token = ApiToken {
+            id: Uuid::now_v7(),
+            tenant_id: Some(tenant),
+            name: format!("console user {name}"),
+            role: Role::Support,
+            prefix: "console user".into(),
+            created_at: now(),
+            revoked_at: None,
+        };
+        let u = ConsoleUser {
+            id: Uuid::now_v7(),
+            tenant_id: Some(tenant),
+            username: name.into(),
+            password_hash: format!("$argon2id$fake${name}"),
+            token_id: token.id,
+            created_at: now(),
+            password_changed_at: now(),
+        };
+        (u, token, random32())
+    };
+    let (ua, ta, ha) = user(a.tenant, "conf.alice");
+    let mark = audit_mark(s).await;
+    s.create_console_user(ua.clone(), ta.clone(), ha, audit(Some(a.tenant), "conf.user.create")).await.unwrap();
+    assert_audited(s, mark, "conf.user.create").await;
+    assert_eq!(s.find_console_user("conf.alice".into()).await.unwrap(), Some((ua.clone(), ha)));
+    assert_eq!(s.find_token(ha).await.unwrap(), Some((ta.clone(), ha)), "the user's token is written with it");
+    assert_eq!(s.find_console_user("conf.nobody".into()).await.unwrap(), None);
+
+    // The same username in another tenant: refused, and neither the user nor its token is written.
+    let (dup, tdup, hdup) = user(b.tenant, "conf.alice");
+    let tokens = s.count_tokens().await.unwrap();
+    let mark = audit_mark(s).await;
+    let r = s.create_console_user(dup, tdup, hdup, audit(Some(b.tenant), "conf.user.create")).await;
+    assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+    assert_not_audited(s, mark).await;
+    assert_eq!((s.count_tokens().await.unwrap(), s.find_token(hdup).await.unwrap()), (tokens, None));
+
+    let (ub, tb, hb) = user(b.tenant, "conf.bob");
+    s.create_console_user(ub.clone(), tb.clone(), hb, audit(Some(b.tenant), "conf.user.create")).await.unwrap();
+    assert_eq!(s.list_console_users(Some(a.tenant)).await.unwrap(), vec![(ua.clone(), ta.clone())]);
+    assert_eq!(s.list_console_users(Some(b.tenant)).await.unwrap(), vec![(ub.clone(), tb.clone())]);
+    let all = s.list_console_users(None).await.unwrap();
+    assert!(all.contains(&(ua.clone(), ta.clone())) && all.contains(&(ub.clone(), tb.clone())));
+
+    // A new password: not from another tenant's scope; in its own, hash and time replaced.
+    let at = now() + Duration::minutes(1);
+    let mark = audit_mark(s).await;
+    let r = s.set_console_password(Some(b.tenant), ua.id, "x".into(), at, audit(Some(b.tenant), "conf.user.pw")).await;
+    assert_eq!(r, Err(StoreError::NotFound));
+    assert_not_audited(s, mark).await;
+    s.set_console_password(Some(a.tenant), ua.id, "$argon2id$new".into(), at, audit(Some(a.tenant), "conf.user.pw"))
+        .await
+        .unwrap();
+    let (found, _) = s.find_console_user("conf.alice".into()).await.unwrap().unwrap();
+    assert_eq!((found.password_hash.as_str(), found.password_changed_at), ("$argon2id$new", at));
+    // Revoking the token shows in the list.
+    s.revoke_token(Some(a.tenant), ta.id, at, audit(Some(a.tenant), "conf.token.revoke")).await.unwrap();
+    assert_eq!(s.list_console_users(Some(a.tenant)).await.unwrap()[0].1.revoked_at, Some(at));
+}
+
 fn template(fx: &Fx, name: &str) -> TemplateRecord {
     let t = now();
     TemplateRecord {

@@ -35,6 +35,7 @@ pub async fn store_conformance(store: S) {
     let s = &store;
     s.ping().await.unwrap();
     admin::tenants_and_tokens(s).await;
+    admin::console_users(s).await;
     admin::catalog(s).await;
     licenses::licenses(s).await;
     activations::activations_and_seats(s).await;
