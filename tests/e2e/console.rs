@@ -259,6 +259,8 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     let csrf = c.find(Locator::Css(".who input[name=csrf]")).await.unwrap().attr("value").await.unwrap().unwrap();
     let r = post(vec![("csrf", csrf), ("request_code", forged_request.clone())], cookie).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let why = r.text().await.unwrap();
+    assert!(why.contains("may not") && !why.contains("This form was refused"), "refused for the role: {why}");
     assert_eq!(seats_used(&server, &fx).await, 1, "a read-only user's post changes nothing");
     // The read-only user sees the license but not the emergency codes its role may not read, and is told why.
     c.goto(&format!("{}/console/licenses/{}", server.url(), fx.license)).await.unwrap();
@@ -403,14 +405,49 @@ async fn staff_issue_an_emergency_code_and_act_on_a_license_read_only_users_cann
     assert!(!c.source().await.unwrap().contains(&code));
     // In the license's list and history, and in the audit log under the console user.
     c.goto(&format!("{}/console/licenses/{}", server.url(), fx.license)).await.unwrap();
-    assert_eq!(text(c, "section[aria-labelledby=emergency] tbody tr:last-child td").await, "1", "one code, serial 1");
+    let codes = c.find_all(Locator::Css("section[aria-labelledby=emergency] tbody tr")).await.unwrap();
+    assert_eq!(codes.len(), 1, "one code issued, however often the page was loaded");
     let issued = text(c, "section[aria-labelledby=emergency] tbody").await;
     assert!(issued.contains("firewall change") && issued.contains("console:token:"), "{issued}");
     assert!(text(c, "section[aria-labelledby=history]").await.contains("emergency.issue"));
+    c.goto(&format!("{}/console/audit", server.url())).await.unwrap();
+    assert!(text(c, "table.audit tbody").await.contains("license.create"), "the unfiltered log has the fixture's");
     c.goto(&format!("{}/console/audit?action=emergency.", server.url())).await.unwrap();
     let rows = text(c, "table.audit tbody").await;
     assert!(rows.contains("emergency.issue") && rows.contains("console:token:"), "{rows}");
     assert!(!rows.contains("license.create"), "filtered by action: {rows}");
+    // Bad filters: a date no log can hold, a range backwards, another tenant: refused beside the field.
+    c.goto(&format!("{}/console/audit?to=%2B262143-12-31", server.url())).await.unwrap();
+    assert!(text(c, "#to-error").await.contains("YYYY-MM-DD"));
+    c.goto(&format!("{}/console/audit?from=2026-12-02&to=2026-12-01", server.url())).await.unwrap();
+    assert!(text(c, "#to-error").await.contains("on or after"));
+    let other = server.fixture("console-actions-other", json!({})).await;
+    c.goto(&format!("{}/console/audit?tenant_id={}", server.url(), other.tenant)).await.unwrap();
+    assert!(text(c, "p.error").await.contains("not found"), "a support user names no other tenant");
+    // Another tenant's license on the desk, by key or by id: not found, nothing issued.
+    follow(c, Locator::Css("nav a[href='/console/emergency']")).await;
+    c.find(Locator::Css("#license")).await.unwrap().send_keys(&other.key).await.unwrap();
+    c.find(Locator::Css("#reason")).await.unwrap().send_keys("cross-tenant attempt").await.unwrap();
+    follow(c, Locator::Css("main form button[type=submit]")).await;
+    assert!(text(c, "#license-error").await.contains("not found"));
+    c.goto(&format!("{}/console/emergency?license={}", server.url(), other.license)).await.unwrap();
+    assert!(text(c, "#license-error").await.contains("not found"));
+    c.goto(&format!("{}/console/emergency?license={}", server.url(), fx.key)).await.unwrap();
+    assert!(text(c, "#license-error").await.contains("license's page"), "a key in a URL is not taken");
+    let (_, listed) = server.get(&format!("/v1/licenses/{}/emergency-codes", other.license), &other.token).await;
+    assert!(listed["items"].as_array().unwrap().is_empty());
+    // Support blocks a device but may not unblock (an admin's decision): no Unblock button.
+    c.goto(&format!("{}/console/security", server.url())).await.unwrap();
+    c.find(Locator::Css("#device_public_key"))
+        .await
+        .unwrap()
+        .send_keys(&tessera_core::encoding::b64url(&[7u8; 32]))
+        .await
+        .unwrap();
+    c.find(Locator::Css("#block-reason")).await.unwrap().send_keys("shared on a forum").await.unwrap();
+    follow(c, Locator::XPath("//button[.='Block']")).await;
+    assert!(text(c, "section[aria-labelledby=blocks] table").await.contains("shared on a forum"));
+    assert!(c.find(Locator::XPath("//button[.='Unblock']")).await.is_err(), "support sees no Unblock");
     sign_out(c).await;
 
     // A tenant admin suspends and reinstates, each behind a confirmation page.
@@ -463,6 +500,7 @@ async fn staff_issue_an_emergency_code_and_act_on_a_license_read_only_users_cann
     let at = |a: &str| history.find(a).unwrap_or_else(|| panic!("{a} in {history}"));
     assert!(at("license.renew") < at("license.reinstate") && at("license.reinstate") < at("license.suspend"));
     assert!(history.contains("unpaid invoice"), "the reason is kept: {history}");
+    assert!(at("activation.deactivate") < at("license.renew"), "the device's entries are in the history");
     screenshot(c, "license-history").await;
 
     // The license file, downloaded with the session's cookie: the signed file, verified with the vendor key.
@@ -476,8 +514,20 @@ async fn staff_issue_an_emergency_code_and_act_on_a_license_read_only_users_cann
     assert_eq!(claims.license.id.to_string(), fx.license);
     sign_out(c).await;
 
-    // The vendor admin verifies the chain.
+    // The vendor admin verifies the chain, and blocks a device key of one tenant (it belongs to none itself).
     sign_in(c, &server, &server.admin.clone()).await;
+    c.goto(&format!("{}/console/security", server.url())).await.unwrap();
+    c.find(Locator::Css("#tenant_id")).await.unwrap().send_keys(&fx.tenant).await.unwrap();
+    c.find(Locator::Css("#device_public_key"))
+        .await
+        .unwrap()
+        .send_keys(&tessera_core::encoding::b64url(&[9u8; 32]))
+        .await
+        .unwrap();
+    c.find(Locator::Css("#block-reason")).await.unwrap().send_keys("chargeback").await.unwrap();
+    follow(c, Locator::XPath("//button[.='Block']")).await;
+    let (_, blocks) = server.get("/v1/security/blocked-devices", &fx.token).await;
+    assert!(blocks["items"].as_array().unwrap().iter().any(|b| b["reason"] == "chargeback"), "{blocks}");
     c.goto(&format!("{}/console/audit", server.url())).await.unwrap();
     follow(c, Locator::XPath("//a[.='Verify the chain']")).await;
     assert!(text(c, "#verified").await.contains("The chain holds"));
@@ -497,16 +547,19 @@ async fn staff_issue_an_emergency_code_and_act_on_a_license_read_only_users_cann
         let (http, cookie) = (http.clone(), cookie.clone());
         async move { http.post(path).header("cookie", cookie).form(&form).send().await.unwrap() }
     };
-    let r = post(format!("{page}/act/suspend"), vec![("csrf", csrf.clone()), ("reason", "x".into())]).await;
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = post(format!("{page}/act/revoke"), vec![("csrf", csrf.clone()), ("confirm", "x".into())]).await;
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = post(
-        format!("{}/console/emergency", server.url()),
-        vec![("csrf", csrf), ("license", fx.license.clone()), ("reason", "x".into())],
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Each refusal is for the role (a stale CSRF value would be refused with 403 too, for another reason).
+    let refused_for_role = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let body = r.text().await.unwrap();
+        assert!(body.contains("may not") && !body.contains("This form was refused"), "{body}");
+    };
+    refused_for_role(post(format!("{page}/act/suspend"), vec![("csrf", csrf.clone()), ("reason", "x".into())]).await)
+        .await;
+    refused_for_role(post(format!("{page}/act/revoke"), vec![("csrf", csrf.clone()), ("confirm", "x".into())]).await)
+        .await;
+    let desk = format!("{}/console/emergency", server.url());
+    let form = vec![("csrf", csrf.clone()), ("license", fx.license.clone()), ("reason", "x".into())];
+    refused_for_role(post(desk, form).await).await;
     assert_eq!(license_status(&server, &fx).await, "ACTIVE");
     let (_, listed) = server.get(&format!("/v1/licenses/{}/emergency-codes", fx.license), &fx.token).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "a read-only user's posts issue nothing");

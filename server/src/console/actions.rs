@@ -407,16 +407,20 @@ async fn activation_of(
     Ok((view, a))
 }
 
+fn may_not_deactivate(user: &User) -> Response {
+    error_page(&AppError::forbidden(format!(
+        "a {} user may not deactivate devices: sign in with a support or admin token",
+        user.role.as_str()
+    )))
+}
+
 async fn deactivate_page(
     State(state): State<AppState>,
     user: User,
     Path((id, activation)): Path<(String, String)>,
 ) -> Response {
     if !user.may_support() {
-        return error_page(&AppError::forbidden(format!(
-            "a {} user may not deactivate devices: sign in with a support or admin token",
-            user.role.as_str()
-        )));
+        return may_not_deactivate(&user);
     }
     let (view, a) = match activation_of(&state, &user, &id, &activation).await {
         Ok(x) => x,
@@ -457,6 +461,9 @@ async fn deactivate(
 ) -> Response {
     if let Some(r) = user.refuse_csrf(&f.csrf) {
         return r;
+    }
+    if !user.may_support() {
+        return may_not_deactivate(&user);
     }
     let (view, a) = match activation_of(&state, &user, &id, &activation).await {
         Ok(x) => x,

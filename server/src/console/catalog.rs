@@ -433,6 +433,12 @@ async fn template(State(state): State<AppState>, user: User, Path(id): Path<Stri
     template_page(&state, &user, &id, None, None).await
 }
 
+/// A refusal on the template page: of the settings (with what was typed) or of the duplicate (with its name).
+enum TemplateError<'a> {
+    Settings(&'a str, &'a AppError),
+    Duplicate(&'a str, &'a AppError),
+}
+
 async fn template_page(
     state: &AppState,
     user: &User,
@@ -440,6 +446,19 @@ async fn template_page(
     edited: Option<&str>,
     err: Option<&AppError>,
 ) -> Response {
+    let e = match (edited, err) {
+        (Some(body), Some(e)) => Some(TemplateError::Settings(body, e)),
+        _ => None,
+    };
+    template_page_with(state, user, id, e).await
+}
+
+async fn template_page_with(state: &AppState, user: &User, id: &str, err: Option<TemplateError<'_>>) -> Response {
+    let (edited, settings_err, copy_name, copy_err) = match &err {
+        Some(TemplateError::Settings(b, e)) => (Some(*b), Some(*e), "", None),
+        Some(TemplateError::Duplicate(n, e)) => (None, None, *n, Some(*e)),
+        None => (None, None, "", None),
+    };
     let Ok(id) = Uuid::parse_str(id) else {
         return error_page(&AppError::not_found("template"));
     };
@@ -463,8 +482,8 @@ async fn template_page(
                 form method="post" action={ "/console/templates/" (t.template.id) } {
                     (csrf_field(user))
                     label for="body" { "Template settings (JSON)" }
-                    textarea #body name="body" rows="24" spellcheck="false" aria-describedby=[err.map(|_| "body-error")] { (text) }
-                    @if let Some(e) = err { p #body-error .error role="alert" { (e.message) } }
+                    textarea #body name="body" rows="24" spellcheck="false" aria-describedby=[settings_err.map(|_| "body-error")] { (text) }
+                    @if let Some(e) = settings_err { p #body-error .error role="alert" { (e.message) } }
                     button type="submit" { "Save" }
                 }
             }
@@ -472,7 +491,8 @@ async fn template_page(
                 h2 #duplicate { "Duplicate" }
                 form method="post" action={ "/console/templates/" (t.template.id) "/duplicate" } {
                     (csrf_field(user))
-                    (text_field("name", "Name of the copy (empty: \"… (copy)\")", "", false))
+                    (text_field("name", "Name of the copy (empty: \"… (copy)\")", copy_name, false))
+                    @if let Some(e) = copy_err { p #duplicate-error .error role="alert" { (e.message) } }
                     button type="submit" { "Duplicate" }
                 }
             }
@@ -480,7 +500,8 @@ async fn template_page(
             pre { code { (text) } }
         }
     };
-    page(user, &format!("Template {}", t.template.name), "/console/templates", body, err)
+    let code = settings_err.or(copy_err).map_or(StatusCode::OK, status_of);
+    page_response(code, layout(user, &format!("Template {}", t.template.name), "/console/templates", body))
 }
 
 async fn update_template(
@@ -533,7 +554,7 @@ async fn duplicate_template(
     match state.services.duplicate_template(&user.ctx, tid, DuplicateTemplate { name: opt_text(&f.name) }).await {
         Ok(t) => Redirect::to(&format!("/console/templates/{}", t.template.id)).into_response(),
         Err(e) if role_refusal(&e) => error_page(&e),
-        Err(e) => template_page(&state, &user, &id, None, Some(&e)).await,
+        Err(e) => template_page_with(&state, &user, &id, Some(TemplateError::Duplicate(&f.name, &e))).await,
     }
 }
 

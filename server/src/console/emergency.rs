@@ -66,7 +66,12 @@ async fn desk(State(state): State<AppState>, user: User, Query(q): Query<DeskQue
         return may_not(&user);
     }
     let f = IssueForm { license: q.license.clone().unwrap_or_default(), ..IssueForm::default() };
+    // Only an id in the URL: a license key must not land in a URL, the history or a proxy's log.
     let picked = match q.license.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+        Some(l) if Uuid::parse_str(l).is_err() => {
+            let e = AppError::invalid("open the desk from a license's page, or type the key in the form");
+            return form_page(&state, &user, &IssueForm::default(), None, Some((Field::License, e))).await;
+        }
         Some(l) => match find(&state, &user, l).await {
             Ok(v) => Some(v),
             Err(e) => return form_page(&state, &user, &f, None, Some((Field::License, e))).await,
@@ -216,7 +221,8 @@ async fn issue(State(state): State<AppState>, user: User, Form(f): Form<IssueFor
         match found {
             Ok(v) => v,
             Err(e) if role_refusal(&e) => return error_page(&e),
-            Err(e) => return fail(Field::of(&e), e, None).await,
+            // Found from the code alone: whatever is wrong is wrong with the code.
+            Err(e) => return fail(Field::RequestCode, e, None).await,
         }
     } else {
         let e = AppError::invalid("give the license key or id, or the device's request code");

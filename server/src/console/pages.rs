@@ -275,15 +275,15 @@ async fn license(
     };
     let activations = svc.list_license_activations(&user.ctx, id).await;
     let emergency = svc.list_emergency(&user.ctx, id).await;
+    // The license's own entries and its devices' (deactivations, releases), newest first, in one read.
+    let mut targets = vec![id.to_string()];
+    if let Ok(list) = &activations {
+        targets.extend(list.iter().rev().take(499).map(|a| a.id.to_string()));
+    }
     let history = svc
         .list_audit(
             &user.ctx,
-            AuditQuery {
-                before: Some(i64::MAX),
-                target: Some(id.to_string()),
-                limit: Some(HISTORY),
-                ..Default::default()
-            },
+            AuditQuery { before: Some(i64::MAX), any_target: targets, limit: Some(HISTORY), ..Default::default() },
         )
         .await;
     let now = svc.now();
@@ -374,7 +374,9 @@ async fn license(
             (listed(&history, "Nothing recorded.", |rows| html! {
                 (super::records::audit_table(rows))
                 @if rows.len() as u32 == HISTORY {
-                    p { a href={ "/console/audit?target=" (l.id) } { "Older entries in the audit log" } }
+                    @if let Some(last) = rows.last() {
+                        p { a href={ "/console/audit?target=" (l.id) "&before=" (last.seq) } { "Older entries of the license in the audit log" } }
+                    }
                 }
             }))
         }

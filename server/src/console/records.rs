@@ -96,14 +96,20 @@ struct AuditSearch {
 
 const AUDIT_PAGE: u32 = 100;
 
-fn day(field: &'static str, v: &str) -> Result<Option<DateTime<Utc>>, (&'static str, AppError)> {
+/// A day of the form (00:00 UTC), `days_after` days on; years 1 to 9999 (what the log's times can hold).
+fn day(field: &'static str, v: &str, days_after: i64) -> Result<Option<DateTime<Utc>>, (&'static str, AppError)> {
+    let refuse = || (field, AppError::invalid(format!("{field} must be a date from year 1 to 9999, YYYY-MM-DD")));
     match v.trim() {
         "" => Ok(None),
-        d => NaiveDate::parse_from_str(d, "%Y-%m-%d")
-            .ok()
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .map(|t| Some(Utc.from_utc_datetime(&t)))
-            .ok_or_else(|| (field, AppError::invalid(format!("{field} must be a date, YYYY-MM-DD")))),
+        d => {
+            let date = NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| refuse())?;
+            if !(1..=9999).contains(&chrono::Datelike::year(&date)) {
+                return Err(refuse());
+            }
+            let t = date.and_hms_opt(0, 0, 0).ok_or_else(refuse)?;
+            let t = Utc.from_utc_datetime(&t).checked_add_signed(Duration::days(days_after)).ok_or_else(refuse)?;
+            Ok(Some(t))
+        }
     }
 }
 
@@ -112,9 +118,19 @@ fn audit_query(s: &AuditSearch) -> Result<AuditQuery, (&'static str, AppError)> 
         "" => None,
         t => Some(Uuid::parse_str(t).map_err(|_| ("tenant_id", AppError::invalid("tenant must be a tenant id")))?),
     };
-    let since = day("from", &s.from)?;
+    let since = day("from", &s.from, 0)?;
     // The last day is included: entries before the start of the next one.
-    let until = day("to", &s.to)?.map(|t| t + Duration::days(1));
+    let until = day("to", &s.to, 1)?;
+    if let (Some(a), Some(b)) = (since, until) {
+        if a >= b {
+            return Err(("to", AppError::invalid("to must be on or after from")));
+        }
+    }
+    for (field, v) in [("actor", &s.actor), ("action", &s.action), ("target", &s.target)] {
+        if v.trim().chars().count() > 200 {
+            return Err((field, AppError::invalid(format!("{field} is longer than 200 characters"))));
+        }
+    }
     let text = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
     Ok(AuditQuery {
         before: Some(s.before.unwrap_or(i64::MAX)),
@@ -209,6 +225,8 @@ struct BlockForm {
     #[serde(default)]
     csrf: String,
     #[serde(default)]
+    tenant_id: String,
+    #[serde(default)]
     device_public_key: String,
     #[serde(default)]
     fingerprint_hash: String,
@@ -235,7 +253,7 @@ async fn security_page(state: &AppState, user: &User, f: &BlockForm, err: Option
                 Ok(list) => {
                     table {
                         thead { tr { th scope="col" { "Device key or fingerprint" } th scope="col" { "Reason" }
-                            th scope="col" { "Since" } @if user.may_support() { th scope="col" { span.visually-hidden { "Actions" } } } } }
+                            th scope="col" { "Since" } @if user.may_admin() { th scope="col" { span.visually-hidden { "Actions" } } } } }
                         tbody {
                             @for b in list {
                                 tr {
@@ -243,7 +261,7 @@ async fn security_page(state: &AppState, user: &User, f: &BlockForm, err: Option
                                         @else if let Some(h) = &b.fingerprint_hash { (h) } } }
                                     td { (b.reason) }
                                     td { (date(b.created_at)) }
-                                    @if user.may_support() {
+                                    @if user.may_admin() {
                                         td {
                                             form method="post" action={ "/console/security/blocks/" (b.id) "/remove" } {
                                                 (csrf_field(user))
@@ -263,6 +281,10 @@ async fn security_page(state: &AppState, user: &User, f: &BlockForm, err: Option
                 p.hint { "Give one of: the activation to end and block, the device's public key, or a fingerprint hash." }
                 form method="post" action="/console/security/blocks" {
                     (csrf_field(user))
+                    @if user.role == crate::store::Role::VendorAdmin {
+                        div.field { label for="tenant_id" { "Tenant id (for a device key or fingerprint)" }
+                            input #tenant_id name="tenant_id" value=(f.tenant_id) autocomplete="off"; }
+                    }
                     div.field { label for="activation_id" { "Activation id" }
                         input #activation_id name="activation_id" value=(f.activation_id) autocomplete="off"; }
                     div.field { label for="device_public_key" { "Device public key (base64url)" }
@@ -311,16 +333,17 @@ async fn block(State(state): State<AppState>, user: User, Form(f): Form<BlockFor
         return r;
     }
     let text = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
-    let activation_id = match text(&f.activation_id).map(|a| Uuid::parse_str(&a)) {
-        None => None,
-        Some(Ok(id)) => Some(id),
-        Some(Err(_)) => {
-            let e = AppError::invalid("activation id must be an id (a UUID), or left empty");
-            return security_page(&state, &user, &f, Some(&e)).await;
-        }
+    let id = |field: &str, v: &str| match text(v).map(|a| Uuid::parse_str(&a)) {
+        None => Ok(None),
+        Some(Ok(id)) => Ok(Some(id)),
+        Some(Err(_)) => Err(AppError::invalid(format!("{field} must be an id (a UUID), or left empty"))),
+    };
+    let (activation_id, tenant_id) = match (id("activation id", &f.activation_id), id("tenant id", &f.tenant_id)) {
+        (Ok(a), Ok(t)) => (a, t),
+        (Err(e), _) | (_, Err(e)) => return security_page(&state, &user, &f, Some(&e)).await,
     };
     let req = CreateBlock {
-        tenant_id: None,
+        tenant_id,
         device_public_key: text(&f.device_public_key),
         fingerprint_hash: text(&f.fingerprint_hash),
         activation_id,

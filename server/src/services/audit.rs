@@ -49,6 +49,9 @@ pub struct AuditQuery {
     /// Entries before this time (RFC 3339).
     #[serde(default)]
     pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Any of these targets (the console's license history: the license and its activations); at most 500.
+    #[serde(skip)]
+    pub any_target: Vec<String>,
 }
 
 /// Walks the whole chain from the first row; names the first row whose link does not hold.
@@ -124,7 +127,9 @@ impl Services {
             match v.map(|v| v.trim().to_string()) {
                 None => Ok(None),
                 Some(v) if v.is_empty() => Ok(None),
-                Some(v) if v.len() > 200 => Err(AppError::invalid(format!("{field} is longer than 200 characters"))),
+                Some(v) if v.chars().count() > 200 => {
+                    Err(AppError::invalid(format!("{field} is longer than 200 characters")))
+                }
                 Some(v) => Ok(Some(v)),
             }
         };
@@ -141,6 +146,7 @@ impl Services {
             target: text("target", q.target)?,
             since: q.since,
             until: q.until,
+            any_target: q.any_target.into_iter().take(500).collect(),
         };
         let scope = match (ctx.scope()?, q.tenant_id) {
             (Some(own), Some(asked)) if own != asked => return Err(AppError::not_found("tenant")),

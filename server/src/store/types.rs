@@ -463,6 +463,9 @@ pub struct AuditFilter {
     pub action: Option<String>,
     /// Exactly this target (a license, activation or token id, …).
     pub target: Option<String>,
+    /// Any of these targets (none: no condition), as a license's history reads the license's and its
+    /// activations' entries at once.
+    pub any_target: Vec<String>,
     /// Rows at or after this time.
     pub since: Option<DateTime<Utc>>,
     /// Rows before this time.

@@ -155,10 +155,8 @@ impl AuditStore for SqliteStore {
                 cond("actor = ?", Box::new(a));
             }
             match f.action {
-                Some(a) if a.ends_with('.') => {
-                    let n = a.len();
-                    cond(&format!("substr(action, 1, {n}) = ?"), Box::new(a));
-                }
+                // SQLite counts characters, as `length` does: a prefix of any script matches.
+                Some(a) if a.ends_with('.') => cond("substr(action, 1, length(?)) = ?", Box::new(a)),
                 Some(a) => cond("action = ?", Box::new(a)),
                 None => {}
             }
@@ -170,6 +168,12 @@ impl AuditStore for SqliteStore {
             }
             if let Some(t) = f.until {
                 cond("at < ?", Box::new(ts(t)));
+            }
+            if !f.any_target.is_empty() {
+                let first = args.len() + 1;
+                let list = (first..first + f.any_target.len()).map(|i| format!("?{i}")).collect::<Vec<_>>();
+                sql.push_str(&format!("target IN ({}) AND ", list.join(", ")));
+                args.extend(f.any_target.into_iter().map(|t| Box::new(t) as Box<dyn rusqlite::ToSql>));
             }
             sql.push_str(if f.before.is_some() { "1 ORDER BY seq DESC LIMIT ?" } else { "1 ORDER BY seq LIMIT ?" });
             sql = sql.replacen("LIMIT ?", &format!("LIMIT ?{}", args.len() + 1), 1);

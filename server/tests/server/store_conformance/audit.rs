@@ -102,6 +102,7 @@ pub async fn filters(s: &S) {
         row(a, "token:x", "licenses.bulk", "L2", 3),
         row(b, "token:x", "license.suspend", "L1", 4),
         row(a, "token:x", "emergency.issue", "L1", 5),
+        row(a, "token:z", "réglage.été", "L3", 6),
     ];
     s.write_deferred(written.clone(), vec![]).await.unwrap();
     let seq = |i: i64| mark + 1 + i;
@@ -114,8 +115,18 @@ pub async fn filters(s: &S) {
             .collect::<Vec<_>>()
     };
     let text = |v: &str| Some(v.to_string());
-    assert_eq!(find(a, AuditFilter::default()).await, vec![seq(0), seq(1), seq(2), seq(4)], "tenant a, in order");
-    assert_eq!(find(None, AuditFilter::default()).await, (0..5).map(seq).collect::<Vec<_>>(), "every tenant");
+    assert_eq!(find(a, AuditFilter::default()).await, vec![seq(0), seq(1), seq(2), seq(4), seq(5)], "tenant a");
+    assert_eq!(find(None, AuditFilter::default()).await, (0..6).map(seq).collect::<Vec<_>>(), "every tenant");
+    let any = |t: &[&str]| AuditFilter { any_target: t.iter().map(|t| t.to_string()).collect(), ..Default::default() };
+    assert_eq!(find(a, any(&["L2", "L3"])).await, vec![seq(2), seq(5)], "any of the targets");
+    assert_eq!(find(b, any(&["L2", "L3"])).await, Vec::<i64>::new(), "within the tenant");
+    let both = AuditFilter { action: text("license."), ..any(&["L1", "L2"]) };
+    assert_eq!(find(a, both).await, vec![seq(0), seq(1)], "with the other conditions");
+    assert_eq!(
+        find(a, AuditFilter { action: text("réglage."), ..Default::default() }).await,
+        vec![seq(5)],
+        "a prefix of any script"
+    );
     assert_eq!(find(a, AuditFilter { target: text("L1"), ..Default::default() }).await, vec![seq(0), seq(1), seq(4)]);
     assert_eq!(find(b, AuditFilter { target: text("L1"), ..Default::default() }).await, vec![seq(3)]);
     assert_eq!(
