@@ -738,9 +738,27 @@ async fn console_users_sign_in_with_a_password_and_are_revoked() {
         .await
         .unwrap();
     follow(c, Locator::Css("main form button[type=submit]")).await;
-    c.find(Locator::Css("#response-code")).await.unwrap();
+    let response = c.find(Locator::Css("#response-code")).await.unwrap().prop("value").await.unwrap().unwrap();
     let (_, v) = server.get("/v1/audit?action=offline.respond", &fx.token).await;
     assert_eq!(v["items"][0]["actor"], "console:user:night.desk@vendor.example", "{v}");
+    // The customer moves the license off the machine: the desk takes its receipt (a typo refused beside it).
+    agent.apply_code(&response).unwrap();
+    let receipt = agent.deactivate_offline().unwrap();
+    let mut typo: Vec<char> = receipt.chars().collect();
+    let at = typo.iter().rposition(|ch| ch.is_ascii_alphanumeric()).unwrap();
+    typo[at] = if typo[at] == 'A' { 'B' } else { 'A' };
+    c.goto(&format!("{}/console/offline", server.url())).await.unwrap();
+    c.find(Locator::Css("#receipt_code")).await.unwrap().send_keys(&typo.into_iter().collect::<String>()).await.unwrap();
+    follow(c, Locator::XPath("//button[.='Take the receipt']")).await;
+    assert!(text(c, "#receipt-error").await.to_lowercase().contains("group"));
+    assert_eq!(seats_used(&server, &fx).await, 1, "a refused receipt ends nothing");
+    let field = c.find(Locator::Css("#receipt_code")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(&receipt).await.unwrap();
+    follow(c, Locator::XPath("//button[.='Take the receipt']")).await;
+    assert!(text(c, "#receipt-result").await.len() > 10);
+    assert!(text(c, "dl.terms").await.contains("ended now"));
+    assert_eq!(seats_used(&server, &fx).await, 0, "the activation ended");
     let cookie = session_cookie(c).await;
 
     // A new password from the admin; then the user is revoked: its session ends and it cannot sign in.

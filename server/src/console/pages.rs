@@ -4,7 +4,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Form, Router};
 use chrono::{DateTime, Duration, Utc};
 use maud::{html, Markup};
@@ -27,6 +27,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/console/licenses", get(licenses).post(find_license))
         .route("/console/licenses/{id}", get(license))
         .route("/console/offline", get(offline_page).post(offline_respond))
+        .route("/console/offline/receipt", post(offline_receipt))
 }
 
 pub(super) fn date(t: DateTime<Utc>) -> String {
@@ -427,6 +428,7 @@ async fn offline_page(user: User) -> Response {
         h1 { "Offline desk" }
         p { "Paste the request code the customer read off the air-gapped machine (" code { "tessera-agent request-code" } ")." }
         (offline_form(&user, "", "", None))
+        (receipt_form(&user, "", None))
     };
     page_response(StatusCode::OK, layout(&user, "Offline desk", "/console/offline", body))
 }
@@ -447,6 +449,69 @@ async fn offline_respond(State(state): State<AppState>, user: User, Form(f): For
             let body = html! {
                 h1 { "Offline desk" }
                 (offline_form(&user, &f.request_code, key, Some(&e.message)))
+            };
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            page_response(status, layout(&user, "Offline desk", "/console/offline", body))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ReceiptForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    receipt_code: String,
+}
+
+fn receipt_form(user: &User, code: &str, error: Option<&str>) -> Markup {
+    html! {
+        section aria-labelledby="receipt" {
+            h2 #receipt { "Deactivation receipt" }
+            p { "When the customer moves the license off an air-gapped machine, " code { "tessera-agent deactivate-offline" }
+                " prints a receipt: paste it here to end that activation and free its seat (now or when its lease ends, "
+                "as the license's offline policy says)." }
+            form method="post" action="/console/offline/receipt" {
+                (csrf_field(user))
+                div.field {
+                    label for="receipt_code" { "Receipt code" }
+                    textarea #receipt_code name="receipt_code" rows="4" required spellcheck="false"
+                        aria-describedby=[error.map(|_| "receipt-error")] { (code) }
+                    @if let Some(e) = error { p #receipt-error .error role="alert" { (e) } }
+                }
+                button type="submit" { "Take the receipt" }
+            }
+        }
+    }
+}
+
+async fn offline_receipt(State(state): State<AppState>, user: User, Form(f): Form<ReceiptForm>) -> Response {
+    if let Some(r) = user.refuse_csrf(&f.csrf) {
+        return r;
+    }
+    let req = tessera_core::protocol::ReceiptRequest { receipt_code: f.receipt_code.trim().to_string() };
+    match state.services.offline_receipt(&user.ctx, req).await {
+        Ok(r) => {
+            let body = html! {
+                h1 { "Offline desk" }
+                section aria-labelledby="taken" {
+                    h2 #taken { "Receipt taken" }
+                    p.note role="status" #receipt-result { (r.message) }
+                    dl.terms {
+                        dt { "License" } dd { a href={ "/console/licenses/" (r.license_id) } { code { (r.license_id) } } }
+                        dt { "Activation" } dd { code { (r.activation_id) } (if r.freed { " (ended now)" } else { " (had ended already)" }) }
+                        dt { "Seat" } dd { @if let Some(t) = r.seat_held_until { "counted until " (date(t)) } @else { "free" } }
+                    }
+                }
+                p { a href="/console/offline" { "Back to the offline desk" } }
+            };
+            page_response(StatusCode::OK, layout(&user, "Offline desk", "/console/offline", body))
+        }
+        Err(e) if role_refusal(&e) => error_page(&e),
+        Err(e) => {
+            let body = html! {
+                h1 { "Offline desk" }
+                (receipt_form(&user, &f.receipt_code, Some(&e.message)))
             };
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
             page_response(status, layout(&user, "Offline desk", "/console/offline", body))
