@@ -158,6 +158,7 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     sign_in(c, &server, &support).await;
     let tiles = text(c, "ul.tiles").await;
     assert!(tiles.contains("1 active"), "{tiles}");
+    assert!(text(c, "#seat-totals").await.starts_with("0 in use of 3"));
     screenshot(c, "overview").await;
     // Found by key through a posted form: the key never appears in a URL.
     follow(c, Locator::Css("nav a[href='/console/licenses']")).await;
@@ -166,7 +167,7 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     c.wait().for_element(Locator::Css("table tbody a")).await.unwrap();
     assert!(!c.current_url().await.unwrap().as_str().contains(&fx.key), "no key in the URL");
     let row = text(c, "table tbody").await;
-    assert!(row.contains("ACTIVE"), "{row}");
+    assert!(row.contains("ACTIVE") && row.contains("0 of 3"), "{row}");
     follow(c, Locator::Css("table tbody a")).await;
     c.wait().for_element(Locator::Css("dl.terms")).await.unwrap();
     let terms = text(c, "dl.terms").await;
@@ -300,6 +301,18 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     follow(c, Locator::XPath("//button[.='Find']")).await;
     c.wait().for_element(Locator::Css("#search-error")).await.unwrap();
     assert!(c.find(Locator::Css("table tbody")).await.is_err(), "no row for another tenant's key");
+
+    // The last seat taken online, and a fourth device refused: the overview counts the seats and shows the refusal.
+    for (name, ok) in [("console-third", true), ("console-fourth", false)] {
+        let online =
+            Agent::open(agent_config(dir.path(), name, server.keyset(), fx.product, Some(&server.url()))).unwrap();
+        assert_eq!(online.activate(&fx.key).await.is_ok(), ok, "{name}");
+    }
+    c.goto(&format!("{}/console/overview", server.url())).await.unwrap();
+    assert!(text(c, "#seat-totals").await.starts_with("3 in use of 3"));
+    let refused = text(c, "section[aria-labelledby=refusals] tbody").await;
+    assert!(refused.contains("client.activate") && refused.contains("SEAT_LIMIT_REACHED"), "{refused}");
+    assert!(text(c, "section[aria-labelledby=events] tbody").await.contains("offline.respond"));
 
     // A phone-width window still shows the navigation and the page.
     c.set_window_size(390, 844).await.unwrap();
@@ -748,7 +761,12 @@ async fn console_users_sign_in_with_a_password_and_are_revoked() {
     let at = typo.iter().rposition(|ch| ch.is_ascii_alphanumeric()).unwrap();
     typo[at] = if typo[at] == 'A' { 'B' } else { 'A' };
     c.goto(&format!("{}/console/offline", server.url())).await.unwrap();
-    c.find(Locator::Css("#receipt_code")).await.unwrap().send_keys(&typo.into_iter().collect::<String>()).await.unwrap();
+    c.find(Locator::Css("#receipt_code"))
+        .await
+        .unwrap()
+        .send_keys(&typo.into_iter().collect::<String>())
+        .await
+        .unwrap();
     follow(c, Locator::XPath("//button[.='Take the receipt']")).await;
     assert!(text(c, "#receipt-error").await.to_lowercase().contains("group"));
     assert_eq!(seats_used(&server, &fx).await, 1, "a refused receipt ends nothing");

@@ -6,6 +6,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, Utc};
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -42,6 +44,10 @@ pub(super) fn opt_date(t: Option<DateTime<Utc>>) -> String {
 
 /// How many licenses the overview reads (one page of the store's largest size).
 const OVERVIEW_LIMIT: u32 = 500;
+/// How many recent events and refusals it shows.
+const RECENT: u32 = 10;
+/// Audit outcomes that are refusals of what a customer's device or staff asked for.
+const REFUSALS: &[&str] = &["SEAT_LIMIT_REACHED", "LIMIT_REACHED", "CONFLICT"];
 
 async fn overview(State(state): State<AppState>, user: User) -> Response {
     let q = LicenseListQuery { limit: Some(OVERVIEW_LIMIT), ..LicenseListQuery::default() };
@@ -64,6 +70,28 @@ async fn overview(State(state): State<AppState>, user: User) -> Response {
         page.items.iter().filter(|l| l.license.expires_at.is_some_and(|e| e > now && e <= soon)).collect();
     expiring.sort_by_key(|l| l.license.expires_at);
     let partial = page.next_cursor.is_some();
+    let seats = seats_or_log(&state, &page.items).await;
+    // Seats of the licenses that work now: in use, and what their limits allow (unlimited models apart).
+    let working: Vec<&LicenseView> =
+        page.items.iter().filter(|l| effective_status(&l.license, now) == LicenseStatus::Active).collect();
+    let used: u64 = working
+        .iter()
+        .map(|l| u64::from(seats.as_ref().and_then(|m| m.get(&l.license.id).copied()).unwrap_or(0)))
+        .sum();
+    let limited: u64 = working
+        .iter()
+        .filter(|l| !l.license.license_model.is_unlimited())
+        .map(|l| u64::from(l.license.max_activations))
+        .sum();
+    let unlimited = working.iter().filter(|l| l.license.license_model.is_unlimited()).count();
+    let recent = |outcomes: &[&str]| AuditQuery {
+        before: Some(i64::MAX),
+        limit: Some(RECENT),
+        any_outcome: outcomes.iter().map(|o| o.to_string()).collect(),
+        ..AuditQuery::default()
+    };
+    let events = state.services.list_audit(&user.ctx, recent(&[])).await;
+    let refusals = state.services.list_audit(&user.ctx, recent(REFUSALS)).await;
     let body = html! {
         h1 { "Overview" }
         @if partial { p.note { "Counting the first " (OVERVIEW_LIMIT) " licenses." } }
@@ -78,10 +106,28 @@ async fn overview(State(state): State<AppState>, user: User) -> Response {
                 }
             }
         }
+        section aria-labelledby="seats" {
+            h2 #seats { "Seats" }
+            @if seats.is_some() {
+                p #seat-totals { span.count { (used) } " in use of " (limited) " on active licenses"
+                    @if unlimited > 0 { ", and " (unlimited) " site or enterprise licenses without a seat limit" } "." }
+            } @else { p.error role="alert" { "The seats in use could not be read: reload the page." } }
+        }
+        section aria-labelledby="refusals" {
+            h2 #refusals { "Recent refusals" }
+            (listed(&refusals, "None recorded.", |rows| html! { (super::records::audit_table(rows)) }))
+        }
+        section aria-labelledby="events" {
+            h2 #events { "Recent events" }
+            (listed(&events, "Nothing recorded yet.", |rows| html! {
+                (super::records::audit_table(rows))
+                p { a href="/console/audit" { "The whole audit log" } }
+            }))
+        }
         section aria-labelledby="expiring" {
             h2 #expiring { "Expiring in the next 30 days" }
             @if expiring.is_empty() { p { "None." } }
-            @else { (license_table(&expiring, now)) }
+            @else { (license_table(&expiring, seats.as_ref(), now)) }
         }
     };
     page_response(StatusCode::OK, layout(&user, "Overview", "/console/overview", body))
@@ -111,7 +157,18 @@ struct FindForm {
     q: String,
 }
 
-fn license_table(items: &[&LicenseView], now: DateTime<Utc>) -> Markup {
+/// Seats in use of listed licenses; `None` (logged) when they could not be read, so the list still shows.
+async fn seats_or_log(state: &AppState, items: &[LicenseView]) -> Option<HashMap<Uuid, u32>> {
+    match state.services.seats_of(items).await {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e.message, "console: seats of a license list not read");
+            None
+        }
+    }
+}
+
+fn license_table(items: &[&LicenseView], seats: Option<&HashMap<Uuid, u32>>, now: DateTime<Utc>) -> Markup {
     html! {
         table {
             thead { tr { th scope="col" { "License" } th scope="col" { "Status" } th scope="col" { "Type" }
@@ -122,7 +179,11 @@ fn license_table(items: &[&LicenseView], now: DateTime<Utc>) -> Markup {
                         td { a href={ "/console/licenses/" (l.license.id) } { code { (l.key_hint) } } }
                         td { (effective_status(&l.license, now).as_str()) }
                         td { (l.license.license_type.as_str()) }
-                        td { (l.license.max_activations) }
+                        td {
+                            @match seats { Some(m) => { (m.get(&l.license.id).copied().unwrap_or(0)) }, None => { "?" } }
+                            " of "
+                            @if l.license.license_model.is_unlimited() { "unlimited" } @else { (l.license.max_activations) }
+                        }
                         td { (opt_date(l.license.expires_at)) }
                     }
                 }
@@ -159,9 +220,9 @@ async fn licenses(State(state): State<AppState>, user: User, Query(s): Query<Lic
     match listed {
         Ok(p) => {
             let next = p.next_cursor.map(|c| LicenseSearch { cursor: Some(c), ..s.clone() });
-            licenses_page(&state, &user, &s, "", &p.items, next.as_ref(), None)
+            licenses_page(&state, &user, &s, "", &p.items, next.as_ref(), None).await
         }
-        Err(e) => licenses_page(&state, &user, &s, "", &[], None, Some(&e)),
+        Err(e) => licenses_page(&state, &user, &s, "", &[], None, Some(&e)).await,
     }
 }
 
@@ -173,7 +234,7 @@ async fn find_license(State(state): State<AppState>, user: User, Form(f): Form<F
     let none = LicenseSearch::default();
     if q.is_empty() {
         let e = AppError::invalid("enter a license key (TSK-…) or a license id");
-        return licenses_page(&state, &user, &none, q, &[], None, Some(&e));
+        return licenses_page(&state, &user, &none, q, &[], None, Some(&e)).await;
     }
     // One license: by id, or by its key (hashed; the key itself is never stored).
     let r = match Uuid::parse_str(q) {
@@ -181,12 +242,12 @@ async fn find_license(State(state): State<AppState>, user: User, Form(f): Form<F
         Err(_) => state.services.get_license_by_key(&user.ctx, KeyLookup { license_key: q.to_string() }).await,
     };
     match r {
-        Ok(l) => licenses_page(&state, &user, &none, q, &[l], None, None),
-        Err(e) => licenses_page(&state, &user, &none, q, &[], None, Some(&e)),
+        Ok(l) => licenses_page(&state, &user, &none, q, &[l], None, None).await,
+        Err(e) => licenses_page(&state, &user, &none, q, &[], None, Some(&e)).await,
     }
 }
 
-fn licenses_page(
+async fn licenses_page(
     state: &AppState,
     user: &User,
     s: &LicenseSearch,
@@ -198,6 +259,8 @@ fn licenses_page(
     let now = state.services.now();
     let statuses = ["ACTIVE", "SUSPENDED", "REVOKED", "EXPIRED"];
     let refs: Vec<&LicenseView> = found.iter().collect();
+    // The page's seats in one more read: two store reads for the whole list.
+    let seats = seats_or_log(state, found).await;
     let message = error.map(|e| e.message.as_str());
     let body = html! {
         h1 { "Licenses" }
@@ -232,7 +295,7 @@ fn licenses_page(
         }
         @if let Some(e) = message { p #search-error .error role="alert" { (e) } }
         @if refs.is_empty() && error.is_none() { p { "No licenses match." } }
-        @else if !refs.is_empty() { (license_table(&refs, now)) }
+        @else if !refs.is_empty() { (license_table(&refs, seats.as_ref(), now)) }
         @if let Some(n) = next.and_then(|n| serde_urlencoded::to_string(n).ok()) {
             p { a href={ "/console/licenses?" (n) } { "Next page" } }
         }

@@ -187,7 +187,7 @@ pub const ROUTES: &[Route] = &[
     route!("post" "/v1/activations/{id}/deactivate", "licenses", "Deactivate an activation (staff)", A::Token, B::None, Object("{\"deactivated\": bool, \"activation_id\", ...}")),
     route!("post" "/v1/activations/{id}/release", "licenses", "Release an activation's seat at once, with a reason (staff)", A::Token, B::Json(ty::<offline::ReleaseRequest>()), One(ty::<offline::ReceiptResult>())),
     route!("get" "/v1/events", "audit", "Lifecycle events (expiring soon, ...)", A::Token, B::None, Items(ty::<store::Event>()), q = &["license_id"]),
-    route!("get" "/v1/audit", "audit", "Audit log entries", A::Token, B::None, Items(ty::<store::AuditEntry>()), q = &["after", "before", "limit", "tenant_id", "actor", "action", "target", "since", "until"]),
+    route!("get" "/v1/audit", "audit", "Audit log entries", A::Token, B::None, Items(ty::<store::AuditEntry>()), q = &["after", "before", "limit", "tenant_id", "actor", "action", "target", "outcome", "since", "until"]),
     route!("get" "/v1/audit/verify", "audit", "Verify the audit hash chain of every tenant (vendor-admin)", A::Token, B::None, One(ty::<audit::AuditVerification>())),
     route!("post" "/v1/security/validate-key", "security", "Check a license key", A::Token, B::Json(ty::<security::CheckKey>()), One(ty::<security::KeyCheck>())),
     route!("post" "/v1/security/blocked-devices", "security", "Block a device", A::Token, B::Json(ty::<security::CreateBlock>()), Created(ty::<store::BlockedDevice>())),

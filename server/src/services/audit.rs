@@ -49,6 +49,12 @@ pub struct AuditQuery {
     /// Entries before this time (RFC 3339).
     #[serde(default)]
     pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only this outcome (`OK`, `SEAT_LIMIT_REACHED`, `LIMIT_REACHED`, …).
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// Or any of these outcomes (the console's recent refusals); with `outcome`, both apply.
+    #[serde(skip)]
+    pub any_outcome: Vec<String>,
     /// Any of these targets (the console's license history: the license and its activations); at most 500.
     #[serde(skip)]
     pub any_target: Vec<String>,
@@ -147,6 +153,10 @@ impl Services {
             since: q.since,
             until: q.until,
             any_target: q.any_target.into_iter().take(500).collect(),
+            outcomes: match text("outcome", q.outcome)? {
+                Some(o) => vec![o],
+                None => q.any_outcome.into_iter().take(50).collect(),
+            },
         };
         let scope = match (ctx.scope()?, q.tenant_id) {
             (Some(own), Some(asked)) if own != asked => return Err(AppError::not_found("tenant")),

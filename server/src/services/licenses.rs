@@ -572,6 +572,13 @@ impl Services {
         Ok(tessera_core::token::sign_license_file(self.keys.signer(), &l, self.now()))
     }
 
+    /// Seats in use of licenses already read (so within the caller's tenant), in one store read: the console's
+    /// lists and totals. Licenses with no seat in use are absent.
+    pub async fn seats_of(&self, licenses: &[LicenseView]) -> AppResult<std::collections::HashMap<Uuid, u32>> {
+        let ids = licenses.iter().map(|l| l.license.id).collect();
+        Ok(self.store.count_active_seats_of(ids, self.now()).await?.into_iter().collect())
+    }
+
     pub async fn list_license_activations(&self, ctx: &Ctx, id: Uuid) -> AppResult<Vec<crate::store::Activation>> {
         let rec = self.license_record(ctx, id).await?;
         Ok(self.store.list_activations(ctx.scope()?, rec.license.id).await?)

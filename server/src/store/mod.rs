@@ -143,6 +143,9 @@ pub trait ActivationStore: Send + Sync + 'static {
     /// Seats in use at `at`: active activations plus released ones whose seat is still held, each taking its
     /// `seats`, except that all activations of one named user take one seat together.
     fn count_active_seats(&self, license_id: Uuid, at: DateTime<Utc>) -> StoreFuture<'_, u32>;
+    /// [`count_active_seats`](Self::count_active_seats) of many licenses in one read (lists and totals):
+    /// `(license, seats)` for those with any seat in use, in no particular order.
+    fn count_active_seats_of(&self, license_ids: Vec<Uuid>, at: DateTime<Utc>) -> StoreFuture<'_, Vec<(Uuid, u32)>>;
     fn heartbeat(&self, op: HeartbeatOp) -> StoreFuture<'_, HeartbeatOutcome>;
     /// Ends an activation with a release schedule for its seat (see [`ReleaseOp`]).
     fn release(&self, op: ReleaseOp) -> StoreFuture<'_, ReleaseOutcome>;

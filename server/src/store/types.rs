@@ -466,6 +466,8 @@ pub struct AuditFilter {
     /// Any of these targets (none: no condition), as a license's history reads the license's and its
     /// activations' entries at once.
     pub any_target: Vec<String>,
+    /// Any of these outcomes (none: no condition): `OK`, `SEAT_LIMIT_REACHED`, …
+    pub outcomes: Vec<String>,
     /// Rows at or after this time.
     pub since: Option<DateTime<Utc>>,
     /// Rows before this time.

@@ -297,6 +297,42 @@ impl ActivationStore for SqliteStore {
         self.read(move |c| count_active(c, &license_id.to_string(), at))
     }
 
+    fn count_active_seats_of(&self, ids: Vec<Uuid>, at: DateTime<Utc>) -> StoreFuture<'_, Vec<(Uuid, u32)>> {
+        self.read(move |c| {
+            let mut seats: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+            // The three sums of `count_active`, grouped, a bounded number of ids a statement.
+            for chunk in ids.chunks(500) {
+                let list = (2..chunk.len() + 2).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+                let mut args: Vec<String> = vec![ts(at)];
+                args.extend(chunk.iter().map(Uuid::to_string));
+                for sql in [
+                    "SELECT license_id, COALESCE(SUM(seats), 0) FROM activations
+                     WHERE license_id IN (LIST) AND status = 'ACTIVE' AND user_id IS NULL
+                     GROUP BY license_id",
+                    "SELECT license_id, COALESCE(SUM(seats), 0) FROM activations
+                     WHERE license_id IN (LIST) AND seat_held_until IS NOT NULL AND seat_held_until > ?1
+                       AND user_id IS NULL GROUP BY license_id",
+                    "SELECT license_id, COUNT(DISTINCT user_id) FROM activations
+                     WHERE license_id IN (LIST) AND user_id IS NOT NULL
+                       AND (status = 'ACTIVE' OR (seat_held_until IS NOT NULL AND seat_held_until > ?1))
+                     GROUP BY license_id",
+                ] {
+                    let sql = sql.replace("LIST", &list);
+                    let mut stmt = c.prepare(&sql)?;
+                    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
+                    })?;
+                    for row in rows {
+                        let (id, n) = row?;
+                        let e = seats.entry(id).or_default();
+                        *e = e.saturating_add(n);
+                    }
+                }
+            }
+            Ok(seats.into_iter().filter_map(|(id, n)| Uuid::parse_str(&id).ok().map(|id| (id, n))).collect())
+        })
+    }
+
     fn heartbeat(&self, op: HeartbeatOp) -> StoreFuture<'_, HeartbeatOutcome> {
         self.write(move |c| {
             let lease: Option<Option<String>> = c

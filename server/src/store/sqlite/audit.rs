@@ -175,6 +175,12 @@ impl AuditStore for SqliteStore {
                 sql.push_str(&format!("target IN ({}) AND ", list.join(", ")));
                 args.extend(f.any_target.into_iter().map(|t| Box::new(t) as Box<dyn rusqlite::ToSql>));
             }
+            if !f.outcomes.is_empty() {
+                let first = args.len() + 1;
+                let list = (first..first + f.outcomes.len()).map(|i| format!("?{i}")).collect::<Vec<_>>();
+                sql.push_str(&format!("outcome IN ({}) AND ", list.join(", ")));
+                args.extend(f.outcomes.into_iter().map(|t| Box::new(t) as Box<dyn rusqlite::ToSql>));
+            }
             sql.push_str(if f.before.is_some() { "1 ORDER BY seq DESC LIMIT ?" } else { "1 ORDER BY seq LIMIT ?" });
             sql = sql.replacen("LIMIT ?", &format!("LIMIT ?{}", args.len() + 1), 1);
             args.push(Box::new(limit));

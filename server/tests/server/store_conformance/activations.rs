@@ -170,6 +170,24 @@ pub async fn activations_and_seats(s: &S) {
     assert!(matches!(out, ActivateOutcome::SeatLimit { seats_used: 2 }), "a third user: {out:?}");
     assert_eq!(s.count_active_seats(ln.license.id, t).await.unwrap(), 2);
     assert_eq!(s.list_activations(a, ln.license.id).await.unwrap().len(), 4);
+
+    // Many licenses in one read: the same counts (seat units, held seats, named users), none for an idle one.
+    let (idle, _) = stored_license(s, &fa, LicenseType::Subscription, 2).await;
+    for at in [t, end + Duration::seconds(1)] {
+        let ids = vec![lc.license.id, ln.license.id, lu.license.id, idle.license.id];
+        let mut many = s.count_active_seats_of(ids.clone(), at).await.unwrap();
+        many.sort();
+        let mut one = Vec::new();
+        for id in ids {
+            let n = s.count_active_seats(id, at).await.unwrap();
+            if n > 0 {
+                one.push((id, n));
+            }
+        }
+        one.sort();
+        assert_eq!(many, one, "at {at}");
+    }
+    assert!(s.count_active_seats_of(vec![], t).await.unwrap().is_empty());
 }
 
 fn beat(a: &Activation, at: DateTime<Utc>, lease: Option<DateTime<Utc>>, usage: Vec<UsageEvent>) -> HeartbeatOp {

@@ -102,7 +102,7 @@ pub async fn filters(s: &S) {
         row(a, "token:x", "licenses.bulk", "L2", 3),
         row(b, "token:x", "license.suspend", "L1", 4),
         row(a, "token:x", "emergency.issue", "L1", 5),
-        row(a, "token:z", "réglage.été", "L3", 6),
+        NewAudit { outcome: "LIMIT_REACHED".into(), ..row(a, "token:z", "réglage.été", "L3", 6) },
     ];
     s.write_deferred(written.clone(), vec![]).await.unwrap();
     let seq = |i: i64| mark + 1 + i;
@@ -127,6 +127,10 @@ pub async fn filters(s: &S) {
         vec![seq(5)],
         "a prefix of any script"
     );
+    let outcomes =
+        |o: &[&str]| AuditFilter { outcomes: o.iter().map(|o| o.to_string()).collect(), ..Default::default() };
+    assert_eq!(find(a, outcomes(&["OK"])).await, vec![seq(0), seq(1), seq(2), seq(4)]);
+    assert_eq!(find(a, outcomes(&["SEAT_LIMIT_REACHED", "LIMIT_REACHED"])).await, vec![seq(5)], "any of the outcomes");
     assert_eq!(find(a, AuditFilter { target: text("L1"), ..Default::default() }).await, vec![seq(0), seq(1), seq(4)]);
     assert_eq!(find(b, AuditFilter { target: text("L1"), ..Default::default() }).await, vec![seq(3)]);
     assert_eq!(
