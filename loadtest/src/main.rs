@@ -32,7 +32,8 @@ pub struct Args {
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
-    /// Scenarios to run (baseline always runs first).
+    /// Scenarios to run (baseline always runs first): validate, activate, heartbeat, and licenses-api /
+    /// licenses-console (a page of 100 of 1,000 licenses, as JSON and as the console's page).
     #[arg(long, value_delimiter = ',', default_value = "validate,activate,heartbeat")]
     pub scenarios: Vec<String>,
     /// Server worker threads (the machine has 2 cores; client and server share them).

@@ -45,6 +45,7 @@ pub async fn start_servers(dir: &Path) -> anyhow::Result<Servers> {
     // The harness is one client address hammering one license: rate limits would measure themselves.
     config.rate_limits.per_ip_per_sec = 0.0;
     config.rate_limits.per_key_per_sec = 0.0;
+    config.rate_limits.admin_per_ip_per_sec = 0.0;
     let real = tessera_server::start(config).await.context("starting tessera-server")?;
     let admin = real.admin_token.clone().context("a fresh data directory yields an admin token")?;
     let baseline_device = SigningKey::ed25519_from_bytes(&BASELINE_DEVICE);
@@ -94,6 +95,61 @@ async fn fixture(api: &Api, admin: &str, seats: u32) -> anyhow::Result<String> {
     Ok(l["license_key"].as_str().context("license key")?.to_string())
 }
 
+/// A tenant with `n` licenses (the list scenarios' fixture); returns its tenant-admin token.
+async fn many_licenses(api: &Api, admin: &str, n: usize) -> anyhow::Result<String> {
+    let t = api.post("/v1/tenants", admin, json!({"name": format!("load-list-{}", uuid::Uuid::new_v4())})).await?;
+    let tok =
+        api.post("/v1/tokens", admin, json!({"name": "load", "role": "tenant-admin", "tenant_id": t["id"]})).await?;
+    let token = tok["token"].as_str().context("token")?.to_string();
+    let p = api.post("/v1/products", &token, json!({"name": "List app"})).await?;
+    let tp = api
+        .post(
+            "/v1/templates",
+            &token,
+            json!({"name": "list", "product_id": p["id"], "license_type": "SUBSCRIPTION", "max_activations": 5,
+                   "duration_days": 365, "features": [{"id": "export_pdf"}]}),
+        )
+        .await?;
+    for _ in 0..n {
+        api.post("/v1/licenses", &token, json!({"template_id": tp["id"]})).await?;
+    }
+    Ok(token)
+}
+
+/// Signs in to the console with `token` as a browser does (the sign-in page's CSRF value and cookie, then the
+/// form); returns the session cookie.
+async fn console_session(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<String> {
+    let page = http.get(format!("{base}/console/sign-in")).send().await?;
+    let pre = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.split(';').next().filter(|c| c.starts_with("tessera_console_signin=")))
+        .context("the sign-in page's cookie")?
+        .to_string();
+    let html = page.text().await?;
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .context("the sign-in form's CSRF value")?
+        .to_string();
+    let r = http
+        .post(format!("{base}/console/sign-in"))
+        .header("cookie", pre)
+        .form(&[("csrf", csrf.as_str()), ("token", token)])
+        .send()
+        .await?;
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.split(';').next().filter(|c| c.starts_with("tessera_console=")))
+        .map(str::to_string)
+        .with_context(|| format!("console sign-in answered {} without a session", r.status()))
+}
+
 fn nonce(i: u64) -> String {
     b64url(&i.to_be_bytes())
 }
@@ -127,23 +183,35 @@ struct Load {
     url: Arc<String>,
     pool: Pool,
     next: Arc<AtomicU64>,
+    /// `None`: POST of the pool's bodies; or a GET with these headers (the pool is unused).
+    get: Option<Arc<Vec<(&'static str, String)>>>,
 }
 
 impl Load {
     fn new(url: String, pool: Pool) -> Load {
-        Load { url: Arc::new(url), pool, next: Arc::new(AtomicU64::new(0)) }
+        Load { url: Arc::new(url), pool, next: Arc::new(AtomicU64::new(0)), get: None }
+    }
+
+    fn get(url: String, headers: Vec<(&'static str, String)>) -> Load {
+        let pool: Pool = Arc::new(vec![item(Vec::new(), None)]);
+        Load { get: Some(Arc::new(headers)), ..Load::new(url, pool) }
     }
 }
 
 async fn run_slice(name: &str, args: &Args, http: &reqwest::Client, load: &Load, slice: Duration) -> Stats {
     let (http, url, pool, next) = (http.clone(), load.url.clone(), load.pool.clone(), load.next.clone());
+    let get = load.get.clone();
     drive(name, args.connections, slice, move |_, _| {
         let http = http.clone();
         let url = url.clone();
+        let get = get.clone();
         let i = next.fetch_add(1, Ordering::Relaxed);
         let (body, sig) = pool[(i as usize) % pool.len()].clone();
         async move {
-            let mut req = http.post(url.as_str()).header("content-type", "application/json").body(body);
+            let mut req = match &get {
+                Some(headers) => headers.iter().fold(http.get(url.as_str()), |r, (k, v)| r.header(*k, v)),
+                None => http.post(url.as_str()).header("content-type", "application/json").body(body),
+            };
             if let Some(sig) = sig {
                 req = req.header("x-tessera-signature", sig);
             }
@@ -186,7 +254,9 @@ async fn interleaved(name: &str, args: &Args, http: &reqwest::Client, base: &Loa
 const BASELINE: &str = "baseline (verify Ed25519 + sign JSON, no DB)";
 
 pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats>> {
+    // No redirects: a console page that sends the client to sign in must count as a failure, not as a page.
     let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(args.connections)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
@@ -210,6 +280,7 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
         async move { interleaved(name, args, &http, base, &load).await }
     };
 
+    let mut list_token: Option<String> = None;
     for scenario in &args.scenarios {
         match scenario.as_str() {
             "validate" => {
@@ -323,7 +394,34 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
                 let url = format!("{}{path}", servers.real.url());
                 pairs.push(run("heartbeat (device-signed)", Load::new(url, pool)).await);
             }
-            other => bail!("unknown scenario {other:?}: use validate, activate, heartbeat"),
+            "licenses-api" | "licenses-console" => {
+                // 1,000 licenses in one tenant; a page of 100 of them, as JSON or as the console's page.
+                if list_token.is_none() {
+                    eprintln!("licenses: creating 1,000 licenses");
+                    list_token = Some(many_licenses(&api, &servers.admin, 1000).await?);
+                }
+                let token = list_token.clone().context("list fixture")?;
+                let base_url = servers.real.url();
+                if scenario == "licenses-api" {
+                    let url = format!("{base_url}/v1/licenses?limit=100");
+                    let load = Load::get(url, vec![("authorization", format!("Bearer {token}"))]);
+                    pairs.push(run("licenses: API page of 100 (of 1,000)", load).await);
+                } else {
+                    let cookie = console_session(&http, &base_url, &token).await?;
+                    // What is measured is the real list: a hundred rows and a next page.
+                    let page =
+                        http.get(format!("{base_url}/console/licenses")).header("cookie", &cookie).send().await?;
+                    let html = page.text().await?;
+                    if html.matches("<tr>").count() != 101 || !html.contains("Next page") {
+                        bail!("the console's license page is not the list of 100 with a next page");
+                    }
+                    let load = Load::get(format!("{base_url}/console/licenses"), vec![("cookie", cookie)]);
+                    pairs.push(run("licenses: console page of 100 (of 1,000)", load).await);
+                }
+            }
+            other => {
+                bail!("unknown scenario {other:?}: use validate, activate, heartbeat, licenses-api, licenses-console")
+            }
         }
     }
     // First row: every baseline slice together; then each scenario with the baseline slices paired with it.
