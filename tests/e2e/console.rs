@@ -560,6 +560,21 @@ async fn staff_issue_an_emergency_code_and_act_on_a_license_read_only_users_cann
         let (http, cookie) = (http.clone(), cookie.clone());
         async move { http.post(path).header("cookie", cookie).form(&form).send().await.unwrap() }
     };
+    // A body that is no form, and an address no page makes: console pages that say so (no framework text).
+    let r = http
+        .post(format!("{page}/act/suspend"))
+        .header("cookie", &cookie)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("the form could not be read"));
+    let r = http.get(format!("{}/console/audit?before=yesterday", server.url())).header("cookie", &cookie).send();
+    let r = r.await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("not one of this page"));
     // Each refusal is for the role (a stale CSRF value would be refused with 403 too, for another reason).
     let refused_for_role = |r: reqwest::Response| async move {
         assert_eq!(r.status(), StatusCode::FORBIDDEN);

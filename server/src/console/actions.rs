@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::{Form, Router};
+use axum::Router;
 use chrono::{NaiveDate, TimeZone, Utc};
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use tessera_core::LicenseStatus;
 use uuid::Uuid;
 
 use super::pages::{date, opt_date};
-use super::{csrf_field, error_page, layout, page_response, role_refusal, status_of, User};
+use super::{csrf_field, error_page, layout, page_response, role_refusal, status_of, Form, User};
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::services::licenses::{effective_status, LicenseView, RenewLicense, StatusChange, TransferLicense};

@@ -3,11 +3,11 @@
 //! form on the API's services; a refusal is shown above the form's button, in the service's words, and the form
 //! keeps what was typed.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -15,7 +15,9 @@ use tessera_core::LicenseType;
 use uuid::Uuid;
 
 use super::pages::date;
-use super::{csrf_field, error_page, layout, page_response, role_refusal, show_once, status_of, Once, User};
+use super::{
+    csrf_field, error_page, layout, page_response, role_refusal, show_once, status_of, Form, Once, Query, User,
+};
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::services::admin::{CreateCustomer, CreateProduct, CreateTenant, CreateToken, DuplicateTemplate};

@@ -4,11 +4,11 @@
 //! code is shown once (the server keeps no readable copy a page could show again) with the count left in the
 //! license's 30-day window.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use axum::{Form, Router};
+use axum::Router;
 use chrono::Duration;
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -16,7 +16,9 @@ use tessera_core::protocol::ErrorCode;
 use uuid::Uuid;
 
 use super::pages::{date, opt_date};
-use super::{csrf_field, error_page, layout, page_response, qr_svg, role_refusal, show_once, status_of, Once, User};
+use super::{
+    csrf_field, error_page, layout, page_response, qr_svg, role_refusal, show_once, status_of, Form, Once, Query, User,
+};
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::services::licenses::{effective_status, KeyLookup, LicenseView};

@@ -29,7 +29,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use rand_core::{OsRng, RngCore};
 use serde::Deserialize;
@@ -186,6 +186,41 @@ fn page_response(status: StatusCode, body: Markup) -> Response {
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     r
+}
+
+/// A posted form. A body that is no form of this page (another content type, too large, malformed) is refused
+/// with a console page that says so, not the framework's plain text.
+pub(super) struct Form<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Form<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Form::<T>::from_request(req, state).await {
+            Ok(axum::Form(v)) => Ok(Form(v)),
+            Err(e) => Err(error_page(&AppError::bad_request(format!(
+                "the form could not be read ({}): reload the page and send it again",
+                e.body_text()
+            )))),
+        }
+    }
+}
+
+/// A page's query string; one that does not parse is refused with a console page.
+pub(super) struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(e) => Err(error_page(&AppError::bad_request(format!(
+                "the address is not one of this page's ({}): go back and use the page's own links and filters",
+                e.body_text()
+            )))),
+        }
+    }
 }
 
 /// A signed-in console user: the token's principal, checked again on this request.
@@ -351,7 +386,7 @@ struct SignInQuery {
     why: Option<String>,
 }
 
-async fn sign_in_page(headers: HeaderMap, axum::extract::Query(q): axum::extract::Query<SignInQuery>) -> Response {
+async fn sign_in_page(headers: HeaderMap, Query(q): Query<SignInQuery>) -> Response {
     let note = match q.why.as_deref() {
         Some("expired") => Some("Your session ended after 30 minutes without activity: sign in again."),
         Some("revoked") => Some("Your user or token was revoked: sign in with a current one."),

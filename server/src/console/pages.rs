@@ -1,11 +1,11 @@
 //! The console's pages: one handler and one template function each. A new resource adds a route here, an entry
 //! in `NAV` (mod.rs) and its page functions; the layout, the session and the CSRF check come with `User`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
@@ -15,7 +15,7 @@ use tessera_core::protocol::{RespondRequest, RespondResult};
 use uuid::Uuid;
 
 use super::actions::Action;
-use super::{csrf_field, error_page, layout, page_response, qr_svg, role_refusal, User};
+use super::{csrf_field, error_page, layout, page_response, qr_svg, role_refusal, Form, Query, User};
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::services::audit::AuditQuery;

@@ -1,18 +1,18 @@
 //! The records staff read and keep: the audit log (filtered, newest first, and the chain verified with its first
 //! broken link named) and security (blocked devices, block and unblock; suspicious-activity reports).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use maud::{html, Markup};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::pages::date;
-use super::{csrf_field, error_page, layout, page_response, role_refusal, status_of, User};
+use super::{csrf_field, error_page, layout, page_response, role_refusal, status_of, Form, Query, User};
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::services::audit::AuditQuery;
