@@ -14,7 +14,7 @@ use tessera_core::LicenseStatus;
 use uuid::Uuid;
 
 use super::pages::{date, opt_date};
-use super::{csrf_field, error_page, layout, page_response, role_refusal, status_of, Form, User};
+use super::{csrf_field, error_page, layout, page_response, role_refusal, status_of, CsrfOnly, Form, User};
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::services::licenses::{effective_status, LicenseView, RenewLicense, StatusChange, TransferLicense};
@@ -386,12 +386,6 @@ async fn license_file(State(state): State<AppState>, user: User, Path(id): Path<
     }
 }
 
-#[derive(Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// The activation of the license with this id (not found when it belongs to another license or tenant).
 async fn activation_of(
     state: &AppState,
@@ -457,7 +451,7 @@ async fn deactivate(
     State(state): State<AppState>,
     user: User,
     Path((id, activation)): Path<(String, String)>,
-    Form(f): Form<CsrfForm>,
+    Form(f): Form<CsrfOnly>,
 ) -> Response {
     if let Some(r) = user.refuse_csrf(&f.csrf) {
         return r;

@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use super::pages::date;
 use super::{
-    csrf_field, error_page, layout, page_response, role_refusal, show_once, status_of, Form, Once, Query, User,
+    csrf_field, error_page, layout, page_response, role_refusal, show_once, status_of, CsrfOnly, Form, Once, Query,
+    User,
 };
 use crate::error::AppError;
 use crate::http::AppState;
@@ -774,17 +775,11 @@ async fn create_token(State(state): State<AppState>, user: User, Form(f): Form<T
     }
 }
 
-#[derive(Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 async fn revoke_token(
     State(state): State<AppState>,
     user: User,
     Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
+    Form(f): Form<CsrfOnly>,
 ) -> Response {
     if let Some(r) = user.refuse_csrf(&f.csrf) {
         return r;
@@ -956,7 +951,7 @@ async fn revoke_user(
     State(state): State<AppState>,
     user: User,
     Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
+    Form(f): Form<CsrfOnly>,
 ) -> Response {
     if let Some(r) = user.refuse_csrf(&f.csrf) {
         return r;

@@ -522,6 +522,7 @@ async fn sign_in(State(state): State<AppState>, parts: Parts, Form(f): Form<Sign
     }
 }
 
+/// A form that carries only the CSRF value (buttons: sign out, revoke, unblock, deactivate).
 #[derive(Deserialize)]
 struct CsrfOnly {
     #[serde(default)]

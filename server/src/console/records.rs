@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::pages::date;
-use super::{csrf_field, error_page, layout, page_response, role_refusal, status_of, Form, Query, User};
+use super::{csrf_field, error_page, layout, page_response, role_refusal, status_of, CsrfOnly, Form, Query, User};
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::services::audit::AuditQuery;
@@ -356,17 +356,11 @@ async fn block(State(state): State<AppState>, user: User, Form(f): Form<BlockFor
     }
 }
 
-#[derive(Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 async fn unblock(
     State(state): State<AppState>,
     user: User,
     Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
+    Form(f): Form<CsrfOnly>,
 ) -> Response {
     if let Some(r) = user.refuse_csrf(&f.csrf) {
         return r;

@@ -10,6 +10,22 @@ use super::SqliteStore;
 use crate::store::*;
 use crate::time::ts;
 
+fn insert_token(c: &Connection, t: &ApiToken, hash: [u8; 32]) -> Result<(), StoreError> {
+    c.prepare_cached(&format!("INSERT INTO api_tokens ({TOKEN_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"))?.execute(
+        params![
+            t.id.to_string(),
+            s_uuid(t.tenant_id),
+            t.name,
+            t.role.as_str(),
+            t.prefix,
+            ts(t.created_at),
+            s_time(t.revoked_at),
+            hash.to_vec()
+        ],
+    )?;
+    Ok(())
+}
+
 /// Inserts (`create`) a row of `table` whose parameters are `id, tenant_id, cols…`, or replaces the row with that
 /// id in that tenant: `NotFound` when there is none (an id of another tenant is not replaced).
 fn put_row(
@@ -71,17 +87,7 @@ impl AdminStore for SqliteStore {
 
     fn create_token(&self, t: ApiToken, hash: [u8; 32], audit: NewAudit) -> StoreFuture<'_, ()> {
         self.write(move |c| {
-            c.prepare_cached(&format!("INSERT INTO api_tokens ({TOKEN_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"))?
-                .execute(params![
-                    t.id.to_string(),
-                    s_uuid(t.tenant_id),
-                    t.name,
-                    t.role.as_str(),
-                    t.prefix,
-                    ts(t.created_at),
-                    s_time(t.revoked_at),
-                    hash.to_vec()
-                ])?;
+            insert_token(c, &t, hash)?;
             append_audit_tx(c, &audit)
         })
     }
@@ -126,17 +132,7 @@ impl AdminStore for SqliteStore {
 
     fn create_console_user(&self, u: ConsoleUser, t: ApiToken, hash: [u8; 32], audit: NewAudit) -> StoreFuture<'_, ()> {
         self.write(move |c| {
-            c.prepare_cached(&format!("INSERT INTO api_tokens ({TOKEN_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"))?
-                .execute(params![
-                    t.id.to_string(),
-                    s_uuid(t.tenant_id),
-                    t.name,
-                    t.role.as_str(),
-                    t.prefix,
-                    ts(t.created_at),
-                    s_time(t.revoked_at),
-                    hash.to_vec()
-                ])?;
+            insert_token(c, &t, hash)?;
             c.prepare_cached(&format!(
                 "INSERT INTO console_users ({CONSOLE_USER_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"
             ))?
@@ -175,21 +171,8 @@ impl AdminStore for SqliteStore {
                  WHERE (?1 IS NULL OR u.tenant_id = ?1) ORDER BY u.id"
             );
             let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt.query_map([scope_s(scope)], |r| {
-                let user = row_console_user(r)?;
-                // The token's columns follow the user's seven.
-                let role: String = r.get(10)?;
-                let token = ApiToken {
-                    id: g_uuid(r, 7)?,
-                    tenant_id: g_opt_uuid(r, 8)?,
-                    name: r.get(9)?,
-                    role: Role::parse(&role).ok_or_else(|| conv(10, format!("unknown role {role:?}")))?,
-                    prefix: r.get(11)?,
-                    created_at: g_time(r, 12)?,
-                    revoked_at: g_opt_time(r, 13)?,
-                };
-                Ok((user, token))
-            })?;
+            // The token's columns follow the user's seven.
+            let rows = stmt.query_map([scope_s(scope)], |r| Ok((row_console_user(r)?, row_token_at(r, 7)?)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }

@@ -91,15 +91,20 @@ pub(super) fn row_console_user(r: &Row<'_>) -> rusqlite::Result<ConsoleUser> {
 
 pub(super) const TOKEN_COLS: &str = "id, tenant_id, name, role, prefix, created_at, revoked_at, token_hash";
 pub(super) fn row_token(r: &Row<'_>) -> rusqlite::Result<ApiToken> {
-    let role: String = r.get(3)?;
+    row_token_at(r, 0)
+}
+
+/// A token whose [`TOKEN_COLS`] start at column `at` (after another table's columns in a join).
+pub(super) fn row_token_at(r: &Row<'_>, at: usize) -> rusqlite::Result<ApiToken> {
+    let role: String = r.get(at + 3)?;
     Ok(ApiToken {
-        id: g_uuid(r, 0)?,
-        tenant_id: g_opt_uuid(r, 1)?,
-        name: r.get(2)?,
-        role: Role::parse(&role).ok_or_else(|| conv(3, format!("unknown role {role:?}")))?,
-        prefix: r.get(4)?,
-        created_at: g_time(r, 5)?,
-        revoked_at: g_opt_time(r, 6)?,
+        id: g_uuid(r, at)?,
+        tenant_id: g_opt_uuid(r, at + 1)?,
+        name: r.get(at + 2)?,
+        role: Role::parse(&role).ok_or_else(|| conv(at + 3, format!("unknown role {role:?}")))?,
+        prefix: r.get(at + 4)?,
+        created_at: g_time(r, at + 5)?,
+        revoked_at: g_opt_time(r, at + 6)?,
     })
 }
 
