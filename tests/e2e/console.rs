@@ -569,7 +569,7 @@ async fn staff_issue_an_emergency_code_and_act_on_a_license_read_only_users_cann
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(r.text().await.unwrap().contains("the form could not be read"));
     let r = http.get(format!("{}/console/audit?before=yesterday", server.url())).header("cookie", &cookie).send();
     let r = r.await.unwrap();
@@ -807,20 +807,64 @@ async fn console_users_sign_in_with_a_password_and_are_revoked() {
     follow(a, Locator::Css("button[aria-label='Set the password of night.desk@vendor.example']")).await;
     let (_, v) = server.get(&format!("/v1/audit?action=console_user.password&target={id}"), &fx.token).await;
     assert_eq!(v["items"].as_array().unwrap().len(), 1, "the new password is set and audited: {v}");
+    // The session signed in with the old password ends; the old password no longer works, the new one does.
+    c.goto(&format!("{}/console/overview", server.url())).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().query(), Some("why=revoked"), "a reset ends the user's sessions");
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = http.get(format!("{}/console/overview", server.url())).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "the old session is gone");
+    sign_in_password(c, &server, "night.desk@vendor.example", "correct horse battery").await;
+    assert_eq!(text(c, "#password-error").await, wrong, "the old password is refused");
+    sign_in_password(c, &server, "night.desk@vendor.example", "a new long passphrase").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/console/overview", "the new password signs in");
+    // A support user may not manage users, even by a hand-made post.
+    let support_cookie = session_cookie(c).await;
+    let csrf = c.find(Locator::Css(".who input[name=csrf]")).await.unwrap().attr("value").await.unwrap().unwrap();
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("username", "sneaky"),
+        ("password", "a long enough password"),
+        ("role", "tenant-admin"),
+    ];
+    let r = http.post(format!("{}/console/users", server.url())).header("cookie", &support_cookie).form(&form);
+    let r = r.send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().await.unwrap().contains("may not"));
+    // Nor a tenant admin make a vendor admin.
+    let admin_cookie = session_cookie(a).await;
+    let csrf = a.find(Locator::Css(".who input[name=csrf]")).await.unwrap().attr("value").await.unwrap().unwrap();
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("username", "root"),
+        ("password", "a long enough password"),
+        ("role", "vendor-admin"),
+    ];
+    let r = http.post(format!("{}/console/users", server.url())).header("cookie", &admin_cookie).form(&form);
+    assert_eq!(r.send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    let (_, users) = server.get("/v1/audit?action=console_user.create", &fx.token).await;
+    assert_eq!(users["items"].as_array().unwrap().len(), 1, "neither made a user");
+
+    // Revoked: the session ends, the user cannot sign in, and the revocation is audited under the user's name.
+    a.goto(&format!("{}/console/users", server.url())).await.unwrap();
     follow(a, Locator::Css("button[aria-label='Revoke night.desk@vendor.example']")).await;
-    assert!(text(a, "main table tbody").await.contains("UTC"), "the revocation is listed");
+    assert!(a.find(Locator::Css("button[aria-label='Revoke night.desk@vendor.example']")).await.is_err());
+    let (_, v) = server.get(&format!("/v1/audit?action=console_user.revoke&target={id}"), &fx.token).await;
+    assert_eq!(v["items"][0]["details"]["username"], "night.desk@vendor.example", "{v}");
     c.goto(&format!("{}/console/overview", server.url())).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().query(), Some("why=revoked"));
-    let r = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .get(format!("{}/console/overview", server.url()))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER, "the old session is gone");
     sign_in_password(c, &server, "night.desk@vendor.example", "a new long passphrase").await;
     assert_eq!(text(c, "#password-error").await, wrong, "a revoked user cannot sign in");
+    // An overlong password is refused like a wrong one; then guessing is slowed per username.
+    sign_in_password(c, &server, "night.desk@vendor.example", &"x".repeat(5000)).await;
+    assert_eq!(text(c, "#password-error").await, wrong);
+    let mut limited = None;
+    for _ in 0..12 {
+        sign_in_password(c, &server, "someone.else@vendor.example", "guess guess guess").await;
+        let e = text(c, "#password-error").await;
+        if e != wrong {
+            limited = Some(e);
+            break;
+        }
+    }
+    assert!(limited.is_some_and(|e| e.contains("too many")), "password guessing is rate limited");
 }

@@ -23,7 +23,7 @@ use crate::error::AppError;
 use crate::http::AppState;
 use crate::services::admin::{CreateCustomer, CreateProduct, CreateTenant, CreateToken, DuplicateTemplate};
 use crate::services::licenses::CreateLicense;
-use crate::services::users::{CreateConsoleUser, MIN_PASSWORD};
+use crate::services::users::{CreateConsoleUser, MIN_PASSWORD, USER_TOKEN_PREFIX};
 use crate::services::PageQuery;
 use crate::store::{Page, Role};
 
@@ -713,7 +713,12 @@ async fn tokens_page(state: &AppState, user: &User, f: &TokenForm, err: Option<&
                     tbody {
                         @for t in items {
                             tr {
-                                td { (t.name) } td { (t.role.as_str()) } td { code { (t.prefix) "…" } }
+                                @if t.prefix == USER_TOKEN_PREFIX {
+                                    td { a href="/console/users" { (t.name) } } td { (t.role.as_str()) }
+                                    td { em { "a console user's (no secret)" } }
+                                } @else {
+                                    td { (t.name) } td { (t.role.as_str()) } td { code { (t.prefix) "…" } }
+                                }
                                 td { (date(t.created_at)) }
                                 td { @if let Some(r) = t.revoked_at { (date(r)) } }
                                 @if user.may_admin() {

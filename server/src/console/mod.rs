@@ -198,10 +198,16 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Form::<T>::from_request(req, state).await {
             Ok(axum::Form(v)) => Ok(Form(v)),
-            Err(e) => Err(error_page(&AppError::bad_request(format!(
-                "the form could not be read ({}): reload the page and send it again",
-                e.body_text()
-            )))),
+            Err(e) => {
+                let message =
+                    format!("the form could not be read ({}): reload the page and send it again", e.body_text());
+                let code = match e.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => tessera_core::protocol::ErrorCode::PayloadTooLarge,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => tessera_core::protocol::ErrorCode::UnsupportedMediaType,
+                    _ => tessera_core::protocol::ErrorCode::BadRequest,
+                };
+                Err(error_page(&AppError::new(code, message)))
+            }
         }
     }
 }
@@ -493,6 +499,15 @@ async fn sign_in(State(state): State<AppState>, parts: Parts, Form(f): Form<Sign
     };
     if let Err(e) = state.admin_limiter.check(&rate_key(ip.as_deref())) {
         return sign_in_form(headers, None, &f.username, Some((with, &AppError::rate_limited(e))));
+    }
+    if with == SignInWith::Password {
+        // Guessing passwords is slow per address and per username, whichever runs out first.
+        let by_ip = [b"ip:".as_slice(), &rate_key(ip.as_deref())].concat();
+        let by_name = [b"user:".as_slice(), f.username.trim().to_lowercase().as_bytes()].concat();
+        let limited = state.password_limiter.check(&by_ip).and_then(|()| state.password_limiter.check(&by_name));
+        if let Err(e) = limited {
+            return sign_in_form(headers, None, &f.username, Some((with, &AppError::rate_limited(e))));
+        }
     }
     let signed_in = match with {
         SignInWith::Token => state

@@ -76,6 +76,7 @@ async fn overview(State(state): State<AppState>, user: User) -> Response {
         page.items.iter().filter(|l| effective_status(&l.license, now) == LicenseStatus::Active).collect();
     let used: u64 = working
         .iter()
+        .filter(|l| !l.license.license_model.is_unlimited())
         .map(|l| u64::from(seats.as_ref().and_then(|m| m.get(&l.license.id).copied()).unwrap_or(0)))
         .sum();
     let limited: u64 = working
@@ -109,7 +110,7 @@ async fn overview(State(state): State<AppState>, user: User) -> Response {
         section aria-labelledby="seats" {
             h2 #seats { "Seats" }
             @if seats.is_some() {
-                p #seat-totals { span.count { (used) } " in use of " (limited) " on active licenses"
+                p #seat-totals { span.count { (used) } " in use of " (limited) " on active licenses with a seat limit"
                     @if unlimited > 0 { ", and " (unlimited) " site or enterprise licenses without a seat limit" } "." }
             } @else { p.error role="alert" { "The seats in use could not be read: reload the page." } }
         }

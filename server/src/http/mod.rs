@@ -39,6 +39,8 @@ pub struct AppState {
     pub metrics_token: Option<[u8; 32]>,
     /// The browser console's sessions.
     pub console: Arc<crate::console::Sessions>,
+    /// Password sign-ins, by address and by username: guessing is slow, and so is flooding argon2.
+    pub password_limiter: Arc<RateLimiter>,
 }
 
 impl AppState {
@@ -48,7 +50,17 @@ impl AppState {
         let admin_limiter = Arc::new(RateLimiter::new(rl.admin_per_ip_per_sec, rl.admin_per_ip_burst));
         let metrics_token =
             services.config.metrics_token.as_ref().map(|t| tessera_core::license_key::hash_secret(t.0.trim()));
-        AppState { services: Arc::new(services), ip_limiter, admin_limiter, metrics_token, console: Arc::default() }
+        // Five attempts a minute after a burst of ten, per address and per username (a person mistyping a few
+        // times never meets it; a guesser gets 7,200 tries a day at most).
+        let password_limiter = Arc::new(RateLimiter::new(5.0 / 60.0, 10.0));
+        AppState {
+            services: Arc::new(services),
+            ip_limiter,
+            admin_limiter,
+            metrics_token,
+            console: Arc::default(),
+            password_limiter,
+        }
     }
 }
 

@@ -263,6 +263,12 @@ impl Services {
     pub async fn create_token(&self, ctx: &Ctx, req: CreateToken) -> AppResult<CreatedToken> {
         ctx.require_admin()?;
         let name = check_name("name", &req.name)?;
+        if name.to_lowercase().starts_with(super::users::USER_TOKEN_PREFIX) {
+            return Err(AppError::invalid(format!(
+                "token names starting with \"{}\" are kept for console users' own tokens: choose another name",
+                super::users::USER_TOKEN_PREFIX
+            )));
+        }
         let tenant_id = match req.role {
             Role::VendorAdmin => {
                 ctx.require_vendor()?;

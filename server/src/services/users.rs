@@ -82,7 +82,14 @@ fn check_password(password: &str, username: &str) -> AppResult<()> {
     Ok(())
 }
 
+/// At most this many argon2 runs at once (one a core): a flood of sign-ins queues here instead of filling the
+/// blocking pool with 19 MiB jobs.
+static ARGON2_JOBS: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get))
+});
+
 async fn hash_password(password: String) -> AppResult<String> {
+    let _job = ARGON2_JOBS.acquire().await.map_err(|e| AppError::internal("password hashing", e))?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
@@ -92,23 +99,23 @@ async fn hash_password(password: String) -> AppResult<String> {
     .map_err(|e| AppError::internal("password hashing", e))
 }
 
-/// A hash no password matches, verified when the username is unknown so that an unknown user takes as long to
-/// refuse as a wrong password (no user list from timing).
-static DECOY: LazyLock<String> = LazyLock::new(|| {
-    let salt = SaltString::generate(&mut OsRng);
-    let mut secret = [0u8; 32];
-    rand_core::RngCore::fill_bytes(&mut OsRng, &mut secret);
-    Argon2::default().hash_password(&secret, &salt).map(|h| h.to_string()).unwrap_or_default()
-});
-
 async fn password_matches(password: String, stored: Option<String>) -> bool {
+    let Ok(_job) = ARGON2_JOBS.acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
-        let real = stored.is_some();
-        let phc = stored.unwrap_or_else(|| DECOY.clone());
-        let ok = PasswordHash::new(&phc)
-            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-            .unwrap_or(false);
-        ok && real
+        match stored {
+            Some(phc) => PasswordHash::new(&phc)
+                .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+                .unwrap_or(false),
+            None => {
+                // An unknown user costs what a wrong password does (one argon2 run with the same parameters), so
+                // the time to refuse tells nothing about which usernames exist.
+                let salt = SaltString::generate(&mut OsRng);
+                let _ = Argon2::default().hash_password(password.as_bytes(), &salt);
+                false
+            }
+        }
     })
     .await
     .unwrap_or(false)
@@ -139,19 +146,7 @@ impl Services {
         };
         let password_hash = hash_password(req.password).await?;
         let now = self.now();
-        // The user's own token: a fresh secret, hashed and dropped.
-        let mut secret = [0u8; 32];
-        rand_core::RngCore::fill_bytes(&mut OsRng, &mut secret);
-        let token_hash = hash_secret(&hex::encode(secret));
-        let token = ApiToken {
-            id: Uuid::now_v7(),
-            tenant_id,
-            name: format!("console user {username}"),
-            role: req.role,
-            prefix: "console user".into(),
-            created_at: now,
-            revoked_at: None,
-        };
+        let (token, token_hash) = user_token(&username, req.role, tenant_id, now);
         let user = ConsoleUser {
             id: Uuid::now_v7(),
             tenant_id,
@@ -183,24 +178,32 @@ impl Services {
         Ok(self.store.list_console_users(ctx.scope()?).await?.iter().map(|(u, t)| view(u, t)).collect())
     }
 
-    /// Sets a new password (an admin resets it for the user).
+    /// Sets a new password (an admin resets it for the user). The user gets a new token and the old one is
+    /// revoked in the same write, so every session signed in with the old password ends at its next page.
     pub async fn set_console_password(&self, ctx: &Ctx, id: Uuid, password: String) -> AppResult<()> {
         ctx.require_admin()?;
         let scope = ctx.scope()?;
         let users = self.store.list_console_users(scope).await?;
-        let (user, _) = users.iter().find(|(u, _)| u.id == id).ok_or_else(|| AppError::not_found("console user"))?;
+        let (user, old) = users.iter().find(|(u, _)| u.id == id).ok_or_else(|| AppError::not_found("console user"))?;
+        if old.revoked_at.is_some() {
+            return Err(AppError::invalid("this user is revoked: create a new user instead"));
+        }
+        if old.role == Role::VendorAdmin {
+            ctx.require_vendor()?;
+        }
         check_password(&password, &user.username)?;
         let hash = hash_password(password).await?;
         let now = self.now();
+        let (token, token_hash) = user_token(&user.username, old.role, user.tenant_id, now);
         let audit = ctx.audit(
             now,
             user.tenant_id,
             "console_user.password",
             Some(id.to_string()),
-            json!({"username": user.username}),
+            json!({"username": user.username, "token_id": token.id, "revoked_token_id": old.id}),
         );
         self.store
-            .set_console_password(scope, id, hash, now, audit)
+            .set_console_password(scope, id, hash, token, token_hash, now, audit)
             .await
             .map_err(|e| AppError::store("console user", e))
     }
@@ -208,9 +211,22 @@ impl Services {
     /// Revokes a console user: its token is revoked, so its sessions end at their next page.
     pub async fn revoke_console_user(&self, ctx: &Ctx, id: Uuid) -> AppResult<()> {
         ctx.require_admin()?;
-        let users = self.store.list_console_users(ctx.scope()?).await?;
-        let (user, _) = users.iter().find(|(u, _)| u.id == id).ok_or_else(|| AppError::not_found("console user"))?;
-        self.revoke_token(ctx, user.token_id).await
+        let scope = ctx.scope()?;
+        let users = self.store.list_console_users(scope).await?;
+        let (user, token) =
+            users.iter().find(|(u, _)| u.id == id).ok_or_else(|| AppError::not_found("console user"))?;
+        if token.role == Role::VendorAdmin {
+            ctx.require_vendor()?;
+        }
+        let now = self.now();
+        let audit = ctx.audit(
+            now,
+            user.tenant_id,
+            "console_user.revoke",
+            Some(id.to_string()),
+            json!({"username": user.username, "token_id": token.id}),
+        );
+        self.store.revoke_token(scope, token.id, now, audit).await.map_err(|e| AppError::store("console user", e))
     }
 
     /// Checks a username and password. Unknown users, wrong passwords and revoked users are refused alike, and
@@ -234,6 +250,25 @@ impl Services {
         self.principal_for_token_hash(token_hash).await.map_err(|_| refuse())?;
         Ok(PasswordSignIn { username: user.username, token_hash })
     }
+}
+
+/// The prefix that marks a console user's token in the token list (API tokens' own begin `tsa_`).
+pub const USER_TOKEN_PREFIX: &str = "console user";
+
+/// A console user's own token: a fresh secret, hashed and dropped (nobody holds it), and its hash.
+fn user_token(username: &str, role: Role, tenant_id: Option<Uuid>, now: DateTime<Utc>) -> (ApiToken, [u8; 32]) {
+    let mut secret = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut OsRng, &mut secret);
+    let token = ApiToken {
+        id: Uuid::now_v7(),
+        tenant_id,
+        name: format!("{USER_TOKEN_PREFIX} {username}"),
+        role,
+        prefix: USER_TOKEN_PREFIX.into(),
+        created_at: now,
+        revoked_at: None,
+    };
+    (token, hash_secret(&hex::encode(secret)))
 }
 
 fn view(u: &ConsoleUser, t: &ApiToken) -> ConsoleUserView {

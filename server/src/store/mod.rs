@@ -66,12 +66,16 @@ pub trait AdminStore: Send + Sync + 'static {
     fn find_console_user(&self, username: String) -> StoreFuture<'_, Option<(ConsoleUser, [u8; 32])>>;
     /// The console users of a tenant (every one for `None`), with their tokens, oldest first.
     fn list_console_users(&self, scope: Scope) -> StoreFuture<'_, Vec<(ConsoleUser, ApiToken)>>;
-    /// Replaces a console user's password hash (`NotFound` outside the scope).
+    /// Replaces a console user's password hash and its token in one write: `token` is inserted, the user's
+    /// old token revoked at `at` (`NotFound` outside the scope).
+    #[allow(clippy::too_many_arguments)]
     fn set_console_password(
         &self,
         scope: Scope,
         id: Uuid,
         password_hash: String,
+        token: ApiToken,
+        token_hash: [u8; 32],
         at: DateTime<Utc>,
         audit: NewAudit,
     ) -> StoreFuture<'_, ()>;

@@ -322,6 +322,8 @@ async fn roles_support_and_read_only() {
     let support = v["token"].as_str().unwrap().to_string();
     let (s, v) = h.post("/v1/tokens", Some(&f.token), json!({"name": "va", "role": "vendor-admin"})).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "tenant admin cannot mint vendor admins: {v}");
+    let (s, v) = h.post("/v1/tokens", Some(&f.token), json!({"name": "Console User alice", "role": "support"})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "a name that passes for a console user's own token: {v}");
     let (s, v) = h
         .post(
             &format!("/v1/licenses/{}/emergency-codes", f.license),

@@ -298,6 +298,9 @@ impl ActivationStore for SqliteStore {
     }
 
     fn count_active_seats_of(&self, ids: Vec<Uuid>, at: DateTime<Utc>) -> StoreFuture<'_, Vec<(Uuid, u32)>> {
+        let mut ids = ids;
+        ids.sort_unstable();
+        ids.dedup(); // an id twice would be counted twice across chunks
         self.read(move |c| {
             let mut seats: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
             // The three sums of `count_active`, grouped, a bounded number of ids a statement.

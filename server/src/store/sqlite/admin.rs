@@ -182,19 +182,26 @@ impl AdminStore for SqliteStore {
         scope: Scope,
         id: Uuid,
         password_hash: String,
+        token: ApiToken,
+        token_hash: [u8; 32],
         at: DateTime<Utc>,
         audit: NewAudit,
     ) -> StoreFuture<'_, ()> {
         self.write(move |c| {
-            let n = c
-                .prepare_cached(
-                    "UPDATE console_users SET password_hash = ?3, password_changed_at = ?4
-                     WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
-                )?
-                .execute(params![id.to_string(), scope_s(scope), password_hash, ts(at)])?;
-            if n == 0 {
+            let old: Option<String> = c
+                .prepare_cached("SELECT token_id FROM console_users WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)")?
+                .query_row(params![id.to_string(), scope_s(scope)], |r| r.get(0))
+                .optional()?;
+            let Some(old) = old else {
                 return Err(StoreError::NotFound);
-            }
+            };
+            insert_token(c, &token, token_hash)?;
+            c.prepare_cached("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1")?
+                .execute(params![old, ts(at)])?;
+            c.prepare_cached(
+                "UPDATE console_users SET password_hash = ?2, password_changed_at = ?3, token_id = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id.to_string(), password_hash, ts(at), token.id.to_string()])?;
             append_audit_tx(c, &audit)
         })
     }

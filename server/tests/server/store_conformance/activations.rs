@@ -188,6 +188,16 @@ pub async fn activations_and_seats(s: &S) {
         assert_eq!(many, one, "at {at}");
     }
     assert!(s.count_active_seats_of(vec![], t).await.unwrap().is_empty());
+    // Past one statement's chunk of ids, with a license twice: each counted once.
+    let mut ids: Vec<Uuid> = (0..700).map(|_| Uuid::now_v7()).collect();
+    ids.push(lc.license.id);
+    ids.push(lc.license.id);
+    ids.push(ln.license.id);
+    let mut many = s.count_active_seats_of(ids, t).await.unwrap();
+    many.sort();
+    let mut want = vec![(lc.license.id, 10), (ln.license.id, 2)];
+    want.sort();
+    assert_eq!(many, want);
 }
 
 fn beat(a: &Activation, at: DateTime<Utc>, lease: Option<DateTime<Utc>>, usage: Vec<UsageEvent>) -> HeartbeatOp {

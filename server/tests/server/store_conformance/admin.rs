@@ -136,19 +136,26 @@ pub async fn console_users(s: &S) {
     let all = s.list_console_users(None).await.unwrap();
     assert!(all.contains(&(ua.clone(), ta.clone())) && all.contains(&(ub.clone(), tb.clone())));
 
-    // A new password: not from another tenant's scope; in its own, hash and time replaced.
+    // A new password: not from another tenant's scope; in its own, hash, time and token replaced in one write
+    // (the old token revoked, so sessions signed in with the old password end).
     let at = now() + Duration::minutes(1);
+    let (_, t2, h2) = user(a.tenant, "conf.alice");
     let mark = audit_mark(s).await;
-    let r = s.set_console_password(Some(b.tenant), ua.id, "x".into(), at, audit(Some(b.tenant), "conf.user.pw")).await;
-    assert_eq!(r, Err(StoreError::NotFound));
+    let pw = |scope, hash: &str, t: ApiToken, h| {
+        s.set_console_password(scope, ua.id, hash.into(), t, h, at, audit(scope, "conf.user.pw"))
+    };
+    assert_eq!(pw(Some(b.tenant), "x", t2.clone(), h2).await, Err(StoreError::NotFound));
     assert_not_audited(s, mark).await;
-    s.set_console_password(Some(a.tenant), ua.id, "$argon2id$new".into(), at, audit(Some(a.tenant), "conf.user.pw"))
-        .await
-        .unwrap();
-    let (found, _) = s.find_console_user("conf.alice".into()).await.unwrap().unwrap();
-    assert_eq!((found.password_hash.as_str(), found.password_changed_at), ("$argon2id$new", at));
+    assert_eq!(s.find_token(h2).await.unwrap(), None, "nothing written");
+    pw(Some(a.tenant), "$argon2id$new", t2.clone(), h2).await.unwrap();
+    assert_audited(s, mark, "conf.user.pw").await;
+    let (found, hash) = s.find_console_user("conf.alice".into()).await.unwrap().unwrap();
+    assert_eq!((found.password_hash.as_str(), found.password_changed_at, found.token_id), ("$argon2id$new", at, t2.id));
+    assert_eq!(hash, h2, "found with the new token's hash");
+    assert_eq!(s.find_token(ha).await.unwrap().unwrap().0.revoked_at, Some(at), "the old token is revoked");
+    assert_eq!(s.list_console_users(Some(a.tenant)).await.unwrap(), vec![(found.clone(), t2.clone())]);
     // Revoking the token shows in the list.
-    s.revoke_token(Some(a.tenant), ta.id, at, audit(Some(a.tenant), "conf.token.revoke")).await.unwrap();
+    s.revoke_token(Some(a.tenant), t2.id, at, audit(Some(a.tenant), "conf.token.revoke")).await.unwrap();
     assert_eq!(s.list_console_users(Some(a.tenant)).await.unwrap()[0].1.revoked_at, Some(at));
 }
 
