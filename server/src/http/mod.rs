@@ -96,6 +96,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/tenants/{id}", get(get_tenant))
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/v1/console-users", post(create_console_user).get(list_console_users))
+        .route("/v1/console-users/{id}/password", post(set_console_password))
+        .route("/v1/console-users/{id}", axum::routing::delete(revoke_console_user))
         .route("/v1/customers", post(create_customer).get(list_customers))
         .route("/v1/customers/{id}", get(get_customer).patch(update_customer))
         .route("/v1/products", post(create_product).get(list_products))
@@ -251,6 +254,33 @@ async fn list_tokens(State(s): State<AppState>, Auth(ctx): Auth) -> J {
 
 async fn revoke_token(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
     s.services.revoke_token(&ctx, id).await?;
+    ok(json!({"revoked": true, "id": id}))
+}
+
+async fn create_console_user(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiJson(req): ApiJson<crate::services::users::CreateConsoleUser>,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    created(s.services.create_console_user(&ctx, req).await?)
+}
+
+async fn list_console_users(State(s): State<AppState>, Auth(ctx): Auth) -> J {
+    ok(json!({"items": s.services.list_console_users(&ctx).await?}))
+}
+
+async fn set_console_password(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<crate::services::users::NewPassword>,
+) -> J {
+    s.services.set_console_password(&ctx, id, req.password).await?;
+    ok(json!({"updated": true, "id": id}))
+}
+
+async fn revoke_console_user(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    s.services.revoke_console_user(&ctx, id).await?;
     ok(json!({"revoked": true, "id": id}))
 }
 

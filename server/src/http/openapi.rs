@@ -14,7 +14,7 @@ use tessera_core::protocol::{self as wire, ErrorCode};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
-use crate::services::{admin, audit, jobs, licenses, offline, security};
+use crate::services::{admin, audit, jobs, licenses, offline, security, users};
 use crate::store;
 
 /// Who may call a route.
@@ -154,6 +154,10 @@ pub const ROUTES: &[Route] = &[
     route!("post" "/v1/tokens", "tokens", "Create an API token (its secret is returned once)", A::Token, B::Json(ty::<admin::CreateToken>()), Created(ty::<admin::CreatedToken>())),
     route!("get" "/v1/tokens", "tokens", "List API tokens", A::Token, B::None, Items(ty::<store::ApiToken>())),
     route!("delete" "/v1/tokens/{id}", "tokens", "Revoke an API token", A::Token, B::None, Done("revoked")),
+    route!("post" "/v1/console-users", "console users", "Create a console user (username and password; argon2id)", A::Token, B::Json(ty::<users::CreateConsoleUser>()), Created(ty::<users::ConsoleUserView>()), e = &[E::Conflict]),
+    route!("get" "/v1/console-users", "console users", "List console users", A::Token, B::None, Items(ty::<users::ConsoleUserView>())),
+    route!("post" "/v1/console-users/{id}/password", "console users", "Set a console user's password (ends its sessions)", A::Token, B::Json(ty::<users::NewPassword>()), Done("updated")),
+    route!("delete" "/v1/console-users/{id}", "console users", "Revoke a console user (ends its sessions)", A::Token, B::None, Done("revoked")),
     route!("post" "/v1/customers", "customers", "Create a customer", A::Token, B::Json(ty::<admin::CreateCustomer>()), Created(ty::<store::Customer>()), e = &[E::Conflict]),
     route!("get" "/v1/customers", "customers", "List customers", A::Token, B::None, Page(ty::<store::Customer>()), q = PAGE),
     route!("get" "/v1/customers/{id}", "customers", "Get a customer", A::Token, B::None, One(ty::<store::Customer>())),

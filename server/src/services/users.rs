@@ -22,7 +22,7 @@ use tessera_core::license_key::hash_secret;
 pub const MIN_PASSWORD: usize = 12;
 const MAX_PASSWORD: usize = 200;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConsoleUser {
     pub username: String,
@@ -32,8 +32,15 @@ pub struct CreateConsoleUser {
     pub tenant_id: Option<Uuid>,
 }
 
+/// A new password for a console user.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    pub password: String,
+}
+
 /// A console user as listed: never its password hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConsoleUserView {
     pub id: Uuid,
     #[serde(skip_serializing_if = "Option::is_none")]

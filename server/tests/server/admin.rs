@@ -375,3 +375,61 @@ async fn operational_endpoints() {
         assert!(depth >= 0, "{line}");
     }
 }
+
+/// Console users through the API: made by an admin of their tenant (never a vendor admin by a tenant admin),
+/// listed within the tenant without any password hash, re-passworded and revoked within the tenant only.
+#[tokio::test]
+async fn console_users_are_managed_within_their_tenant() {
+    let h = Harness::new().await;
+    let f = h.fixture("cu", 2, "SUBSCRIPTION").await;
+    let g = h.fixture("cu-other", 2, "SUBSCRIPTION").await;
+    let t = Some(f.token.as_str());
+    let body = |name: &str, password: &str, role: &str| json!({"username": name, "password": password, "role": role});
+    let (s, v) = h.post("/v1/console-users", t, body("Desk.One", "correct horse battery", "support")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["username"], "desk.one");
+    assert!(v.get("password_hash").is_none() && !v.to_string().contains("argon2"), "no hash in the answer: {v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    for (b, want) in [
+        (body("desk.one", "another good password", "support"), StatusCode::CONFLICT),
+        (body("desk.two", "short", "support"), StatusCode::UNPROCESSABLE_ENTITY),
+        (body("desk.two", "desk.two", "support"), StatusCode::UNPROCESSABLE_ENTITY),
+        (body("no", "correct horse battery", "support"), StatusCode::UNPROCESSABLE_ENTITY),
+        (body("root", "correct horse battery", "vendor-admin"), StatusCode::FORBIDDEN),
+        (
+            json!({"username": "x.y", "password": "correct horse battery", "role": "support", "admin": true}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let (s, v) = h.post("/v1/console-users", t, b.clone()).await;
+        assert_eq!(s, want, "{b}: {v}");
+    }
+    let (_, list) = h.get("/v1/console-users", t).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    let (_, other) = h.get("/v1/console-users", Some(&g.token)).await;
+    assert!(other["items"].as_array().unwrap().is_empty(), "another tenant sees none: {other}");
+    // Another tenant's admin cannot reset or revoke it.
+    let pw = json!({"password": "a brand new passphrase"});
+    let (s, _) = h.post(&format!("/v1/console-users/{id}/password"), Some(&g.token), pw.clone()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = h.raw(Method::DELETE, &format!("/v1/console-users/{id}"), Some(&g.token), None, &[]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = h.post(&format!("/v1/console-users/{id}/password"), t, json!({"password": "short"})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, v) = h.post(&format!("/v1/console-users/{id}/password"), t, pw.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = h.raw(Method::DELETE, &format!("/v1/console-users/{id}"), t, None, &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, list) = h.get("/v1/console-users", t).await;
+    assert!(list["items"][0]["revoked_at"].is_string(), "{list}");
+    let (s, _) = h.post(&format!("/v1/console-users/{id}/password"), t, pw).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "a revoked user gets no new password");
+    // A support token may not manage users.
+    let (_, v) = h.post("/v1/tokens", t, json!({"name": "s", "role": "support"})).await;
+    let support = v["token"].as_str().unwrap().to_string();
+    let (s, _) =
+        h.post("/v1/console-users", Some(&support), body("desk.three", "correct horse battery", "support")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = h.get("/v1/console-users", Some(&support)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
