@@ -314,6 +314,12 @@ async fn support_answers_a_real_request_code_in_the_browser_and_forged_or_unauth
     assert!(refused.contains("client.activate") && refused.contains("SEAT_LIMIT_REACHED"), "{refused}");
     assert!(text(c, "section[aria-labelledby=events] tbody").await.contains("offline.respond"));
 
+    // By keyboard: the first Tab lands on the link that skips to the page.
+    c.goto(&format!("{}/console/overview", server.url())).await.unwrap();
+    c.find(Locator::Css("body")).await.unwrap().send_keys("\u{E004}").await.unwrap();
+    let focused = c.execute("return document.activeElement.textContent", vec![]).await.unwrap();
+    assert_eq!(focused, json!("Skip to the page"));
+
     // A phone-width window still shows the navigation and the page.
     c.set_window_size(390, 844).await.unwrap();
     c.goto(&format!("{}/console/overview", server.url())).await.unwrap();

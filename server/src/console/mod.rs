@@ -590,6 +590,7 @@ fn layout(user: &User, title: &str, current: &str, content: Markup) -> Markup {
         html lang="en" {
             (head(title))
             body {
+                a.skip href="#main" { "Skip to the page" }
                 header.top {
                     a.brand href="/console/overview" { "Tessera" }
                     nav aria-label="Main" {
