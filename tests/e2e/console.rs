@@ -688,9 +688,16 @@ async fn an_admin_sets_up_a_product_template_customer_license_and_token_in_the_b
         Agent::open(agent_config(dir.path(), "console-new", server.keyset(), product_id, Some(&server.url()))).unwrap();
     agent.activate(&key).await.unwrap();
     assert!(agent.check("export_pdf").allowed && !agent.check("beta_lab").allowed);
+    // Metered use reaches the server with a heartbeat and shows beside the feature's limit.
+    assert!(agent.consume("api_calls", 7).allowed);
+    agent.heartbeat().await.unwrap();
     follow(c, Locator::XPath("//a[starts-with(., 'Open license')]")).await;
     let terms = text(c, "dl.terms").await;
     assert!(terms.contains("1 of 3 in use"), "{terms}");
+    let api_calls = text(c, "section[aria-labelledby=features] tbody tr:nth-child(2)").await;
+    assert!(api_calls.starts_with("api_calls") && api_calls.ends_with("100 7"), "{api_calls}");
+    let device = text(c, "section[aria-labelledby=activations] tbody td:nth-child(2)").await;
+    assert!(!device.is_empty() && device != "unnamed", "the device as the agent reported it: {device}");
 
     // A support token: its secret shown once, it signs in, then it is revoked from the list.
     c.goto(&format!("{}/console/tokens", server.url())).await.unwrap();

@@ -305,6 +305,18 @@ async fn licenses_page(
     page_response(status, layout(user, "Licenses", "/console/licenses", body))
 }
 
+/// What the device said it is (host name and system, as the agent reported them; never trusted for anything).
+fn device_label(metadata: &serde_json::Value) -> String {
+    let text = |k: &str| metadata[k].as_str().map(|s| s.chars().take(80).collect::<String>());
+    match (text("hostname"), text("os")) {
+        (Some(h), Some(o)) => format!("{h} ({o})"),
+        (Some(h), None) => h,
+        (None, Some(o)) => o,
+        (None, None) if metadata["offline"] == true => "offline device".to_string(),
+        (None, None) => "unnamed".to_string(),
+    }
+}
+
 /// A section's rows, or why there are none to show (a role that may not read them, or an error).
 fn listed<T>(r: &Result<Vec<T>, AppError>, none: &str, rows: impl FnOnce(&[T]) -> Markup) -> Markup {
     match r {
@@ -340,6 +352,10 @@ async fn license(
     };
     let activations = svc.list_license_activations(&user.ctx, id).await;
     let emergency = svc.list_emergency(&user.ctx, id).await;
+    let usage = svc.license_usage(&user.ctx, id).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e.message, "console: usage totals not read");
+        Vec::new()
+    });
     // The license's own entries and its devices' (deactivations, releases), newest first, in one read.
     let mut targets = vec![id.to_string()];
     if let Ok(list) = &activations {
@@ -387,11 +403,14 @@ async fn license(
             @if l.features.is_empty() { p { "No features listed." } }
             @else {
                 table {
-                    thead { tr { th scope="col" { "Feature" } th scope="col" { "Enabled" } th scope="col" { "Limit" } } }
+                    thead { tr { th scope="col" { "Feature" } th scope="col" { "Enabled" } th scope="col" { "Limit" }
+                        th scope="col" { "Used" } } }
                     tbody {
                         @for f in &l.features {
+                            @let used = usage.iter().find(|(id, _)| *id == f.id).map_or(0, |(_, n)| *n);
                             tr { td { code { (f.id) } } td { (if f.enabled { "yes" } else { "no" }) }
-                                td { @if f.limit_value > 0 { (f.limit_value) } @else { "unlimited" } } }
+                                td { @if f.limit_value > 0 { (f.limit_value) } @else { "unlimited" } }
+                                td.used { (used) } }
                         }
                     }
                 }
@@ -401,12 +420,14 @@ async fn license(
             h2 #activations { "Activations" }
             (listed(&activations, "No activations.", |rows| html! {
                 table {
-                    thead { tr { th scope="col" { "Activation" } th scope="col" { "Status" } th scope="col" { "Kind" }
+                    thead { tr { th scope="col" { "Activation" } th scope="col" { "Device" } th scope="col" { "Status" } th scope="col" { "Kind" }
                         th scope="col" { "Last seen" } th scope="col" { "Lease until" }
                         @if user.may_support() { th scope="col" { span.visually-hidden { "Actions" } } } } }
                     tbody {
                         @for a in rows {
-                            tr { td { code { (a.id) } } td { (a.status.as_str().to_lowercase()) }
+                            tr { td { code { (a.id) } }
+                                td { (device_label(&a.metadata)) }
+                                td { (a.status.as_str().to_lowercase()) }
                                 td { (if a.offline { "offline" } else { "online" }) }
                                 td { (date(a.last_seen_at)) } td { (opt_date(a.lease_expires_at)) }
                                 @if user.may_support() {

@@ -572,6 +572,12 @@ impl Services {
         Ok(tessera_core::token::sign_license_file(self.keys.signer(), &l, self.now()))
     }
 
+    /// A license's running usage totals per feature (metered features), within the caller's tenant.
+    pub async fn license_usage(&self, ctx: &Ctx, id: Uuid) -> AppResult<Vec<(String, i64)>> {
+        let rec = self.license_record(ctx, id).await?;
+        Ok(self.store.usage_totals(rec.license.id).await?.as_ref().clone())
+    }
+
     /// Seats in use of licenses already read (so within the caller's tenant), in one store read: the console's
     /// lists and totals. Licenses with no seat in use are absent.
     pub async fn seats_of(&self, licenses: &[LicenseView]) -> AppResult<std::collections::HashMap<Uuid, u32>> {
