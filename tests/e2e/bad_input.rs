@@ -199,6 +199,16 @@ async fn world() -> (World, Vec<Route>) {
         .as_str()
         .unwrap()
         .to_string();
+    let console_user = server
+        .ok(
+            "/v1/console-users",
+            &t,
+            json!({"username": "spare.user", "password": "a long spare passphrase", "role": "support"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let block = server
         .ok(
             "/v1/security/blocked-devices",
@@ -479,6 +489,33 @@ async fn world() -> (World, Vec<Route>) {
             vec![],
         ),
         ("delete", "/v1/tokens/{id}", format!("/v1/tokens/{token}"), ta.clone(), Body::Nothing, json!(null), vec![]),
+        (
+            "post",
+            "/v1/console-users",
+            "/v1/console-users".into(),
+            ta.clone(),
+            Body::Json,
+            json!({"username": "desk@example.com", "password": "twelve chars or more", "role": "read-only"}),
+            vec!["username", "password", "role"],
+        ),
+        (
+            "post",
+            "/v1/console-users/{id}/password",
+            format!("/v1/console-users/{console_user}/password"),
+            ta.clone(),
+            Body::Json,
+            json!({"password": "another long passphrase"}),
+            vec!["password"],
+        ),
+        (
+            "delete",
+            "/v1/console-users/{id}",
+            format!("/v1/console-users/{console_user}"),
+            ta.clone(),
+            Body::Nothing,
+            json!(null),
+            vec![],
+        ),
         (
             "delete",
             "/v1/security/blocked-devices/{id}",

@@ -25,6 +25,7 @@ struct TenantA {
     token_id: String,
     activation: String,
     block: String,
+    console_user: String,
     request_code: String,
     receipt_code: String,
     secrets: Vec<String>,
@@ -60,6 +61,15 @@ async fn tenant_a(server: &TestServer) -> TenantA {
         )
         .await;
     let token_id = id_of(&token);
+    let console_user = id_of(
+        &server
+            .ok(
+                "/v1/console-users",
+                &t,
+                json!({"username": format!("desk-{}", &marker[..10]), "password": "tenant a's passphrase", "role": "support"}),
+            )
+            .await,
+    );
 
     // An online activation of device `dev`.
     let keys = server.keyset();
@@ -134,11 +144,13 @@ async fn tenant_a(server: &TestServer) -> TenantA {
         format!("host-{}", &marker[..11]),
         block.clone(),
         format!("blk {}", &marker[..8]),
+        console_user.clone(),
+        format!("desk-{}", &marker[..10]),
         report,
         emergency["code"].as_str().unwrap().to_string(),
     ];
     secrets.retain(|s| s.len() >= 6);
-    TenantA { fx, customer, token_id, activation, block, request_code, receipt_code, secrets }
+    TenantA { fx, customer, token_id, activation, block, console_user, request_code, receipt_code, secrets }
 }
 
 /// Sends a request with raw control over body and headers; returns the status and the body text.
@@ -187,6 +199,7 @@ fn object_for(path: &str, a: &TenantA) -> String {
     match (collection, path) {
         ("tenants", _) => a.fx.tenant.clone(),
         ("tokens", _) => a.token_id.clone(),
+        ("console-users", _) => a.console_user.clone(),
         ("customers", _) => a.customer.clone(),
         ("products", _) => a.fx.product.to_string(),
         ("templates", _) => a.fx.template.clone(),
@@ -220,6 +233,7 @@ fn body_for(method: &str, path: &str, b: &Fixture) -> Option<Value> {
         ("post", "/v1/licenses/{id}/transfer") => json!({"customer_id": b.customer}),
         ("post", "/v1/licenses/{id}/emergency-codes") => json!({"reason": "hijack"}),
         ("post", "/v1/activations/{id}/release") => json!({"reason": "hijack"}),
+        ("post", "/v1/console-users/{id}/password") => json!({"password": "a hijacker's passphrase"}),
         ("post", _) | ("patch", _) => json!({}),
         _ => return None,
     })
@@ -302,6 +316,10 @@ async fn tenant_b_cannot_reach_tenant_a_on_any_route() {
                 "/v1/tokens" => vec![
                     json!({"name": "x", "role": "tenant-admin", "tenant_id": a.fx.tenant}),
                     json!({"name": "x", "role": "read-only", "tenant_id": a.fx.tenant}),
+                ],
+                "/v1/console-users" => vec![
+                    json!({"username": "intruder", "password": "a hijacker's passphrase", "role": "tenant-admin", "tenant_id": a.fx.tenant}),
+                    json!({"username": "intruder2", "password": "a hijacker's passphrase", "role": "support", "tenant_id": a.fx.tenant}),
                 ],
                 "/v1/customers" => vec![json!({"name": "x", "tenant_id": a.fx.tenant})],
                 "/v1/products" => vec![json!({"name": "x", "tenant_id": a.fx.tenant})],
