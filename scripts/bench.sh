@@ -14,6 +14,13 @@ cargo bench -q -p tessera-core --bench core -- --warm-up-time 1 --measurement-ti
 cargo bench -q -p tessera-agent --bench check -- --warm-up-time 1 --measurement-time 4 >/dev/null
 python3 scripts/criterion-medians.py target | tee -a "$OUT"
 
+echo "== checks from C and Python (criterion, then the Python harness on the same state, one run)"
+cargo build -q --release -p tessera-ffi
+TESSERA_BENCH_PYTHON=1 cargo bench -q -p tessera-ffi --bench check -- --warm-up-time 1 --measurement-time 4 \
+  | grep '^|' | tee -a "$OUT"
+python3 scripts/criterion-medians.py target ffi_baseline_hashmap_lookup_and_clock ffi_rust_check_allowed \
+  ffi_c_abi_check_allowed ffi_rust_check_quota_feature ffi_c_abi_check_quota_feature | tee -a "$OUT"
+
 echo "== whole-process agent check"
 cargo build -q --release -p tessera-agent --bins --examples
 python3 scripts/process-check.py target/release | tee -a "$OUT"

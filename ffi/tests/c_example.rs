@@ -9,17 +9,8 @@ use std::process::Command;
 
 use tessera_test_support::TestServer;
 
-/// The directory cargo put libtessera.so in for this test (beside the test binary).
-fn library_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap().to_path_buf();
-    assert!(
-        deps.join("libtessera.so").exists(),
-        "no libtessera.so in {}: build it with `cargo build -p tessera-ffi`",
-        deps.display()
-    );
-    deps
-}
+mod common;
+use common::library_dir;
 
 /// The vendor keyset as a C header, compiled into the example like an application would.
 fn keyset_header(dir: &Path, json: &str) {
