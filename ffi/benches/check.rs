@@ -70,7 +70,8 @@ fn open_c(state: &Path, keyset: &str, product: Uuid) -> *mut TesseraAgent {
         user_id: std::ptr::null(),
         pinned_identity: identity.as_ptr(),
         clock_tolerance_secs: 0,
-        background_heartbeats: false,
+        background_heartbeats: 0,
+        build_date: 0,
     };
     let mut handle = std::ptr::null_mut();
     // SAFETY: options and its strings live through the call; handle is writable.
@@ -83,7 +84,7 @@ fn c_check(handle: *mut TesseraAgent, feature: &std::ffi::CStr) -> TesseraDecisi
     let mut d = std::mem::MaybeUninit::<TesseraDecision>::uninit();
     // SAFETY: handle is live until tessera_close below; feature is NUL-terminated; d is writable.
     let status = unsafe { tessera_check(handle, feature.as_ptr(), d.as_mut_ptr()) };
-    debug_assert_eq!(status, tessera::TesseraStatus::Ok);
+    assert_eq!(status, tessera::TesseraStatus::Ok);
     // SAFETY: tessera_check wrote the decision (it returned OK).
     unsafe { d.assume_init() }
 }

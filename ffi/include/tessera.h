@@ -153,9 +153,15 @@ typedef struct TesseraOptions {
    */
   int64_t clock_tolerance_secs;
   /**
-   * Renew the lease and send usage from a background thread the handle owns, as long as it is open.
+   * Non-zero: renew the lease and send usage from a background thread the handle owns, as long as it is open.
+   * (A byte, not `bool`, so that a binding which marshals booleans its own way cannot hand over an invalid one.)
    */
-  bool background_heartbeats;
+  uint8_t background_heartbeats;
+  /**
+   * When this build of the application was made, in Unix seconds; 0: not given. With it, a perpetual
+   * license's maintenance window is enforced (MAINTENANCE_EXPIRED for a build newer than the window).
+   */
+  int64_t build_date;
 } TesseraOptions;
 
 /**

@@ -185,8 +185,12 @@ pub struct TesseraOptions {
     pub pinned_identity: *const c_char,
     /// How far behind trusted time the clock may be before checks deny with CLOCK_TAMPERED; 0: one hour.
     pub clock_tolerance_secs: i64,
-    /// Renew the lease and send usage from a background thread the handle owns, as long as it is open.
-    pub background_heartbeats: bool,
+    /// Non-zero: renew the lease and send usage from a background thread the handle owns, as long as it is open.
+    /// (A byte, not `bool`, so that a binding which marshals booleans its own way cannot hand over an invalid one.)
+    pub background_heartbeats: u8,
+    /// When this build of the application was made, in Unix seconds; 0: not given. With it, a perpetual
+    /// license's maintenance window is enforced (MAINTENANCE_EXPIRED for a build newer than the window).
+    pub build_date: i64,
 }
 
 /// An open agent (opaque). Made by [`tessera_open`], freed by [`tessera_close`].
@@ -206,18 +210,25 @@ thread_local! {
 }
 
 fn c_string(s: &str) -> CString {
-    // A message never holds NUL; if one did, it is cut there rather than lost.
+    // A message never holds NUL; if one did, it becomes a space rather than cutting the text short.
     CString::new(s.replace('\0', " ")).unwrap_or_default()
 }
 
+// The contract says a handle may be shared by threads: the compiler holds us to it.
+const _: () = {
+    const fn shared_by_threads<T: Send + Sync>() {}
+    shared_by_threads::<TesseraAgent>();
+};
+
+// `try_with`: during the thread's teardown the slot is gone, and a message is dropped rather than a panic raised.
 fn set_error(message: &str, server_code: Option<&str>) {
-    LAST_ERROR.with(|e| {
+    let _ = LAST_ERROR.try_with(|e| {
         *e.borrow_mut() = Some(LastError { message: c_string(message), server_code: server_code.map(c_string) })
     });
 }
 
 fn clear_error() {
-    LAST_ERROR.with(|e| *e.borrow_mut() = None);
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = None);
 }
 
 /// A failure: its status, with its message kept for `tessera_last_error`.
@@ -254,6 +265,12 @@ fn invalid(message: impl AsRef<str>) -> Failure {
 /// Runs `f` with the thread's last error cleared, catching any panic: the one way every entry point returns.
 fn guarded(f: impl FnOnce() -> Result<(), Failure>) -> TesseraStatus {
     clear_error();
+    unguarded_errors(f)
+}
+
+/// As [`guarded`], but leaves the thread's last error as it was (for `tessera_close`, which reports nothing and
+/// may run, from a finaliser, between a failed call and the caller reading its message).
+fn unguarded_errors(f: impl FnOnce() -> Result<(), Failure>) -> TesseraStatus {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => TesseraStatus::Ok,
         Ok(Err(Failure(status))) => status,
@@ -387,6 +404,12 @@ pub unsafe extern "C" fn tessera_open(options: *const TesseraOptions, out: *mut 
         if o.clock_tolerance_secs < 0 {
             return Err(invalid("clock_tolerance_secs is negative: pass 0 for the default (one hour) or more"));
         }
+        let build_date = match o.build_date {
+            0 => None,
+            secs => Some(DateTime::<Utc>::from_timestamp(secs, 0).ok_or_else(|| {
+                invalid(format!("build_date {secs} is not a time: pass Unix seconds (0: not given)"))
+            })?),
+        };
         let mut config = AgentConfig::new(state_path, keyset, product);
         if let Some(url) = server_url {
             config = config.with_server(url);
@@ -398,6 +421,7 @@ pub unsafe extern "C" fn tessera_open(options: *const TesseraOptions, out: *mut 
             config = config.with_identity(IdentityMode::PinnedValue(p.to_string()));
         }
         config.app_version = app_version.map(str::to_string);
+        config.build_date = build_date;
         if o.clock_tolerance_secs > 0 {
             config.clock_tolerance = chrono::Duration::seconds(o.clock_tolerance_secs.min(i64::from(i32::MAX)));
         }
@@ -416,7 +440,7 @@ pub unsafe extern "C" fn tessera_open(options: *const TesseraOptions, out: *mut 
             let _in_runtime = runtime.enter();
             Agent::open(config)?
         };
-        let heartbeats = o.background_heartbeats.then(|| {
+        let heartbeats = (o.background_heartbeats != 0).then(|| {
             let _in_runtime = runtime.enter();
             agent.spawn_heartbeats()
         });
@@ -433,7 +457,7 @@ pub unsafe extern "C" fn tessera_open(options: *const TesseraOptions, out: *mut 
 /// `agent` is NULL or a handle from `tessera_open` not yet closed, and no other thread is using it.
 #[no_mangle]
 pub unsafe extern "C" fn tessera_close(agent: *mut TesseraAgent) {
-    let _ = guarded(|| {
+    let _ = unguarded_errors(|| {
         if agent.is_null() {
             return Ok(());
         }
@@ -445,7 +469,8 @@ pub unsafe extern "C" fn tessera_close(agent: *mut TesseraAgent) {
         let TesseraAgent { agent, runtime, heartbeats } = *h;
         drop(heartbeats);
         drop(agent);
-        // A request in flight on the runtime's thread is given a moment, then dropped.
+        // The heartbeat task was aborted; a request still in flight on the runtime's worker gets a second to end,
+        // after which the worker is left to finish it on its own (its state writes are transactions either way).
         runtime.shutdown_timeout(Duration::from_secs(1));
         Ok(())
     });
@@ -502,6 +527,10 @@ pub unsafe extern "C" fn tessera_consume(
         let h = unsafe { handle(agent) }?;
         // SAFETY: as this function's safety section requires of its caller.
         let feature = unsafe { text(feature, "feature") }?;
+        // Refused before anything is recorded: a use the caller cannot see must not be spent.
+        if out.is_null() {
+            return Err(invalid("out is NULL: pass where to put the decision"));
+        }
         let d = h.agent.try_consume(feature, amount)?;
         // SAFETY: as this function's safety section requires of its caller.
         unsafe { put(out, d.into(), "out") }

@@ -42,7 +42,8 @@ fn options(s: &mut Owned, state: &str, keyset: &str, product: &str, server: Opti
         user_id: null(),
         pinned_identity: null(),
         clock_tolerance_secs: 0,
-        background_heartbeats: false,
+        background_heartbeats: 0,
+        build_date: 0,
     }
 }
 
@@ -107,6 +108,9 @@ fn bad_arguments_are_refused_with_a_message() {
     let mut negative = options(&mut s, state, &keyset, &product, None);
     negative.clock_tolerance_secs = -5;
     assert!(open(&negative).unwrap_err().1.contains("clock_tolerance_secs is negative"));
+    let mut never = options(&mut s, state, &keyset, &product, None);
+    never.build_date = i64::MAX;
+    assert!(open(&never).unwrap_err().1.contains("build_date"));
 
     let h = open(&options(&mut s, state, &keyset, &product, None)).unwrap();
     assert!(tessera_last_error().is_null(), "a success clears the message");
@@ -137,6 +141,9 @@ fn bad_arguments_are_refused_with_a_message() {
         assert_eq!(tessera_apply_code(h, s.c("not-a-code"), &mut code), TesseraStatus::BadCode);
         assert!(code.is_null());
         assert_eq!(tessera_request_code(h, s.c("short"), null_mut()), TesseraStatus::InvalidArgument);
+        let mut request = null_mut();
+        assert_eq!(tessera_request_code(h, s.c("short"), &mut request), TesseraStatus::BadKey);
+        assert!(request.is_null());
         let mut receipt = null_mut();
         assert_eq!(tessera_deactivate_offline(h, &mut receipt), TesseraStatus::NotActivated);
         let mut status = null_mut();
@@ -183,13 +190,27 @@ async fn a_shared_handle_checks_from_many_threads_and_never_overdraws_a_quota() 
         // SAFETY: as this function's safety section requires of its caller.
         unsafe {
             assert_eq!(tessera_activate(hb, s.c(&key), null_mut()), TesseraStatus::ServerRefused);
-            assert_eq!(server_code().as_deref(), Some("SEAT_LIMIT_REACHED"), "{}", last_error());
+            // Closing another handle (as a finaliser may, before the caller reads the error) keeps the message.
             tessera_close(hb);
+            assert_eq!(server_code().as_deref(), Some("SEAT_LIMIT_REACHED"), "{}", last_error());
+            // The message is this thread's: another thread sees none.
+            assert_eq!(
+                std::thread::spawn(|| (tessera_last_error().is_null(), server_code())).join().unwrap(),
+                (true, None)
+            );
+        }
+
+        let feature = CString::new("api_calls").unwrap();
+        // SAFETY: as above; a NULL out is refused before anything is recorded.
+        unsafe {
+            assert_eq!(tessera_consume(h, feature.as_ptr(), 10, null_mut()), TesseraStatus::InvalidArgument);
+            let mut d = std::mem::MaybeUninit::<TesseraDecision>::uninit();
+            assert_eq!(tessera_check(h, feature.as_ptr(), d.as_mut_ptr()), TesseraStatus::Ok);
+            assert_eq!(d.assume_init().used, 0, "a refused consume spent nothing");
         }
 
         // Eight threads share the handle: each checks and consumes 10 units, 20 times (1,600 wanted of 100).
         let shared = Shared(h);
-        let feature = CString::new("api_calls").unwrap();
         let granted: u64 = std::thread::scope(|sc| {
             let threads: Vec<_> = (0..8)
                 .map(|_| {

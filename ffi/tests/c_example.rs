@@ -1,7 +1,7 @@
 //! The C example (examples/gate.c), compiled with the system's C compiler against libtessera and the header,
 //! drives the real server: online activation, a feature check, quota use synced once by a heartbeat; then, with
-//! the server stopped, the same checks answer offline. The offline run is repeated under valgrind: no invalid
-//! access and no leak across the boundary.
+//! the server stopped, the same checks answer offline. An online run and the offline run are repeated under
+//! valgrind: no invalid access and no leak across the boundary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -69,6 +69,15 @@ fn used_on_server(server: &TestServer, license: &str) -> i64 {
     .unwrap()
 }
 
+/// `program` under valgrind: exit 99 on an invalid access or a definite leak.
+fn valgrind(program: &Path) -> Command {
+    let version = Command::new("valgrind").arg("--version").output();
+    assert!(version.is_ok_and(|o| o.status.success()), "valgrind is missing: install it (apt-get install valgrind)");
+    let mut cmd = Command::new("valgrind");
+    cmd.args(["--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite", "--quiet"]).arg(program);
+    cmd
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_c_program_gates_a_feature_online_then_offline_without_leaks() {
     let mut server = TestServer::start().await;
@@ -98,6 +107,12 @@ async fn a_c_program_gates_a_feature_online_then_offline_without_leaks() {
     assert!(err.starts_with("activate failed (status 7"), "a malformed key is BAD_KEY: {err}");
     assert!(err.contains("license key"), "the message says what is wrong: {err}");
 
+    // The online flow under valgrind as well: the activation and heartbeat outcomes are strings the caller frees.
+    let watched = dir.path().join("watched.db");
+    let (code, out, err) = run(valgrind(&gate).args([watched.to_str().unwrap(), &product, &url, &fx.key]));
+    assert_eq!(code, 0, "valgrind found errors:\n{out}\n{err}");
+    assert!(out.contains("activated: {\"activation_id\":") && out.contains("\"usage_acknowledged\":1"), "{out}");
+
     // Offline: the server is gone; the checks answer from the signed cache and the use is kept for later.
     server.stop().await;
     let (code, out, err) = run(Command::new(&gate).args([state, &product, &url]));
@@ -107,12 +122,7 @@ async fn a_c_program_gates_a_feature_online_then_offline_without_leaks() {
     assert!(out.contains("heartbeat: server unreachable, working offline"), "{out}");
 
     // The same run under valgrind: no invalid read or write, nothing definitely lost.
-    let valgrind = Command::new("valgrind").arg("--version").output();
-    assert!(valgrind.is_ok_and(|o| o.status.success()), "valgrind is missing: install it (apt-get install valgrind)");
-    let (code, out, err) = run(Command::new("valgrind")
-        .args(["--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite", "--quiet"])
-        .arg(&gate)
-        .args([state, &product, "-"]));
+    let (code, out, err) = run(valgrind(&gate).args([state, &product, "-"]));
     assert_eq!(code, 0, "valgrind found errors:\n{out}\n{err}");
     assert!(out.contains("api_calls: recorded (VALID), 9 used of 100, 91 left"), "{out}");
 }

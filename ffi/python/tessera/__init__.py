@@ -19,8 +19,9 @@ A check never raises for a denied feature: a :class:`Decision` is falsy, with it
 heartbeats) raise a :class:`TesseraError` subclass that carries the library's status, its message (what went
 wrong and what to do) and, for a server refusal, the server's stable code (e.g. ``SEAT_LIMIT_REACHED``).
 
-The binding is ctypes over libtessera (the C ABI in ``ffi/``); the library is found through ``$TESSERA_LIBRARY``,
-then inside this package, then on the system's library path.
+The binding is ctypes over libtessera (the C ABI in ``ffi/``); the library is the copy inside this package, else
+``$TESSERA_LIBRARY`` (a package without one: development), else the system's. Open agents after ``fork()``
+(multiprocessing, pre-forking servers), not before: a handle does not survive into a child process.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import ctypes
 import enum
 import json
 import os
+import sys
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -210,73 +211,149 @@ _ERRORS: dict[int, type[TesseraError]] = {
 }
 
 
-def _raise_for(lib: ctypes.CDLL, status: int) -> None:
-    """Raises the error a non-OK status stands for, with the calling thread's message and server code."""
+def _error_for(lib: ctypes.CDLL, status: int) -> TesseraError | None:
+    """The error a non-OK status stands for, with the calling thread's message and server code.
+
+    Read at once after the call: the message lasts until this thread's next call into the library.
+    """
     if status == Status.OK:
-        return
+        return None
     message = lib.tessera_last_error()
     code = lib.tessera_last_server_code()
     cls = _ERRORS.get(status, InternalError)
     text = message.decode("utf-8") if message else f"libtessera returned status {status}"
-    raise cls(text, server_code=code.decode("utf-8") if code else None)
+    return cls(text, server_code=code.decode("utf-8") if code else None)
+
+
+def _raise_for(lib: ctypes.CDLL, status: int) -> None:
+    error = _error_for(lib, status)
+    if error is not None:
+        raise error
+
+
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
 
 
 def _time(unix: int) -> datetime | None:
-    return datetime.fromtimestamp(unix, tz=timezone.utc) if unix else None
+    if not unix:
+        return None
+    try:
+        return datetime.fromtimestamp(unix, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):  # past year 9999: as good as never
+        return _LATEST if unix > 0 else datetime.min.replace(tzinfo=timezone.utc)
 
 
 def _count(n: int) -> int | None:
     return None if n < 0 else n
 
 
-@dataclass(frozen=True)
 class Decision:
-    """A check's answer. Truthy when allowed. Times are aware UTC datetimes (None: the license has none)."""
+    """A check's answer. Truthy when allowed. Immutable.
 
+    Times are aware UTC datetimes (None: the license has none); counts are ints (None: not metered, or no limit).
+    The answer is kept as the library wrote it and each fact is converted when read, so a check that only asks
+    "allowed?" pays for nothing else.
+    """
+
+    __slots__ = ("feature", "_raw")
     feature: str | None
-    allowed: bool
-    reason: Reason
-    expires_at: datetime | None
-    grace_ends_at: datetime | None
-    lease_expires_at: datetime | None
-    feature_expires_at: datetime | None
-    emergency_expires_at: datetime | None
-    limit: int | None
-    """The feature's quota (None: unlimited or not metered)."""
-    used: int | None
-    """Units used so far (None: not metered)."""
-    remaining: int | None
-    """Units left (None: unlimited or not metered)."""
+    _raw: _native.RawDecision
+
+    def __init__(self, feature: str | None, raw: _native.RawDecision) -> None:
+        object.__setattr__(self, "feature", feature)
+        object.__setattr__(self, "_raw", raw)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Decision is immutable; {name} cannot be set")
 
     def __bool__(self) -> bool:
-        return self.allowed
+        return bool(self._raw.allowed)
+
+    @property
+    def allowed(self) -> bool:
+        return bool(self._raw.allowed)
+
+    @property
+    def reason(self) -> Reason:
+        code = self._raw.reason
+        return _REASONS[code] if 0 <= code < len(_REASONS) else Reason(code)
 
     @property
     def explanation(self) -> str:
         """One sentence for people about the reason: what happened and what to do."""
         return self.reason.explanation
 
-    @classmethod
-    def _from_raw(cls, feature: str | None, raw: _native.RawDecision) -> Decision:
-        return cls(
-            feature=feature,
-            allowed=bool(raw.allowed),
-            reason=Reason(raw.reason),
-            expires_at=_time(raw.expires_at),
-            grace_ends_at=_time(raw.grace_ends_at),
-            lease_expires_at=_time(raw.lease_expires_at),
-            feature_expires_at=_time(raw.feature_expires_at),
-            emergency_expires_at=_time(raw.emergency_expires_at),
-            limit=_count(raw.limit),
-            used=_count(raw.used),
-            remaining=_count(raw.remaining),
-        )
+    @property
+    def expires_at(self) -> datetime | None:
+        return _time(self._raw.expires_at)
+
+    @property
+    def grace_ends_at(self) -> datetime | None:
+        return _time(self._raw.grace_ends_at)
+
+    @property
+    def lease_expires_at(self) -> datetime | None:
+        return _time(self._raw.lease_expires_at)
+
+    @property
+    def feature_expires_at(self) -> datetime | None:
+        return _time(self._raw.feature_expires_at)
+
+    @property
+    def emergency_expires_at(self) -> datetime | None:
+        return _time(self._raw.emergency_expires_at)
+
+    @property
+    def limit(self) -> int | None:
+        """The feature's quota (None: unlimited or not metered)."""
+        return _count(self._raw.limit)
+
+    @property
+    def used(self) -> int | None:
+        """Units used so far (None: not metered)."""
+        return _count(self._raw.used)
+
+    @property
+    def remaining(self) -> int | None:
+        """Units left (None: unlimited or not metered)."""
+        return _count(self._raw.remaining)
+
+    _FACTS = (
+        "allowed",
+        "reason",
+        "expires_at",
+        "grace_ends_at",
+        "lease_expires_at",
+        "feature_expires_at",
+        "emergency_expires_at",
+        "limit",
+        "used",
+        "remaining",
+    )
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.feature, *(getattr(self, f) for f in self._FACTS))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Decision) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        facts = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._FACTS if getattr(self, f) is not None)
+        return f"Decision(feature={self.feature!r}, {facts})"
 
 
-class FeatureDenied(PermissionError):
+_REASONS = tuple(Reason)  # by value: the library's codes run 0, 1, 2, ...
+_byref = ctypes.byref
+
+
+class FeatureDenied(Exception):
     """:meth:`Agent.require` was denied: ``reason`` says why, ``decision`` holds the whole answer.
 
-    Not a :class:`TesseraError`: the library worked, the license said no.
+    Not a :class:`TesseraError` (the library worked, the license said no), and not an ``OSError``, so that an
+    application's ``except OSError`` around its own file work cannot swallow a denial.
     """
 
     def __init__(self, decision: Decision) -> None:
@@ -302,7 +379,8 @@ class Agent:
     ``bytes`` or a parsed ``dict``: keep it in the application's code. ``server_url`` None means offline only
     (request and response codes). ``pinned_identity`` replaces the hardware fingerprint (containers; the
     license's policy must allow it). With ``background_heartbeats`` the agent renews its lease and sends usage from
-    a thread it owns while open.
+    a thread it owns while open. ``build_date`` (an aware datetime: when this build of the application was made)
+    enforces a perpetual license's maintenance window: a build newer than it is denied with MAINTENANCE_EXPIRED.
     """
 
     def __init__(
@@ -317,15 +395,33 @@ class Agent:
         pinned_identity: str | None = None,
         clock_tolerance_secs: int = 0,
         background_heartbeats: bool = False,
+        build_date: datetime | None = None,
     ) -> None:
+        # Set first, so that a failed open leaves an object that __del__ and close() handle.
+        self._handle: int | None = None
+        self._closing = False
+        self._calls = 0  # calls in flight: the library allows many threads at once; close() waits for them
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._names: dict[str, bytes] = {}  # feature names as C strings, made once (bounded: see _name)
         self._lib = _library()
+        self._check = self._lib.tessera_check
         if isinstance(keyset, dict):
             keyset = json.dumps(keyset)
         if isinstance(keyset, bytes):
             keyset = keyset.decode("utf-8")
-        if not isinstance(clock_tolerance_secs, int) or clock_tolerance_secs < 0:
+        if (
+            not isinstance(clock_tolerance_secs, int)
+            or isinstance(clock_tolerance_secs, bool)
+            or not 0 <= clock_tolerance_secs < 2**63
+        ):
             raise InvalidArgument("clock_tolerance_secs must be a whole number of seconds, 0 or more (0: one hour)")
-        self._strings = (  # kept alive for the call; the library copies what it keeps
+        built = 0
+        if build_date is not None:
+            if not isinstance(build_date, datetime) or build_date.tzinfo is None:
+                raise InvalidArgument("build_date must be an aware datetime, e.g. datetime(2026, 5, 1, tzinfo=timezone.utc)")
+            built = int(build_date.timestamp()) or 1
+        strings = (  # alive for the call; the library copies what it keeps
             _c(state_path, "state_path"),
             _c(keyset, "keyset"),
             _c(str(product_id), "product_id"),
@@ -334,22 +430,21 @@ class Agent:
             _c(user_id, "user_id"),
             _c(pinned_identity, "pinned_identity"),
         )
-        options = _native.Options(ABI_VERSION, *self._strings, clock_tolerance_secs, bool(background_heartbeats))
+        options = _native.Options(ABI_VERSION, *strings, clock_tolerance_secs, int(bool(background_heartbeats)), built)
         handle = ctypes.c_void_p()
         _raise_for(self._lib, self._lib.tessera_open(ctypes.byref(options), ctypes.byref(handle)))
-        self._handle: int | None = handle.value
-        # Calls may run on many threads at once (the library allows it); close waits for them to end.
-        self._calls = 0
-        self._idle = threading.Condition()
+        self._handle = handle.value
 
     # -- lifetime ---------------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stops background heartbeats and frees the agent. Calls after it raise; closing twice is harmless."""
+        """Stops background heartbeats and frees the agent once the calls in flight have ended. Calls after it
+        raise; closing twice is harmless."""
         with self._idle:
-            handle, self._handle = self._handle, None
+            self._closing = True  # no new call starts
             while self._calls:
                 self._idle.wait()
+            handle, self._handle = self._handle, None
         if handle:
             self._lib.tessera_close(handle)
 
@@ -360,8 +455,9 @@ class Agent:
         self.close()
 
     def __del__(self) -> None:
-        # An agent dropped without close() still frees its handle (not at interpreter exit, when ctypes may be gone).
-        if getattr(self, "_handle", None):
+        # An agent dropped without close() still frees its handle. Not at interpreter exit (ctypes may be gone, and
+        # a daemon thread stuck in a call would make close() wait forever); then the process's end frees it.
+        if getattr(self, "_handle", None) and not sys.is_finalizing() and not self._calls:
             try:
                 self.close()
             except Exception:  # noqa: BLE001 - nothing can be reported from a finaliser
@@ -372,17 +468,25 @@ class Agent:
         return self._handle is None
 
     def _enter(self) -> int:
-        with self._idle:
-            if self._handle is None:
+        with self._lock:
+            if self._handle is None or self._closing:
                 raise InvalidArgument("the agent is closed: open a new tessera.Agent")
             self._calls += 1
             return self._handle
 
     def _leave(self) -> None:
-        with self._idle:
+        with self._lock:
             self._calls -= 1
-            if not self._calls:
+            if self._closing and not self._calls:
                 self._idle.notify_all()
+
+    def _name(self, feature: str) -> bytes:
+        """A feature name as a C string; the first 1,024 names asked for are kept, so a check encodes nothing."""
+        name = _c(feature, "feature")
+        assert name is not None
+        if type(feature) is str and len(self._names) < 1024:
+            self._names[feature] = name
+        return name
 
     def _call(self, fn: Any, *args: Any) -> None:
         handle = self._enter()
@@ -396,8 +500,10 @@ class Agent:
         handle = self._enter()
         try:
             status = fn(handle, *args, ctypes.byref(out))
+            error = _error_for(self._lib, status)  # before anything else can call into the library on this thread
             text = _native.take_string(self._lib, out)
-            _raise_for(self._lib, status)
+            if error is not None:
+                raise error
             return text
         finally:
             self._leave()
@@ -406,9 +512,17 @@ class Agent:
 
     def check(self, feature: str) -> Decision:
         """Is ``feature`` licensed here, now? Local, with no network; never raises for a denial."""
+        # The hot path, kept flat: a cached name, one struct, the call counted in and out, no other Python call.
+        name = self._names.get(feature) or self._name(feature)
         raw = _native.RawDecision()
-        self._call(self._lib.tessera_check, _c(feature, "feature"), ctypes.byref(raw))
-        return Decision._from_raw(feature, raw)
+        handle = self._enter()
+        try:
+            status = self._check(handle, name, _byref(raw))
+        finally:
+            self._leave()
+        if status:
+            _raise_for(self._lib, status)
+        return Decision(feature, raw)
 
     def require(self, feature: str) -> Decision:
         """As :meth:`check`, but raises :class:`FeatureDenied` (with the reason) when the feature is denied."""
@@ -421,18 +535,19 @@ class Agent:
         """Is the license as a whole usable here (no feature)?"""
         raw = _native.RawDecision()
         self._call(self._lib.tessera_check_license, ctypes.byref(raw))
-        return Decision._from_raw(None, raw)
+        return Decision(None, raw)
 
     def consume(self, feature: str, amount: int = 1) -> Decision:
         """Records ``amount`` units of a metered feature if its quota allows; a denied decision records nothing.
 
-        The use reaches the server with the next heartbeat, once.
+        The use reaches the server with the next heartbeat, once. ``amount`` is 1 or more (to look without
+        recording, use :meth:`check`, which reports ``used`` and ``remaining`` too).
         """
         if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount < 2**63:
             raise InvalidArgument(f"amount must be a whole number of units from 1 to 2^63-1, not {amount!r}")
         raw = _native.RawDecision()
-        self._call(self._lib.tessera_consume, _c(feature, "feature"), amount, ctypes.byref(raw))
-        return Decision._from_raw(feature, raw)
+        self._call(self._lib.tessera_consume, self._names.get(feature) or self._name(feature), amount, _byref(raw))
+        return Decision(feature, raw)
 
     def status(self) -> dict[str, Any]:
         """The agent's state (activation, license terms, lease, usage, what is wrong and what to do)."""

@@ -29,7 +29,8 @@ class Options(ctypes.Structure):
         ("user_id", ctypes.c_char_p),
         ("pinned_identity", ctypes.c_char_p),
         ("clock_tolerance_secs", ctypes.c_int64),
-        ("background_heartbeats", ctypes.c_bool),
+        ("background_heartbeats", ctypes.c_uint8),
+        ("build_date", ctypes.c_int64),
     ]
 
 
@@ -59,16 +60,21 @@ def _library_names() -> list[str]:
 
 
 def find_library() -> str:
-    """Where libtessera is: ``$TESSERA_LIBRARY``, else the copy inside this package, else the system's."""
+    """Where libtessera is: the copy inside this package; else ``$TESSERA_LIBRARY``; else the system's.
+
+    The bundled copy comes first and the environment cannot replace it: a customer who could point the package at
+    a library of their own would answer every check with "allowed". ``$TESSERA_LIBRARY`` serves a package without
+    a bundled library (development, a source checkout).
+    """
+    here = Path(__file__).resolve().parent
+    for name in _library_names():
+        if (here / name).is_file():
+            return str(here / name)
     explicit = os.environ.get("TESSERA_LIBRARY")
     if explicit:
         if not Path(explicit).is_file():
             raise OSError(f"TESSERA_LIBRARY={explicit} is not a file: point it at libtessera (cargo build -p tessera-ffi)")
         return explicit
-    here = Path(__file__).resolve().parent
-    for name in _library_names():
-        if (here / name).is_file():
-            return str(here / name)
     found = ctypes.util.find_library("tessera")
     if found:
         return found

@@ -4,7 +4,9 @@ might try, and bad input."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -41,6 +43,7 @@ def test_online_activation_then_local_checks(server: Server, machine) -> None:
     with pytest.raises(tessera.FeatureDenied) as denied:
         agent.require("export_pdf")
     assert denied.value.reason is tessera.Reason.NOT_ACTIVATED
+    assert not isinstance(denied.value, OSError), "an application's `except OSError` cannot swallow a denial"
     assert "activate" in str(denied.value).lower()
 
     outcome = agent.activate(lic.key)
@@ -203,11 +206,24 @@ def test_a_keyset_of_the_customer_s_own_does_not_accept_the_vendor_s_license(ser
     vendor.close()
     # The repository's test keyset is another vendor's key (not this server's).
     foreign = (HERE.parent.parent.parent / "keys" / "test" / "keyset.json").read_text()
-    try:
-        agent = machine(None, lic, state_path=state, pinned_identity="py-own-keys", keyset=foreign)
-    except tessera.StateError:
-        return  # refusing the whole state is as good as denying
-    assert not agent.check("export_pdf")
+    agent = machine(None, lic, state_path=state, pinned_identity="py-own-keys", keyset=foreign)
+    decision = agent.check("export_pdf")
+    assert not decision and decision.reason is tessera.Reason.SIGNATURE_INVALID, decision
+
+
+def test_a_build_newer_than_the_maintenance_window_is_denied(server: Server, machine) -> None:
+    lic = make_license(server, license_type="PERPETUAL", duration_days=None, maintenance_days=30)
+    now = datetime.now(timezone.utc)
+    covered = machine(server, lic, build_date=now - timedelta(days=1))
+    covered.activate(lic.key)
+    assert covered.check("export_pdf").reason is tessera.Reason.VALID
+    newer = machine(server, lic, build_date=now + timedelta(days=60))
+    newer.activate(lic.key)
+    decision = newer.check("export_pdf")
+    assert not decision and decision.reason is tessera.Reason.MAINTENANCE_EXPIRED, decision
+    assert decision.expires_at is None, "a perpetual license has no end"
+    with pytest.raises(tessera.InvalidArgument, match="aware datetime"):
+        machine(server, lic, build_date=datetime(2026, 1, 1))
 
 
 def test_many_threads_never_overdraw_a_quota(server: Server, machine) -> None:
@@ -240,8 +256,9 @@ def test_bad_input_is_refused_with_a_message(server: Server, machine, tmp_path: 
         machine(server, lic, product_id="not-a-uuid")
     with pytest.raises(tessera.InvalidArgument, match="NUL"):
         machine(server, lic, app_version="1.0\0evil")
-    with pytest.raises(tessera.InvalidArgument, match="clock_tolerance"):
-        machine(server, lic, clock_tolerance_secs=-5)
+    for tolerance in (-5, 2**64, True, 1.5):
+        with pytest.raises(tessera.InvalidArgument, match="clock_tolerance"):
+            machine(server, lic, clock_tolerance_secs=tolerance)
     (tmp_path / "a-file").write_text("")
     with pytest.raises(tessera.StateError):
         machine(server, lic, state_path=tmp_path / "a-file" / "state.db")
@@ -271,24 +288,52 @@ def test_bad_input_is_refused_with_a_message(server: Server, machine, tmp_path: 
         agent.check("export_pdf")
 
 
-def test_a_missing_library_is_a_clear_error(tmp_path: Path) -> None:
-    code = "import tessera; tessera.Agent('x.db', keyset='{}', product_id='0')"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env={"TESSERA_LIBRARY": str(tmp_path / "nothing.so"), "PYTHONPATH": ":".join(sys.path)},
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
+def _package_copy(where: Path, *, with_library: bool) -> Path:
+    """This package's Python files in ``where``, with or without the library inside, as a wheel would hold them."""
+    source = Path(tessera.__file__).resolve().parent
+    target = where / "tessera"
+    target.mkdir(parents=True)
+    for part in ("__init__.py", "_native.py"):
+        shutil.copy(source / part, target / part)
+    if with_library:
+        shutil.copy(tessera._native.find_library(), target / "libtessera.so")
+    return where
+
+
+def _python(code: str, path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], env={"PYTHONPATH": str(path), **env}, capture_output=True, text=True, cwd=path
     )
+
+
+def test_a_missing_library_is_a_clear_error(tmp_path: Path) -> None:
+    bare = _package_copy(tmp_path / "bare", with_library=False)
+    code = "import tessera; tessera.Agent('x.db', keyset='{}', product_id='0')"
+    out = _python(code, bare, TESSERA_LIBRARY=str(tmp_path / "nothing.so"))
     assert out.returncode != 0
     assert "TESSERA_LIBRARY" in out.stderr and "is not a file" in out.stderr
+    out = _python(code, bare)
+    assert out.returncode != 0 and "libtessera was not found" in out.stderr, out.stderr
+
+
+def test_the_environment_cannot_swap_the_bundled_library(tmp_path: Path) -> None:
+    # A customer's own "library" that would answer every check with allowed: with a bundled copy, it is never loaded.
+    stub = tmp_path / "libtessera-always-yes.so"
+    stub.write_bytes(b"not a library the package will ever load")
+    package = _package_copy(tmp_path / "shipped", with_library=True)
+    code = "import tessera; from tessera import _native; print(_native.find_library()); print(tessera.ABI_VERSION)"
+    out = _python(code + "; print(list(tessera.reasons())[0][1])", package, TESSERA_LIBRARY=str(stub))
+    assert out.returncode == 0, out.stderr
+    found, _, first_reason = out.stdout.splitlines()
+    assert Path(found) == package / "tessera" / "libtessera.so"
+    assert first_reason == "VALID", "the bundled library answered"
 
 
 def test_the_example_gates_a_feature(own_server: Server, tmp_path: Path) -> None:
     lic = make_license(own_server)
     (tmp_path / "keyset.py").write_text(f"KEYSET = {own_server.keyset.strip()!r}\n")
     example = HERE.parent / "examples" / "gate.py"
-    env = {"PYTHONPATH": ":".join([str(tmp_path), *sys.path])}
+    env = {**os.environ, "PYTHONPATH": ":".join([str(tmp_path), *sys.path])}
     state = str(tmp_path / "app.db")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
