@@ -519,6 +519,12 @@ error_codes! {
     ProductIdTaken = 409, "PRODUCT_ID_TAKEN";
     /// Another product has this code.
     ProductCodeTaken = 409, "PRODUCT_CODE_TAKEN";
+    /// Another plan or add-on of the product has this code (archived ones keep theirs).
+    PlanCodeTaken = 409, "PLAN_CODE_TAKEN";
+    /// Another current plan of the product has this rank.
+    PlanRankTaken = 409, "PLAN_RANK_TAKEN";
+    /// Another current plan of the product has this tier name.
+    PlanTierTaken = 409, "PLAN_TIER_TAKEN";
     // Payload limits (413, 415).
     /// The body is larger than the server's limit.
     PayloadTooLarge = 413, "PAYLOAD_TOO_LARGE";

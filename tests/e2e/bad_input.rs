@@ -195,6 +195,10 @@ async fn world() -> (World, Vec<Route>) {
     let spare_template =
         server.ok(&format!("/v1/templates/{}/duplicate", fx.template), &t, json!({"name": "spare"})).await;
     let spare_template = spare_template["id"].as_str().unwrap().to_string();
+    let plan = server.ok("/v1/plans", &t, json!({"product_id": fx.product, "name": "Spare plan"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let token = server.ok("/v1/tokens", &t, json!({"name": "spare", "role": "read-only"})).await["id"]
         .as_str()
         .unwrap()
@@ -335,6 +339,27 @@ async fn world() -> (World, Vec<Route>) {
             json!({"name": "copy"}),
             vec![],
         ),
+        (
+            "post",
+            "/v1/plans",
+            "/v1/plans".into(),
+            ta.clone(),
+            Body::Json,
+            json!({"product_id": fx.product, "name": "Gold", "tier": "GOLD", "trial_days": 14,
+                   "features": [{"id": "export_pdf"}], "limits": [{"metric": "api_calls", "limit": 100, "period": "MONTH"}],
+                   "prices": [{"interval": "MONTH", "amount": 1999, "currency": "EUR"}]}),
+            vec!["product_id", "name"],
+        ),
+        (
+            "patch",
+            "/v1/plans/{id}",
+            format!("/v1/plans/{plan}"),
+            ta.clone(),
+            Body::Json,
+            json!({"name": "Spare plan, renamed", "prices": [{"interval": "YEAR", "amount": 9900, "currency": "USD"}]}),
+            vec![],
+        ),
+        ("delete", "/v1/plans/{id}", format!("/v1/plans/{plan}"), ta.clone(), Body::Nothing, json!(null), vec![]),
         (
             "post",
             "/v1/licenses",
@@ -719,6 +744,10 @@ async fn bad_input_is_refused_on_every_route_and_changes_nothing() {
                 queries.extend(["product_id=nope", "customer_id=%FF", "expiring_before=yesterday", "status=%FF%FE"])
             }
             "/v1/events" => queries.extend(["license_id=nope", "license_id=%FF"]),
+            "/v1/plans" => {
+                queries.extend(["product_id=nope", "kind=BUNDLE", "include_archived=maybe", "tier=%20", "category=%FF"])
+            }
+            "/v1/catalog" => queries.extend(["product_id=nope", "tier=no%20way", "category=a%20b", "colour=red"]),
             "/v1/audit" => {
                 // The audit list clamps its limit instead of refusing 0.
                 queries.retain(|q| *q != "limit=0");
@@ -733,6 +762,8 @@ async fn bad_input_is_refused_on_every_route_and_changes_nothing() {
             // Parameters a route takes must be valid; routes without parameters may ignore a query string.
             let takes = paged.contains(&path.as_str())
                 || (path == "/v1/events" && q.starts_with("license_id"))
+                || path == "/v1/plans"
+                || path == "/v1/catalog"
                 || (path == "/v1/audit" && !q.starts_with("cursor"));
             if takes || !resp.0.is_success() {
                 check_4xx(&mut problems, &what, &resp);

@@ -26,6 +26,7 @@ struct TenantA {
     activation: String,
     block: String,
     console_user: String,
+    plan: String,
     request_code: String,
     receipt_code: String,
     secrets: Vec<String>,
@@ -70,6 +71,26 @@ async fn tenant_a(server: &TestServer) -> TenantA {
             )
             .await,
     );
+
+    // A public plan and an add-on, so tenant A's catalog has something to leak.
+    let plan = id_of(
+        &server
+            .ok(
+                "/v1/plans",
+                &t,
+                json!({"product_id": fx.product, "name": format!("Plan {}", &marker[..10]),
+                                        "prices": [{"interval": "MONTH", "amount": 4242, "currency": "EUR"}]}),
+            )
+            .await,
+    );
+    server
+        .ok(
+            "/v1/plans",
+            &t,
+            json!({"product_id": fx.product, "name": format!("Addon {}", &marker[..10]),
+                                    "kind": "ADD_ON", "category": format!("cat-{}", &marker[..10])}),
+        )
+        .await;
 
     // An online activation of device `dev`.
     let keys = server.keyset();
@@ -146,11 +167,15 @@ async fn tenant_a(server: &TestServer) -> TenantA {
         format!("blk {}", &marker[..8]),
         console_user.clone(),
         format!("desk-{}", &marker[..10]),
+        plan.clone(),
+        format!("Plan {}", &marker[..10]),
+        format!("Addon {}", &marker[..10]),
+        format!("cat-{}", &marker[..10]),
         report,
         emergency["code"].as_str().unwrap().to_string(),
     ];
     secrets.retain(|s| s.len() >= 6);
-    TenantA { fx, customer, token_id, activation, block, console_user, request_code, receipt_code, secrets }
+    TenantA { fx, customer, token_id, activation, block, console_user, plan, request_code, receipt_code, secrets }
 }
 
 /// Sends a request with raw control over body and headers; returns the status and the body text.
@@ -203,6 +228,7 @@ fn object_for(path: &str, a: &TenantA) -> String {
         ("customers", _) => a.customer.clone(),
         ("products", _) => a.fx.product.to_string(),
         ("templates", _) => a.fx.template.clone(),
+        ("plans", _) => a.plan.clone(),
         ("licenses", _) => a.fx.license.clone(),
         ("activations", _) => a.activation.clone(),
         (_, "/v1/security/blocked-devices/{id}") => a.block.clone(),
@@ -211,8 +237,9 @@ fn object_for(path: &str, a: &TenantA) -> String {
 }
 
 /// Tenant B's own object for a readable path.
-fn own_object(path: &str, b: &Fixture) -> String {
+fn own_object(path: &str, b: &Fixture, b_plan: &str) -> String {
     match path.trim_start_matches("/v1/").split('/').next().unwrap() {
+        "plans" => b_plan.to_string(),
         "tenants" => b.tenant.clone(),
         "customers" => b.customer.clone(),
         "products" => b.product.to_string(),
@@ -225,9 +252,10 @@ fn own_object(path: &str, b: &Fixture) -> String {
 /// A body that would be accepted on the caller's own object, so a refusal is about the object's tenant.
 fn body_for(method: &str, path: &str, b: &Fixture) -> Option<Value> {
     Some(match (method, path) {
-        ("patch", "/v1/customers/{id}") | ("patch", "/v1/products/{id}") | ("patch", "/v1/templates/{id}") => {
-            json!({"name": "hijacked"})
-        }
+        ("patch", "/v1/customers/{id}")
+        | ("patch", "/v1/products/{id}")
+        | ("patch", "/v1/templates/{id}")
+        | ("patch", "/v1/plans/{id}") => json!({"name": "hijacked"}),
         ("patch", "/v1/licenses/{id}") => json!({"max_activations": 99}),
         ("post", "/v1/licenses/{id}/renew") => json!({"days": 30}),
         ("post", "/v1/licenses/{id}/transfer") => json!({"customer_id": b.customer}),
@@ -244,6 +272,8 @@ async fn tenant_b_cannot_reach_tenant_a_on_any_route() {
     let server = TestServer::start().await;
     let a = tenant_a(&server).await;
     let b = server.fixture("tenant-b", json!({})).await;
+    let b_plan = server.ok("/v1/plans", &b.token, json!({"product_id": b.product, "name": "B's own plan"})).await;
+    let b_plan = b_plan["id"].as_str().unwrap().to_string();
     let mut b_tokens = vec![("tenant-admin", b.token.clone())];
     for role in ["read-only", "support"] {
         let t =
@@ -278,7 +308,7 @@ async fn tenant_b_cannot_reach_tenant_a_on_any_route() {
                 // Control: the same token reads its own tenant's object, so the refusal was about the tenant.
                 // (Emergency codes are for support staff: a read-only token is refused even on its own tenant.)
                 if method == "get" {
-                    let own = path.replace("{id}", &own_object(path, &b));
+                    let own = path.replace("{id}", &own_object(path, &b, &b_plan));
                     let (st, text) = send(&server, &m, &own, Some(token), None, &[]).await;
                     let expected = if path.ends_with("/emergency-codes") && role.contains("read") {
                         StatusCode::FORBIDDEN
@@ -297,6 +327,7 @@ async fn tenant_b_cannot_reach_tenant_a_on_any_route() {
                         paths.push(format!("{path}?product_id={}&customer_id={}", a.fx.product, a.fx.customer))
                     }
                     "/v1/events" => paths.push(format!("{path}?license_id={}", a.fx.license)),
+                    "/v1/plans" | "/v1/catalog" => paths.push(format!("{path}?product_id={}", a.fx.product)),
                     _ => {}
                 }
                 for p in paths {
@@ -323,6 +354,7 @@ async fn tenant_b_cannot_reach_tenant_a_on_any_route() {
                 ],
                 "/v1/customers" => vec![json!({"name": "x", "tenant_id": a.fx.tenant})],
                 "/v1/products" => vec![json!({"name": "x", "tenant_id": a.fx.tenant})],
+                "/v1/plans" => vec![json!({"product_id": a.fx.product, "name": "intruder plan"})],
                 "/v1/templates" => vec![json!({"name": "x", "product_id": a.fx.product, "license_type": "PERPETUAL",
                                                "max_activations": 1, "features": [{"id": "export_pdf"}]})],
                 "/v1/licenses" => vec![

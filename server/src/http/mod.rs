@@ -21,6 +21,7 @@ use crate::error::{AppError, AppResult, ErrorCode};
 use crate::ratelimit::RateLimiter;
 use crate::services::admin::*;
 use crate::services::audit::AuditQuery;
+use crate::services::catalog::{CatalogQuery, CreatePlan, PlanQuery, UpdatePlan};
 use crate::services::client::{ActivateRequest, ValidateRequest};
 use crate::services::licenses::*;
 use crate::services::offline::{IssueEmergency, ReceiptRequest, RespondRequest};
@@ -106,6 +107,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/templates", post(create_template).get(list_templates))
         .route("/v1/templates/{id}", get(get_template).patch(update_template).delete(delete_template))
         .route("/v1/templates/{id}/duplicate", post(duplicate_template))
+        .route("/v1/plans", post(create_plan).get(list_plans))
+        .route("/v1/plans/{id}", get(get_plan).patch(update_plan).delete(archive_plan))
+        .route("/v1/catalog", get(catalog))
         .route("/v1/licenses", post(create_license).get(list_licenses))
         .route("/v1/licenses/by-key", post(license_by_key))
         .route("/v1/licenses/{id}", get(get_license).patch(update_license))
@@ -364,6 +368,41 @@ async fn update_template(
 async fn delete_template(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
     s.services.delete_template(&ctx, id).await?;
     ok(json!({"deleted": true, "id": id}))
+}
+
+// Plans and the catalog --------------------------------------------------------------------------------------
+
+async fn create_plan(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiJson(req): ApiJson<CreatePlan>,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    created(s.services.create_plan(&ctx, req).await?)
+}
+
+async fn list_plans(State(s): State<AppState>, Auth(ctx): Auth, ApiQuery(q): ApiQuery<PlanQuery>) -> J {
+    ok(json!({"items": s.services.list_plans(&ctx, q).await?}))
+}
+
+async fn get_plan(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    ok(s.services.get_plan(&ctx, id).await?)
+}
+
+async fn update_plan(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UpdatePlan>,
+) -> J {
+    ok(s.services.update_plan(&ctx, id, req).await?)
+}
+
+async fn archive_plan(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    ok(s.services.archive_plan(&ctx, id).await?)
+}
+
+async fn catalog(State(s): State<AppState>, Auth(ctx): Auth, ApiQuery(q): ApiQuery<CatalogQuery>) -> J {
+    ok(s.services.catalog(&ctx, q).await?)
 }
 
 /// An optional JSON body: empty means defaults.

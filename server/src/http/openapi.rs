@@ -14,7 +14,7 @@ use tessera_core::protocol::{self as wire, ErrorCode};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
-use crate::services::{admin, audit, jobs, licenses, offline, security, users};
+use crate::services::{admin, audit, catalog, jobs, licenses, offline, security, users};
 use crate::store;
 
 /// Who may call a route.
@@ -172,6 +172,15 @@ pub const ROUTES: &[Route] = &[
     route!("patch" "/v1/templates/{id}", "templates", "Update a template (JSON merge patch)", A::Token, B::Patch(ty::<tessera_core::Template>()), One(ty::<store::TemplateRecord>()), e = &[E::Changed]),
     route!("delete" "/v1/templates/{id}", "templates", "Delete a template", A::Token, B::None, Done("deleted"), e = &[E::Conflict]),
     route!("post" "/v1/templates/{id}/duplicate", "templates", "Duplicate a template", A::Token, B::Json(ty::<admin::DuplicateTemplate>()), Created(ty::<store::TemplateRecord>())),
+    route!("post" "/v1/plans", "catalog", "Create a plan or add-on", A::Token, B::Json(ty::<catalog::CreatePlan>()), Created(ty::<store::Plan>()), e = &[E::PlanCodeTaken, E::PlanRankTaken, E::PlanTierTaken]),
+    route!("get" "/v1/plans", "catalog", "List plans and add-ons (archived ones with include_archived=true)", A::Token, B::None, Items(ty::<store::Plan>()),
+        q = &["product_id", "kind", "category", "tier", "include_archived"]),
+    route!("get" "/v1/plans/{id}", "catalog", "Get a plan or add-on", A::Token, B::None, One(ty::<store::Plan>())),
+    route!("patch" "/v1/plans/{id}", "catalog", "Update a plan or add-on", A::Token, B::Json(ty::<catalog::UpdatePlan>()), One(ty::<store::Plan>()),
+        e = &[E::PlanCodeTaken, E::PlanRankTaken, E::PlanTierTaken, E::InvalidTransition, E::Conflict]),
+    route!("delete" "/v1/plans/{id}", "catalog", "Archive a plan or add-on (no longer sold; still readable)", A::Token, B::None, One(ty::<store::Plan>())),
+    route!("get" "/v1/catalog", "catalog", "The public catalog: current public plans (lowest rung first) and add-ons per product", A::Token, B::None, One(ty::<catalog::Catalog>()),
+        q = &["product_id", "category", "tier"]),
     route!("post" "/v1/licenses", "licenses", "Create a license (its key is returned once)", A::Token, B::Json(ty::<licenses::CreateLicense>()), Created(ty::<licenses::CreatedLicense>()), e = &[E::Conflict, E::OfflineNotSupported]),
     route!("get" "/v1/licenses", "licenses", "List licenses", A::Token, B::None, Page(ty::<licenses::LicenseView>()),
         q = &["status", "type", "product_id", "customer_id", "expiring_before", "cursor", "limit"]),

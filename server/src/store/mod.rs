@@ -39,9 +39,31 @@ pub type Scope = Option<Uuid>;
 
 /// The storage interface the services use: every role, from one backend. (Methods of the roles are callable on
 /// `dyn Store` without importing the role traits.)
-pub trait Store: AdminStore + LicenseStore + ActivationStore + UsageStore + SecurityStore + AuditStore {}
+pub trait Store:
+    AdminStore + CatalogStore + LicenseStore + ActivationStore + UsageStore + SecurityStore + AuditStore
+{
+}
 
-impl<T: AdminStore + LicenseStore + ActivationStore + UsageStore + SecurityStore + AuditStore> Store for T {}
+impl<T: AdminStore + CatalogStore + LicenseStore + ActivationStore + UsageStore + SecurityStore + AuditStore> Store
+    for T
+{
+}
+
+/// Most plans a list returns (a product's catalog is a few dozen rungs and add-ons).
+pub const MAX_PLANS_LISTED: u32 = 1000;
+
+/// The catalog: plans and add-ons of products.
+///
+/// Uniqueness the backend enforces (answering `Conflict` whose text names `plans.code`, `plans.rank` or
+/// `plans.tier`): a code once per product, archived plans included; a rank and a tier name once among a
+/// product's current (unarchived) plans.
+pub trait CatalogStore: Send + Sync + 'static {
+    /// Inserts (`create`) or replaces the plan with this id in its tenant (`NotFound` when there is none).
+    fn put_plan(&self, p: Plan, create: bool, audit: NewAudit) -> StoreFuture<'_, ()>;
+    fn get_plan(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Plan>;
+    /// The plans `filter` selects, at most [`MAX_PLANS_LISTED`], by product, then kind (plans first), rank and code.
+    fn list_plans(&self, scope: Scope, filter: PlanFilter) -> StoreFuture<'_, Vec<Plan>>;
+}
 
 /// Tenants, API tokens, customers, products and templates: the vendor's set-up.
 pub trait AdminStore: Send + Sync + 'static {

@@ -132,6 +132,110 @@ pub struct LicenseRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A plan is a rung of a product's ladder; an add-on attaches to a subscription of one of its plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PlanKind {
+    Plan,
+    AddOn,
+}
+
+impl PlanKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanKind::Plan => "PLAN",
+            PlanKind::AddOn => "ADD_ON",
+        }
+    }
+}
+
+/// How often a price is charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BillingInterval {
+    Month,
+    Year,
+}
+
+/// A price: `amount` in the currency's minor units (cents for EUR, yen for JPY), never a fraction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub interval: BillingInterval,
+    /// Integer minor units of `currency` (1999 = 19.99 EUR; 1999 = 1,999 JPY).
+    pub amount: i64,
+    /// ISO 4217 code, upper case (`EUR`, `USD`, `JPY`).
+    pub currency: String,
+}
+
+/// The span a usage limit counts over; it resets at each boundary (`LIFETIME`: never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LimitPeriod {
+    Day,
+    Month,
+    BillingPeriod,
+    Lifetime,
+}
+
+/// How much of a metric a plan includes per period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageLimit {
+    /// The metered feature's id (`api_calls`).
+    pub metric: String,
+    /// Units included per period (0 or more).
+    pub limit: i64,
+    pub period: LimitPeriod,
+}
+
+/// A plan or add-on of a product's catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Plan {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub product_id: Uuid,
+    /// Unique within the product (`premium`, `crm-connector`); what integrations and pricing pages refer to.
+    pub code: String,
+    pub name: String,
+    pub kind: PlanKind,
+    /// The rung's label (`FREE`, `BASIC`, `PREMIUM`, `ENTERPRISE` by default; the vendor's own names otherwise);
+    /// empty for add-ons.
+    pub tier: String,
+    /// The rung's place on the ladder, 0 the lowest; unique among a product's current plans (0 for add-ons).
+    pub rank: i32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Listed in the catalog (`GET /v1/catalog`); a private plan is sold by hand.
+    pub public: bool,
+    pub trial_days: u32,
+    pub features: Vec<tessera_core::Feature>,
+    pub limits: Vec<UsageLimit>,
+    pub prices: Vec<Price>,
+    /// Add-ons: the category they are listed under (`crm`, `monitoring`, ...: the vendor's data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Add-ons: the codes of the plans they attach to (empty: every plan of the product).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attaches_to: Vec<String>,
+    /// Archived plans are no longer sold (not in the catalog, their rank free for another plan) but stay readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Which plans a list returns (every field narrows it).
+#[derive(Debug, Clone, Default)]
+pub struct PlanFilter {
+    pub product_id: Option<Uuid>,
+    pub kind: Option<PlanKind>,
+    pub category: Option<String>,
+    pub tier: Option<String>,
+    pub public_only: bool,
+    pub include_archived: bool,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct LicenseFilter {
     pub status: Option<LicenseStatus>,

@@ -5,6 +5,7 @@ mod admin;
 mod answers;
 mod audit;
 mod cache;
+mod catalog;
 mod cli;
 mod client;
 mod common;

@@ -28,7 +28,7 @@ fn insert_token(c: &Connection, t: &ApiToken, hash: [u8; 32]) -> Result<(), Stor
 
 /// Inserts (`create`) a row of `table` whose parameters are `id, tenant_id, cols…`, or replaces the row with that
 /// id in that tenant: `NotFound` when there is none (an id of another tenant is not replaced).
-fn put_row(
+pub(super) fn put_row(
     c: &Connection,
     table: &str,
     cols: &[&str],

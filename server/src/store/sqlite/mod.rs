@@ -12,6 +12,7 @@ mod activations;
 mod admin;
 mod audit;
 mod background;
+mod catalog;
 mod feed;
 mod licenses;
 mod rows;
@@ -44,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../migrations/sqlite/0008_usage_without_activation.sql"),
     include_str!("../../../../migrations/sqlite/0009_audit_lookup.sql"),
     include_str!("../../../../migrations/sqlite/0010_console_users.sql"),
+    include_str!("../../../../migrations/sqlite/0011_plans.sql"),
 ];
 /// How often other processes' changes are picked up from the change feed.
 const FEED_POLL: Duration = Duration::from_millis(200);

@@ -9,6 +9,7 @@ mod activations;
 mod admin;
 mod audit;
 mod licenses;
+mod plans;
 mod security;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub async fn store_conformance(store: S) {
     admin::tenants_and_tokens(s).await;
     admin::console_users(s).await;
     admin::catalog(s).await;
+    plans::plans(s).await;
     licenses::licenses(s).await;
     activations::activations_and_seats(s).await;
     activations::heartbeat_and_usage(s).await;
