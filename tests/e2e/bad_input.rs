@@ -195,10 +195,17 @@ async fn world() -> (World, Vec<Route>) {
     let spare_template =
         server.ok(&format!("/v1/templates/{}/duplicate", fx.template), &t, json!({"name": "spare"})).await;
     let spare_template = spare_template["id"].as_str().unwrap().to_string();
-    let plan = server.ok("/v1/plans", &t, json!({"product_id": fx.product, "name": "Spare plan"})).await["id"]
+    let plan = server
+        .ok("/v1/plans", &t, json!({"product_id": fx.product, "name": "Spare plan", "template_id": fx.template}))
+        .await["id"]
         .as_str()
         .unwrap()
         .to_string();
+    let trial_plan =
+        json!({"product_id": fx.product, "name": "Trial plan", "template_id": fx.template, "trial_days": 7});
+    let trial_plan = server.ok("/v1/plans", &t, trial_plan).await["id"].as_str().unwrap().to_string();
+    let subscription = json!({"customer_id": fx.customer, "plan_id": trial_plan});
+    let subscription = server.ok("/v1/subscriptions", &t, subscription).await["id"].as_str().unwrap().to_string();
     let token = server.ok("/v1/tokens", &t, json!({"name": "spare", "role": "read-only"})).await["id"]
         .as_str()
         .unwrap()
@@ -357,6 +364,60 @@ async fn world() -> (World, Vec<Route>) {
             ta.clone(),
             Body::Json,
             json!({"name": "Spare plan, renamed", "prices": [{"interval": "YEAR", "amount": 9900, "currency": "USD"}]}),
+            vec![],
+        ),
+        (
+            "post",
+            "/v1/subscriptions",
+            "/v1/subscriptions".into(),
+            ta.clone(),
+            Body::Json,
+            json!({"customer_id": fx.customer, "plan_id": plan, "interval": "YEAR", "trial": false, "auto_renew": true}),
+            vec!["customer_id", "plan_id"],
+        ),
+        (
+            "post",
+            "/v1/subscriptions/{id}/convert",
+            format!("/v1/subscriptions/{subscription}/convert"),
+            ta.clone(),
+            Body::Nothing,
+            json!(null),
+            vec![],
+        ),
+        (
+            "post",
+            "/v1/subscriptions/{id}/change",
+            format!("/v1/subscriptions/{subscription}/change"),
+            ta.clone(),
+            Body::Json,
+            json!({"plan_id": plan, "add_ons": []}),
+            vec![],
+        ),
+        (
+            "post",
+            "/v1/subscriptions/{id}/pause",
+            format!("/v1/subscriptions/{subscription}/pause"),
+            ta.clone(),
+            Body::Nothing,
+            json!(null),
+            vec![],
+        ),
+        (
+            "post",
+            "/v1/subscriptions/{id}/resume",
+            format!("/v1/subscriptions/{subscription}/resume"),
+            ta.clone(),
+            Body::Nothing,
+            json!(null),
+            vec![],
+        ),
+        (
+            "post",
+            "/v1/subscriptions/{id}/cancel",
+            format!("/v1/subscriptions/{subscription}/cancel"),
+            ta.clone(),
+            Body::Json,
+            json!({"at": "NOW", "reason": "test"}),
             vec![],
         ),
         ("delete", "/v1/plans/{id}", format!("/v1/plans/{plan}"), ta.clone(), Body::Nothing, json!(null), vec![]),
@@ -748,6 +809,7 @@ async fn bad_input_is_refused_on_every_route_and_changes_nothing() {
                 queries.extend(["product_id=nope", "kind=BUNDLE", "include_archived=maybe", "tier=%20", "category=%FF"])
             }
             "/v1/catalog" => queries.extend(["product_id=nope", "tier=no%20way", "category=a%20b", "colour=red"]),
+            "/v1/subscriptions" => queries.extend(["customer_id=nope", "status=SLEEPING", "product_id=%FF"]),
             "/v1/audit" => {
                 // The audit list clamps its limit instead of refusing 0.
                 queries.retain(|q| *q != "limit=0");
@@ -764,6 +826,7 @@ async fn bad_input_is_refused_on_every_route_and_changes_nothing() {
                 || (path == "/v1/events" && q.starts_with("license_id"))
                 || path == "/v1/plans"
                 || path == "/v1/catalog"
+                || path == "/v1/subscriptions"
                 || (path == "/v1/audit" && !q.starts_with("cursor"));
             if takes || !resp.0.is_success() {
                 check_4xx(&mut problems, &what, &resp);

@@ -27,6 +27,7 @@ struct TenantA {
     block: String,
     console_user: String,
     plan: String,
+    subscription: String,
     request_code: String,
     receipt_code: String,
     secrets: Vec<String>,
@@ -78,8 +79,8 @@ async fn tenant_a(server: &TestServer) -> TenantA {
             .ok(
                 "/v1/plans",
                 &t,
-                json!({"product_id": fx.product, "name": format!("Plan {}", &marker[..10]),
-                                        "prices": [{"interval": "MONTH", "amount": 4242, "currency": "EUR"}]}),
+                json!({"product_id": fx.product, "name": format!("Plan {}", &marker[..10]), "template_id": fx.template,
+                       "prices": [{"interval": "MONTH", "amount": 4242, "currency": "EUR"}]}),
             )
             .await,
     );
@@ -91,6 +92,11 @@ async fn tenant_a(server: &TestServer) -> TenantA {
                                     "kind": "ADD_ON", "category": format!("cat-{}", &marker[..10])}),
         )
         .await;
+
+    let subscribed = server.ok("/v1/subscriptions", &t, json!({"customer_id": customer, "plan_id": plan})).await;
+    let subscription = id_of(&subscribed);
+    let sub_license = subscribed["license_id"].as_str().unwrap().to_string();
+    let sub_key = subscribed["license_key"].as_str().unwrap().to_string();
 
     // An online activation of device `dev`.
     let keys = server.keyset();
@@ -168,6 +174,9 @@ async fn tenant_a(server: &TestServer) -> TenantA {
         console_user.clone(),
         format!("desk-{}", &marker[..10]),
         plan.clone(),
+        subscription.clone(),
+        sub_license,
+        sub_key,
         format!("Plan {}", &marker[..10]),
         format!("Addon {}", &marker[..10]),
         format!("cat-{}", &marker[..10]),
@@ -175,7 +184,19 @@ async fn tenant_a(server: &TestServer) -> TenantA {
         emergency["code"].as_str().unwrap().to_string(),
     ];
     secrets.retain(|s| s.len() >= 6);
-    TenantA { fx, customer, token_id, activation, block, console_user, plan, request_code, receipt_code, secrets }
+    TenantA {
+        fx,
+        customer,
+        token_id,
+        activation,
+        block,
+        console_user,
+        plan,
+        subscription,
+        request_code,
+        receipt_code,
+        secrets,
+    }
 }
 
 /// Sends a request with raw control over body and headers; returns the status and the body text.
@@ -229,6 +250,7 @@ fn object_for(path: &str, a: &TenantA) -> String {
         ("products", _) => a.fx.product.to_string(),
         ("templates", _) => a.fx.template.clone(),
         ("plans", _) => a.plan.clone(),
+        ("subscriptions", _) => a.subscription.clone(),
         ("licenses", _) => a.fx.license.clone(),
         ("activations", _) => a.activation.clone(),
         (_, "/v1/security/blocked-devices/{id}") => a.block.clone(),
@@ -237,9 +259,10 @@ fn object_for(path: &str, a: &TenantA) -> String {
 }
 
 /// Tenant B's own object for a readable path.
-fn own_object(path: &str, b: &Fixture, b_plan: &str) -> String {
+fn own_object(path: &str, b: &Fixture, b_plan: &str, b_subscription: &str) -> String {
     match path.trim_start_matches("/v1/").split('/').next().unwrap() {
         "plans" => b_plan.to_string(),
+        "subscriptions" => b_subscription.to_string(),
         "tenants" => b.tenant.clone(),
         "customers" => b.customer.clone(),
         "products" => b.product.to_string(),
@@ -262,6 +285,8 @@ fn body_for(method: &str, path: &str, b: &Fixture) -> Option<Value> {
         ("post", "/v1/licenses/{id}/emergency-codes") => json!({"reason": "hijack"}),
         ("post", "/v1/activations/{id}/release") => json!({"reason": "hijack"}),
         ("post", "/v1/console-users/{id}/password") => json!({"password": "a hijacker's passphrase"}),
+        ("post", "/v1/subscriptions/{id}/change") => json!({"add_ons": []}),
+        ("post", "/v1/subscriptions/{id}/cancel") => json!({"at": "NOW"}),
         ("post", _) | ("patch", _) => json!({}),
         _ => return None,
     })
@@ -272,8 +297,12 @@ async fn tenant_b_cannot_reach_tenant_a_on_any_route() {
     let server = TestServer::start().await;
     let a = tenant_a(&server).await;
     let b = server.fixture("tenant-b", json!({})).await;
-    let b_plan = server.ok("/v1/plans", &b.token, json!({"product_id": b.product, "name": "B's own plan"})).await;
+    let b_plan = server
+        .ok("/v1/plans", &b.token, json!({"product_id": b.product, "name": "B's own plan", "template_id": b.template}))
+        .await;
     let b_plan = b_plan["id"].as_str().unwrap().to_string();
+    let b_sub = server.ok("/v1/subscriptions", &b.token, json!({"customer_id": b.customer, "plan_id": b_plan})).await;
+    let b_sub = b_sub["id"].as_str().unwrap().to_string();
     let mut b_tokens = vec![("tenant-admin", b.token.clone())];
     for role in ["read-only", "support"] {
         let t =
@@ -308,7 +337,7 @@ async fn tenant_b_cannot_reach_tenant_a_on_any_route() {
                 // Control: the same token reads its own tenant's object, so the refusal was about the tenant.
                 // (Emergency codes are for support staff: a read-only token is refused even on its own tenant.)
                 if method == "get" {
-                    let own = path.replace("{id}", &own_object(path, &b, &b_plan));
+                    let own = path.replace("{id}", &own_object(path, &b, &b_plan, &b_sub));
                     let (st, text) = send(&server, &m, &own, Some(token), None, &[]).await;
                     let expected = if path.ends_with("/emergency-codes") && role.contains("read") {
                         StatusCode::FORBIDDEN
@@ -328,6 +357,7 @@ async fn tenant_b_cannot_reach_tenant_a_on_any_route() {
                     }
                     "/v1/events" => paths.push(format!("{path}?license_id={}", a.fx.license)),
                     "/v1/plans" | "/v1/catalog" => paths.push(format!("{path}?product_id={}", a.fx.product)),
+                    "/v1/subscriptions" => paths.push(format!("{path}?customer_id={}", a.customer)),
                     _ => {}
                 }
                 for p in paths {
@@ -355,6 +385,11 @@ async fn tenant_b_cannot_reach_tenant_a_on_any_route() {
                 "/v1/customers" => vec![json!({"name": "x", "tenant_id": a.fx.tenant})],
                 "/v1/products" => vec![json!({"name": "x", "tenant_id": a.fx.tenant})],
                 "/v1/plans" => vec![json!({"product_id": a.fx.product, "name": "intruder plan"})],
+                "/v1/subscriptions" => vec![
+                    json!({"customer_id": a.customer, "plan_id": a.plan}),
+                    json!({"customer_id": b.customer, "plan_id": a.plan}),
+                    json!({"customer_id": a.customer, "plan_id": b_plan}),
+                ],
                 "/v1/templates" => vec![json!({"name": "x", "product_id": a.fx.product, "license_type": "PERPETUAL",
                                                "max_activations": 1, "features": [{"id": "export_pdf"}]})],
                 "/v1/licenses" => vec![

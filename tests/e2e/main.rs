@@ -17,4 +17,5 @@ mod openapi;
 mod readme;
 mod restrictions;
 mod seats;
+mod subscriptions;
 mod tamper;

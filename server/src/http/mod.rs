@@ -26,6 +26,7 @@ use crate::services::client::{ActivateRequest, ValidateRequest};
 use crate::services::licenses::*;
 use crate::services::offline::{IssueEmergency, ReceiptRequest, RespondRequest};
 use crate::services::security::{CheckKey, CreateBlock, CreateReport};
+use crate::services::subscriptions::{CancelSubscription, ChangeSubscription, CreateSubscription, SubscriptionQuery};
 use crate::services::{PageQuery, Services};
 use extract::{ApiBytes, ApiJson, ApiPath, ApiQuery, Auth, Client, DeviceSignature, MetricsAuth};
 
@@ -110,6 +111,14 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/plans", post(create_plan).get(list_plans))
         .route("/v1/plans/{id}", get(get_plan).patch(update_plan).delete(archive_plan))
         .route("/v1/catalog", get(catalog))
+        .route("/v1/subscriptions", post(create_subscription).get(list_subscriptions))
+        .route("/v1/subscriptions/{id}", get(get_subscription))
+        .route("/v1/subscriptions/{id}/history", get(subscription_history))
+        .route("/v1/subscriptions/{id}/convert", post(convert_subscription))
+        .route("/v1/subscriptions/{id}/change", post(change_subscription))
+        .route("/v1/subscriptions/{id}/cancel", post(cancel_subscription))
+        .route("/v1/subscriptions/{id}/pause", post(pause_subscription))
+        .route("/v1/subscriptions/{id}/resume", post(resume_subscription))
         .route("/v1/licenses", post(create_license).get(list_licenses))
         .route("/v1/licenses/by-key", post(license_by_key))
         .route("/v1/licenses/{id}", get(get_license).patch(update_license))
@@ -403,6 +412,59 @@ async fn archive_plan(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): A
 
 async fn catalog(State(s): State<AppState>, Auth(ctx): Auth, ApiQuery(q): ApiQuery<CatalogQuery>) -> J {
     ok(s.services.catalog(&ctx, q).await?)
+}
+
+// Subscriptions ---------------------------------------------------------------------------------------------
+
+async fn create_subscription(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiJson(req): ApiJson<CreateSubscription>,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    created(s.services.create_subscription(&ctx, req).await?)
+}
+
+async fn list_subscriptions(State(s): State<AppState>, Auth(ctx): Auth, ApiQuery(q): ApiQuery<SubscriptionQuery>) -> J {
+    ok(s.services.list_subscriptions(&ctx, q).await?)
+}
+
+async fn get_subscription(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    ok(s.services.get_subscription(&ctx, id).await?)
+}
+
+async fn subscription_history(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    ok(json!({"items": s.services.subscription_history(&ctx, id).await?}))
+}
+
+async fn convert_subscription(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    ok(s.services.convert_subscription(&ctx, id).await?)
+}
+
+async fn change_subscription(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<ChangeSubscription>,
+) -> J {
+    ok(s.services.change_subscription(&ctx, id, req).await?)
+}
+
+async fn cancel_subscription(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiBytes(body): ApiBytes,
+) -> J {
+    let req: CancelSubscription = optional_body(&body)?;
+    ok(s.services.cancel_subscription(&ctx, id, req).await?)
+}
+
+async fn pause_subscription(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    ok(s.services.pause_subscription(&ctx, id, true).await?)
+}
+
+async fn resume_subscription(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): ApiPath<Uuid>) -> J {
+    ok(s.services.pause_subscription(&ctx, id, false).await?)
 }
 
 /// An optional JSON body: empty means defaults.

@@ -14,7 +14,7 @@ use tessera_core::protocol::{self as wire, ErrorCode};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
-use crate::services::{admin, audit, catalog, jobs, licenses, offline, security, users};
+use crate::services::{admin, audit, catalog, jobs, licenses, offline, security, subscriptions as subs, users};
 use crate::store;
 
 /// Who may call a route.
@@ -181,6 +181,17 @@ pub const ROUTES: &[Route] = &[
     route!("delete" "/v1/plans/{id}", "catalog", "Archive a plan or add-on (no longer sold; still readable)", A::Token, B::None, One(ty::<store::Plan>())),
     route!("get" "/v1/catalog", "catalog", "The public catalog: current public plans (lowest rung first) and add-ons per product", A::Token, B::None, One(ty::<catalog::Catalog>()),
         q = &["product_id", "category", "tier"]),
+    route!("post" "/v1/subscriptions", "subscriptions", "Subscribe a customer to a plan (and add-ons): makes the license, its key returned once", A::Token, B::Json(ty::<subs::CreateSubscription>()), Created(ty::<subs::CreatedSubscription>()),
+        e = &[E::InvalidTransition]),
+    route!("get" "/v1/subscriptions", "subscriptions", "List subscriptions, with what each grants and its use (customer_id: what a customer has)", A::Token, B::None, Page(ty::<subs::SubscriptionView>()),
+        q = &["customer_id", "product_id", "status", "cursor", "limit"]),
+    route!("get" "/v1/subscriptions/{id}", "subscriptions", "Get a subscription, with what it grants and its use", A::Token, B::None, One(ty::<subs::SubscriptionView>())),
+    route!("get" "/v1/subscriptions/{id}/history", "subscriptions", "A subscription's history, oldest first", A::Token, B::None, Items(ty::<store::SubscriptionEvent>())),
+    route!("post" "/v1/subscriptions/{id}/convert", "subscriptions", "Convert a trial to paid (the first period starts now)", A::Token, B::None, One(ty::<subs::SubscriptionView>()), e = &[E::InvalidTransition, E::Changed]),
+    route!("post" "/v1/subscriptions/{id}/change", "subscriptions", "Upgrade, downgrade or change add-ons, now or at the period's end", A::Token, B::Json(ty::<subs::ChangeSubscription>()), One(ty::<subs::SubscriptionView>()), e = &[E::InvalidTransition, E::Changed]),
+    route!("post" "/v1/subscriptions/{id}/cancel", "subscriptions", "Cancel at the period's end (default) or now", A::Token, B::Optional(ty::<subs::CancelSubscription>()), One(ty::<subs::SubscriptionView>()), e = &[E::InvalidTransition, E::Changed]),
+    route!("post" "/v1/subscriptions/{id}/pause", "subscriptions", "Pause (the license is suspended)", A::Token, B::None, One(ty::<subs::SubscriptionView>()), e = &[E::InvalidTransition, E::Changed]),
+    route!("post" "/v1/subscriptions/{id}/resume", "subscriptions", "Resume a paused subscription", A::Token, B::None, One(ty::<subs::SubscriptionView>()), e = &[E::InvalidTransition, E::Changed]),
     route!("post" "/v1/licenses", "licenses", "Create a license (its key is returned once)", A::Token, B::Json(ty::<licenses::CreateLicense>()), Created(ty::<licenses::CreatedLicense>()), e = &[E::Conflict, E::OfflineNotSupported]),
     route!("get" "/v1/licenses", "licenses", "List licenses", A::Token, B::None, Page(ty::<licenses::LicenseView>()),
         q = &["status", "type", "product_id", "customer_id", "expiring_before", "cursor", "limit"]),

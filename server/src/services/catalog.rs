@@ -69,6 +69,10 @@ pub struct CreatePlan {
     /// Add-ons: the codes of the plans they attach to (absent or empty: every plan of the product).
     #[serde(default)]
     pub attaches_to: Vec<String>,
+    /// The template of the product whose terms (seats, heartbeat, fingerprint policy) a subscription's license
+    /// takes; the plan gives the features.
+    #[serde(default)]
+    pub template_id: Option<Uuid>,
 }
 
 /// `PATCH /v1/plans/{id}`: the members given replace the plan's. The product and the kind never change.
@@ -99,6 +103,8 @@ pub struct UpdatePlan {
     pub category: Option<String>,
     #[serde(default)]
     pub attaches_to: Option<Vec<String>>,
+    #[serde(default)]
+    pub template_id: Option<Uuid>,
 }
 
 /// `GET /v1/plans` filters.
@@ -354,6 +360,16 @@ fn entry(p: Plan) -> CatalogEntry {
 }
 
 impl Services {
+    /// A plan's template: one of the plan's product.
+    async fn plan_template(&self, ctx: &Ctx, product: Uuid, id: Option<Uuid>) -> AppResult<Option<Uuid>> {
+        let Some(id) = id else { return Ok(None) };
+        let t = self.get_template(ctx, id).await?;
+        if t.template.product_id != product {
+            return Err(AppError::invalid("template_id is a template of another product: use one of this product's"));
+        }
+        Ok(Some(id))
+    }
+
     /// The product's other plans (archived ones included), read once per write to check codes, ranks and
     /// attachments.
     async fn plans_of(&self, ctx: &Ctx, product: Uuid) -> AppResult<Vec<Plan>> {
@@ -483,6 +499,7 @@ impl Services {
             category: req.category,
             attaches_to: req.attaches_to,
             archived_at: None,
+            template_id: self.plan_template(ctx, product.id, req.template_id).await?,
             created_at: now,
             updated_at: now,
         };
@@ -570,6 +587,9 @@ impl Services {
         }
         if let Some(v) = req.attaches_to {
             plan.attaches_to = v;
+        }
+        if req.template_id.is_some() {
+            plan.template_id = self.plan_template(ctx, plan.product_id, req.template_id).await?;
         }
         Self::settle_plan(&mut plan, &others, tier_given)?;
         if plan.kind == PlanKind::Plan && plan.code != before.code {

@@ -20,6 +20,12 @@ pub struct JobReport {
     pub expiring_soon: u32,
     /// Change-feed rows older than an hour, dropped.
     pub pruned_changes: u64,
+    /// Subscriptions renewed for another period.
+    pub subscriptions_renewed: u32,
+    /// Subscriptions that ended at their period's end (cancelled, or not renewing).
+    pub subscriptions_ended: u32,
+    /// Trials that ended unconverted (expired, or moved to the lowest plan).
+    pub trials_ended: u32,
 }
 
 impl Services {
@@ -29,6 +35,12 @@ impl Services {
         // the database's own clock, not the service clock. First, so a failing job below cannot starve it.
         let pruned_changes = self.store.prune_changes(chrono::Utc::now() - Duration::hours(1)).await?;
         let mut report = JobReport { pruned_changes, ..JobReport::default() };
+
+        // Subscriptions first: a renewal moves its license's expiry before the expiry step below looks at it.
+        let (renewed, ended, trials) = self.run_subscription_jobs(now).await?;
+        report.subscriptions_renewed = renewed;
+        report.subscriptions_ended = ended;
+        report.trials_ended = trials;
 
         // Expire: past expiry and grace.
         let ctx = Ctx::system("expire");

@@ -371,7 +371,7 @@ impl Services {
         Ok(Page { items: p.items.iter().map(LicenseView::from).collect(), next_cursor: p.next_cursor })
     }
 
-    async fn save_license(
+    pub(super) async fn save_license(
         &self,
         ctx: &Ctx,
         mut rec: LicenseRecord,

@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod licenses;
 pub mod offline;
 pub mod security;
+pub mod subscriptions;
 pub mod terms;
 pub mod users;
 

@@ -40,12 +40,19 @@ pub type Scope = Option<Uuid>;
 /// The storage interface the services use: every role, from one backend. (Methods of the roles are callable on
 /// `dyn Store` without importing the role traits.)
 pub trait Store:
-    AdminStore + CatalogStore + LicenseStore + ActivationStore + UsageStore + SecurityStore + AuditStore
+    AdminStore + CatalogStore + SubscriptionStore + LicenseStore + ActivationStore + UsageStore + SecurityStore + AuditStore
 {
 }
 
-impl<T: AdminStore + CatalogStore + LicenseStore + ActivationStore + UsageStore + SecurityStore + AuditStore> Store
-    for T
+impl<T> Store for T where
+    T: AdminStore
+        + CatalogStore
+        + SubscriptionStore
+        + LicenseStore
+        + ActivationStore
+        + UsageStore
+        + SecurityStore
+        + AuditStore
 {
 }
 
@@ -111,6 +118,35 @@ pub trait AdminStore: Send + Sync + 'static {
     fn get_template(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, TemplateRecord>;
     fn list_templates(&self, scope: Scope, page: PageRequest) -> StoreFuture<'_, Page<TemplateRecord>>;
     fn delete_template(&self, scope: Scope, id: Uuid, audit: NewAudit) -> StoreFuture<'_, ()>;
+}
+
+/// Subscriptions and their history.
+///
+/// Serialised: [`SubscriptionStore::update_subscription`] replaces the record only if it is still the version
+/// read (its `updated_at`), so a lifecycle job and a staff action on the same subscription cannot both apply; the
+/// history row and the audit entry land in the same step as the change.
+pub trait SubscriptionStore: Send + Sync + 'static {
+    fn insert_subscription(&self, s: Subscription, event: SubscriptionEvent, audit: NewAudit) -> StoreFuture<'_, ()>;
+    /// `Changed` when the stored `updated_at` is not `read_at`; `NotFound` outside the record's tenant.
+    fn update_subscription(
+        &self,
+        s: Subscription,
+        read_at: DateTime<Utc>,
+        event: SubscriptionEvent,
+        audit: NewAudit,
+    ) -> StoreFuture<'_, ()>;
+    fn get_subscription(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Subscription>;
+    fn list_subscriptions(
+        &self,
+        scope: Scope,
+        filter: SubscriptionFilter,
+        page: PageRequest,
+    ) -> StoreFuture<'_, Page<Subscription>>;
+    /// Trialing subscriptions whose trial ended, and active ones whose period ended, at or before `at` (oldest
+    /// first, at most `limit`): the lifecycle job's work.
+    fn subscriptions_due(&self, at: DateTime<Utc>, limit: u32) -> StoreFuture<'_, Vec<Subscription>>;
+    /// A subscription's history, oldest first.
+    fn subscription_history(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Vec<SubscriptionEvent>>;
 }
 
 /// Licenses and the emergency codes issued for them.

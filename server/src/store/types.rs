@@ -221,8 +221,123 @@ pub struct Plan {
     /// Archived plans are no longer sold (not in the catalog, their rank free for another plan) but stay readable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archived_at: Option<DateTime<Utc>>,
+    /// The template a subscription's license takes its terms from (seats, heartbeat, fingerprint policy); the
+    /// plan gives the entitlements. A subscription may name another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Where a subscription is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SubscriptionStatus {
+    /// In its trial: the license runs until `trial_ends_at`.
+    Trialing,
+    /// Paid (or free) and running period by period.
+    Active,
+    /// Paused by the vendor: the license is suspended until resumed.
+    Paused,
+    /// Cancelled (now, or at the end of its period): final.
+    Canceled,
+    /// A trial that ended unconverted with the EXPIRE policy: final.
+    Expired,
+}
+
+impl SubscriptionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionStatus::Trialing => "TRIALING",
+            SubscriptionStatus::Active => "ACTIVE",
+            SubscriptionStatus::Paused => "PAUSED",
+            SubscriptionStatus::Canceled => "CANCELED",
+            SubscriptionStatus::Expired => "EXPIRED",
+        }
+    }
+
+    /// No change follows a final status.
+    pub fn is_final(self) -> bool {
+        matches!(self, SubscriptionStatus::Canceled | SubscriptionStatus::Expired)
+    }
+}
+
+/// What an unconverted trial becomes at its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TrialEnd {
+    /// The subscription ends, and its license with it.
+    Expire,
+    /// The subscription moves to the product's lowest current plan (FREE) and goes on.
+    Downgrade,
+}
+
+/// A plan change waiting for the end of the current period (a downgrade the customer keeps paying for until then).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ScheduledChange {
+    pub plan_id: Uuid,
+    pub add_ons: Vec<Uuid>,
+    pub at: DateTime<Utc>,
+}
+
+/// A customer's subscription to a plan (and add-ons): the one source of truth for what its license grants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Subscription {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub customer_id: Uuid,
+    pub product_id: Uuid,
+    pub plan_id: Uuid,
+    /// Add-on plans attached to `plan_id`.
+    pub add_ons: Vec<Uuid>,
+    /// The license that carries the entitlements (made with the subscription).
+    pub license_id: Uuid,
+    /// The template the license's terms (seats, heartbeat, fingerprint policy) come from.
+    pub template_id: Uuid,
+    pub status: SubscriptionStatus,
+    pub interval: BillingInterval,
+    /// Periods are counted from here, so a month that starts on the 31st ends on the last day of shorter months
+    /// and goes back to the 31st after.
+    pub anchor_at: DateTime<Utc>,
+    /// Whole periods between `anchor_at` and `current_period_start`.
+    pub periods: u32,
+    pub current_period_start: DateTime<Utc>,
+    pub current_period_end: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_ends_at: Option<DateTime<Utc>>,
+    pub on_trial_end: TrialEnd,
+    /// Renewed at the end of each period (unless cancelled at period end).
+    pub auto_renew: bool,
+    pub cancel_at_period_end: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_change: Option<ScheduledChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One change in a subscription's life (kept with it, written in the same step as the change).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SubscriptionEvent {
+    pub id: Uuid,
+    pub subscription_id: Uuid,
+    pub at: DateTime<Utc>,
+    /// `created`, `converted`, `upgraded`, `downgraded`, `change_scheduled`, `renewed`, `canceled`,
+    /// `cancel_scheduled`, `paused`, `resumed`, `trial_expired`, `trial_downgraded`.
+    pub action: String,
+    pub from_plan: Option<Uuid>,
+    pub to_plan: Option<Uuid>,
+    pub actor: String,
+    pub details: Value,
+}
+
+/// Which subscriptions a list returns.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionFilter {
+    pub customer_id: Option<Uuid>,
+    pub product_id: Option<Uuid>,
+    pub status: Option<SubscriptionStatus>,
 }
 
 /// Which plans a list returns (every field narrows it).

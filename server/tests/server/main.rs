@@ -30,5 +30,6 @@ mod ops_access;
 mod restrictions;
 mod reuse;
 mod store_conformance;
+mod subscriptions;
 mod usage_limits;
 mod write_queue;

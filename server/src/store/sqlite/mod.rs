@@ -17,6 +17,7 @@ mod feed;
 mod licenses;
 mod rows;
 mod security;
+mod subscriptions;
 mod usage;
 
 pub use rows::{REPLACED_REASON, SUPERSEDED_REASON};
@@ -46,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../migrations/sqlite/0009_audit_lookup.sql"),
     include_str!("../../../../migrations/sqlite/0010_console_users.sql"),
     include_str!("../../../../migrations/sqlite/0011_plans.sql"),
+    include_str!("../../../../migrations/sqlite/0012_subscriptions.sql"),
 ];
 /// How often other processes' changes are picked up from the change feed.
 const FEED_POLL: Duration = Duration::from_millis(200);

@@ -11,6 +11,7 @@ mod audit;
 mod licenses;
 mod plans;
 mod security;
+mod subscriptions;
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ pub async fn store_conformance(store: S) {
     admin::console_users(s).await;
     admin::catalog(s).await;
     plans::plans(s).await;
+    subscriptions::subscriptions(s).await;
     licenses::licenses(s).await;
     activations::activations_and_seats(s).await;
     activations::heartbeat_and_usage(s).await;

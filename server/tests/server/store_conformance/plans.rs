@@ -26,6 +26,7 @@ fn plan(fx: &Fx, code: &str, kind: PlanKind, rank: i32, tier: &str) -> Plan {
         category: (kind == PlanKind::AddOn).then(|| "crm".to_string()),
         attaches_to: Vec::new(),
         archived_at: None,
+        template_id: None,
         created_at: t,
         updated_at: t,
     }

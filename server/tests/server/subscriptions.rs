@@ -1,0 +1,327 @@
+//! Subscriptions through the HTTP API, with the server's clock moved by the test: every transition (trial → paid,
+//! trial → expiry or downgrade, upgrade, scheduled downgrade, cancel now and at period end, pause, renew) and what
+//! the license says after each.
+
+use axum::http::{Method, StatusCode};
+use chrono::Duration;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+struct Shop {
+    f: Fixture,
+    free: String,
+    basic: String,
+    premium: String,
+    reports: String,
+}
+
+async fn ok(h: &Harness, method: Method, path: &str, token: &str, body: Option<Value>) -> Value {
+    let (s, v) = h.call(method, path, Some(token), body).await;
+    assert!(s.is_success(), "{path}: {s} {v}");
+    v
+}
+
+async fn shop(h: &Harness, name: &str) -> Shop {
+    let f = h.fixture(name, 3, "SUBSCRIPTION").await;
+    let t = f.token.clone();
+    let p = f.product.to_string();
+    let plan = |body: Value| {
+        let mut b = json!({"product_id": p, "template_id": f.template});
+        b.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
+        b
+    };
+    let id = |v: Value| v["id"].as_str().unwrap().to_string();
+    let free =
+        id(ok(h, Method::POST, "/v1/plans", &t, Some(plan(json!({"name": "Free", "features": [{"id": "view"}]}))))
+            .await);
+    let basic = id(ok(h, Method::POST, "/v1/plans", &t, Some(plan(json!({"name": "Basic", "features": [{"id": "view"}, {"id": "export_pdf"}],
+        "limits": [{"metric": "api_calls", "limit": 100, "period": "LIFETIME"}, {"metric": "api_calls", "limit": 10, "period": "DAY"}],
+        "prices": [{"interval": "MONTH", "amount": 1000, "currency": "EUR"}]})))).await);
+    let premium = id(ok(h, Method::POST, "/v1/plans", &t, Some(plan(json!({"name": "Premium", "trial_days": 14,
+        "features": [{"id": "view"}, {"id": "export_pdf"}, {"id": "crm"}],
+        "limits": [{"metric": "api_calls", "limit": 1000, "period": "LIFETIME"}],
+        "prices": [{"interval": "MONTH", "amount": 3000, "currency": "EUR"}, {"interval": "YEAR", "amount": 30000, "currency": "EUR"}]})))).await);
+    let reports = id(ok(
+        h,
+        Method::POST,
+        "/v1/plans",
+        &t,
+        Some(json!({"product_id": p, "name": "Reports", "kind": "ADD_ON", "category": "reporting",
+        "features": [{"id": "reports"}], "limits": [{"metric": "api_calls", "limit": 500, "period": "LIFETIME"}]})),
+    )
+    .await);
+    Shop { f, free, basic, premium, reports }
+}
+
+fn features(license: &Value) -> Vec<String> {
+    let mut f: Vec<String> =
+        license["features"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect();
+    f.sort();
+    f
+}
+
+async fn license(h: &Harness, s: &Shop, sub: &Value) -> Value {
+    ok(h, Method::GET, &format!("/v1/licenses/{}", sub["license_id"].as_str().unwrap()), &s.f.token, None).await
+}
+
+async fn run_jobs(h: &Harness) -> Value {
+    ok(h, Method::POST, "/v1/jobs/run", &h.admin, None).await
+}
+
+#[tokio::test]
+async fn a_trial_converts_upgrades_downgrades_at_period_end_and_renews() {
+    let h = Harness::new().await;
+    let s = shop(&h, "sub-life").await;
+    let t = s.f.token.clone();
+
+    // Subscribe to Premium with the Reports add-on: a 14-day trial, and a license that grants both.
+    let created = ok(
+        &h,
+        Method::POST,
+        "/v1/subscriptions",
+        &t,
+        Some(json!({"customer_id": s.f.customer, "plan_id": s.premium, "add_ons": [s.reports]})),
+    )
+    .await;
+    assert!(created["license_key"].as_str().unwrap().starts_with("TSK-"));
+    assert_eq!((created["status"].as_str(), created["plan"]["tier"].as_str()), (Some("TRIALING"), Some("PREMIUM")));
+    let id = created["id"].as_str().unwrap().to_string();
+    let sub_path = format!("/v1/subscriptions/{id}");
+    let lic = license(&h, &s, &created).await;
+    assert_eq!(features(&lic), ["api_calls", "crm", "export_pdf", "reports", "view"]);
+    let calls = lic["features"].as_array().unwrap().iter().find(|f| f["id"] == "api_calls").unwrap();
+    assert_eq!(calls["limit_value"], 1500, "lifetime limits of plan and add-on add up");
+    assert_eq!(lic["expires_at"], created["trial_ends_at"], "the license runs to the trial's end");
+    assert_eq!(lic["license_type"], "SUBSCRIPTION");
+    assert_eq!(lic["metadata"]["subscription_id"], id.as_str());
+    let ent = &created["entitlements"];
+    assert!(
+        ent.as_array().unwrap().iter().any(|e| e["feature"] == "api_calls" && e["limit"] == 1500 && e["used"] == 0),
+        "{ent}"
+    );
+
+    // Convert: the first month starts now.
+    h.advance(Duration::days(3));
+    let converted = ok(&h, Method::POST, &format!("{sub_path}/convert"), &t, None).await;
+    assert_eq!(converted["status"], "ACTIVE");
+    let lic = license(&h, &s, &converted).await;
+    assert_eq!(lic["expires_at"], converted["current_period_end"]);
+    let (st, v) = h.post(&format!("{sub_path}/convert"), Some(&t), json!({})).await;
+    assert_eq!((st, err_code(&v).as_str()), (StatusCode::CONFLICT, "INVALID_TRANSITION"));
+
+    // Downgrade to Basic at the period's end: Premium until then (and the add-on that still fits is kept).
+    let scheduled =
+        ok(&h, Method::POST, &format!("{sub_path}/change"), &t, Some(json!({"plan_id": s.basic, "at": "PERIOD_END"})))
+            .await;
+    assert_eq!(scheduled["plan"]["tier"], "PREMIUM");
+    assert_eq!(scheduled["scheduled_change"]["plan_id"], s.basic.as_str());
+    assert_eq!(scheduled["scheduled_change"]["at"], converted["current_period_end"]);
+    assert!(features(&license(&h, &s, &scheduled).await).contains(&"crm".to_string()));
+
+    // The period ends: the job renews it, applying the downgrade; the license follows.
+    h.advance(Duration::days(31));
+    let report = run_jobs(&h).await;
+    assert_eq!(report["subscriptions_renewed"], 1, "{report}");
+    let renewed = ok(&h, Method::GET, &sub_path, &t, None).await;
+    assert_eq!((renewed["plan"]["tier"].as_str(), renewed["periods"].as_u64()), (Some("BASIC"), Some(1)));
+    assert!(renewed.get("scheduled_change").is_none());
+    assert_eq!(renewed["current_period_start"], converted["current_period_end"]);
+    let lic = license(&h, &s, &renewed).await;
+    assert_eq!(features(&lic), ["api_calls", "export_pdf", "reports", "view"]);
+    assert_eq!(lic["expires_at"], renewed["current_period_end"]);
+    assert_eq!(lic["status"], "ACTIVE");
+    // DAY limits are listed with the subscription, not made into lifetime quotas.
+    let calls = lic["features"].as_array().unwrap().iter().find(|f| f["id"] == "api_calls").unwrap();
+    assert_eq!(calls["limit_value"], 600);
+    assert!(renewed["limits"].as_array().unwrap().iter().any(|l| l["period"] == "DAY" && l["limit"] == 10));
+
+    // Upgrade takes effect at once.
+    let up = ok(&h, Method::POST, &format!("{sub_path}/change"), &t, Some(json!({"plan_id": s.premium}))).await;
+    assert_eq!(up["plan"]["tier"], "PREMIUM");
+    assert!(features(&license(&h, &s, &up).await).contains(&"crm".to_string()));
+
+    // A job run with nothing due changes nothing.
+    let report = run_jobs(&h).await;
+    assert_eq!((report["subscriptions_renewed"].as_u64(), report["subscriptions_ended"].as_u64()), (Some(0), Some(0)));
+
+    // Every step is in the history, oldest first.
+    let history = ok(&h, Method::GET, &format!("{sub_path}/history"), &t, None).await;
+    let actions: Vec<&str> =
+        history["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["created", "converted", "change_scheduled", "renewed", "upgraded"]);
+    let (_, audit) = h.get("/v1/audit?action=subscription.upgraded", Some(&t)).await;
+    assert_eq!(audit["items"][0]["target"], id.as_str());
+}
+
+#[tokio::test]
+async fn unconverted_trials_expire_or_move_to_the_lowest_plan() {
+    let h = Harness::new().await;
+    let s = shop(&h, "sub-trials").await;
+    let t = s.f.token.clone();
+    let expire =
+        ok(&h, Method::POST, "/v1/subscriptions", &t, Some(json!({"customer_id": s.f.customer, "plan_id": s.premium})))
+            .await;
+    let downgrade = ok(&h, Method::POST, "/v1/subscriptions", &t,
+        Some(json!({"customer_id": s.f.customer, "plan_id": s.premium, "on_trial_end": "DOWNGRADE", "add_ons": [s.reports]}))).await;
+
+    h.advance(Duration::days(15));
+    let report = run_jobs(&h).await;
+    assert_eq!(report["trials_ended"], 2, "{report}");
+
+    let ended = ok(&h, Method::GET, &format!("/v1/subscriptions/{}", expire["id"].as_str().unwrap()), &t, None).await;
+    assert_eq!(ended["status"], "EXPIRED");
+    assert_eq!(ended["ended_at"], expire["trial_ends_at"]);
+    let lic = license(&h, &s, &ended).await;
+    assert_eq!((lic["grace_days"].as_u64(), &lic["expires_at"]), (Some(0), &expire["trial_ends_at"]));
+    assert_eq!(lic["status"], "EXPIRED", "the expiry job ran after the subscriptions step: {lic}");
+
+    let free = ok(&h, Method::GET, &format!("/v1/subscriptions/{}", downgrade["id"].as_str().unwrap()), &t, None).await;
+    assert_eq!((free["status"].as_str(), free["plan"]["tier"].as_str()), (Some("ACTIVE"), Some("FREE")));
+    assert_eq!(free["current_period_start"], downgrade["trial_ends_at"]);
+    let lic = license(&h, &s, &free).await;
+    assert_eq!(features(&lic), ["api_calls", "reports", "view"], "the add-on attaches to every plan, so it stays");
+    assert_eq!(lic["status"], "ACTIVE");
+
+    // Final statuses take no more changes.
+    let path = format!("/v1/subscriptions/{}", ended["id"].as_str().unwrap());
+    for (action, body) in
+        [("convert", None), ("change", Some(json!({"plan_id": s.basic}))), ("cancel", None), ("pause", None)]
+    {
+        let (st, v) = h.call(Method::POST, &format!("{path}/{action}"), Some(&t), body).await;
+        assert_eq!((st, err_code(&v).as_str()), (StatusCode::CONFLICT, "INVALID_TRANSITION"), "{action}");
+    }
+}
+
+#[tokio::test]
+async fn cancel_now_or_at_period_end_and_pause() {
+    let h = Harness::new().await;
+    let s = shop(&h, "sub-cancel").await;
+    let t = s.f.token.clone();
+    let monthly = |plan: &str| json!({"customer_id": s.f.customer, "plan_id": plan, "trial": false});
+
+    // At period end (the default): it runs to the end of what was paid for, then ends without renewing.
+    let a = ok(&h, Method::POST, "/v1/subscriptions", &t, Some(monthly(&s.basic))).await;
+    assert_eq!(a["status"], "ACTIVE");
+    let a_path = format!("/v1/subscriptions/{}", a["id"].as_str().unwrap());
+    let c = ok(&h, Method::POST, &format!("{a_path}/cancel"), &t, None).await;
+    assert_eq!((c["status"].as_str(), c["cancel_at_period_end"].as_bool()), (Some("ACTIVE"), Some(true)));
+    h.advance(Duration::days(32));
+    let report = run_jobs(&h).await;
+    assert_eq!(report["subscriptions_ended"], 1, "{report}");
+    let done = ok(&h, Method::GET, &a_path, &t, None).await;
+    assert_eq!((done["status"].as_str(), &done["ended_at"]), (Some("CANCELED"), &a["current_period_end"]));
+    assert_eq!(license(&h, &s, &done).await["status"], "EXPIRED");
+
+    // Now: the license ends now, with no grace.
+    let b = ok(&h, Method::POST, "/v1/subscriptions", &t, Some(monthly(&s.premium))).await;
+    let b_path = format!("/v1/subscriptions/{}", b["id"].as_str().unwrap());
+    let gone =
+        ok(&h, Method::POST, &format!("{b_path}/cancel"), &t, Some(json!({"at": "NOW", "reason": "customer asked"})))
+            .await;
+    assert_eq!(gone["status"], "CANCELED");
+    let lic = license(&h, &s, &gone).await;
+    assert_eq!((lic["status"].as_str(), lic["grace_days"].as_u64()), (Some("EXPIRED"), Some(0)), "{lic}");
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let late = at(&lic["expires_at"]) - at(&gone["ended_at"]);
+    assert!(late <= Duration::microseconds(1), "the license ends with the subscription (a license outlives its start)");
+
+    // Pause suspends the license; resume reinstates it; a yearly subscription's period is a year.
+    let y = ok(
+        &h,
+        Method::POST,
+        "/v1/subscriptions",
+        &t,
+        Some(json!({"customer_id": s.f.customer, "plan_id": s.premium, "trial": false, "interval": "YEAR"})),
+    )
+    .await;
+    let start = chrono::DateTime::parse_from_rfc3339(y["current_period_start"].as_str().unwrap()).unwrap();
+    let end = chrono::DateTime::parse_from_rfc3339(y["current_period_end"].as_str().unwrap()).unwrap();
+    assert!((365..=366).contains(&(end - start).num_days()), "{start} {end}");
+    let y_path = format!("/v1/subscriptions/{}", y["id"].as_str().unwrap());
+    let paused = ok(&h, Method::POST, &format!("{y_path}/pause"), &t, None).await;
+    assert_eq!(paused["status"], "PAUSED");
+    assert_eq!(license(&h, &s, &paused).await["status"], "SUSPENDED");
+    let (st, v) = h.post(&format!("{y_path}/change"), Some(&t), json!({"plan_id": s.basic})).await;
+    assert_eq!((st, err_code(&v).as_str()), (StatusCode::CONFLICT, "INVALID_TRANSITION"));
+    let resumed = ok(&h, Method::POST, &format!("{y_path}/resume"), &t, None).await;
+    assert_eq!(resumed["status"], "ACTIVE");
+    assert_eq!(license(&h, &s, &resumed).await["status"], "ACTIVE");
+
+    // What this customer has: their subscriptions with what each grants.
+    let (_, mine) = h.get(&format!("/v1/subscriptions?customer_id={}", s.f.customer), Some(&t)).await;
+    assert_eq!(mine["items"].as_array().unwrap().len(), 3);
+    let (_, active) = h.get(&format!("/v1/subscriptions?customer_id={}&status=ACTIVE", s.f.customer), Some(&t)).await;
+    assert_eq!(active["items"].as_array().unwrap().len(), 1);
+    let _ = s.free;
+}
+
+#[tokio::test]
+async fn bad_subscriptions_are_refused_and_write_nothing() {
+    let h = Harness::new().await;
+    let s = shop(&h, "sub-bad").await;
+    let other = shop(&h, "sub-other").await;
+    let t = s.f.token.clone();
+    let no_template = ok(
+        &h,
+        Method::POST,
+        "/v1/plans",
+        &t,
+        Some(json!({"product_id": s.f.product, "name": "Loose", "tier": "LOOSE", "rank": 9})),
+    )
+    .await;
+    let only_premium = ok(&h, Method::POST, "/v1/plans", &t,
+        Some(json!({"product_id": s.f.product, "name": "Premium extra", "kind": "ADD_ON", "category": "x", "attaches_to": ["premium"]}))).await;
+    let c = s.f.customer.clone();
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"customer_id": c, "plan_id": s.reports}), 422, "is an add-on"),
+        (json!({"customer_id": c, "plan_id": no_template["id"]}), 422, "give template_id"),
+        (
+            json!({"customer_id": c, "plan_id": s.basic, "add_ons": [only_premium["id"]]}),
+            422,
+            "attaches to premium only",
+        ),
+        (json!({"customer_id": c, "plan_id": s.basic, "add_ons": [s.reports, s.reports]}), 422, "twice"),
+        (json!({"customer_id": c, "plan_id": s.basic, "add_ons": [s.basic]}), 422, "not an add-on"),
+        (json!({"customer_id": c, "plan_id": s.basic, "template_id": other.f.template}), 404, "NOT_FOUND"),
+        (json!({"customer_id": c, "plan_id": other.basic}), 404, "NOT_FOUND"),
+        (json!({"customer_id": other.f.customer, "plan_id": s.basic}), 404, "NOT_FOUND"),
+        (json!({"customer_id": c, "plan_id": s.basic, "interval": "WEEK"}), 422, "unknown variant"),
+        (json!({"customer_id": c, "plan_id": s.basic, "surprise": true}), 422, "unknown field"),
+        (json!({"plan_id": s.basic}), 422, "customer_id"),
+    ];
+    for (body, status, expect) in cases {
+        let (st, v) = h.post("/v1/subscriptions", Some(&t), body.clone()).await;
+        let code = err_code(&v);
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert_eq!(st.as_u16(), status, "{body}: {v}");
+        assert!(code == expect || msg.contains(expect), "{body}: expected {expect:?}, got {code} {msg}");
+    }
+    let (_, subs) = h.get("/v1/subscriptions", Some(&t)).await;
+    assert_eq!(subs["items"], json!([]), "nothing was stored");
+    let (_, lics) = h.get("/v1/licenses", Some(&t)).await;
+    assert_eq!(lics["items"].as_array().unwrap().len(), 1, "no license was made but the fixture's: {lics}");
+
+    // A read-only token reads but cannot subscribe; another tenant sees nothing.
+    let sub = ok(&h, Method::POST, "/v1/subscriptions", &t, Some(json!({"customer_id": c, "plan_id": s.basic}))).await;
+    let (_, ro) = h.post("/v1/tokens", Some(&t), json!({"name": "ro", "role": "read-only"})).await;
+    let ro = ro["token"].as_str().unwrap();
+    let (st, _) = h.post("/v1/subscriptions", Some(ro), json!({"customer_id": c, "plan_id": s.basic})).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let path = format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap());
+    let (st, _) = h.get(&path, Some(ro)).await;
+    assert_eq!(st, StatusCode::OK);
+    for (m, p) in [
+        (Method::GET, path.clone()),
+        (Method::POST, format!("{path}/cancel")),
+        (Method::GET, format!("{path}/history")),
+    ] {
+        let (st, v) = h.call(m, &p, Some(&other.f.token), None).await;
+        assert_eq!((st, err_code(&v).as_str()), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{p}");
+    }
+    let (st, v) = h.post(&format!("{path}/change"), Some(&t), json!({})).await;
+    assert_eq!(
+        (st, v["error"]["message"].as_str().unwrap().contains("give plan_id")),
+        (StatusCode::UNPROCESSABLE_ENTITY, true)
+    );
+}
