@@ -368,6 +368,16 @@ async fn world() -> (World, Vec<Route>) {
         ),
         (
             "post",
+            "/v1/usage",
+            "/v1/usage".into(),
+            ta.clone(),
+            Body::Json,
+            json!({"events": [{"id": Uuid::now_v7(), "license_id": fx.license, "feature": "export_pdf", "amount": 2,
+                               "recorded_at": Utc::now()}]}),
+            vec!["events"],
+        ),
+        (
+            "post",
             "/v1/subscriptions",
             "/v1/subscriptions".into(),
             ta.clone(),

@@ -410,6 +410,25 @@ async fn tenant_b_cannot_reach_tenant_a_on_any_route() {
                 "/v1/offline/respond" => vec![json!({"request_code": a.request_code})],
                 "/v1/offline/receipt" => vec![json!({"receipt_code": a.receipt_code})],
                 "/v1/jobs/run" => vec![json!({})],
+                "/v1/usage" => {
+                    // Usage for A's license, by id and by key: each event is answered as unknown, nothing recorded.
+                    let events = json!({"events": [
+                        {"id": Uuid::now_v7(), "license_id": a.fx.license, "feature": "export_pdf", "amount": 1},
+                        {"id": Uuid::now_v7(), "license_key": a.fx.key, "feature": "export_pdf", "amount": 1},
+                    ]});
+                    let (st, text) = send(&server, &m, path, Some(token), Some(&events), &[]).await;
+                    if st == StatusCode::OK {
+                        let v: Value = serde_json::from_str(&text).unwrap();
+                        let outcomes: Vec<&str> =
+                            v["results"].as_array().unwrap().iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+                        assert_eq!(outcomes, ["LICENSE_NOT_FOUND", "LICENSE_NOT_FOUND"], "{what}: {text}");
+                        assert_no_leak(&what, &text, s);
+                    } else {
+                        assert_refused(&what, &(st, text), &[403, 404], s);
+                    }
+                    *hits += 1;
+                    continue;
+                }
                 "/v1/security/validate-key" => {
                     // A key check answers for B's own licenses only: "does not exist" is the refusal here.
                     let (st, text) =

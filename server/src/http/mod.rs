@@ -111,6 +111,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/plans", post(create_plan).get(list_plans))
         .route("/v1/plans/{id}", get(get_plan).patch(update_plan).delete(archive_plan))
         .route("/v1/catalog", get(catalog))
+        .route("/v1/usage", post(ingest_usage))
         .route("/v1/subscriptions", post(create_subscription).get(list_subscriptions))
         .route("/v1/subscriptions/{id}", get(get_subscription))
         .route("/v1/subscriptions/{id}/history", get(subscription_history))
@@ -412,6 +413,14 @@ async fn archive_plan(State(s): State<AppState>, Auth(ctx): Auth, ApiPath(id): A
 
 async fn catalog(State(s): State<AppState>, Auth(ctx): Auth, ApiQuery(q): ApiQuery<CatalogQuery>) -> J {
     ok(s.services.catalog(&ctx, q).await?)
+}
+
+async fn ingest_usage(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiJson(req): ApiJson<crate::services::usage::IngestUsage>,
+) -> J {
+    ok(s.services.ingest_usage(&ctx, req).await?)
 }
 
 // Subscriptions ---------------------------------------------------------------------------------------------

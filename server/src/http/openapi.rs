@@ -14,7 +14,7 @@ use tessera_core::protocol::{self as wire, ErrorCode};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
-use crate::services::{admin, audit, catalog, jobs, licenses, offline, security, subscriptions as subs, users};
+use crate::services::{admin, audit, catalog, jobs, licenses, offline, security, subscriptions as subs, usage, users};
 use crate::store;
 
 /// Who may call a route.
@@ -181,6 +181,8 @@ pub const ROUTES: &[Route] = &[
     route!("delete" "/v1/plans/{id}", "catalog", "Archive a plan or add-on (no longer sold; still readable)", A::Token, B::None, One(ty::<store::Plan>())),
     route!("get" "/v1/catalog", "catalog", "The public catalog: current public plans (lowest rung first) and add-ons per product", A::Token, B::None, One(ty::<catalog::Catalog>()),
         q = &["product_id", "category", "tier"]),
+    route!("post" "/v1/usage", "usage", "Record metered usage from the vendor's side (batches of up to 1,000 events, idempotent by id, checked against quotas)", A::Token, B::Json(ty::<usage::IngestUsage>()), One(ty::<usage::IngestResult>()),
+        e = &[E::InvalidLicenseKey, E::RateLimited]),
     route!("post" "/v1/subscriptions", "subscriptions", "Subscribe a customer to a plan (and add-ons): makes the license, its key returned once", A::Token, B::Json(ty::<subs::CreateSubscription>()), Created(ty::<subs::CreatedSubscription>()),
         e = &[E::InvalidTransition]),
     route!("get" "/v1/subscriptions", "subscriptions", "List subscriptions, with what each grants and its use (customer_id: what a customer has)", A::Token, B::None, Page(ty::<subs::SubscriptionView>()),

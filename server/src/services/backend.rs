@@ -128,7 +128,7 @@ fn server_nonce() -> String {
 
 impl Services {
     /// The license with this key, if it is in the caller's scope; within the key's rate limit.
-    async fn tenant_license_by_key(&self, ctx: &Ctx, key: &str) -> AppResult<Arc<LicenseRecord>> {
+    pub(super) async fn tenant_license_by_key(&self, ctx: &Ctx, key: &str) -> AppResult<Arc<LicenseRecord>> {
         let scope = ctx.scope()?;
         let key = parse_license_key(key)?;
         self.check_key_rate(&key)?;

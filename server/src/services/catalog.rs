@@ -382,6 +382,16 @@ impl Services {
         p.name = check_name("name", &p.name)?;
         p.code = check_code(&p.code)?;
         validate_features(&p.features)?;
+        if p.features.iter().any(|f| f.id == tessera_core::model::WILDCARD_FEATURE)
+            || p.limits.iter().any(|l| l.metric == tessera_core::model::WILDCARD_FEATURE)
+        {
+            return Err(AppError::invalid(
+                "a plan names the features it grants: \"*\" (every feature) is for hand-made licenses",
+            ));
+        }
+        if p.features.iter().any(|f| f.limit_value < tessera_core::model::UNLIMITED) {
+            return Err(AppError::invalid("a feature's limit_value is 0 or more, or -1 for unlimited"));
+        }
         check_limits(&mut p.limits)?;
         check_prices(&mut p.prices)?;
         check_trial(p.trial_days)?;
@@ -511,7 +521,7 @@ impl Services {
             Some(plan.id.to_string()),
             json!({"code": plan.code, "kind": plan.kind, "tier": plan.tier, "rank": plan.rank}),
         );
-        self.store.put_plan(plan.clone(), true, audit).await.map_err(|e| Self::plan_write_error(&plan, e))?;
+        self.store.put_plan(plan.clone(), None, audit).await.map_err(|e| Self::plan_write_error(&plan, e))?;
         Ok(plan)
     }
 
@@ -601,7 +611,7 @@ impl Services {
             }
         }
         let now = self.now();
-        plan.updated_at = now;
+        plan.updated_at = super::licenses::next_version(before.updated_at, now);
         let audit = ctx.audit(
             now,
             Some(plan.tenant_id),
@@ -609,7 +619,14 @@ impl Services {
             Some(id.to_string()),
             json!({"code": plan.code, "tier": plan.tier, "rank": plan.rank, "public": plan.public}),
         );
-        self.store.put_plan(plan.clone(), false, audit).await.map_err(|e| Self::plan_write_error(&plan, e))?;
+        self.store
+            .put_plan(plan.clone(), Some(before.updated_at), audit)
+            .await
+            .map_err(|e| Self::plan_write_error(&plan, e))?;
+        // What the plan grants changed: the licenses of its subscriptions follow now, not at their next renewal.
+        if (&plan.features, &plan.limits) != (&before.features, &before.limits) {
+            self.resync_subscriptions_of(ctx, &plan).await?;
+        }
         Ok(plan)
     }
 
@@ -621,11 +638,12 @@ impl Services {
             return Ok(plan);
         }
         let now = self.now();
+        let read_at = plan.updated_at;
         plan.archived_at = Some(now);
-        plan.updated_at = now;
+        plan.updated_at = super::licenses::next_version(read_at, now);
         let audit =
             ctx.audit(now, Some(plan.tenant_id), "plan.archive", Some(id.to_string()), json!({"code": plan.code}));
-        self.store.put_plan(plan.clone(), false, audit).await.map_err(|e| Self::plan_write_error(&plan, e))?;
+        self.store.put_plan(plan.clone(), Some(read_at), audit).await.map_err(|e| Self::plan_write_error(&plan, e))?;
         Ok(plan)
     }
 

@@ -228,6 +228,18 @@ fn parse_key(s: &str) -> AppResult<LicenseKey> {
 
 impl Services {
     pub async fn create_license(&self, ctx: &Ctx, req: CreateLicense) -> AppResult<CreatedLicense> {
+        let (rec, key, audit) = self.new_license(ctx, req).await?;
+        self.store.insert_license(rec.clone(), audit).await.map_err(|e| AppError::store("license", e))?;
+        Ok(CreatedLicense { license_key: key.expose(), view: LicenseView::from(&rec) })
+    }
+
+    /// A new license record, checked, with its key and the audit entry of its creation: not yet stored (a
+    /// subscription stores it together with itself).
+    pub(super) async fn new_license(
+        &self,
+        ctx: &Ctx,
+        req: CreateLicense,
+    ) -> AppResult<(LicenseRecord, LicenseKey, crate::store::NewAudit)> {
         ctx.require_admin()?;
         let scope = ctx.scope()?;
         let now = self.now();
@@ -333,8 +345,7 @@ impl Services {
             json!({"template_id": req.template_id, "product_id": product_id, "customer_id": req.customer_id,
                    "license_type": license_type}),
         );
-        self.store.insert_license(rec.clone(), audit).await.map_err(|e| AppError::store("license", e))?;
-        Ok(CreatedLicense { license_key: key.expose(), view: LicenseView::from(&rec) })
+        Ok((rec, key, audit))
     }
 
     pub async fn license_record(&self, ctx: &Ctx, id: Uuid) -> AppResult<LicenseRecord> {

@@ -13,6 +13,7 @@ pub mod offline;
 pub mod security;
 pub mod subscriptions;
 pub mod terms;
+pub mod usage;
 pub mod users;
 
 use std::sync::Arc;

@@ -1,11 +1,10 @@
 //! Subscriptions: a customer's plan (and add-ons) over time, and the license that carries what it grants.
 //!
-//! The subscription is the source of truth; the license follows it. Every change writes the subscription (with its
-//! history row and audit entry, in one step, guarded by its version), then brings the license in line
-//! ([`Services::sync_license`]): features from the plan and add-ons, expiry at the trial's or period's end,
-//! suspended while paused, ended with the subscription. Should the second write fail, the next change or the
-//! lifecycle job makes it again, since it is derived from the subscription alone. A re-signed license reaches each
-//! online agent with its next heartbeat.
+//! The subscription is the source of truth; the license follows it. Every change writes the subscription and its
+//! license together, in one atomic step guarded by both versions, with the history row and the audit entries: the
+//! license's features from the plan and add-ons, its expiry at the trial's or period's end, suspended while paused,
+//! ended with the subscription. A change to a plan's entitlements re-signs the licenses of its subscriptions at
+//! once. A re-signed license reaches each online agent with its next heartbeat.
 //!
 //! Life: `TRIALING` (the plan's trial days) → `ACTIVE` by [`Services::convert_subscription`] (payments will call
 //! the same operation), or at the trial's end EXPIRED or moved to the product's lowest plan, as `on_trial_end`
@@ -26,12 +25,12 @@ use tessera_core::model::{Feature, LimitType, UNLIMITED};
 use tessera_core::{LicenseStatus, LicenseType};
 use uuid::Uuid;
 
-use super::licenses::{CreateLicense, StatusChange};
+use super::licenses::CreateLicense;
 use super::{Ctx, Principal, Services};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::store::{
-    BillingInterval, LimitPeriod, Page, Plan, PlanKind, Role, ScheduledChange, Subscription, SubscriptionEvent,
-    SubscriptionFilter, SubscriptionStatus, TrialEnd, UsageLimit,
+    BillingInterval, LimitPeriod, Page, PageRequest, Plan, PlanKind, Role, ScheduledChange, Subscription,
+    SubscriptionEvent, SubscriptionFilter, SubscriptionStatus, TrialEnd, UsageLimit,
 };
 
 /// Most subscriptions the lifecycle job takes in one run (the rest wait for the next run).
@@ -152,41 +151,65 @@ pub struct CreatedSubscription {
     pub view: SubscriptionView,
 }
 
-/// What a subscription's license grants: the plan's features and the add-ons', and LIFETIME limits as quotas
-/// (summed over plan and add-ons: an add-on that lists a feature or a limit adds to it).
+/// What a subscription's license grants: the features of the plan and of each add-on; for a feature more than
+/// one of them grants, enabled if any enables it, and a quota that is the sum of what each grants, where what one
+/// grants is its LIFETIME limit of the metric if it has one, else the feature's own `limit_value`: unlimited if any
+/// grants it without limit. (An add-on adds to the plan's quota; it never lowers an unlimited grant.)
 pub fn entitlements(plan: &Plan, add_ons: &[Plan]) -> Vec<Feature> {
+    let sources: Vec<&Plan> = std::iter::once(plan).chain(add_ons).collect();
     let mut by_id: BTreeMap<String, Feature> = BTreeMap::new();
-    for f in std::iter::once(plan).chain(add_ons).flat_map(|p| &p.features) {
-        match by_id.get_mut(&f.id) {
-            None => {
-                by_id.insert(f.id.clone(), f.clone());
+    let mut quotas: BTreeMap<String, Option<i64>> = BTreeMap::new(); // None: unlimited
+    for p in &sources {
+        let lifetime: BTreeMap<&str, i64> = p
+            .limits
+            .iter()
+            .filter(|l| l.period == LimitPeriod::Lifetime)
+            .map(|l| (l.metric.as_str(), l.limit))
+            .collect();
+        let mut granted: BTreeMap<&str, Option<i64>> = BTreeMap::new();
+        for f in &p.features {
+            match by_id.get_mut(&f.id) {
+                None => {
+                    by_id.insert(f.id.clone(), f.clone());
+                }
+                Some(have) => {
+                    have.enabled |= f.enabled;
+                    have.expires_at = match (have.expires_at, f.expires_at) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    };
+                }
             }
-            Some(have) => {
-                have.enabled |= f.enabled;
-                have.limit_value = if have.limit_value == UNLIMITED || f.limit_value == UNLIMITED {
-                    UNLIMITED
-                } else {
-                    have.limit_value.saturating_add(f.limit_value)
-                };
-                have.expires_at = match (have.expires_at, f.expires_at) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    _ => None,
-                };
-            }
+            granted.insert(f.id.as_str(), (!f.is_unlimited()).then_some(f.limit_value));
+        }
+        for (metric, limit) in &lifetime {
+            by_id.entry(metric.to_string()).or_insert_with(|| Feature::new(*metric));
+            granted.insert(metric, Some(*limit));
+        }
+        for (id, q) in granted {
+            let total = quotas.entry(id.to_string()).or_insert(Some(0));
+            *total = match (*total, q) {
+                (Some(a), Some(b)) => Some(a.saturating_add(b)),
+                _ => None,
+            };
         }
     }
-    let mut lifetime: BTreeMap<&str, i64> = BTreeMap::new();
-    for l in std::iter::once(plan).chain(add_ons).flat_map(|p| &p.limits).filter(|l| l.period == LimitPeriod::Lifetime)
-    {
-        let sum = lifetime.entry(&l.metric).or_insert(0);
-        *sum = sum.saturating_add(l.limit);
-    }
-    for (metric, limit) in lifetime {
-        let f = by_id.entry(metric.to_string()).or_insert_with(|| Feature::new(metric));
-        f.limit_value = limit;
-        f.limit_type = LimitType::Count;
+    for (id, f) in by_id.iter_mut() {
+        match quotas.get(id).copied().flatten() {
+            Some(q) => {
+                f.limit_value = q;
+                if lifetime_metric(&sources, id) {
+                    f.limit_type = LimitType::Count;
+                }
+            }
+            None => f.limit_value = UNLIMITED,
+        }
     }
     by_id.into_values().collect()
+}
+
+fn lifetime_metric(sources: &[&Plan], id: &str) -> bool {
+    sources.iter().flat_map(|p| &p.limits).any(|l| l.period == LimitPeriod::Lifetime && l.metric == id)
 }
 
 /// The end of period `n` (0 is the first period's start) counted from `anchor`.
@@ -210,7 +233,7 @@ fn transition(message: impl Into<String>) -> AppError {
 
 impl Ctx {
     /// The lifecycle job acting on every tenant's subscriptions (and their licenses).
-    pub fn system_admin(job: &str) -> Ctx {
+    pub(crate) fn system_admin(job: &str) -> Ctx {
         Ctx {
             principal: Some(Principal { token_id: Uuid::nil(), tenant_id: None, role: Role::VendorAdmin }),
             ip: None,
@@ -306,6 +329,15 @@ impl Services {
         }
         let now = self.now();
         let interval = req.interval.unwrap_or(BillingInterval::Month);
+        if !plan.prices.is_empty() && !plan.prices.iter().any(|p| p.interval == interval) {
+            return Err(AppError::invalid(format!(
+                "plan {:?} has no {:?} price: choose an interval it is sold by",
+                plan.code, interval
+            )));
+        }
+        if req.trial == Some(true) && plan.trial_days == 0 {
+            return Err(AppError::invalid(format!("plan {:?} has no trial days: leave trial out or false", plan.code)));
+        }
         let trial = req.trial.unwrap_or(true) && plan.trial_days > 0;
         let trial_ends_at = trial.then(|| now + chrono::Duration::days(i64::from(plan.trial_days)));
         let id = Uuid::now_v7();
@@ -339,8 +371,8 @@ impl Services {
         }
         let mut metadata = BTreeMap::new();
         metadata.insert("subscription_id".to_string(), json!(id));
-        let created = self
-            .create_license(
+        let (license, key, license_audit) = self
+            .new_license(
                 ctx,
                 CreateLicense {
                     template_id: Some(template_id),
@@ -353,7 +385,7 @@ impl Services {
                 },
             )
             .await?;
-        sub.license_id = created.view.license.id;
+        sub.license_id = license.license.id;
         let event =
             Self::sub_event(ctx, &sub, now, "created", None, json!({"status": sub.status, "interval": interval}));
         let audit = ctx.audit(
@@ -363,20 +395,13 @@ impl Services {
             Some(id.to_string()),
             json!({"plan": plan.code, "customer_id": customer.id, "license_id": sub.license_id, "status": sub.status}),
         );
-        if let Err(e) = self.store.insert_subscription(sub.clone(), event, audit).await {
-            // No subscription without its license, and no license left behind without its subscription.
-            let _ = self
-                .set_license_status(
-                    ctx,
-                    sub.license_id,
-                    LicenseStatus::Revoked,
-                    StatusChange { reason: Some("its subscription could not be stored".into()) },
-                )
-                .await;
-            return Err(AppError::store("subscription", e));
-        }
+        // The license and its subscription are stored together, or neither is.
+        self.store
+            .insert_subscription(sub.clone(), license, event, vec![license_audit, audit])
+            .await
+            .map_err(|e| AppError::store("subscription", e))?;
         let view = self.subscription_view(ctx, sub).await?;
-        Ok(CreatedSubscription { license_key: created.license_key, view })
+        Ok(CreatedSubscription { license_key: key.expose(), view })
     }
 
     pub async fn get_subscription(&self, ctx: &Ctx, id: Uuid) -> AppResult<SubscriptionView> {
@@ -433,7 +458,8 @@ impl Services {
         })
     }
 
-    /// Writes `next` (read as `read_at`) with its history row and audit entry, then brings its license in line.
+    /// Writes `next` (read as `read_at`) with its license brought in line, its history row and audit entries, in one
+    /// atomic step (`CHANGED` when either was changed meanwhile: read again and retry).
     async fn save_subscription(
         &self,
         ctx: &Ctx,
@@ -445,44 +471,64 @@ impl Services {
     ) -> AppResult<Subscription> {
         let now = self.now();
         next.updated_at = super::licenses::next_version(read_at, now);
+        let current = self.license_record(ctx, next.license_id).await?;
+        let license_read_at = current.updated_at;
+        let license = self.license_for(ctx, &next, current, action == "resumed").await?;
         let event = Self::sub_event(ctx, &next, now, action, from_plan, details.clone());
-        let audit = ctx.audit(
+        let mut audits = vec![ctx.audit(
             now,
             Some(next.tenant_id),
             &format!("subscription.{action}"),
             Some(next.id.to_string()),
             json!({"status": next.status, "plan_id": next.plan_id, "details": details}),
-        );
+        )];
+        let license = license.map(|mut l| {
+            l.updated_at = super::licenses::next_version(license_read_at, now);
+            audits.push(ctx.audit(
+                now,
+                Some(l.license.tenant_id),
+                "license.subscription_sync",
+                Some(l.license.id.to_string()),
+                json!({"subscription_id": next.id, "status": next.status, "action": action}),
+            ));
+            (l, license_read_at)
+        });
         self.store
-            .update_subscription(next.clone(), read_at, event, audit)
+            .update_subscription(next.clone(), read_at, license, event, audits)
             .await
             .map_err(|e| AppError::store("subscription", e))?;
-        self.sync_license(ctx, &next).await?;
         Ok(next)
     }
 
-    /// Brings the subscription's license in line with it (features, expiry, suspension); writes only on a difference.
-    pub async fn sync_license(&self, ctx: &Ctx, sub: &Subscription) -> AppResult<()> {
+    /// The license as `sub` says it should be (features, expiry, suspension), or `None` when `rec` already is
+    /// (or was revoked by staff, which is final). `resumed`: the subscription leaves PAUSED now, so the suspension
+    /// it put on the license is lifted (one that staff put on it stays).
+    async fn license_for(
+        &self,
+        ctx: &Ctx,
+        sub: &Subscription,
+        mut rec: crate::store::LicenseRecord,
+        resumed: bool,
+    ) -> AppResult<Option<crate::store::LicenseRecord>> {
         let scope = ctx.scope()?;
+        if rec.license.status == LicenseStatus::Revoked {
+            return Ok(None);
+        }
         let plan = self.store.get_plan(scope, sub.plan_id).await.map_err(|e| AppError::store("plan", e))?;
         let mut add_ons = Vec::new();
         for a in &sub.add_ons {
             add_ons.push(self.store.get_plan(scope, *a).await.map_err(|e| AppError::store("plan", e))?);
         }
-        let mut rec = self.license_record(ctx, sub.license_id).await?;
-        if rec.license.status == LicenseStatus::Revoked {
-            return Ok(()); // revoked by staff: final, and nothing a subscription does brings it back
-        }
-        let before = rec.clone();
+        let before = rec.license.clone();
+        let now = self.now();
         let l = &mut rec.license;
         l.features = entitlements(&plan, &add_ons);
         match sub.status {
             SubscriptionStatus::Trialing | SubscriptionStatus::Active | SubscriptionStatus::Paused => {
                 l.expires_at = Some(sub.current_period_end);
-                if l.status == LicenseStatus::Expired && sub.current_period_end > self.now() {
+                if l.status == LicenseStatus::Expired && sub.current_period_end > now {
                     l.status = LicenseStatus::Active;
                 }
-                rec.expiring_notice_for = None;
             }
             SubscriptionStatus::Canceled | SubscriptionStatus::Expired => {
                 // An ended subscription ends its license then, with no grace after it. (A license must end after
@@ -492,30 +538,51 @@ impl Services {
                     l.expires_at.map_or(ended, |e| e.min(ended)).max(l.starts_at + chrono::Duration::microseconds(1));
                 l.expires_at = Some(end);
                 l.grace_days = 0;
-                if ended <= self.now() && matches!(l.status, LicenseStatus::Active | LicenseStatus::Suspended) {
+                if ended <= now && matches!(l.status, LicenseStatus::Active | LicenseStatus::Suspended) {
                     l.status = LicenseStatus::Expired;
                 }
             }
         }
-        let l = &mut rec.license;
         match (sub.status, l.status) {
             (SubscriptionStatus::Paused, LicenseStatus::Active) => l.status = LicenseStatus::Suspended,
-            (s, LicenseStatus::Suspended) if s != SubscriptionStatus::Paused => l.status = LicenseStatus::Active,
+            (SubscriptionStatus::Active, LicenseStatus::Suspended) if resumed => l.status = LicenseStatus::Active,
             _ => {}
         }
-        if rec.license == before.license {
-            return Ok(());
+        if rec.license == before {
+            return Ok(None);
+        }
+        if rec.license.expires_at != before.expires_at {
+            rec.expiring_notice_for = None;
         }
         super::licenses::validate_license(&mut rec.license)?;
-        self.save_license(
-            ctx,
-            rec,
-            "license.subscription_sync",
-            json!({"subscription_id": sub.id, "status": sub.status}),
-            None,
-        )
-        .await?;
-        Ok(())
+        Ok(Some(rec))
+    }
+
+    /// After a plan's entitlements changed: every current subscription on it (or with it as an add-on) re-signs its
+    /// license now. One that another writer changed meanwhile is left to that writer, which synced it itself.
+    pub(crate) async fn resync_subscriptions_of(&self, ctx: &Ctx, plan: &Plan) -> AppResult<u32> {
+        let mut page = PageRequest { after: None, limit: 500 };
+        let mut synced = 0;
+        loop {
+            let filter = SubscriptionFilter { product_id: Some(plan.product_id), ..SubscriptionFilter::default() };
+            let found = self.store.list_subscriptions(ctx.scope()?, filter, page).await?;
+            for sub in found.items {
+                if sub.status.is_final() || (sub.plan_id != plan.id && !sub.add_ons.contains(&plan.id)) {
+                    continue;
+                }
+                let read_at = sub.updated_at;
+                match self.save_subscription(ctx, sub, read_at, "plan_updated", None, json!({"plan": plan.code})).await
+                {
+                    Ok(_) => synced += 1,
+                    Err(e) if e.code == ErrorCode::Changed || e.code == ErrorCode::LicenseChanged => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match found.next_cursor.and_then(|c| Uuid::parse_str(&c).ok()) {
+                Some(after) => page.after = Some(after),
+                None => return Ok(synced),
+            }
+        }
     }
 
     /// Trial → paid: the first paid period starts now.
@@ -533,6 +600,8 @@ impl Services {
         next.periods = 0;
         next.current_period_start = now;
         next.current_period_end = period_boundary(now, 1, next.interval)?;
+        // Paying for it is the customer changing their mind about a cancellation made during the trial.
+        next.cancel_at_period_end = false;
         let next = self.save_subscription(ctx, next, read_at, "converted", None, json!({})).await?;
         self.subscription_view(ctx, next).await
     }
@@ -674,7 +743,17 @@ impl Services {
         let read_at = sub.updated_at;
         let mut next = sub;
         next.status = to;
-        let next = self.save_subscription(ctx, next, read_at, action, None, json!({})).await?;
+        let now = self.now();
+        let mut details = json!({});
+        if !pause && next.current_period_end <= now {
+            // The period ran out while paused: the paused time is not billed, a new period starts now.
+            next.anchor_at = now;
+            next.periods = 0;
+            next.current_period_start = now;
+            next.current_period_end = period_boundary(now, 1, next.interval)?;
+            details = json!({"new_period": true});
+        }
+        let next = self.save_subscription(ctx, next, read_at, action, None, details).await?;
         self.subscription_view(ctx, next).await
     }
 
@@ -719,7 +798,14 @@ impl Services {
                     kind: Some(PlanKind::Plan),
                     ..Default::default()
                 };
-                self.store.list_plans(Some(next.tenant_id), filter).await?.into_iter().min_by_key(|p| p.rank)
+                // The lowest current plan, if it is free and not the trial's own plan (a trial of the lowest plan,
+                // or a ladder with no free rung, ends instead).
+                self.store
+                    .list_plans(Some(next.tenant_id), filter)
+                    .await?
+                    .into_iter()
+                    .min_by_key(|p| p.rank)
+                    .filter(|p| p.id != next.plan_id && p.prices.iter().all(|pr| pr.amount == 0))
             }
         };
         match lowest {
@@ -770,9 +856,16 @@ impl Services {
         let from = next.plan_id;
         let mut details = json!({});
         if let Some(change) = next.scheduled_change.take() {
-            next.plan_id = change.plan_id;
-            next.add_ons = change.add_ons;
-            details = json!({"applied_change": {"plan_id": change.plan_id}});
+            let target = self.store.get_plan(Some(next.tenant_id), change.plan_id).await;
+            match target {
+                Ok(p) if p.archived_at.is_none() => {
+                    next.plan_id = change.plan_id;
+                    next.add_ons = change.add_ons;
+                    details = json!({"applied_change": {"plan_id": change.plan_id}});
+                }
+                // The plan was archived since the change was scheduled: the subscription stays where it is.
+                _ => details = json!({"dropped_change": {"plan_id": change.plan_id, "why": "the plan is archived"}}),
+            }
         }
         // Renew period by period until the current one holds `now` (a server that was down catches up).
         let mut skipped = 0u32;

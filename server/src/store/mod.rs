@@ -65,8 +65,9 @@ pub const MAX_PLANS_LISTED: u32 = 1000;
 /// `plans.tier`): a code once per product, archived plans included; a rank and a tier name once among a
 /// product's current (unarchived) plans.
 pub trait CatalogStore: Send + Sync + 'static {
-    /// Inserts (`create`) or replaces the plan with this id in its tenant (`NotFound` when there is none).
-    fn put_plan(&self, p: Plan, create: bool, audit: NewAudit) -> StoreFuture<'_, ()>;
+    /// Inserts (`read_at` None) or replaces the plan with this id in its tenant if it is still the version read
+    /// (`Changed` when its `updated_at` is not `read_at`; `NotFound` when there is none).
+    fn put_plan(&self, p: Plan, read_at: Option<DateTime<Utc>>, audit: NewAudit) -> StoreFuture<'_, ()>;
     fn get_plan(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Plan>;
     /// The plans `filter` selects, at most [`MAX_PLANS_LISTED`], by product, then kind (plans first), rank and code.
     fn list_plans(&self, scope: Scope, filter: PlanFilter) -> StoreFuture<'_, Vec<Plan>>;
@@ -122,18 +123,28 @@ pub trait AdminStore: Send + Sync + 'static {
 
 /// Subscriptions and their history.
 ///
-/// Serialised: [`SubscriptionStore::update_subscription`] replaces the record only if it is still the version
-/// read (its `updated_at`), so a lifecycle job and a staff action on the same subscription cannot both apply; the
-/// history row and the audit entry land in the same step as the change.
+/// Serialised: a subscription and its license change together, in one atomic step: the write replaces the
+/// subscription only if it is still the version read (its `updated_at`), and the license only if it is still the
+/// version read, so a lifecycle job, a staff action and a license edit cannot interleave into a license that
+/// disagrees with its subscription; the history row and the audit entries land in the same step.
 pub trait SubscriptionStore: Send + Sync + 'static {
-    fn insert_subscription(&self, s: Subscription, event: SubscriptionEvent, audit: NewAudit) -> StoreFuture<'_, ()>;
-    /// `Changed` when the stored `updated_at` is not `read_at`; `NotFound` outside the record's tenant.
+    /// Inserts the license and the subscription that carries it, with the first history row.
+    fn insert_subscription(
+        &self,
+        s: Subscription,
+        license: LicenseRecord,
+        event: SubscriptionEvent,
+        audits: Vec<NewAudit>,
+    ) -> StoreFuture<'_, ()>;
+    /// `Changed` when the stored `updated_at` of the subscription is not `read_at`, or of the license (when given,
+    /// replaced in the same step) not its read version; `NotFound` outside the record's tenant.
     fn update_subscription(
         &self,
         s: Subscription,
         read_at: DateTime<Utc>,
+        license: Option<(LicenseRecord, DateTime<Utc>)>,
         event: SubscriptionEvent,
-        audit: NewAudit,
+        audits: Vec<NewAudit>,
     ) -> StoreFuture<'_, ()>;
     fn get_subscription(&self, scope: Scope, id: Uuid) -> StoreFuture<'_, Subscription>;
     fn list_subscriptions(
@@ -231,6 +242,15 @@ pub trait UsageStore: Send + Sync + 'static {
     /// Inserts the event unless the license has one with its id, adds it to the total (saturating) and appends the
     /// audit entry (outcome `OK`, `DUPLICATE` or `CONFLICT`), in one atomic step.
     fn record_usage(&self, op: RecordUsageOp) -> StoreFuture<'_, RecordUsageOutcome>;
+    /// Records a batch in one atomic step, in order, each event as [`record_usage`](Self::record_usage) would
+    /// (idempotent by id per license) and refused whole when it would take its feature's total past `limit`;
+    /// appends one audit entry for the batch (outcome `OK`). Returns one outcome per event, in order.
+    fn record_usage_batch(
+        &self,
+        items: Vec<BatchUsage>,
+        now: DateTime<Utc>,
+        audit: NewAudit,
+    ) -> StoreFuture<'_, Vec<BatchOutcome>>;
 }
 
 /// Device blocks and suspicious-activity reports.

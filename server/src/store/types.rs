@@ -586,6 +586,29 @@ pub struct RecordUsageOp {
     pub audit: NewAudit,
 }
 
+/// One event of a batch (`UsageStore::record_usage_batch`), with the quota its feature has on its license.
+#[derive(Debug, Clone)]
+pub struct BatchUsage {
+    pub license_id: Uuid,
+    pub event: UsageEvent,
+    /// The license's quota of the feature (`None`: unlimited): an event that would take the total past it is
+    /// refused, and nothing of it recorded.
+    pub limit: Option<i64>,
+}
+
+/// What became of one event of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Counted; the license's total of the feature after it.
+    Recorded { total: i64 },
+    /// Counted before (same id, feature and amount): not counted again.
+    Duplicate { total: i64 },
+    /// The license has an event with this id for another feature or amount: nothing recorded.
+    IdConflict,
+    /// It would take the total past the quota: nothing recorded.
+    QuotaExceeded { total: i64 },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordUsageOutcome {
     /// Counted; `total` is the license's total of the feature after it.

@@ -31,5 +31,6 @@ mod restrictions;
 mod reuse;
 mod store_conformance;
 mod subscriptions;
+mod usage_ingest;
 mod usage_limits;
 mod write_queue;

@@ -174,7 +174,7 @@ async fn unconverted_trials_expire_or_move_to_the_lowest_plan() {
     assert_eq!(ended["ended_at"], expire["trial_ends_at"]);
     let lic = license(&h, &s, &ended).await;
     assert_eq!((lic["grace_days"].as_u64(), &lic["expires_at"]), (Some(0), &expire["trial_ends_at"]));
-    assert_eq!(lic["status"], "EXPIRED", "the expiry job ran after the subscriptions step: {lic}");
+    assert_eq!(lic["status"], "EXPIRED", "the subscription's end expired its license in the same step: {lic}");
 
     let free = ok(&h, Method::GET, &format!("/v1/subscriptions/{}", downgrade["id"].as_str().unwrap()), &t, None).await;
     assert_eq!((free["status"].as_str(), free["plan"]["tier"].as_str()), (Some("ACTIVE"), Some("FREE")));
@@ -224,7 +224,10 @@ async fn cancel_now_or_at_period_end_and_pause() {
     assert_eq!((lic["status"].as_str(), lic["grace_days"].as_u64()), (Some("EXPIRED"), Some(0)), "{lic}");
     let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
     let late = at(&lic["expires_at"]) - at(&gone["ended_at"]);
-    assert!(late <= Duration::microseconds(1), "the license ends with the subscription (a license outlives its start)");
+    assert!(
+        Duration::zero() <= late && late <= Duration::microseconds(1),
+        "the license ends with the subscription (a license outlives its start)"
+    );
 
     // Pause suspends the license; resume reinstates it; a yearly subscription's period is a year.
     let y = ok(
@@ -322,6 +325,140 @@ async fn bad_subscriptions_are_refused_and_write_nothing() {
     let (st, v) = h.post(&format!("{path}/change"), Some(&t), json!({})).await;
     assert_eq!(
         (st, v["error"]["message"].as_str().unwrap().contains("give plan_id")),
+        (StatusCode::UNPROCESSABLE_ENTITY, true)
+    );
+}
+
+#[tokio::test]
+async fn the_license_follows_plan_edits_and_keeps_a_staff_suspension() {
+    let h = Harness::new().await;
+    let s = shop(&h, "sub-edges").await;
+    let t = s.f.token.clone();
+    let sub = ok(
+        &h,
+        Method::POST,
+        "/v1/subscriptions",
+        &t,
+        Some(json!({"customer_id": s.f.customer, "plan_id": s.basic, "trial": false, "add_ons": [s.reports]})),
+    )
+    .await;
+    let path = format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap());
+
+    // A plan's entitlements change: the licenses of its subscriptions are re-signed at once.
+    ok(
+        &h,
+        Method::PATCH,
+        &format!("/v1/plans/{}", s.basic),
+        &t,
+        Some(json!({"features": [{"id": "view"}, {"id": "export_pdf"}, {"id": "charts"}]})),
+    )
+    .await;
+    let lic = license(&h, &s, &sub).await;
+    assert!(features(&lic).contains(&"charts".to_string()), "{lic}");
+    let history = ok(&h, Method::GET, &format!("{path}/history"), &t, None).await;
+    assert_eq!(history["items"].as_array().unwrap().last().unwrap()["action"], "plan_updated");
+
+    // Staff suspend the license (fraud): a subscription change keeps it suspended; only a resume of a pause
+    // lifts the suspension a pause put on.
+    let lic_path = format!("/v1/licenses/{}", sub["license_id"].as_str().unwrap());
+    ok(&h, Method::POST, &format!("{lic_path}/suspend"), &t, Some(json!({"reason": "chargeback"}))).await;
+    ok(&h, Method::POST, &format!("{path}/change"), &t, Some(json!({"plan_id": s.premium}))).await;
+    assert_eq!(license(&h, &s, &sub).await["status"], "SUSPENDED", "the staff suspension stays");
+    ok(&h, Method::POST, &format!("{lic_path}/reinstate"), &t, None).await;
+
+    // A downgrade scheduled to a plan archived before the period ends is dropped; the subscription stays.
+    ok(&h, Method::POST, &format!("{path}/change"), &t, Some(json!({"plan_id": s.basic, "at": "PERIOD_END"}))).await;
+    ok(&h, Method::DELETE, &format!("/v1/plans/{}", s.basic), &t, None).await;
+    h.advance(Duration::days(32));
+    run_jobs(&h).await;
+    let renewed = ok(&h, Method::GET, &path, &t, None).await;
+    assert_eq!((renewed["plan"]["tier"].as_str(), renewed["periods"].as_u64()), (Some("PREMIUM"), Some(1)));
+    let history = ok(&h, Method::GET, &format!("{path}/history"), &t, None).await;
+    let last = history["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["action"].as_str(), last["details"]["dropped_change"].is_object()), (Some("renewed"), true));
+
+    // Paused past its period's end: resuming starts a new period now (the paused time is not billed).
+    ok(&h, Method::POST, &format!("{path}/pause"), &t, None).await;
+    h.advance(Duration::days(40));
+    let report = run_jobs(&h).await;
+    assert_eq!(report["subscriptions_renewed"], 0, "a paused subscription does not renew");
+    let resumed = ok(&h, Method::POST, &format!("{path}/resume"), &t, None).await;
+    assert_eq!(resumed["periods"], 0);
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    assert_eq!(
+        at(&resumed["current_period_start"]),
+        at(&resumed["updated_at"]).min(at(&resumed["current_period_start"]))
+    );
+    assert!(at(&resumed["current_period_end"]) > at(&renewed["current_period_end"]) + Duration::days(30));
+    let lic = license(&h, &s, &resumed).await;
+    assert_eq!((lic["status"].as_str(), &lic["expires_at"]), (Some("ACTIVE"), &resumed["current_period_end"]));
+}
+
+#[tokio::test]
+async fn quotas_add_up_and_trials_of_the_lowest_or_a_paid_rung_end() {
+    let h = Harness::new().await;
+    let s = shop(&h, "sub-quotas").await;
+    let t = s.f.token.clone();
+    let p = s.f.product.to_string();
+
+    // An add-on with a lifetime limit on a metric the plan grants without limit leaves it unlimited.
+    let unlimited = ok(
+        &h,
+        Method::POST,
+        "/v1/plans",
+        &t,
+        Some(json!({"product_id": p, "name": "Unlimited", "tier": "UNLIMITED",
+        "template_id": s.f.template, "features": [{"id": "api_calls"}]})),
+    )
+    .await;
+    let sub = ok(
+        &h,
+        Method::POST,
+        "/v1/subscriptions",
+        &t,
+        Some(json!({"customer_id": s.f.customer, "plan_id": unlimited["id"], "add_ons": [s.reports]})),
+    )
+    .await;
+    let lic = license(&h, &s, &sub).await;
+    let calls = lic["features"].as_array().unwrap().iter().find(|f| f["id"] == "api_calls").unwrap().clone();
+    assert_eq!(calls["limit_value"], -1, "{calls}");
+
+    // A trial on the lowest rung with DOWNGRADE has nowhere lower to go: it ends.
+    ok(&h, Method::PATCH, &format!("/v1/plans/{}", s.free), &t, Some(json!({"trial_days": 7}))).await;
+    let low = ok(
+        &h,
+        Method::POST,
+        "/v1/subscriptions",
+        &t,
+        Some(json!({"customer_id": s.f.customer, "plan_id": s.free, "on_trial_end": "DOWNGRADE"})),
+    )
+    .await;
+    assert_eq!(low["status"], "TRIALING");
+    h.advance(Duration::days(8));
+    run_jobs(&h).await;
+    let low = ok(&h, Method::GET, &format!("/v1/subscriptions/{}", low["id"].as_str().unwrap()), &t, None).await;
+    assert_eq!(low["status"], "EXPIRED");
+
+    // Intervals a plan is not sold by, and trials a plan has not, are refused.
+    let (st, v) = h
+        .post(
+            "/v1/subscriptions",
+            Some(&t),
+            json!({"customer_id": s.f.customer, "plan_id": s.basic, "interval": "YEAR"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("no Year price"), "{v}");
+    let (st, v) = h
+        .post("/v1/subscriptions", Some(&t), json!({"customer_id": s.f.customer, "plan_id": s.basic, "trial": true}))
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    // Plans name the features they grant: no wildcard.
+    let (st, v) = h
+        .post("/v1/plans", Some(&t), json!({"product_id": p, "name": "All", "tier": "ALL", "features": [{"id": "*"}]}))
+        .await;
+    assert_eq!(
+        (st, v["error"]["message"].as_str().unwrap().contains("every feature")),
         (StatusCode::UNPROCESSABLE_ENTITY, true)
     );
 }

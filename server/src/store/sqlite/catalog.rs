@@ -1,9 +1,9 @@
 //! Plans and add-ons ([`CatalogStore`]).
 
-use rusqlite::{params, Row};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension, Row};
 use uuid::Uuid;
 
-use super::admin::put_row;
 use super::audit::append_audit_tx;
 use super::rows::*;
 use super::SqliteStore;
@@ -20,21 +20,8 @@ fn row_plan(r: &Row<'_>) -> rusqlite::Result<Plan> {
 }
 
 impl CatalogStore for SqliteStore {
-    fn put_plan(&self, p: Plan, create: bool, audit: NewAudit) -> StoreFuture<'_, ()> {
+    fn put_plan(&self, p: Plan, read_at: Option<DateTime<Utc>>, audit: NewAudit) -> StoreFuture<'_, ()> {
         self.write(move |c| {
-            let cols = [
-                "product_id",
-                "code",
-                "kind",
-                "rank",
-                "tier",
-                "category",
-                "public",
-                "archived_at",
-                "body",
-                "created_at",
-                "updated_at",
-            ];
             let values = params![
                 p.id.to_string(),
                 p.tenant_id.to_string(),
@@ -48,9 +35,31 @@ impl CatalogStore for SqliteStore {
                 s_time(p.archived_at),
                 json(&p)?,
                 ts(p.created_at),
-                ts(p.updated_at)
+                ts(p.updated_at),
+                read_at.map(ts)
             ];
-            put_row(c, "plans", &cols, values, create)?;
+            if read_at.is_none() {
+                c.prepare_cached(
+                    "INSERT INTO plans (id, tenant_id, product_id, code, kind, rank, tier, category, public, \
+                     archived_at, body, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+                )?
+                .execute(&values[..13])?;
+                return append_audit_tx(c, &audit);
+            }
+            let n = c
+                .prepare_cached(
+                    "UPDATE plans SET product_id = ?3, code = ?4, kind = ?5, rank = ?6, tier = ?7, category = ?8, \
+                     public = ?9, archived_at = ?10, body = ?11, created_at = ?12, updated_at = ?13 \
+                     WHERE id = ?1 AND tenant_id = ?2 AND updated_at = ?14",
+                )?
+                .execute(values)?;
+            if n == 0 {
+                let exists = c
+                    .prepare_cached("SELECT 1 FROM plans WHERE id = ?1 AND tenant_id = ?2")?
+                    .query_row(params![p.id.to_string(), p.tenant_id.to_string()], |_| Ok(()))
+                    .optional()?;
+                return Err(if exists.is_some() { StoreError::Changed } else { StoreError::NotFound });
+            }
             append_audit_tx(c, &audit)
         })
     }

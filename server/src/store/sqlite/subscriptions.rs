@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
-use super::audit::append_audit_tx;
+use super::audit::append_audits_tx;
+use super::licenses::write_license;
 use super::rows::*;
 use super::SqliteStore;
 use crate::store::*;
@@ -37,8 +38,15 @@ fn insert_event(c: &Connection, s: &Subscription, e: &SubscriptionEvent) -> Resu
 }
 
 impl SubscriptionStore for SqliteStore {
-    fn insert_subscription(&self, s: Subscription, event: SubscriptionEvent, audit: NewAudit) -> StoreFuture<'_, ()> {
+    fn insert_subscription(
+        &self,
+        s: Subscription,
+        license: LicenseRecord,
+        event: SubscriptionEvent,
+        audits: Vec<NewAudit>,
+    ) -> StoreFuture<'_, ()> {
         self.write(move |c| {
+            write_license(c, &license, None)?;
             c.prepare_cached(
                 "INSERT INTO subscriptions (id, tenant_id, customer_id, product_id, license_id, status, due_at, body, \
                  created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
@@ -56,7 +64,7 @@ impl SubscriptionStore for SqliteStore {
                 ts(s.updated_at)
             ])?;
             insert_event(c, &s, &event)?;
-            append_audit_tx(c, &audit)
+            append_audits_tx(c, &audits)
         })
     }
 
@@ -64,8 +72,9 @@ impl SubscriptionStore for SqliteStore {
         &self,
         s: Subscription,
         read_at: DateTime<Utc>,
+        license: Option<(LicenseRecord, DateTime<Utc>)>,
         event: SubscriptionEvent,
-        audit: NewAudit,
+        audits: Vec<NewAudit>,
     ) -> StoreFuture<'_, ()> {
         self.write(move |c| {
             let n = c
@@ -89,8 +98,11 @@ impl SubscriptionStore for SqliteStore {
                     .optional()?;
                 return Err(if exists.is_some() { StoreError::Changed } else { StoreError::NotFound });
             }
+            if let Some((l, l_read_at)) = &license {
+                write_license(c, l, Some(*l_read_at))?;
+            }
             insert_event(c, &s, &event)?;
-            append_audit_tx(c, &audit)
+            append_audits_tx(c, &audits)
         })
     }
 

@@ -62,7 +62,101 @@ fn total_tx(c: &Connection, license_id: Uuid, feature: &str) -> Result<i64, Stor
         .unwrap_or(0))
 }
 
+/// The running totals a batch works on: read once per license and feature, written once at the end.
+struct BatchTotals {
+    totals: std::collections::HashMap<(Uuid, String), (i64, i64)>,
+}
+
+impl BatchTotals {
+    /// The (stored, added in this batch) of a license's feature.
+    fn get(&mut self, c: &Connection, license_id: Uuid, feature: &str) -> Result<&mut (i64, i64), StoreError> {
+        use std::collections::hash_map::Entry;
+        match self.totals.entry((license_id, feature.to_string())) {
+            Entry::Occupied(o) => Ok(o.into_mut()),
+            Entry::Vacant(v) => {
+                let stored = total_tx(c, license_id, feature)?;
+                Ok(v.insert((stored, 0)))
+            }
+        }
+    }
+}
+
+fn record_batch_tx(
+    c: &Connection,
+    items: &[BatchUsage],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<BatchOutcome>, StoreError> {
+    let mut totals = BatchTotals { totals: std::collections::HashMap::new() };
+    let mut insert = c.prepare_cached(
+        "INSERT OR IGNORE INTO usage_events (id, activation_id, license_id, feature, amount, recorded_at, received_at)
+         VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let received = ts(now);
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let e = &item.event;
+        let (stored, added) = *totals.get(c, item.license_id, &e.feature)?;
+        let total = stored.saturating_add(added);
+        if let Some(limit) = item.limit {
+            if total.saturating_add(e.amount) > limit {
+                // A repeat of an event recorded before is still a duplicate, not a refusal.
+                out.push(match existing_event(c, item)? {
+                    Some(same) if same => BatchOutcome::Duplicate { total },
+                    Some(_) => BatchOutcome::IdConflict,
+                    None => BatchOutcome::QuotaExceeded { total },
+                });
+                continue;
+            }
+        }
+        let inserted = insert.execute(params![
+            e.id.to_string(),
+            item.license_id.to_string(),
+            e.feature,
+            e.amount,
+            ts(e.recorded_at),
+            received
+        ])?;
+        if inserted > 0 {
+            let slot = totals.get(c, item.license_id, &e.feature)?;
+            slot.1 = slot.1.saturating_add(e.amount);
+            out.push(BatchOutcome::Recorded { total: slot.0.saturating_add(slot.1) });
+        } else if existing_event(c, item)? == Some(true) {
+            out.push(BatchOutcome::Duplicate { total });
+        } else {
+            out.push(BatchOutcome::IdConflict);
+        }
+    }
+    for ((license_id, feature), (_, added)) in totals.totals {
+        if added > 0 {
+            add_to_total_tx(c, license_id, &feature, added)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the license has an event with this item's id: `Some(true)` with the same feature and amount.
+fn existing_event(c: &Connection, item: &BatchUsage) -> Result<Option<bool>, StoreError> {
+    let found: Option<(String, i64)> = c
+        .prepare_cached("SELECT feature, amount FROM usage_events WHERE license_id = ?1 AND id = ?2")?
+        .query_row(params![item.license_id.to_string(), item.event.id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(found.map(|(f, a)| f == item.event.feature && a == item.event.amount))
+}
+
 impl UsageStore for SqliteStore {
+    fn record_usage_batch(
+        &self,
+        items: Vec<BatchUsage>,
+        now: chrono::DateTime<chrono::Utc>,
+        audit: NewAudit,
+    ) -> StoreFuture<'_, Vec<BatchOutcome>> {
+        self.write(move |c| {
+            let out = record_batch_tx(c, &items, now)?;
+            append_audit_tx(c, &audit)?;
+            Ok(out)
+        })
+    }
+
     fn usage_totals(&self, license_id: Uuid) -> StoreFuture<'_, Arc<Vec<(String, i64)>>> {
         if let Some(t) = self.cache.usage(&license_id) {
             return ready(t);

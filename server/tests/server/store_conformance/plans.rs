@@ -1,5 +1,6 @@
 //! Plans and add-ons ([`CatalogStore`]): round-trips, the uniqueness the trait documents, scope, filters and order.
 
+use chrono::Duration;
 use tessera_core::Feature;
 use tessera_server::store::*;
 use uuid::Uuid;
@@ -47,7 +48,7 @@ pub async fn plans(s: &S) {
     // A plan round-trips whole, audited, and only in its tenant's scope.
     let basic = plan(&fa, "basic", PlanKind::Plan, 1, "BASIC");
     let mark = audit_mark(s).await;
-    s.put_plan(basic.clone(), true, audit(Some(fa.tenant), "conf.plan.create")).await.unwrap();
+    s.put_plan(basic.clone(), None, audit(Some(fa.tenant), "conf.plan.create")).await.unwrap();
     assert_audited(s, mark, "conf.plan.create").await;
     assert_eq!(s.get_plan(Some(fa.tenant), basic.id).await.unwrap(), basic);
     assert_eq!(s.get_plan(None, basic.id).await.unwrap(), basic);
@@ -56,27 +57,27 @@ pub async fn plans(s: &S) {
     // Codes are unique per product, ranks and tiers among current plans; a refused write leaves no audit row.
     let mark = audit_mark(s).await;
     conflict_names(
-        s.put_plan(plan(&fa, "basic", PlanKind::AddOn, 0, ""), true, audit(None, "conf.plan.dup")).await,
+        s.put_plan(plan(&fa, "basic", PlanKind::AddOn, 0, ""), None, audit(None, "conf.plan.dup")).await,
         "plans.code",
     );
     conflict_names(
-        s.put_plan(plan(&fa, "other", PlanKind::Plan, 1, "OTHER"), true, audit(None, "x")).await,
+        s.put_plan(plan(&fa, "other", PlanKind::Plan, 1, "OTHER"), None, audit(None, "x")).await,
         "plans.rank",
     );
     conflict_names(
-        s.put_plan(plan(&fa, "other", PlanKind::Plan, 2, "BASIC"), true, audit(None, "x")).await,
+        s.put_plan(plan(&fa, "other", PlanKind::Plan, 2, "BASIC"), None, audit(None, "x")).await,
         "plans.tier",
     );
     assert_not_audited(s, mark).await;
     // Another product may reuse all three; add-ons share rank 0 and an empty tier.
-    s.put_plan(plan(&fb, "basic", PlanKind::Plan, 1, "BASIC"), true, audit(None, "conf.plan.create")).await.unwrap();
+    s.put_plan(plan(&fb, "basic", PlanKind::Plan, 1, "BASIC"), None, audit(None, "conf.plan.create")).await.unwrap();
     let crm = plan(&fa, "crm", PlanKind::AddOn, 0, "");
     let mon = Plan { category: Some("monitoring".into()), public: false, ..plan(&fa, "mon", PlanKind::AddOn, 0, "") };
     for p in [&crm, &mon] {
-        s.put_plan(p.clone(), true, audit(None, "conf.plan.create")).await.unwrap();
+        s.put_plan(p.clone(), None, audit(None, "conf.plan.create")).await.unwrap();
     }
     let free = plan(&fa, "free", PlanKind::Plan, 0, "FREE");
-    s.put_plan(free.clone(), true, audit(None, "conf.plan.create")).await.unwrap();
+    s.put_plan(free.clone(), None, audit(None, "conf.plan.create")).await.unwrap();
 
     // Lists: plans by rank first, then add-ons by code; filters narrow; scope hides other tenants.
     let codes = |v: Vec<Plan>| v.into_iter().map(|p| p.code).collect::<Vec<_>>();
@@ -93,23 +94,33 @@ pub async fn plans(s: &S) {
 
     // Archiving frees the rank and tier but not the code; archived plans are listed only when asked for.
     let archived = Plan { archived_at: Some(now()), updated_at: now(), ..basic.clone() };
-    s.put_plan(archived.clone(), false, audit(Some(fa.tenant), "conf.plan.archive")).await.unwrap();
+    s.put_plan(archived.clone(), Some(basic.updated_at), audit(Some(fa.tenant), "conf.plan.archive")).await.unwrap();
     assert_eq!(s.get_plan(None, basic.id).await.unwrap(), archived);
     assert_eq!(only(filter(fa.product)).await, ["free", "crm", "mon"]);
     assert_eq!(
         only(PlanFilter { include_archived: true, ..filter(fa.product) }).await,
         ["free", "basic", "crm", "mon"]
     );
-    s.put_plan(plan(&fa, "basic-2", PlanKind::Plan, 1, "BASIC"), true, audit(None, "conf.plan.create")).await.unwrap();
+    s.put_plan(plan(&fa, "basic-2", PlanKind::Plan, 1, "BASIC"), None, audit(None, "conf.plan.create")).await.unwrap();
     conflict_names(
-        s.put_plan(plan(&fa, "basic", PlanKind::Plan, 7, "SEVEN"), true, audit(None, "x")).await,
+        s.put_plan(plan(&fa, "basic", PlanKind::Plan, 7, "SEVEN"), None, audit(None, "x")).await,
         "plans.code",
     );
 
     // An update matches id and tenant: another tenant's id is not replaced.
     let stolen = Plan { tenant_id: fb.tenant, name: "stolen".into(), ..free.clone() };
-    assert_eq!(s.put_plan(stolen, false, audit(None, "x")).await, Err(StoreError::NotFound));
+    assert_eq!(s.put_plan(stolen, Some(free.updated_at), audit(None, "x")).await, Err(StoreError::NotFound));
     assert_eq!(s.get_plan(None, free.id).await.unwrap(), free);
+    // An update must find the version it read: a stale one (an archive that raced a rename) is Changed.
+    let mark = audit_mark(s).await;
+    let renamed = Plan { name: "renamed".into(), updated_at: now() + Duration::seconds(1), ..free.clone() };
+    s.put_plan(renamed.clone(), Some(free.updated_at), audit(None, "conf.plan.update")).await.unwrap();
+    let stale = Plan { archived_at: Some(now()), ..free.clone() };
+    assert_eq!(s.put_plan(stale, Some(free.updated_at), audit(None, "x")).await, Err(StoreError::Changed));
+    assert_eq!(s.get_plan(None, free.id).await.unwrap(), renamed);
+    let rows = s.audit_rows(None, mark, 100).await.unwrap();
+    assert_eq!(rows.len(), 1, "the refused write appended nothing");
     let missing = plan(&fa, "missing", PlanKind::Plan, 9, "NINE");
-    assert_eq!(s.put_plan(missing, false, audit(None, "x")).await, Err(StoreError::NotFound));
+    let at = missing.updated_at;
+    assert_eq!(s.put_plan(missing, Some(at), audit(None, "x")).await, Err(StoreError::NotFound));
 }

@@ -42,19 +42,19 @@ async fn parts(s: &S, name: &str) -> Parts {
         created_at: t,
         updated_at: t,
     };
-    s.put_plan(plan.clone(), true, audit(Some(fx.tenant), "conf.plan.create")).await.unwrap();
+    s.put_plan(plan.clone(), None, audit(Some(fx.tenant), "conf.plan.create")).await.unwrap();
     Parts { fx, customer: c.id, plan: plan.id }
 }
 
-async fn subscription(
-    s: &S,
+/// A subscription and the (unstored) license it carries.
+fn subscription(
     p: &Parts,
     status: SubscriptionStatus,
     period_end: chrono::DateTime<chrono::Utc>,
-) -> Subscription {
-    let (license, _) = stored_license(s, &p.fx, LicenseType::Subscription, 1).await;
+) -> (Subscription, LicenseRecord) {
+    let (license, _) = super::license(&p.fx, LicenseType::Subscription, 1);
     let t = now();
-    Subscription {
+    let sub = Subscription {
         id: Uuid::now_v7(),
         tenant_id: p.fx.tenant,
         customer_id: p.customer,
@@ -77,7 +77,8 @@ async fn subscription(
         ended_at: None,
         created_at: t,
         updated_at: t,
-    }
+    };
+    (sub, license)
 }
 
 fn event(sub: &Subscription, action: &str) -> SubscriptionEvent {
@@ -98,60 +99,89 @@ pub async fn subscriptions(s: &S) {
     let b = parts(s, "conf-subs-b").await;
     let far = now() + Duration::days(30);
 
-    // Insert: the record, its first history row and the audit entry, in one step; read back in scope only.
-    let sa = subscription(s, &a, SubscriptionStatus::Active, far).await;
+    // Insert: the license, the record, its first history row and the audit entries, in one step; in scope only.
+    let (sa, la) = subscription(&a, SubscriptionStatus::Active, far);
     let mark = audit_mark(s).await;
-    s.insert_subscription(sa.clone(), event(&sa, "created"), audit(Some(a.fx.tenant), "conf.sub.create"))
-        .await
-        .unwrap();
+    let audits = vec![audit(Some(a.fx.tenant), "conf.license.insert"), audit(Some(a.fx.tenant), "conf.sub.create")];
+    s.insert_subscription(sa.clone(), la.clone(), event(&sa, "created"), audits).await.unwrap();
     assert_audited(s, mark, "conf.sub.create").await;
+    assert_eq!(s.get_license(None, la.license.id).await.unwrap(), la, "the license is stored with it");
     assert_eq!(s.get_subscription(Some(a.fx.tenant), sa.id).await.unwrap(), sa);
     assert_eq!(s.get_subscription(None, sa.id).await.unwrap(), sa);
     assert_eq!(s.get_subscription(Some(b.fx.tenant), sa.id).await.unwrap_err(), StoreError::NotFound);
-    // One license carries one subscription.
-    let twin = Subscription { id: Uuid::now_v7(), ..sa.clone() };
+    // One license carries one subscription; a refused insert stores neither its license nor anything else.
+    let (twin, twin_license) = subscription(&a, SubscriptionStatus::Active, far);
+    let twin = Subscription { license_id: la.license.id, ..twin };
     let mark = audit_mark(s).await;
-    let r = s.insert_subscription(twin, event(&sa, "created"), audit(None, "conf.sub.dup")).await;
+    let r = s.insert_subscription(twin, twin_license.clone(), event(&sa, "created"), vec![audit(None, "x")]).await;
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
     assert_not_audited(s, mark).await;
+    assert_eq!(s.get_license(None, twin_license.license.id).await.unwrap_err(), StoreError::NotFound);
 
-    // Update: only the version read; a stale one is Changed, another tenant's is NotFound; nothing written then.
+    // Update: only the versions read; a stale subscription or license is Changed, another tenant's is NotFound;
+    // nothing written then. The license changes with the subscription, in the same step.
     let paused = Subscription {
         status: SubscriptionStatus::Paused,
         updated_at: sa.updated_at + Duration::seconds(1),
         ..sa.clone()
     };
-    s.update_subscription(paused.clone(), sa.updated_at, event(&paused, "paused"), audit(None, "conf.sub.pause"))
-        .await
-        .unwrap();
+    let mut suspended = la.clone();
+    suspended.license.status = tessera_core::LicenseStatus::Suspended;
+    suspended.updated_at = la.updated_at + Duration::seconds(1);
+    let with_license = Some((suspended.clone(), la.updated_at));
+    s.update_subscription(
+        paused.clone(),
+        sa.updated_at,
+        with_license,
+        event(&paused, "paused"),
+        vec![audit(None, "conf.sub.pause")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.get_license(None, la.license.id).await.unwrap(), suspended);
     let stale = Subscription {
         status: SubscriptionStatus::Canceled,
         updated_at: paused.updated_at + Duration::seconds(1),
         ..paused.clone()
     };
     let mark = audit_mark(s).await;
-    let r = s.update_subscription(stale.clone(), sa.updated_at, event(&stale, "canceled"), audit(None, "x")).await;
+    let r = s
+        .update_subscription(stale.clone(), sa.updated_at, None, event(&stale, "canceled"), vec![audit(None, "x")])
+        .await;
     assert_eq!(r, Err(StoreError::Changed));
+    let stale_license = Some((la.clone(), la.updated_at));
+    let r = s
+        .update_subscription(
+            stale.clone(),
+            paused.updated_at,
+            stale_license,
+            event(&stale, "canceled"),
+            vec![audit(None, "x")],
+        )
+        .await;
+    assert_eq!(r, Err(StoreError::Changed), "the license was changed since it was read");
     let moved = Subscription { tenant_id: b.fx.tenant, ..stale.clone() };
-    let r = s.update_subscription(moved, paused.updated_at, event(&stale, "canceled"), audit(None, "x")).await;
+    let r =
+        s.update_subscription(moved, paused.updated_at, None, event(&stale, "canceled"), vec![audit(None, "x")]).await;
     assert_eq!(r, Err(StoreError::NotFound));
     assert_not_audited(s, mark).await;
-    assert_eq!(s.get_subscription(None, sa.id).await.unwrap(), paused);
+    assert_eq!(s.get_subscription(None, sa.id).await.unwrap(), paused, "a refused step leaves the subscription");
+    assert_eq!(s.get_license(None, la.license.id).await.unwrap(), suspended, "and its license");
     let history = s.subscription_history(Some(a.fx.tenant), sa.id).await.unwrap();
     assert_eq!(history.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["created", "paused"]);
     assert_eq!(history[1].details, json!({"n": "paused"}));
     assert!(s.subscription_history(Some(b.fx.tenant), sa.id).await.unwrap().is_empty());
 
-    // Due: trials past their end and active subscriptions past their period's end; not paused or final ones.
-    let due_trial = subscription(s, &a, SubscriptionStatus::Trialing, now() - Duration::hours(1)).await;
-    let due_active = subscription(s, &a, SubscriptionStatus::Active, now() - Duration::hours(2)).await;
-    let later = subscription(s, &b, SubscriptionStatus::Active, far).await;
-    let ended = Subscription {
-        ended_at: Some(now()),
-        ..subscription(s, &b, SubscriptionStatus::Canceled, now() - Duration::hours(3)).await
-    };
-    for x in [&due_trial, &due_active, &later, &ended] {
-        s.insert_subscription(x.clone(), event(x, "created"), audit(None, "conf.sub.create")).await.unwrap();
+    // Due: trials past their end and active subscriptions past their period's end; not paused (even with its
+    // period over) or final ones.
+    let (due_trial, l1) = subscription(&a, SubscriptionStatus::Trialing, now() - Duration::hours(1));
+    let (due_active, l2) = subscription(&a, SubscriptionStatus::Active, now() - Duration::hours(2));
+    let (later, l3) = subscription(&b, SubscriptionStatus::Active, far);
+    let (ended, l4) = subscription(&b, SubscriptionStatus::Canceled, now() - Duration::hours(3));
+    let ended = Subscription { ended_at: Some(now()), ..ended };
+    let (paused_over, l5) = subscription(&b, SubscriptionStatus::Paused, now() - Duration::hours(4));
+    for (x, l) in [(&due_trial, l1), (&due_active, l2), (&later, l3), (&ended, l4), (&paused_over, l5)] {
+        s.insert_subscription(x.clone(), l, event(x, "created"), vec![audit(None, "conf.sub.create")]).await.unwrap();
     }
     let due: Vec<Uuid> = s.subscriptions_due(now(), 100).await.unwrap().iter().map(|x| x.id).collect();
     assert_eq!(due, [due_active.id, due_trial.id], "oldest due first; paused, final and future ones are not due");
@@ -165,7 +195,7 @@ pub async fn subscriptions(s: &S) {
     let only = |f: SubscriptionFilter| async move {
         s.list_subscriptions(None, f, PageRequest { after: None, limit: 100 }).await.unwrap().items.len()
     };
-    assert_eq!(only(SubscriptionFilter { customer_id: Some(b.customer), ..Default::default() }).await, 2);
+    assert_eq!(only(SubscriptionFilter { customer_id: Some(b.customer), ..Default::default() }).await, 3);
     assert_eq!(
         only(SubscriptionFilter {
             customer_id: Some(a.customer),

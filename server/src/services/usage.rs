@@ -1,0 +1,235 @@
+//! Server-side usage ingestion (`POST /v1/usage`): applications that run on the vendor's side and have no agent
+//! (SaaS) report metered use in batches, exactly once per event id, checked against each license's quota as it
+//! is recorded.
+//!
+//! A batch is one atomic write: every event is answered (recorded, duplicate, or refused with its reason), and a
+//! refused event records nothing while the others of its batch still count. Events of a license that is not usable
+//! (suspended, revoked, expired) or of a feature it does not grant are refused before the write. One audit entry
+//! names the batch (its size and counts); the events themselves are the record.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tessera_core::model::UNLIMITED;
+use tessera_core::protocol::MAX_USAGE_AMOUNT;
+use tessera_core::{Feature, LicenseStatus};
+use uuid::Uuid;
+
+use super::licenses::effective_status;
+use super::{Ctx, Services};
+use crate::error::{AppError, AppResult};
+use crate::store::{BatchOutcome, BatchUsage, LicenseRecord, UsageEvent};
+
+/// Most events in one batch.
+pub const MAX_BATCH: usize = 1000;
+
+/// `POST /v1/usage`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IngestUsage {
+    /// 1 to 1,000 events, recorded in order.
+    pub events: Vec<IngestEvent>,
+}
+
+/// One use of a metered feature. `id` is the idempotency key: the same event sent again is counted once.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IngestEvent {
+    pub id: Uuid,
+    /// The license, by id (or give `license_key`).
+    #[serde(default)]
+    pub license_id: Option<Uuid>,
+    #[serde(default)]
+    pub license_key: Option<String>,
+    pub feature: String,
+    /// 1 to 2^40 units.
+    pub amount: u64,
+    /// When the use happened (default: when it arrives).
+    #[serde(default)]
+    pub recorded_at: Option<DateTime<Utc>>,
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UsageOutcome {
+    /// Counted.
+    Recorded,
+    /// Counted before: not counted again.
+    Duplicate,
+    /// The id was used before for another feature or amount: give a new event a new id.
+    IdConflict,
+    /// It would take the license past its quota of the feature: nothing recorded.
+    QuotaExceeded,
+    /// The license does not grant the feature (or it is disabled).
+    NotEntitled,
+    /// The license is suspended, revoked or expired.
+    LicenseNotUsable,
+    /// No license of this tenant has this id or key.
+    LicenseNotFound,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventResult {
+    pub id: Uuid,
+    pub outcome: UsageOutcome,
+    /// The license's total of the feature after the event (recorded, duplicate and quota refusals).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// Units left of the quota after the event (absent: unlimited or unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+}
+
+/// The answer: one result per event, in order, and the counts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IngestResult {
+    pub recorded: u32,
+    pub duplicates: u32,
+    pub refused: u32,
+    pub results: Vec<EventResult>,
+}
+
+/// How an event names its license.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum LicenseRef {
+    Id(Uuid),
+    Key(String),
+}
+
+impl Services {
+    pub async fn ingest_usage(&self, ctx: &Ctx, req: IngestUsage) -> AppResult<IngestResult> {
+        ctx.require_admin()?;
+        let scope = ctx.scope()?;
+        if req.events.is_empty() || req.events.len() > MAX_BATCH {
+            return Err(AppError::invalid(format!(
+                "events must hold 1 to {MAX_BATCH} events, not {}",
+                req.events.len()
+            )));
+        }
+        // Shape first: a malformed event refuses the whole batch, before anything is read or written.
+        let mut refs = Vec::with_capacity(req.events.len());
+        for (i, e) in req.events.iter().enumerate() {
+            let at = |m: String| {
+                AppError::invalid(format!("events[{i}]: {m}")).with_details(json!({"index": i, "id": e.id}))
+            };
+            let r = match (&e.license_id, &e.license_key) {
+                (Some(id), None) => LicenseRef::Id(*id),
+                (None, Some(k)) => LicenseRef::Key(k.trim().to_string()),
+                _ => return Err(at("give license_id or license_key (one of them)".into())),
+            };
+            Feature::validate_id(&e.feature).map_err(|m| at(m.to_string()))?;
+            if e.amount == 0 || e.amount > MAX_USAGE_AMOUNT {
+                return Err(at(format!("amount must be 1 to {MAX_USAGE_AMOUNT} (2^40), not {}", e.amount)));
+            }
+            refs.push(r);
+        }
+
+        // Each license once; one of another tenant is as unknown as one that does not exist.
+        let now = self.now();
+        let mut licenses: HashMap<LicenseRef, Option<Arc<LicenseRecord>>> = HashMap::new();
+        for r in &refs {
+            if licenses.contains_key(r) {
+                continue;
+            }
+            let found = match r {
+                LicenseRef::Id(id) => match self.store.get_license(scope, *id).await {
+                    Ok(rec) => Some(Arc::new(rec)),
+                    Err(crate::store::StoreError::NotFound) => None,
+                    Err(e) => return Err(AppError::store("license", e)),
+                },
+                LicenseRef::Key(k) => match self.tenant_license_by_key(ctx, k).await {
+                    Ok(rec) => Some(rec),
+                    Err(e) if e.code == crate::error::ErrorCode::LicenseNotFound => None,
+                    Err(e) => return Err(e),
+                },
+            };
+            licenses.insert(r.clone(), found);
+        }
+
+        // Refusals decided before the write; the rest go to the store in one batch.
+        let mut results: Vec<Option<EventResult>> = Vec::with_capacity(refs.len());
+        let mut batch = Vec::new();
+        let mut slots = Vec::new();
+        for (i, (e, r)) in req.events.iter().zip(&refs).enumerate() {
+            let refuse = |outcome| Some(EventResult { id: e.id, outcome, total: None, remaining: None });
+            let Some(rec) = licenses.get(r).cloned().flatten() else {
+                results.push(refuse(UsageOutcome::LicenseNotFound));
+                continue;
+            };
+            let l = &rec.license;
+            if effective_status(l, now) != LicenseStatus::Active {
+                results.push(refuse(UsageOutcome::LicenseNotUsable));
+                continue;
+            }
+            let Some(f) = l.feature(&e.feature).filter(|f| f.enabled) else {
+                results.push(refuse(UsageOutcome::NotEntitled));
+                continue;
+            };
+            results.push(None);
+            slots.push((i, (f.limit_value != UNLIMITED).then_some(f.limit_value)));
+            batch.push(BatchUsage {
+                license_id: l.id,
+                event: UsageEvent {
+                    id: e.id,
+                    feature: e.feature.clone(),
+                    amount: e.amount as i64,
+                    recorded_at: e.recorded_at.unwrap_or(now),
+                },
+                limit: (f.limit_value != UNLIMITED).then_some(f.limit_value),
+            });
+        }
+        // The batch's tenant (a vendor-admin batch across tenants is audited as the vendor's).
+        let mut tenants = licenses.values().flatten().map(|r| r.license.tenant_id);
+        let first = tenants.next();
+        let tenant = first.filter(|t| tenants.all(|u| u == *t));
+        if !batch.is_empty() {
+            let audit = ctx.audit(
+                now,
+                tenant,
+                "usage.ingest",
+                None,
+                json!({"events": req.events.len(), "to_store": batch.len(),
+                       "first_id": req.events.first().map(|e| e.id), "last_id": req.events.last().map(|e| e.id)}),
+            );
+            let outcomes =
+                self.store.record_usage_batch(batch, now, audit).await.map_err(|e| AppError::store("usage", e))?;
+            for ((i, limit), outcome) in slots.into_iter().zip(outcomes) {
+                let id = req.events[i].id;
+                let left = |total: i64| limit.map(|l| l.saturating_sub(total).max(0) as u64);
+                results[i] = Some(match outcome {
+                    BatchOutcome::Recorded { total } => EventResult {
+                        id,
+                        outcome: UsageOutcome::Recorded,
+                        total: Some(total.max(0) as u64),
+                        remaining: left(total),
+                    },
+                    BatchOutcome::Duplicate { total } => EventResult {
+                        id,
+                        outcome: UsageOutcome::Duplicate,
+                        total: Some(total.max(0) as u64),
+                        remaining: left(total),
+                    },
+                    BatchOutcome::QuotaExceeded { total } => EventResult {
+                        id,
+                        outcome: UsageOutcome::QuotaExceeded,
+                        total: Some(total.max(0) as u64),
+                        remaining: left(total),
+                    },
+                    BatchOutcome::IdConflict => {
+                        EventResult { id, outcome: UsageOutcome::IdConflict, total: None, remaining: None }
+                    }
+                });
+            }
+        }
+        let results: Vec<EventResult> = results.into_iter().flatten().collect();
+        let count = |o: UsageOutcome| results.iter().filter(|r| r.outcome == o).count() as u32;
+        let recorded = count(UsageOutcome::Recorded);
+        let duplicates = count(UsageOutcome::Duplicate);
+        let refused = results.len() as u32 - recorded - duplicates;
+        Ok(IngestResult { recorded, duplicates, refused, results })
+    }
+}
