@@ -503,7 +503,7 @@ error_codes! {
     LicenseChanged = 409, "LICENSE_CHANGED";
     /// The license is revoked, which is final: it cannot be changed, renewed or transferred.
     LicenseFinal = 409, "LICENSE_FINAL";
-    /// The status change is not allowed from the license's current status.
+    /// The change is not allowed from the current status (of the license, subscription or plan).
     InvalidTransition = 409, "INVALID_TRANSITION";
     /// Every seat of the license is in use.
     SeatLimitReached = 409, "SEAT_LIMIT_REACHED";
