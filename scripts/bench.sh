@@ -28,4 +28,6 @@ python3 scripts/process-check.py target/release | tee -a "$OUT"
 echo "== server load harness"
 cargo build -q --release -p tessera-load
 target/release/tessera-load --duration "$SECS" --connections "$CONNS" | tee -a "$OUT"
+echo "== server-side usage ingestion (batches of 100 events; events/s = requests/s x 100)"
+target/release/tessera-load --duration "$SECS" --connections "$CONNS" --scenarios usage-ingest | tee -a "$OUT"
 echo "report: $OUT"

@@ -75,8 +75,13 @@ impl Api {
     }
 }
 
-/// Tenant, token, product, an unlimited-seat template and a license; returns (tenant token, license key).
+/// Tenant, token, product, an unlimited-seat template and a license; returns the license key.
 async fn fixture(api: &Api, admin: &str, seats: u32) -> anyhow::Result<String> {
+    Ok(fixture_parts(api, admin, seats).await?.2)
+}
+
+/// As [`fixture`]; returns (tenant-admin token, license id, license key).
+async fn fixture_parts(api: &Api, admin: &str, seats: u32) -> anyhow::Result<(String, String, String)> {
     let t = api.post("/v1/tenants", admin, json!({"name": format!("load-{}", uuid::Uuid::new_v4())})).await?;
     let tok =
         api.post("/v1/tokens", admin, json!({"name": "load", "role": "tenant-admin", "tenant_id": t["id"]})).await?;
@@ -92,8 +97,12 @@ async fn fixture(api: &Api, admin: &str, seats: u32) -> anyhow::Result<String> {
         )
         .await?;
     let l = api.post("/v1/licenses", &token, json!({"template_id": tp["id"]})).await?;
-    Ok(l["license_key"].as_str().context("license key")?.to_string())
+    let id = l["id"].as_str().context("license id")?.to_string();
+    Ok((token, id, l["license_key"].as_str().context("license key")?.to_string()))
 }
+
+/// Events in one `POST /v1/usage` of the ingestion scenario (the issue's figure is for batches of 100).
+pub const USAGE_BATCH: usize = 100;
 
 /// A tenant with `n` licenses (the list scenarios' fixture); returns its tenant-admin token.
 async fn many_licenses(api: &Api, admin: &str, n: usize) -> anyhow::Result<String> {
@@ -185,11 +194,17 @@ struct Load {
     next: Arc<AtomicU64>,
     /// `None`: POST of the pool's bodies; or a GET with these headers (the pool is unused).
     get: Option<Arc<Vec<(&'static str, String)>>>,
+    /// Headers of every POST (the admin API's bearer token).
+    headers: Arc<Vec<(&'static str, String)>>,
 }
 
 impl Load {
     fn new(url: String, pool: Pool) -> Load {
-        Load { url: Arc::new(url), pool, next: Arc::new(AtomicU64::new(0)), get: None }
+        Load { url: Arc::new(url), pool, next: Arc::new(AtomicU64::new(0)), get: None, headers: Arc::default() }
+    }
+
+    fn with_headers(self, headers: Vec<(&'static str, String)>) -> Load {
+        Load { headers: Arc::new(headers), ..self }
     }
 
     fn get(url: String, headers: Vec<(&'static str, String)>) -> Load {
@@ -201,16 +216,22 @@ impl Load {
 async fn run_slice(name: &str, args: &Args, http: &reqwest::Client, load: &Load, slice: Duration) -> Stats {
     let (http, url, pool, next) = (http.clone(), load.url.clone(), load.pool.clone(), load.next.clone());
     let get = load.get.clone();
+    let headers = load.headers.clone();
     drive(name, args.connections, slice, move |_, _| {
         let http = http.clone();
         let url = url.clone();
         let get = get.clone();
+        let headers = headers.clone();
         let i = next.fetch_add(1, Ordering::Relaxed);
         let (body, sig) = pool[(i as usize) % pool.len()].clone();
         async move {
             let mut req = match &get {
                 Some(headers) => headers.iter().fold(http.get(url.as_str()), |r, (k, v)| r.header(*k, v)),
-                None => http.post(url.as_str()).header("content-type", "application/json").body(body),
+                None => headers
+                    .iter()
+                    .fold(http.post(url.as_str()), |r, (k, v)| r.header(*k, v))
+                    .header("content-type", "application/json")
+                    .body(body),
             };
             if let Some(sig) = sig {
                 req = req.header("x-tessera-signature", sig);
@@ -394,6 +415,34 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
                 let url = format!("{}{path}", servers.real.url());
                 pairs.push(run("heartbeat (device-signed)", Load::new(url, pool)).await);
             }
+            "usage-ingest" => {
+                // Batches of 100 new events (fresh ids: every one is recorded, none a duplicate) for one license's
+                // metered feature, as a SaaS backend sends them; durable like every write (one transaction each).
+                let (token, license, _) = fixture_parts(&api, &servers.admin, 1).await?;
+                let n = per_run(6_000);
+                eprintln!("usage-ingest: preparing {n} batches of {USAGE_BATCH} events");
+                let now = chrono::Utc::now();
+                let pool: Pool = Arc::new(
+                    (0..n)
+                        .map(|_| {
+                            let events: Vec<Value> = (0..USAGE_BATCH)
+                                .map(|_| {
+                                    json!({"id": uuid::Uuid::now_v7(), "license_id": license,
+                                                "feature": "export_pdf", "amount": 1, "recorded_at": now})
+                                })
+                                .collect();
+                            item(serde_json::to_vec(&json!({"events": events})).unwrap_or_default(), None)
+                        })
+                        .collect(),
+                );
+                let url = format!("{}/v1/usage", servers.real.url());
+                let load = Load::new(url, pool).with_headers(vec![("authorization", format!("Bearer {token}"))]);
+                pairs.push(run("usage ingest (batches of 100 events)", load).await);
+                let sent = pairs.last().map_or(0, |(_, s)| s.ok) as usize;
+                if sent > n {
+                    bail!("usage-ingest sent {sent} batches from a pool of {n}: repeats would measure duplicates");
+                }
+            }
             "licenses-api" | "licenses-console" => {
                 // 1,000 licenses in one tenant; a page of 100 of them, as JSON or as the console's page.
                 if list_token.is_none() {
@@ -420,7 +469,10 @@ pub async fn run_all(args: &Args, servers: &Servers) -> anyhow::Result<Vec<Stats
                 }
             }
             other => {
-                bail!("unknown scenario {other:?}: use validate, activate, heartbeat, licenses-api, licenses-console")
+                bail!(
+                    "unknown scenario {other:?}: use validate, activate, heartbeat, licenses-api, licenses-console, \
+                     usage-ingest"
+                )
             }
         }
     }
