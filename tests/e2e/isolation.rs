@@ -358,6 +358,13 @@ async fn tenant_b_cannot_reach_tenant_a_on_any_route() {
                     "/v1/events" => paths.push(format!("{path}?license_id={}", a.fx.license)),
                     "/v1/plans" | "/v1/catalog" => paths.push(format!("{path}?product_id={}", a.fx.product)),
                     "/v1/subscriptions" => paths.push(format!("{path}?customer_id={}", a.customer)),
+                    // A summary is always of a license or a customer: only A's, by id.
+                    "/v1/usage/summary" => {
+                        paths = vec![
+                            format!("{path}?license_id={}", a.fx.license),
+                            format!("{path}?customer_id={}", a.customer),
+                        ]
+                    }
                     _ => {}
                 }
                 for p in paths {

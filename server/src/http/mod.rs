@@ -112,6 +112,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/plans/{id}", get(get_plan).patch(update_plan).delete(archive_plan))
         .route("/v1/catalog", get(catalog))
         .route("/v1/usage", post(ingest_usage))
+        .route("/v1/usage/summary", get(usage_summary))
         .route("/v1/subscriptions", post(create_subscription).get(list_subscriptions))
         .route("/v1/subscriptions/{id}", get(get_subscription))
         .route("/v1/subscriptions/{id}/history", get(subscription_history))
@@ -421,6 +422,14 @@ async fn ingest_usage(
     ApiJson(req): ApiJson<crate::services::usage::IngestUsage>,
 ) -> J {
     ok(s.services.ingest_usage(&ctx, req).await?)
+}
+
+async fn usage_summary(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiQuery(q): ApiQuery<crate::services::usage::SummaryQuery>,
+) -> J {
+    ok(s.services.usage_summary(&ctx, q).await?)
 }
 
 // Subscriptions ---------------------------------------------------------------------------------------------

@@ -183,6 +183,8 @@ pub const ROUTES: &[Route] = &[
         q = &["product_id", "category", "tier"]),
     route!("post" "/v1/usage", "usage", "Record metered usage from the vendor's side (batches of up to 1,000 events, idempotent by id, checked against quotas)", A::Token, B::Json(ty::<usage::IngestUsage>()), One(ty::<usage::IngestResult>()),
         e = &[E::InvalidLicenseKey, E::RateLimited]),
+    route!("get" "/v1/usage/summary", "usage", "Use per license, metric and day or month (UTC) of a license or a customer's licenses", A::Token, B::None, One(ty::<usage::UsageSummary>()),
+        q = &["license_id", "customer_id", "metric", "period", "from", "to"]),
     route!("post" "/v1/subscriptions", "subscriptions", "Subscribe a customer to a plan (and add-ons): makes the license, its key returned once", A::Token, B::Json(ty::<subs::CreateSubscription>()), Created(ty::<subs::CreatedSubscription>()),
         e = &[E::InvalidTransition]),
     route!("get" "/v1/subscriptions", "subscriptions", "List subscriptions, with what each grants and its use (customer_id: what a customer has)", A::Token, B::None, Page(ty::<subs::SubscriptionView>()),

@@ -233,3 +233,120 @@ impl Services {
         Ok(IngestResult { recorded, duplicates, refused, results })
     }
 }
+
+/// Most rows one summary returns.
+pub const MAX_SUMMARY_ROWS: u32 = 10_000;
+
+/// `GET /v1/usage/summary`: one of `license_id` and `customer_id` (all of the customer's licenses).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryQuery {
+    pub license_id: Option<Uuid>,
+    pub customer_id: Option<Uuid>,
+    /// One metric (feature id) only.
+    pub metric: Option<String>,
+    /// MONTH (default) or DAY, in UTC.
+    pub period: Option<crate::store::SummaryPeriod>,
+    /// From this instant (default: the start of the month eleven months back, or of the day 30 days back).
+    pub from: Option<DateTime<Utc>>,
+    /// Up to this instant, excluded (default: now).
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// Totals of one metric over the whole window.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MetricTotal {
+    pub metric: String,
+    pub total: i64,
+    pub events: u64,
+}
+
+/// Use per license, metric and day or month, by when the use happened (agents' heartbeats and `POST /v1/usage`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UsageSummary {
+    pub period: crate::store::SummaryPeriod,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub licenses: Vec<Uuid>,
+    pub rows: Vec<crate::store::UsageBucket>,
+    pub totals: Vec<MetricTotal>,
+}
+
+fn start_of_month(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::{Datelike, TimeZone};
+    Utc.with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0).single().unwrap_or(t)
+}
+
+impl Services {
+    pub async fn usage_summary(&self, ctx: &Ctx, q: SummaryQuery) -> AppResult<UsageSummary> {
+        use crate::store::SummaryPeriod;
+        let scope = ctx.scope()?;
+        let period = q.period.unwrap_or(SummaryPeriod::Month);
+        let now = self.now();
+        let to = q.to.unwrap_or(now);
+        let from = match (q.from, period) {
+            (Some(f), _) => f,
+            (None, SummaryPeriod::Month) => {
+                let this_month = start_of_month(now);
+                this_month.checked_sub_months(chrono::Months::new(11)).unwrap_or(this_month)
+            }
+            (None, SummaryPeriod::Day) => {
+                (now - chrono::Duration::days(30)).date_naive().and_time(chrono::NaiveTime::MIN).and_utc()
+            }
+        };
+        if from >= to {
+            return Err(AppError::invalid("from must be before to"));
+        }
+        let most = match period {
+            SummaryPeriod::Month => chrono::Duration::days(366 * 5),
+            SummaryPeriod::Day => chrono::Duration::days(400),
+        };
+        if to - from > most {
+            return Err(AppError::invalid(format!(
+                "a {} summary spans at most {} days: narrow from and to",
+                if period == SummaryPeriod::Month { "monthly" } else { "daily" },
+                most.num_days()
+            )));
+        }
+        if let Some(m) = &q.metric {
+            Feature::validate_id(m).map_err(|e| AppError::invalid(format!("metric: {e}")))?;
+        }
+        let licenses: Vec<Uuid> = match (q.license_id, q.customer_id) {
+            (Some(l), None) => {
+                vec![self.store.get_license(scope, l).await.map_err(|e| AppError::store("license", e))?.license.id]
+            }
+            (None, Some(c)) => {
+                let customer = self.store.get_customer(scope, c).await.map_err(|e| AppError::store("customer", e))?;
+                let mut ids = Vec::new();
+                let mut page = crate::store::PageRequest { after: None, limit: 500 };
+                loop {
+                    let filter = crate::store::LicenseFilter { customer_id: Some(customer.id), ..Default::default() };
+                    let found = self.store.list_licenses(Some(customer.tenant_id), filter, page).await?;
+                    ids.extend(found.items.iter().map(|l| l.license.id));
+                    match found.next_cursor.and_then(|c| Uuid::parse_str(&c).ok()) {
+                        Some(after) if ids.len() < 5_000 => page.after = Some(after),
+                        _ => break,
+                    }
+                }
+                ids
+            }
+            _ => return Err(AppError::invalid("give license_id or customer_id (one of them)")),
+        };
+        let rows = self
+            .store
+            .usage_summary(licenses.clone(), q.metric.clone(), from, to, period, MAX_SUMMARY_ROWS)
+            .await
+            .map_err(|e| AppError::store("usage", e))?;
+        let mut totals: std::collections::BTreeMap<&str, (i64, u64)> = std::collections::BTreeMap::new();
+        for r in &rows {
+            let t = totals.entry(r.metric.as_str()).or_default();
+            t.0 = t.0.saturating_add(r.total);
+            t.1 += r.events;
+        }
+        let totals = totals
+            .into_iter()
+            .map(|(m, (total, events))| MetricTotal { metric: m.to_string(), total, events })
+            .collect();
+        Ok(UsageSummary { period, from, to, licenses, rows, totals })
+    }
+}

@@ -245,6 +245,17 @@ pub trait UsageStore: Send + Sync + 'static {
     /// Records a batch in one atomic step, in order, each event as [`record_usage`](Self::record_usage) would
     /// (idempotent by id per license) and refused whole when it would take its feature's total past `limit`;
     /// appends one audit entry for the batch (outcome `OK`). Returns one outcome per event, in order.
+    /// Use of `licenses` with `from <= recorded_at < to`, per license, metric and day or month (UTC), ordered by
+    /// license, metric and period (at most `limit` rows).
+    fn usage_summary(
+        &self,
+        licenses: Vec<Uuid>,
+        metric: Option<String>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        period: SummaryPeriod,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<UsageBucket>>;
     fn record_usage_batch(
         &self,
         items: Vec<BatchUsage>,

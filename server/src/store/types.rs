@@ -596,6 +596,26 @@ pub struct BatchUsage {
     pub limit: Option<i64>,
 }
 
+/// The span a usage summary adds up over (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SummaryPeriod {
+    Day,
+    Month,
+}
+
+/// Use of one feature of one license in one day or month (UTC), as recorded (by agents' heartbeats and by
+/// `POST /v1/usage` alike), by when the use happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UsageBucket {
+    pub license_id: Uuid,
+    pub metric: String,
+    /// The first instant of the day or month.
+    pub period_start: DateTime<Utc>,
+    pub total: i64,
+    pub events: u64,
+}
+
 /// What became of one event of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchOutcome {

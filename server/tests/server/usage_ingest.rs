@@ -146,3 +146,98 @@ async fn malformed_batches_are_refused_whole_and_other_tenants_are_unknown() {
         .await;
     assert_eq!((s, err_code(&v).as_str()), (StatusCode::FORBIDDEN, "FORBIDDEN"));
 }
+
+#[tokio::test]
+async fn summaries_add_up_use_per_month_and_day_for_a_license_or_a_customer() {
+    let h = Harness::new().await;
+    let f = h.fixture("summary", 3, "SUBSCRIPTION").await;
+    let other = h.fixture("summary-other", 3, "SUBSCRIPTION").await;
+    let t = f.token.as_str();
+    let l = f.license.as_str();
+    let at = |day: &str, amount: u64, feature: &str| {
+        json!({"id": Uuid::now_v7(), "license_id": l, "feature": feature, "amount": amount,
+               "recorded_at": format!("{day}T12:00:00Z")})
+    };
+    let v = ingest(
+        &h,
+        t,
+        vec![
+            at("2026-10-30", 10, "export_pdf"),
+            at("2026-10-31", 5, "export_pdf"),
+            at("2026-11-01", 7, "export_pdf"),
+            at("2026-11-01", 1, "api_calls"),
+        ],
+    )
+    .await;
+    assert_eq!(v["recorded"], 4, "{v}");
+    // A second license of the same customer.
+    let (_, second) =
+        h.post("/v1/licenses", Some(t), json!({"template_id": f.template, "customer_id": f.customer})).await;
+    let second_id = second["id"].as_str().unwrap().to_string();
+    let mut e = at("2026-11-15", 100, "export_pdf");
+    e["license_id"] = json!(second_id);
+    ingest(&h, t, vec![e]).await;
+
+    let window = "from=2026-10-01T00:00:00Z&to=2026-12-01T00:00:00Z";
+    let (s, m) = h.get(&format!("/v1/usage/summary?license_id={l}&{window}"), Some(t)).await;
+    assert_eq!(s, StatusCode::OK, "{m}");
+    let rows: Vec<(String, String, i64)> = m["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"].as_str().unwrap().into(),
+                r["period_start"].as_str().unwrap()[..10].into(),
+                r["total"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("api_calls".into(), "2026-11-01".into(), 1),
+            ("export_pdf".into(), "2026-10-01".into(), 15),
+            ("export_pdf".into(), "2026-11-01".into(), 7)
+        ]
+    );
+    assert_eq!(
+        m["totals"],
+        json!([{"metric": "api_calls", "total": 1, "events": 1}, {"metric": "export_pdf", "total": 22, "events": 3}])
+    );
+
+    let (_, d) =
+        h.get(&format!("/v1/usage/summary?license_id={l}&metric=export_pdf&period=DAY&{window}"), Some(t)).await;
+    let days: Vec<&str> =
+        d["rows"].as_array().unwrap().iter().map(|r| &r["period_start"].as_str().unwrap()[..10]).collect();
+    assert_eq!(days, ["2026-10-30", "2026-10-31", "2026-11-01"]);
+
+    // The customer's: both licenses; a window that ends before November leaves November out.
+    let (_, c) =
+        h.get(&format!("/v1/usage/summary?customer_id={}&metric=export_pdf&{window}", f.customer), Some(t)).await;
+    assert_eq!(c["licenses"].as_array().unwrap().len(), 2, "{c}");
+    assert_eq!(c["totals"][0]["total"], 122);
+    let (_, oct) = h
+        .get(&format!("/v1/usage/summary?license_id={l}&from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z"), Some(t))
+        .await;
+    assert_eq!(oct["totals"], json!([{"metric": "export_pdf", "total": 15, "events": 2}]));
+
+    // Bad questions are refused with what to change; another tenant's license or customer is not found.
+    for (q, code) in [
+        ("", "VALIDATION_FAILED"),
+        (&format!("license_id={l}&customer_id={}", f.customer) as &str, "VALIDATION_FAILED"),
+        (&format!("license_id={l}&from=2026-11-01T00:00:00Z&to=2026-10-01T00:00:00Z"), "VALIDATION_FAILED"),
+        (&format!("license_id={l}&period=DAY&from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z"), "VALIDATION_FAILED"),
+        (&format!("license_id={l}&period=WEEK"), "BAD_REQUEST"),
+        (&format!("license_id={l}&metric=no%20spaces"), "VALIDATION_FAILED"),
+        ("license_id=nope", "BAD_REQUEST"),
+    ] {
+        let (s, v) = h.get(&format!("/v1/usage/summary?{q}"), Some(t)).await;
+        assert!(s.is_client_error(), "{q}: {s} {v}");
+        assert_eq!(err_code(&v), code, "{q}: {v}");
+    }
+    for q in [format!("license_id={l}"), format!("customer_id={}", f.customer)] {
+        let (s, v) = h.get(&format!("/v1/usage/summary?{q}"), Some(&other.token)).await;
+        assert_eq!((s, err_code(&v).as_str()), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{q}");
+    }
+}

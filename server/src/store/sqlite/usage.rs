@@ -144,6 +144,57 @@ fn existing_event(c: &Connection, item: &BatchUsage) -> Result<Option<bool>, Sto
 }
 
 impl UsageStore for SqliteStore {
+    fn usage_summary(
+        &self,
+        licenses: Vec<Uuid>,
+        metric: Option<String>,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+        period: SummaryPeriod,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<UsageBucket>> {
+        self.read(move |c| {
+            // Stored times are fixed-width RFC 3339 UTC text, so a day is its first 10 characters, a month its 7.
+            let width = match period {
+                SummaryPeriod::Day => 10,
+                SummaryPeriod::Month => 7,
+            };
+            let sql = format!(
+                "SELECT license_id, feature, substr(recorded_at, 1, {width}) AS bucket, SUM(amount), COUNT(*) \
+                 FROM usage_events WHERE license_id = ?1 AND (?2 IS NULL OR feature = ?2) \
+                 AND recorded_at >= ?3 AND recorded_at < ?4 GROUP BY feature, bucket ORDER BY feature, bucket"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut out = Vec::new();
+            for l in licenses {
+                let rows = stmt.query_map(params![l.to_string(), metric, ts(from), ts(to)], |r| {
+                    let bucket: String = r.get(2)?;
+                    Ok((r.get::<_, String>(1)?, bucket, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?))
+                })?;
+                for row in rows {
+                    let (feature, bucket, total, events) = row?;
+                    let day = if width == 7 { format!("{bucket}-01") } else { bucket };
+                    let start = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                        .map_err(|e| StoreError::Corrupt(format!("usage event time {day:?}: {e}")))?
+                        .and_hms_opt(0, 0, 0)
+                        .map(|t| t.and_utc())
+                        .ok_or_else(|| StoreError::Corrupt(format!("usage event time {day:?}")))?;
+                    out.push(UsageBucket {
+                        license_id: l,
+                        metric: feature,
+                        period_start: start,
+                        total,
+                        events: events.max(0) as u64,
+                    });
+                    if out.len() >= limit as usize {
+                        return Ok(out);
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn record_usage_batch(
         &self,
         items: Vec<BatchUsage>,
