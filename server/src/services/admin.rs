@@ -8,7 +8,7 @@ use tessera_core::Template;
 use uuid::Uuid;
 
 use super::terms::validate_template;
-use super::{check_name, merge_patch, reject_fields, Ctx, PageQuery, Principal, Services};
+use super::{check_code, check_name, merge_patch, reject_fields, slug, Ctx, PageQuery, Principal, Services};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::store::{ApiToken, Customer, Page, Product, Role, TemplateRecord, Tenant};
 
@@ -113,26 +113,6 @@ fn check_metadata(m: Option<Value>) -> AppResult<Value> {
             Ok(v)
         }
         Some(_) => Err(AppError::invalid("metadata must be a JSON object")),
-    }
-}
-
-fn check_code(code: &str) -> AppResult<String> {
-    let c = code.trim();
-    if c.is_empty() || c.len() > 64 || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
-    {
-        return Err(AppError::invalid("code must be 1 to 64 characters of letters, digits, '-', '_' or '.'"));
-    }
-    Ok(c.to_string())
-}
-
-fn slug(name: &str) -> String {
-    let s: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
-    let s = s.trim_matches('-').to_string();
-    if s.is_empty() {
-        "product".into()
-    } else {
-        s.chars().take(64).collect()
     }
 }
 
@@ -375,7 +355,7 @@ impl Services {
         let name = check_name("name", &req.name)?;
         let code = match req.code {
             Some(c) => check_code(&c)?,
-            None => slug(&name),
+            None => slug(&name, "product"),
         };
         if req.id.is_some_and(|id| id.is_nil() || id.is_max()) {
             return Err(AppError::invalid("id must be a UUID other than the nil and max UUIDs (or left out)"));

@@ -12,7 +12,7 @@ use tessera_core::Feature;
 use uuid::Uuid;
 
 use super::terms::validate_features;
-use super::{check_name, Ctx, Services};
+use super::{check_code, check_name, slug, Ctx, Services};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::store::{BillingInterval, Plan, PlanFilter, PlanKind, Price, Product, StoreError, UsageLimit};
 
@@ -204,26 +204,6 @@ pub fn currency_exponent(code: &str) -> Option<u16> {
         return None;
     }
     c.exponent()
-}
-
-fn check_code(code: &str) -> AppResult<String> {
-    let c = code.trim();
-    if c.is_empty() || c.len() > 64 || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
-    {
-        return Err(AppError::invalid("code must be 1 to 64 characters of letters, digits, '-', '_' or '.'"));
-    }
-    Ok(c.to_string())
-}
-
-fn slug(name: &str) -> String {
-    let s: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
-    let s: String = s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
-    if s.is_empty() {
-        "plan".into()
-    } else {
-        s.chars().take(64).collect()
-    }
 }
 
 fn check_tier(tier: &str) -> AppResult<String> {
@@ -495,7 +475,7 @@ impl Services {
             id: Uuid::now_v7(),
             tenant_id: product.tenant_id,
             product_id: product.id,
-            code: req.code.unwrap_or_else(|| slug(&req.name)),
+            code: req.code.unwrap_or_else(|| slug(&req.name, "plan")),
             name: req.name,
             kind,
             tier: req.tier.unwrap_or_default(),
@@ -724,8 +704,8 @@ mod tests {
 
     #[test]
     fn slugs_are_codes() {
-        assert_eq!(slug("Premium  Plus!"), "premium-plus");
-        assert_eq!(slug("???"), "plan");
-        assert!(check_code(&slug(&"x".repeat(100))).is_ok());
+        assert_eq!(slug("Premium  Plus!", "plan"), "premium-plus");
+        assert_eq!(slug("???", "plan"), "plan");
+        assert!(check_code(&slug(&"x".repeat(100), "plan")).is_ok());
     }
 }

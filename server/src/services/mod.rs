@@ -424,6 +424,29 @@ impl PageQuery {
 }
 
 /// Checks a human-entered name.
+/// A code (of a product, a plan): 1 to 64 characters of letters, digits, `-`, `_` or `.`, trimmed.
+pub fn check_code(code: &str) -> AppResult<String> {
+    let c = code.trim();
+    if c.is_empty() || c.len() > 64 || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    {
+        return Err(AppError::invalid("code must be 1 to 64 characters of letters, digits, '-', '_' or '.'"));
+    }
+    Ok(c.to_string())
+}
+
+/// A code made from a name: lower-case letters and digits, runs of anything else one `-` (`fallback` when nothing
+/// is left).
+pub fn slug(name: &str, fallback: &str) -> String {
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let s: String = s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
+    if s.is_empty() {
+        fallback.into()
+    } else {
+        s.chars().take(64).collect()
+    }
+}
+
 pub fn check_name(field: &str, v: &str) -> AppResult<String> {
     let t = v.trim();
     if t.is_empty() || t.chars().count() > 200 {
