@@ -13,7 +13,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tessera_core::model::UNLIMITED;
 use tessera_core::protocol::MAX_USAGE_AMOUNT;
 use tessera_core::{Feature, LicenseStatus};
 use uuid::Uuid;
@@ -170,7 +169,8 @@ impl Services {
                 continue;
             };
             results.push(None);
-            slots.push((i, (f.limit_value != UNLIMITED).then_some(f.limit_value)));
+            let limit = (!f.is_unlimited()).then_some(f.limit_value);
+            slots.push((i, limit));
             batch.push(BatchUsage {
                 license_id: l.id,
                 event: UsageEvent {
@@ -179,7 +179,7 @@ impl Services {
                     amount: e.amount as i64,
                     recorded_at: e.recorded_at.unwrap_or(now),
                 },
-                limit: (f.limit_value != UNLIMITED).then_some(f.limit_value),
+                limit,
             });
         }
         // The batch's tenant (a vendor-admin batch across tenants is audited as the vendor's).
