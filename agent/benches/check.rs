@@ -39,6 +39,7 @@ fn activated_agent(dir: &std::path::Path) -> (Agent, tessera_core::License) {
         // The bench machine's identity is pinned, which a policy must allow.
         fingerprint_policy: MatchPolicy { allow_pinned: true, ..MatchPolicy::default() },
         features,
+        billing_cycle: None,
     };
     let rsp = grant.sign(&server, &tessera_core::offline::license_binding(&key.hash(), &product), &req).expect("sign");
     agent.apply_code(&rsp).expect("apply");

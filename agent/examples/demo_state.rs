@@ -42,6 +42,7 @@ fn main() {
         grace_days: 7,
         fingerprint_policy: MatchPolicy::default(),
         features: vec![Feature::new("export_pdf"), Feature::new("api_calls").with_limit(100, LimitType::Count)],
+        billing_cycle: None,
     };
     let rsp = grant
         .sign(&server, &tessera_core::offline::license_binding(&key.hash(), &product), &req)

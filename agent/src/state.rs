@@ -14,12 +14,13 @@ use crate::error::AgentError;
 
 /// The schema version this agent writes: the number of migrations (`PRAGMA user_version`, kept by
 /// rusqlite_migration as on the server).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 fn migrations() -> rusqlite_migration::Migrations<'static> {
     rusqlite_migration::Migrations::new(vec![
         rusqlite_migration::M::up(SCHEMA_V1),
         rusqlite_migration::M::up(SCHEMA_V2),
+        rusqlite_migration::M::up(SCHEMA_V3),
     ])
 }
 
@@ -82,6 +83,11 @@ ALTER TABLE clock ADD COLUMN boot_id TEXT;
 ALTER TABLE clock ADD COLUMN since_boot_us INTEGER;
 ";
 
+/// Version 3: a server total keeps the server time it was reported at, which places it in a quota's period.
+const SCHEMA_V3: &str = "
+ALTER TABLE usage_totals ADD COLUMN as_of_us INTEGER;
+";
+
 /// The activation as stored (unverified).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActivationRow {
@@ -132,6 +138,9 @@ pub struct EmergencyRow {
     pub code: String,
     pub ended: bool,
 }
+
+/// A server total of a feature: (feature, units, the server time it was reported at).
+pub type ServerTotal = (String, u64, Option<DateTime<Utc>>);
 
 /// Queued usage is sent as it is kept.
 pub use tessera_core::protocol::UsageEvent;
@@ -377,14 +386,36 @@ impl Store {
         Ok(rows)
     }
 
-    /// Usage per feature: server totals plus events not yet acknowledged.
-    pub fn usage_by_feature(&self) -> Result<Vec<(String, u64)>, AgentError> {
-        self.sums_by_feature(
-            "SELECT feature, SUM(n) FROM (
-                SELECT feature, total AS n FROM usage_totals
-                UNION ALL SELECT feature, amount AS n FROM usage_queue)
-             GROUP BY feature",
-        )
+    /// The server's usage totals per feature as last reported, with the server time of the report (`None` for a
+    /// total stored before times were kept).
+    pub fn usage_totals(&self) -> Result<Vec<ServerTotal>, AgentError> {
+        let mut st = self.conn.prepare("SELECT feature, total, as_of_us FROM usage_totals").map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                let n: i64 = r.get(1)?;
+                let as_of: Option<i64> = r.get(2)?;
+                Ok((r.get::<_, String>(0)?, n.max(0) as u64, as_of.and_then(DateTime::from_timestamp_micros)))
+            })
+            .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| map_err(&self.path, e))?;
+        Ok(rows)
+    }
+
+    /// Units of `feature` in events not yet acknowledged that were recorded at `from <= t < to`.
+    pub fn queued_usage_between(
+        &self,
+        feature: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u64, AgentError> {
+        // Stored times are fixed-width RFC 3339 UTC text, so text order is time order.
+        self.conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(amount), 0) FROM usage_queue WHERE feature = ?1 AND recorded_at >= ?2 AND recorded_at < ?3",
+            )
+            .and_then(|mut st| st.query_row(params![feature, ts(from), ts(to)], |r| r.get::<_, i64>(0)))
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.err(e))
     }
 
     /// Units per feature in events not yet acknowledged by the server.
@@ -549,11 +580,13 @@ pub fn ack_usage(tx: &Connection, ids: &[Uuid]) -> rusqlite::Result<usize> {
     Ok(n)
 }
 
-pub fn set_usage_total(tx: &Connection, feature: &str, total: u64) -> rusqlite::Result<()> {
+/// Stores the server's total of `feature` as reported at server time `as_of` (for a quota per period, the total
+/// of the period that holds `as_of`).
+pub fn set_usage_total(tx: &Connection, feature: &str, total: u64, as_of: DateTime<Utc>) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT INTO usage_totals (feature, total) VALUES (?1, ?2)
-         ON CONFLICT (feature) DO UPDATE SET total = excluded.total",
-        params![feature, i64::try_from(total).unwrap_or(i64::MAX)],
+        "INSERT INTO usage_totals (feature, total, as_of_us) VALUES (?1, ?2, ?3)
+         ON CONFLICT (feature) DO UPDATE SET total = excluded.total, as_of_us = excluded.as_of_us",
+        params![feature, i64::try_from(total).unwrap_or(i64::MAX), as_of.timestamp_micros()],
     )
     .map(|_| ())
 }
@@ -649,7 +682,11 @@ mod tests {
         }
         let mut s = Store::open(&path).unwrap();
         assert_eq!(s.usage_queue(10).unwrap().len(), 1);
-        assert_eq!(s.usage_by_feature().unwrap(), vec![("f".to_string(), 2)]);
+        assert_eq!(s.queued_usage_by_feature().unwrap(), vec![("f".to_string(), 2)]);
+        let day = Utc::now() - chrono::Duration::days(1);
+        assert_eq!(s.queued_usage_between("f", day, day + chrono::Duration::days(2)).unwrap(), 2);
+        assert_eq!(s.queued_usage_between("f", day, day + chrono::Duration::hours(1)).unwrap(), 0);
+        assert_eq!(s.queued_usage_between("g", day, day + chrono::Duration::days(2)).unwrap(), 0);
         assert_eq!(s.tx(|tx| ack_usage(tx, &[id])).unwrap(), 1);
         assert_eq!(s.tx(|tx| ack_usage(tx, &[id])).unwrap(), 0);
         assert!(s.usage_queue(10).unwrap().is_empty());

@@ -79,6 +79,7 @@ impl Fixture {
             grace_days: 7,
             fingerprint_policy: pinned_policy(),
             features: vec![Feature::new("export_pdf"), Feature::new("api_calls").with_limit(3, LimitType::Count)],
+            billing_cycle: None,
         }
     }
 
@@ -484,6 +485,7 @@ async fn mock_server(f: &Fixture) -> (String, Shared) {
         heartbeat_interval_secs: 3600,
         lease_secs: 7 * 86400,
         metadata: Default::default(),
+        billing_cycle: None,
     };
     let shared = Arc::new(Mutex::new(Mock {
         key: f.server_key.clone(),
@@ -1057,4 +1059,48 @@ fn on_the_real_clock_a_clock_set_back_is_detected() {
     let d = a.check("export_pdf");
     assert!(d.allowed, "{d:?}");
     assert!(d.facts.trusted_time.unwrap() > Utc::now() + Duration::minutes(4), "{d:?}");
+}
+
+#[test]
+fn a_quota_per_day_is_enforced_offline_and_starts_afresh_at_utc_midnight() {
+    use tessera_core::model::LimitPeriod;
+    let f = Fixture::new(); // 12:00 UTC
+    let key = LicenseKey::generate();
+    let a = f.agent("day.db");
+    let grant = OfflineGrant {
+        features: vec![Feature::new("api_calls").with_limit(3, LimitType::Count).per(LimitPeriod::Day)],
+        ..f.grant()
+    };
+    let req = SignedRequest::decode(&a.request_code(&key.expose()).unwrap()).unwrap();
+    a.apply_code(&grant.sign(&f.server_key, &license_binding(&key.hash(), &PRODUCT), &req).unwrap()).unwrap();
+    let midnight: DateTime<Utc> = "2026-06-02T00:00:00Z".parse().unwrap();
+
+    assert!(a.consume("api_calls", 3).allowed);
+    let d = a.consume("api_calls", 1);
+    assert_eq!((d.reason, d.facts.period_ends_at), (Reason::QuotaExceeded, Some(midnight)));
+    assert_eq!(a.check("api_calls").facts.remaining, Some(0));
+    // The day's use is in the state file: a restart the same day does not free it.
+    drop(a);
+    let a = f.agent("day.db");
+    assert_eq!(a.consume("api_calls", 1).reason, Reason::QuotaExceeded);
+
+    // At midnight the settled answers and quota use both see a fresh day, without a restart...
+    f.clock.advance(Duration::hours(12));
+    assert_eq!(a.check("api_calls").facts.remaining, Some(3));
+    assert!(a.consume("api_calls", 2).allowed);
+    assert_eq!(a.check("api_calls").facts.used, Some(2));
+    // ...and after one, where yesterday's queued events no longer count.
+    drop(a);
+    let a = f.agent("day.db");
+    assert_eq!(a.check("api_calls").facts.used, Some(2));
+    assert_eq!(a.status().pending_usage, 2, "both events stay queued for the server");
+    assert!(a.consume("api_calls", 1).allowed);
+    assert_eq!(a.consume("api_calls", 1).reason, Reason::QuotaExceeded);
+    // A clock set back into yesterday, within the tolerance, still decides at trusted time: today stays used up.
+    f.clock.advance(Duration::minutes(-5));
+    assert_eq!(a.consume("api_calls", 1).reason, Reason::QuotaExceeded);
+    assert_eq!(a.status().usage["api_calls"], 3);
+    // Set back past the tolerance, it is tampering, not yesterday's quota.
+    f.clock.advance(Duration::hours(-1));
+    assert_eq!(a.consume("api_calls", 1).reason, Reason::ClockTampered);
 }

@@ -47,6 +47,7 @@ fn activate(state: &Path, product: Uuid) -> PublicKeyset {
         grace_days: 0,
         fingerprint_policy: MatchPolicy { allow_pinned: true, ..MatchPolicy::default() },
         features,
+        billing_cycle: None,
     };
     let rsp = grant.sign(&vendor, &tessera_core::offline::license_binding(&key.hash(), &product), &req).expect("sign");
     agent.apply_code(&rsp).expect("apply");

@@ -148,6 +148,10 @@ pub struct Facts {
     pub limit_type: Option<LimitType>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub used: Option<u64>,
+    /// A quota per period: when the current period ends and the quota starts afresh (the `Retry-After` of a
+    /// used-up quota).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_ends_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remaining: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -372,6 +376,9 @@ pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
         facts.limit_type = Some(feature.limit_type);
         facts.used = Some(used);
         facts.remaining = Some(limit.saturating_sub(i64::try_from(used).unwrap_or(i64::MAX)).max(0));
+        if !feature.limit_period.is_lifetime() {
+            facts.period_ends_at = license.quota_window(feature, now).map(|w| w.end);
+        }
         if after > limit as u64 {
             return deny(Reason::QuotaExceeded, facts);
         }
@@ -385,7 +392,7 @@ pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
 ///
 /// The decision reads time only through threshold tests of the form `now >= t` (or their negation): the clock
 /// guard's tolerance edge, the lease, the license's start, expiry and grace end, the emergency grant's end and the
-/// feature's expiry. This is the earliest of those still ahead. (The guard's high-water mark is none: below it
+/// feature's expiry, and the end of the current period of a feature's quota per period. This is the earliest of those still ahead. (The guard's high-water mark is none: below it
 /// every test is taken at the mark, which the thresholds already passed or not.) A new time test in [`decide`] belongs here too;
 /// `shared/tests/decisions.rs` walks the clock across every threshold to check the two agree.
 pub fn decided_until(inputs: &Inputs<'_>, query: &Query<'_>) -> Option<DateTime<Utc>> {
@@ -400,6 +407,11 @@ pub fn decided_until(inputs: &Inputs<'_>, query: &Query<'_>) -> Option<DateTime<
         license.and_then(|l| l.expires_at),
         license.and_then(|l| l.grace_ends_at()),
         feature.and_then(|f| f.expires_at),
+        // A quota per period starts afresh at the period's end (the caller's `used` is for the current period).
+        license.zip(feature).and_then(|(l, f)| {
+            let now = inputs.clock.map_or(inputs.now, |c| inputs.now.max(c.high_water));
+            l.quota_window(f, now).map(|w| w.end)
+        }),
     ];
     thresholds.into_iter().flatten().filter(|t| *t > inputs.now).min()
 }

@@ -167,6 +167,117 @@ impl LimitType {
     }
 }
 
+/// The span a feature's quota counts over; it starts afresh at each boundary (`LIFETIME`: never).
+///
+/// Periods are whole UTC days: DAY from 00:00 UTC, MONTH from 00:00 UTC on the 1st, BILLING_PERIOD from 00:00 UTC
+/// on the date of the license's [`BillingCycle`] anchor plus whole cycles (without a cycle: the license's start,
+/// monthly). A use counts in the period its time falls in. Server and agent both take periods from
+/// [`License::quota_window`], so they count the same uses in the same period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LimitPeriod {
+    Day,
+    Month,
+    BillingPeriod,
+    #[default]
+    Lifetime,
+}
+
+impl LimitPeriod {
+    pub const ALL: [LimitPeriod; 4] =
+        [LimitPeriod::Lifetime, LimitPeriod::Day, LimitPeriod::Month, LimitPeriod::BillingPeriod];
+
+    pub fn is_lifetime(&self) -> bool {
+        *self == LimitPeriod::Lifetime
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitPeriod::Day => "DAY",
+            LimitPeriod::Month => "MONTH",
+            LimitPeriod::BillingPeriod => "BILLING_PERIOD",
+            LimitPeriod::Lifetime => "LIFETIME",
+        }
+    }
+}
+
+/// A subscription's billing cycle as the license carries it: periods start on the anchor's UTC date and every
+/// `months` months after it (the same day of the month, or the month's last day where it is shorter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BillingCycle {
+    pub anchor: DateTime<Utc>,
+    /// 1 (monthly) to 12 (annual).
+    pub months: u32,
+}
+
+impl BillingCycle {
+    pub const MAX_MONTHS: u32 = 12;
+}
+
+/// The current period of a quota: uses at `start <= t < end` count against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QuotaWindow {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl QuotaWindow {
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.start <= t && t < self.end
+    }
+
+    /// The window of `period` that holds `at` (`None` for LIFETIME, or past the calendar's end).
+    pub fn of(
+        period: LimitPeriod,
+        cycle: Option<BillingCycle>,
+        starts_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Option<Self> {
+        use chrono::{Datelike, Months, NaiveDate};
+        let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+        let day = at.date_naive();
+        let (start, end) = match period {
+            LimitPeriod::Lifetime => return None,
+            LimitPeriod::Day => (day, day.succ_opt()?),
+            LimitPeriod::Month => {
+                let first = day.with_day(1)?;
+                (first, first.checked_add_months(Months::new(1))?)
+            }
+            LimitPeriod::BillingPeriod => {
+                let (anchor, months) = match cycle {
+                    Some(c) => (c.anchor.date_naive(), c.months.clamp(1, BillingCycle::MAX_MONTHS)),
+                    None => (starts_at.date_naive(), 1),
+                };
+                // Whole cycles from the anchor, each counted from the anchor itself (so a 31st-of-the-month anchor
+                // comes back to the 31st after a short month).
+                let nth = |k: i64| -> Option<NaiveDate> {
+                    let m = u32::try_from(k.unsigned_abs().checked_mul(u64::from(months))?).ok()?;
+                    if k >= 0 {
+                        anchor.checked_add_months(Months::new(m))
+                    } else {
+                        anchor.checked_sub_months(Months::new(m))
+                    }
+                };
+                let elapsed =
+                    i64::from(day.year() - anchor.year()) * 12 + i64::from(day.month0()) - i64::from(anchor.month0());
+                let mut k = elapsed.div_euclid(i64::from(months));
+                while nth(k)? > day {
+                    k -= 1;
+                }
+                while nth(k + 1)? <= day {
+                    k += 1;
+                }
+                (nth(k)?, nth(k + 1)?)
+            }
+        };
+        Some(QuotaWindow { start: midnight(start)?, end: midnight(end)? })
+    }
+}
+
 /// `limit_value` meaning "no limit".
 pub const UNLIMITED: i64 = -1;
 
@@ -189,6 +300,9 @@ pub struct Feature {
     pub limit_value: i64,
     #[serde(default)]
     pub limit_type: LimitType,
+    /// The span the quota counts over (LIFETIME, the default, is left out of the JSON).
+    #[serde(default, skip_serializing_if = "LimitPeriod::is_lifetime")]
+    pub limit_period: LimitPeriod,
     /// The feature alone stops at this instant, independent of the license window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
@@ -210,8 +324,15 @@ impl Feature {
             enabled: true,
             limit_value: UNLIMITED,
             limit_type: LimitType::Count,
+            limit_period: LimitPeriod::Lifetime,
             expires_at: None,
         }
+    }
+
+    /// The quota counts per `period` (see [`LimitPeriod`]).
+    pub fn per(mut self, period: LimitPeriod) -> Self {
+        self.limit_period = period;
+        self
     }
 
     pub fn with_limit(mut self, limit: i64, limit_type: LimitType) -> Self {
@@ -307,6 +428,9 @@ pub struct License {
     pub lease_secs: u32,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, serde_json::Value>,
+    /// The billing cycle BILLING_PERIOD quotas reset with (a subscription's license carries its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_cycle: Option<BillingCycle>,
 }
 
 pub const DEFAULT_HEARTBEAT_SECS: u32 = 3600;
@@ -332,6 +456,15 @@ impl License {
             }
         }
         wildcard
+    }
+
+    /// The period of `feature`'s quota that holds `at`: `None` when the quota is a lifetime total (or there is none).
+    #[inline]
+    pub fn quota_window(&self, feature: &Feature, at: DateTime<Utc>) -> Option<QuotaWindow> {
+        if feature.limit_period.is_lifetime() || feature.is_unlimited() {
+            return None;
+        }
+        QuotaWindow::of(feature.limit_period, self.billing_cycle, self.starts_at, at)
     }
 
     /// The end of the grace period, if the license expires.

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::codes::{self, CodeError, CodeKind};
 use crate::crypto::{Algorithm, CryptoError, Domain, PublicKeyset, SigningKey, VerifyingKey};
 use crate::fingerprint::MatchPolicy;
-use crate::model::{EmergencyScope, Feature, LicenseModel, LicenseType, LimitType};
+use crate::model::{BillingCycle, EmergencyScope, Feature, LicenseModel, LicenseType, LimitPeriod, LimitType};
 
 /// Codes count time from 2020-01-01T00:00:00Z.
 pub const CODE_EPOCH: i64 = 1_577_836_800;
@@ -264,8 +264,10 @@ pub struct OfflineGrant {
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub grace_days: u8,
     pub fingerprint_policy: MatchPolicy,
-    /// Feature ids, enabled flags, limits and expiries (names are not carried).
+    /// Feature ids, enabled flags, limits with their periods, and expiries (names are not carried).
     pub features: Vec<Feature>,
+    /// The billing cycle BILLING_PERIOD quotas reset with (carried only when a feature has such a quota).
+    pub billing_cycle: Option<BillingCycle>,
 }
 
 /// Alphabet of the 6-bit packed feature ids; ids with other characters are sent as 7-bit ASCII.
@@ -333,10 +335,29 @@ impl OfflineGrant {
             }
             put_time_opt(&mut w, f.expires_at);
         }
-        // A trailing flag, written only when set: codes without it stay byte-identical, and a reader that does
-        // not know it refuses the code (non-zero padding or trailing data) rather than ignoring the policy.
-        if self.fingerprint_policy.allow_pinned {
+        // Trailing fields, written only when needed: codes without them stay byte-identical, and a reader that
+        // does not know them refuses the code (non-zero padding or trailing data) rather than ignoring them.
+        // First the pinned-key flag, then (when a quota counts per period) a set flag, each limited feature's
+        // period in 2 bits in feature order, and the billing cycle when a BILLING_PERIOD quota needs one.
+        let limited = || self.features.iter().filter(|f| f.limit_value >= 0);
+        let periods = limited().any(|f| !f.limit_period.is_lifetime());
+        if self.fingerprint_policy.allow_pinned || periods {
+            w.flag(self.fingerprint_policy.allow_pinned);
+        }
+        if periods {
             w.flag(true);
+            for f in limited() {
+                w.put(type_index(&LimitPeriod::ALL, f.limit_period), 2);
+            }
+            let cycle = self.billing_cycle.filter(|_| limited().any(|f| f.limit_period == LimitPeriod::BillingPeriod));
+            w.flag(cycle.is_some());
+            if let Some(c) = cycle {
+                if !(1..=BillingCycle::MAX_MONTHS).contains(&c.months) {
+                    return Err(bad(format!("a billing cycle is 1 to 12 months, not {}", c.months)));
+                }
+                w.put(to_secs(c.anchor), 32);
+                w.put(u64::from(c.months - 1), 4);
+            }
         }
         Ok(w.bytes)
     }
@@ -374,9 +395,32 @@ impl OfflineGrant {
                 (crate::model::UNLIMITED, LimitType::Count)
             };
             let expires_at = get_time_opt(&mut r)?;
-            features.push(Feature { id, name: String::new(), enabled, limit_value, limit_type, expires_at });
+            let limit_period = LimitPeriod::Lifetime;
+            features.push(Feature {
+                id,
+                name: String::new(),
+                enabled,
+                limit_value,
+                limit_type,
+                limit_period,
+                expires_at,
+            });
         }
         let allow_pinned = r.pos < payload.len() * 8 && r.flag()?;
+        let mut billing_cycle = None;
+        if r.pos < payload.len() * 8 && r.flag()? {
+            for f in features.iter_mut().filter(|f| f.limit_value >= 0) {
+                f.limit_period = LimitPeriod::ALL[r.get(2)? as usize];
+            }
+            if r.flag()? {
+                let anchor = from_secs(r.get(32)?);
+                let months = r.get(4)? as u32 + 1;
+                if months > BillingCycle::MAX_MONTHS {
+                    return Err(r.err("a billing cycle is 1 to 12 months"));
+                }
+                billing_cycle = Some(BillingCycle { anchor, months });
+            }
+        }
         if r.finish()? != payload.len() {
             return Err(r.err("unexpected trailing data"));
         }
@@ -392,6 +436,7 @@ impl OfflineGrant {
             grace_days,
             fingerprint_policy: MatchPolicy { allow_pinned, ..MatchPolicy::from_mask(required, mask) },
             features,
+            billing_cycle,
         };
         Ok((kid_tag, grant))
     }
@@ -660,6 +705,7 @@ mod tests {
             grace_days: 7,
             fingerprint_policy: MatchPolicy { allow_pinned, ..MatchPolicy::default() },
             features: (0..features).map(|i| Feature::new(format!("f{i}"))).collect(),
+            billing_cycle: None,
         }
     }
 
@@ -673,5 +719,38 @@ mod tests {
             assert_eq!(OfflineGrant::parse(&off).unwrap().1, grant(false, features));
             assert_eq!(OfflineGrant::parse(&on).unwrap().1, grant(true, features));
         }
+    }
+
+    #[test]
+    fn quota_periods_and_the_billing_cycle_travel_in_the_trailing_fields() {
+        use crate::model::LimitType;
+        for allow_pinned in [false, true] {
+            let mut g = grant(allow_pinned, 0);
+            g.features = vec![
+                Feature::new("plain"),
+                Feature::new("daily").with_limit(100, LimitType::Count).per(LimitPeriod::Day),
+                Feature::new("lifetime").with_limit(5, LimitType::Count),
+                Feature::new("monthly").with_limit(7, LimitType::Size).per(LimitPeriod::Month),
+                Feature::new("billed").with_limit(0, LimitType::Count).per(LimitPeriod::BillingPeriod),
+            ];
+            g.billing_cycle = Some(BillingCycle { anchor: from_secs(1_795_000_000), months: 12 });
+            let bytes = g.payload(1).unwrap();
+            assert_eq!(OfflineGrant::parse(&bytes).unwrap().1, g);
+            // Without a BILLING_PERIOD quota the cycle is not carried (it would change nothing).
+            g.features.pop();
+            let parsed = OfflineGrant::parse(&g.payload(1).unwrap()).unwrap().1;
+            assert_eq!(parsed.billing_cycle, None);
+            assert_eq!(parsed.features, g.features);
+            // Lifetime quotas only: the code is the one it always was.
+            let mut plain = grant(allow_pinned, 0);
+            plain.features = vec![Feature::new("lifetime").with_limit(5, LimitType::Count)];
+            let old = plain.payload(1).unwrap();
+            plain.billing_cycle = Some(BillingCycle { anchor: from_secs(1_795_000_000), months: 1 });
+            assert_eq!(plain.payload(1).unwrap(), old);
+        }
+        let mut bad = grant(false, 0);
+        bad.features = vec![Feature::new("billed").with_limit(1, LimitType::Count).per(LimitPeriod::BillingPeriod)];
+        bad.billing_cycle = Some(BillingCycle { anchor: from_secs(1_795_000_000), months: 13 });
+        assert!(bad.payload(1).is_err(), "a 13-month cycle cannot be carried");
     }
 }

@@ -328,6 +328,12 @@ fn a_decision_stands_until_decided_until() {
     let mut feature = tessera_core::Feature::new("timed");
     feature.expires_at = Some(t0 + h(3));
     l.features.push(feature);
+    // A quota per day: its facts name the period's end, so the decision changes at midnight.
+    l.features.push(
+        tessera_core::Feature::new("daily")
+            .with_limit(5, tessera_core::model::LimitType::Count)
+            .per(tessera_core::model::LimitPeriod::Day),
+    );
     l.features.push(tessera_core::Feature::new("*"));
     let guard = ClockGuard { high_water: t0 - h(1), tolerance: h(1) };
     let emergency = |hours, scope| EmergencyGrant { expires_at: t0 + h(hours), scope };
@@ -338,7 +344,8 @@ fn a_decision_stands_until_decided_until() {
         (Some(t0 + h(1)), Some(emergency(2, EmergencyScope::LicensedFeatures)), Some(guard)),
         (None, Some(emergency(8, EmergencyScope::AllFeatures)), None),
     ];
-    let thresholds = [t0, t0 + h(1), t0 + h(2), t0 + h(3), t0 + h(4), t0 + h(6), t0 + h(8), t0 + h(30), t0 - h(2)];
+    let thresholds =
+        [t0, t0 + h(1), t0 + h(2), t0 + h(3), t0 + h(4), t0 + h(6), t0 + h(8), t0 + h(12), t0 + h(30), t0 - h(2)];
     // Every threshold, a microsecond either side, and a coarse walk from before the first to after the last.
     let mut instants: Vec<_> = thresholds
         .iter()
@@ -349,7 +356,7 @@ fn a_decision_stands_until_decided_until() {
     let mut changes = 0;
     for (lease, emergency, clock) in setups {
         let make = |now| Inputs { lease_expires_at: lease, emergency, clock, ..Inputs::new(now, Some(&l)) };
-        for feature in ["export_pdf_docs", "timed", "unlisted"] {
+        for feature in ["export_pdf_docs", "timed", "daily", "unlisted"] {
             let query = Query::feature(feature);
             for (n, now) in instants.iter().enumerate() {
                 let decision = decide(&make(*now), &query);

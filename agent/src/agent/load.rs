@@ -2,7 +2,7 @@
 //! activation token, last server answer, offline response, emergency codes) into a [`Snapshot`], and trusted
 //! time advanced and recorded.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -20,7 +20,7 @@ use tessera_core::{License, LicenseStatus};
 use uuid::Uuid;
 
 use super::config::AgentConfig;
-use super::snapshot::{Evidence, Snapshot};
+use super::snapshot::{Evidence, Snapshot, Used};
 use crate::client::{self, ForActivation};
 use crate::clock::{Clock, TrustedTime};
 use crate::error::AgentError;
@@ -83,6 +83,7 @@ pub fn license_from_grant(g: &OfflineGrant, product_id: Uuid) -> License {
         heartbeat_interval_secs: DEFAULT_HEARTBEAT_SECS,
         lease_secs: DEFAULT_LEASE_SECS,
         metadata: BTreeMap::new(),
+        billing_cycle: g.billing_cycle,
     }
 }
 
@@ -100,6 +101,8 @@ struct Bound {
     /// Usage totals from the last verified server answer: quota counts never fall below them, whatever the
     /// unsigned rows of the state file say.
     signed_usage: HashMap<String, u64>,
+    /// The server time of the answer `signed_usage` is from (it places a total in a quota's period).
+    signed_usage_at: Option<DateTime<Utc>>,
     /// The client country the activation token carries (GEOGRAPHIC restrictions).
     country: Option<String>,
 }
@@ -137,6 +140,7 @@ fn verify_activation(
             let mut license = license;
             let mut trusted_floor = file_signed_at.max(claims.issued_at);
             let mut signed_usage = HashMap::new();
+            let mut signed_usage_at = None;
             if let Some(lr) = &a.last_response {
                 require_canonical(lr, canonical_compact(lr), "server answer")?;
                 // Only a heartbeat answer for this very activation counts: one copied from another activation's
@@ -150,6 +154,7 @@ fn verify_activation(
                 }
                 trusted_floor = trusted_floor.max(server_time);
                 signed_usage = r.usage_totals.into_iter().map(|(f, n)| (f, n.max(0) as u64)).collect();
+                signed_usage_at = Some(server_time);
             }
             // Processors are counted only for licenses that count them (reading them costs a file read), and
             // only against a token that says what was counted.
@@ -167,6 +172,7 @@ fn verify_activation(
                 heartbeat_interval_secs: a.heartbeat_interval_secs.unwrap_or(claims.heartbeat_interval_secs),
                 license,
                 signed_usage,
+                signed_usage_at,
                 country: claims.country,
             })
         }
@@ -202,6 +208,7 @@ fn verify_activation(
                 heartbeat_interval_secs: DEFAULT_HEARTBEAT_SECS,
                 license: license_from_grant(g, cfg.product_id),
                 signed_usage: HashMap::new(),
+                signed_usage_at: None,
                 country: None,
             })
         }
@@ -230,7 +237,7 @@ pub(super) fn load(
         build_date: cfg.build_date,
         emergency: None,
         emergency_serial: None,
-        usage: store.usage_by_feature()?.into_iter().collect(),
+        usage: HashMap::new(),
         mode: None,
         activation_id: None,
         key_hash: None,
@@ -243,6 +250,7 @@ pub(super) fn load(
         country: None,
         settled: Vec::new(),
     };
+    let mut signed = (HashMap::new(), None);
     let activation = store.activation()?;
     if let Some(a) = &activation {
         snap.mode = Some(a.mode);
@@ -260,14 +268,7 @@ pub(super) fn load(
                 snap.heartbeat_interval_secs = b.heartbeat_interval_secs.max(1);
                 snap.evidence = evidence_of(a).map(Arc::new);
                 snap.country = b.country.map(Arc::from);
-                if !b.signed_usage.is_empty() {
-                    let queued: HashMap<String, u64> = store.queued_usage_by_feature()?.into_iter().collect();
-                    for (feature, total) in b.signed_usage {
-                        let floor = total.saturating_add(queued.get(&feature).copied().unwrap_or(0));
-                        let used = snap.usage.entry(feature).or_insert(0);
-                        *used = (*used).max(floor);
-                    }
-                }
+                signed = (b.signed_usage, b.signed_usage_at);
             }
             Err(problem) => {
                 tracing::warn!(%problem, "cached activation rejected");
@@ -314,7 +315,40 @@ pub(super) fn load(
     let trusted = advance_trusted(store.conn(), &*cfg.clock, snap.floor, granularity).map_err(|e| store.err(e))?;
     snap.clock.high_water = trusted.trusted;
     snap.trusted = trusted;
+    snap.usage = usage_at(store, snap.license.as_ref(), snap.clock.high_water.max(now), signed)?;
     Ok(snap)
+}
+
+/// Units used per feature id at `at`, each in its quota's current period: the server's total (the larger of the
+/// stored one and the one in the signed heartbeat answer, which a hand-edited state file cannot lower) where it was
+/// reported within the period, plus the queued events recorded in it. A lifetime total counts whenever reported.
+fn usage_at(
+    store: &Store,
+    license: Option<&License>,
+    at: DateTime<Utc>,
+    (signed, signed_at): (HashMap<String, u64>, Option<DateTime<Utc>>),
+) -> Result<HashMap<String, Used>, AgentError> {
+    let stored: HashMap<String, (u64, Option<DateTime<Utc>>)> =
+        store.usage_totals()?.into_iter().map(|(f, n, as_of)| (f, (n, as_of))).collect();
+    let queued: HashMap<String, u64> = store.queued_usage_by_feature()?.into_iter().collect();
+    let ids: BTreeSet<&String> = stored.keys().chain(queued.keys()).chain(signed.keys()).collect();
+    let mut usage = HashMap::with_capacity(ids.len());
+    for id in ids {
+        let window = license.and_then(|l| l.quota_window(l.feature(id)?, at));
+        let reported = |(n, as_of): (u64, Option<DateTime<Utc>>)| match window {
+            None => n,
+            Some(w) if as_of.is_some_and(|t| w.contains(t)) => n,
+            Some(_) => 0,
+        };
+        let server = reported(stored.get(id).copied().unwrap_or_default())
+            .max(reported((signed.get(id).copied().unwrap_or(0), signed_at)));
+        let local = match window {
+            None => queued.get(id).copied().unwrap_or(0),
+            Some(w) => store.queued_usage_between(id, w.start, w.end)?,
+        };
+        usage.insert(id.clone(), Used { units: server.saturating_add(local), until: window.map(|w| w.end) });
+    }
+    Ok(usage)
 }
 
 /// The earliest an emergency code can have been issued: its expiry less the longest validity a server issues

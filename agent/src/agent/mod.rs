@@ -212,7 +212,8 @@ impl Agent {
     pub fn status(&self) -> Status {
         let snap = self.snapshot();
         let cfg = &self.inner.config;
-        let decision = snap.decide(&*cfg.clock, cfg.clock.now(), None, 0);
+        let now = cfg.clock.now();
+        let decision = snap.decide(&*cfg.clock, now, None, 0);
         let recovery = (!decision.allowed).then(|| recovery_hint(&decision, &snap, cfg));
         Status {
             state_path: cfg.state_path.clone(),
@@ -241,7 +242,7 @@ impl Agent {
                 expires_at: e.expires_at,
                 scope: e.scope,
             }),
-            usage: snap.usage.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            usage: snap.usage.iter().map(|(k, v)| (k.clone(), v.at(snap.clock.high_water.max(now)))).collect(),
             pending_usage: snap.pending_usage,
             pending_requests: snap.pending_requests,
             heartbeat_interval_secs: snap.heartbeat_interval_secs,

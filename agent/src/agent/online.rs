@@ -219,7 +219,7 @@ impl Agent {
         let acknowledged = store.tx(|tx| {
             let n = state::ack_usage(tx, &r.accepted_usage)?;
             for (feature, total) in &r.usage_totals {
-                state::set_usage_total(tx, feature, *total)?;
+                state::set_usage_total(tx, feature, *total, v.server_time)?;
             }
             self.trust_server_time(tx, v.server_time)?;
             if deactivated {

@@ -40,7 +40,8 @@ pub(super) struct Snapshot {
     pub(super) build_date: Option<DateTime<Utc>>,
     pub(super) emergency: Option<EmergencyGrant>,
     pub(super) emergency_serial: Option<u32>,
-    pub(super) usage: HashMap<String, u64>,
+    /// Quota units used per feature id in its quota's current period (see [`Used`]).
+    pub(super) usage: HashMap<String, Used>,
     pub(super) mode: Option<Mode>,
     pub(super) activation_id: Option<Uuid>,
     pub(super) key_hash: Option<[u8; 32]>,
@@ -57,6 +58,32 @@ pub(super) struct Snapshot {
     pub(super) country: Option<Arc<str>>,
     /// `check`'s answers worked out ahead, one per listed feature in the license's order ([`Snapshot::settle`]).
     pub(super) settled: Vec<Settled>,
+}
+
+/// Units of a feature's quota used in the period that holds trusted time as the snapshot was made, and when
+/// that period ends (`None`: a lifetime total). From `until` on, no use of the period counts any more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Used {
+    pub(super) units: u64,
+    pub(super) until: Option<DateTime<Utc>>,
+}
+
+impl Used {
+    /// The units that count at `at`.
+    #[inline]
+    pub(super) fn at(&self, at: DateTime<Utc>) -> u64 {
+        if self.until.is_some_and(|end| at >= end) {
+            0
+        } else {
+            self.units
+        }
+    }
+
+    /// Adds `amount` used at `at`, in the period that ends at `until` (a use past the old period starts anew).
+    pub(super) fn add(&mut self, amount: u64, at: DateTime<Utc>, until: Option<DateTime<Utc>>) {
+        self.units = self.at(at).saturating_add(amount);
+        self.until = until;
+    }
 }
 
 /// A feature id's length and last seven bytes in one word: ids of one license often share a length and a prefix
@@ -163,7 +190,7 @@ impl Snapshot {
             // the snapshot on the boot clock, so a clock held back cannot stop time within this process either.
             guard.high_water = guard.high_water.max(self.trusted.observe(now, clock.boot()).trusted);
         }
-        let used = feature.map_or(0, |f| self.used(f));
+        let used = feature.map_or(0, |f| self.used(f, now.max(guard.high_water)));
         decide(&self.inputs(now, guard), &Query { feature, amount, used })
     }
 
@@ -189,7 +216,7 @@ impl Snapshot {
         let at = self.clock.high_water;
         let settled = self.license.iter().flat_map(|l| &l.features).map(|f| {
             let inputs = self.inputs(at, self.clock);
-            let query = Query { feature: Some(&f.id), amount: 0, used: self.used(&f.id) };
+            let query = Query { feature: Some(&f.id), amount: 0, used: self.used(&f.id, at) };
             Settled {
                 tag: id_tag(&f.id),
                 feature: f.id.as_str().into(),
@@ -201,11 +228,18 @@ impl Snapshot {
         self
     }
 
-    fn used(&self, feature: &str) -> u64 {
+    /// Units of `feature` used in its quota's period that holds `at`.
+    pub(super) fn used(&self, feature: &str, at: DateTime<Utc>) -> u64 {
         if self.usage.is_empty() {
             return 0;
         }
-        self.usage.get(feature).copied().unwrap_or(0)
+        self.usage.get(feature).map_or(0, |u| u.at(at))
+    }
+
+    /// When the period of `feature`'s quota that holds `at` ends (`None`: a lifetime total, or no quota).
+    pub(super) fn period_end(&self, feature: &str, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let l = self.license.as_ref()?;
+        l.quota_window(l.feature(feature)?, at).map(|w| w.end)
     }
 
     fn inputs(&self, now: DateTime<Utc>, clock: ClockGuard) -> Inputs<'_> {
@@ -376,15 +410,18 @@ impl Agent {
         if !d.allowed || amount == 0 {
             return Ok(d);
         }
-        let ev = UsageEvent { id: Uuid::now_v7(), feature: feature.to_string(), amount, recorded_at: now };
+        // The use is recorded at the time it was decided at (the later of the clock and trusted time), so it
+        // counts in the quota period the decision counted it in.
+        let at = now.max(snap.clock.high_water);
+        let ev = UsageEvent { id: Uuid::now_v7(), feature: feature.to_string(), amount, recorded_at: at };
         let clock = &*self.inner.config.clock;
         let trusted = store.tx(|tx| {
             state::enqueue_usage(tx, &ev)?;
             advance_trusted(tx, clock, snap.floor, Duration::zero())
         })?;
         let mut next = (*snap).clone();
-        let total = next.usage.entry(feature.to_string()).or_insert(0);
-        *total = total.saturating_add(amount);
+        let until = snap.period_end(feature, at);
+        next.usage.entry(feature.to_string()).or_default().add(amount, at, until);
         next.pending_usage += 1;
         next.clock.high_water = trusted.trusted;
         next.trusted = trusted;

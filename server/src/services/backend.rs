@@ -194,22 +194,15 @@ impl Services {
             ip,
         };
         let (result, license) = self.validate_license(ctx, "backend.validate", &rec, question).await?;
-        let metered = license.features.iter().any(|f| f.limit_value >= 0);
-        let totals = if metered { Some(self.store.usage_totals(license.id).await?) } else { None };
-        let features = license
-            .features
-            .iter()
-            .map(|f| FeatureUse {
-                feature: f.clone(),
-                used: (f.limit_value >= 0).then(|| {
-                    totals
-                        .as_ref()
-                        .and_then(|t| t.iter().find(|(id, _)| *id == f.id))
-                        .map(|(_, n)| (*n).max(0) as u64)
-                        .unwrap_or(0)
-                }),
-            })
-            .collect();
+        let now = self.now();
+        let mut features = Vec::with_capacity(license.features.len());
+        for f in &license.features {
+            let used = match f.is_unlimited() {
+                true => None,
+                false => Some(self.used_in_period(&license, &f.id, now).await?),
+            };
+            features.push(FeatureUse { feature: f.clone(), used });
+        }
         let signed = self.sign_response(Endpoint::Validate, None, &nonce, &result)?;
         Ok(BackendValidation { result, features, signed, nonce })
     }
@@ -225,11 +218,8 @@ impl Services {
         let now = self.now();
         let mut license = rec.license.clone();
         license.status = effective_status(&license, now);
-        let mut query = Query { feature: Some(&req.feature), amount: req.amount, used: 0 };
-        if let Some(f) = license.feature(&req.feature).filter(|f| f.limit_value >= 0) {
-            let totals = self.store.usage_totals(license.id).await?;
-            query.used = totals.iter().find(|(id, _)| *id == f.id).map(|(_, n)| (*n).max(0) as u64).unwrap_or(0);
-        }
+        let used = self.used_in_period(&license, &req.feature, now).await?;
+        let query = Query { feature: Some(&req.feature), amount: req.amount, used };
         let decision = decide(&Inputs::new(now, Some(&license)), &query);
         if self.config.audit_validate {
             let mut a = ctx.audit(

@@ -73,6 +73,10 @@ pub struct CreatePlan {
     /// takes; the plan gives the features.
     #[serde(default)]
     pub template_id: Option<Uuid>,
+    /// Where a customer buys this plan: an `https://` (or `http://`) URL; `{feature}`, `{license}` and `{plan}` are
+    /// filled in when a license offers it as an upgrade.
+    #[serde(default)]
+    pub upgrade_url: Option<String>,
 }
 
 /// `PATCH /v1/plans/{id}`: the members given replace the plan's. The product and the kind never change.
@@ -105,6 +109,9 @@ pub struct UpdatePlan {
     pub attaches_to: Option<Vec<String>>,
     #[serde(default)]
     pub template_id: Option<Uuid>,
+    /// `""` removes it.
+    #[serde(default)]
+    pub upgrade_url: Option<String>,
 }
 
 /// `GET /v1/plans` filters.
@@ -281,7 +288,8 @@ fn check_prices(prices: &mut [Price]) -> AppResult<()> {
     Ok(())
 }
 
-/// Checks usage limits: a metric is a feature id, one limit per metric and period.
+/// Checks usage limits: a metric is a feature id, with one limit (of one period) per metric, since a license
+/// carries one quota per feature.
 fn check_limits(limits: &mut [UsageLimit]) -> AppResult<()> {
     if limits.len() > MAX_LIMITS {
         return Err(AppError::invalid(format!("at most {MAX_LIMITS} usage limits per plan")));
@@ -296,14 +304,42 @@ fn check_limits(limits: &mut [UsageLimit]) -> AppResult<()> {
                 l.metric, l.limit
             )));
         }
-        if !seen.insert((l.metric.clone(), l.period)) {
+        if !seen.insert(l.metric.clone()) {
             return Err(AppError::invalid(format!(
-                "two limits for {:?} per {:?}: give one limit per metric and period",
-                l.metric, l.period
+                "two limits for {:?}: a license carries one quota per feature, so give one limit per metric (per \
+                 DAY, MONTH, BILLING_PERIOD or LIFETIME)",
+                l.metric
             )));
         }
     }
     limits.sort_by(|a, b| (a.metric.as_str(), a.period).cmp(&(b.metric.as_str(), b.period)));
+    Ok(())
+}
+
+/// An upgrade URL: absolute `https://` or `http://`, at most 512 characters, no spaces or control characters; the
+/// placeholders are `{feature}`, `{license}` and `{plan}` (any other `{...}` is refused, so a typo shows at once).
+fn check_upgrade_url(u: &str) -> AppResult<()> {
+    let bad = |why: &str| {
+        AppError::invalid(format!("upgrade_url {why}: give an absolute https:// URL, with {{feature}}, {{license}} or {{plan}} where they belong"))
+    };
+    if u.len() > 512 {
+        return Err(bad("is longer than 512 characters"));
+    }
+    if !(u.starts_with("https://") || u.starts_with("http://")) {
+        return Err(bad("is not an http(s) URL"));
+    }
+    if u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("contains spaces or control characters"));
+    }
+    let mut rest = u;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}').ok_or_else(|| bad("has an unclosed '{'"))?;
+        let name = &rest[open + 1..open + close];
+        if !matches!(name, "feature" | "license" | "plan") {
+            return Err(bad(&format!("has an unknown placeholder {{{name}}}")));
+        }
+        rest = &rest[open + close + 1..];
+    }
     Ok(())
 }
 
@@ -374,6 +410,9 @@ impl Services {
         }
         check_limits(&mut p.limits)?;
         check_prices(&mut p.prices)?;
+        if let Some(u) = &p.upgrade_url {
+            check_upgrade_url(u)?;
+        }
         check_trial(p.trial_days)?;
         let current = || others.iter().filter(|o| o.id != p.id && o.archived_at.is_none());
         match p.kind {
@@ -490,6 +529,7 @@ impl Services {
             attaches_to: req.attaches_to,
             archived_at: None,
             template_id: self.plan_template(ctx, product.id, req.template_id).await?,
+            upgrade_url: req.upgrade_url.filter(|u| !u.is_empty()),
             created_at: now,
             updated_at: now,
         };
@@ -581,6 +621,9 @@ impl Services {
         if req.template_id.is_some() {
             plan.template_id = self.plan_template(ctx, plan.product_id, req.template_id).await?;
         }
+        if let Some(u) = req.upgrade_url {
+            plan.upgrade_url = (!u.is_empty()).then_some(u);
+        }
         Self::settle_plan(&mut plan, &others, tier_given)?;
         if plan.kind == PlanKind::Plan && plan.code != before.code {
             if let Some(a) = others.iter().find(|o| o.archived_at.is_none() && o.attaches_to.contains(&before.code)) {
@@ -599,12 +642,16 @@ impl Services {
             Some(id.to_string()),
             json!({"code": plan.code, "tier": plan.tier, "rank": plan.rank, "public": plan.public}),
         );
+        let grants_changed = (&plan.features, &plan.limits) != (&before.features, &before.limits);
+        if grants_changed {
+            self.check_plan_fits_subscriptions(ctx, &plan).await?;
+        }
         self.store
             .put_plan(plan.clone(), Some(before.updated_at), audit)
             .await
             .map_err(|e| Self::plan_write_error(&plan, e))?;
         // What the plan grants changed: the licenses of its subscriptions follow now, not at their next renewal.
-        if (&plan.features, &plan.limits) != (&before.features, &before.limits) {
+        if grants_changed {
             self.resync_subscriptions_of(ctx, &plan).await?;
         }
         Ok(plan)

@@ -205,6 +205,12 @@ pub fn validate_license(l: &mut License) -> AppResult<()> {
     if l.fingerprint_policy.required > 15 {
         return Err(AppError::invalid("fingerprint_policy.required must be at most 15"));
     }
+    if let Some(c) = l.billing_cycle {
+        if !(1..=tessera_core::model::BillingCycle::MAX_MONTHS).contains(&c.months) {
+            return Err(AppError::invalid("billing_cycle.months must be 1 to 12"));
+        }
+        check_date("billing_cycle.anchor", c.anchor)?;
+    }
     Ok(())
 }
 
@@ -318,6 +324,8 @@ impl Services {
                 .unwrap_or(tessera_core::model::DEFAULT_HEARTBEAT_SECS),
             lease_secs: req.lease_secs.or(t.map(|t| t.lease_secs)).unwrap_or(tessera_core::model::DEFAULT_LEASE_SECS),
             metadata: req.metadata.or(t.map(|t| t.metadata.clone())).unwrap_or_default(),
+            // A subscription sets its own; a license made by hand counts BILLING_PERIOD quotas monthly from its start.
+            billing_cycle: None,
         };
         validate_license(&mut license)?;
         let policy = LicensePolicy {

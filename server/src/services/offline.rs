@@ -357,6 +357,7 @@ impl Services {
             grace_days: u8::try_from(l.grace_days).unwrap_or(u8::MAX),
             fingerprint_policy: l.fingerprint_policy.clone(),
             features: l.features.clone(),
+            billing_cycle: l.billing_cycle,
         };
         let response_code = grant
             .sign(self.keys.signer(), &license_binding(&rec.key_hash, &l.product_id), &signed)

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Months, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tessera_core::model::{Feature, LimitType, UNLIMITED};
+use tessera_core::model::{BillingCycle, Feature, LimitType, UNLIMITED};
 use tessera_core::{LicenseStatus, LicenseType};
 use uuid::Uuid;
 
@@ -29,7 +29,7 @@ use super::licenses::CreateLicense;
 use super::{Ctx, Principal, Services};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::store::{
-    BillingInterval, LimitPeriod, Page, PageRequest, Plan, PlanKind, Role, ScheduledChange, Subscription,
+    BillingInterval, LimitPeriod, Page, PageRequest, Plan, PlanFilter, PlanKind, Role, ScheduledChange, Subscription,
     SubscriptionEvent, SubscriptionFilter, SubscriptionStatus, TrialEnd, UsageLimit,
 };
 
@@ -126,8 +126,13 @@ pub struct Entitlement {
     /// The license's quota (absent: unlimited).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<i64>,
-    /// Units used so far (as the server has recorded them).
+    /// Units used (as the server has recorded them) in the quota's current period; lifetime for a lifetime quota.
     pub used: i64,
+    /// The span the quota counts over (LIFETIME: never starts afresh).
+    pub period: LimitPeriod,
+    /// A quota per period: when the current period ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_ends_at: Option<DateTime<Utc>>,
 }
 
 /// A subscription with what it grants: "what does this customer have".
@@ -153,20 +158,17 @@ pub struct CreatedSubscription {
 
 /// What a subscription's license grants: the features of the plan and of each add-on; for a feature more than
 /// one of them grants, enabled if any enables it, and a quota that is the sum of what each grants, where what one
-/// grants is its LIFETIME limit of the metric if it has one, else the feature's own `limit_value`: unlimited if any
-/// grants it without limit. (An add-on adds to the plan's quota; it never lowers an unlimited grant.)
-pub fn entitlements(plan: &Plan, add_ons: &[Plan]) -> Vec<Feature> {
+/// grants is its limit of the metric if it has one (with that limit's period), else the feature's own
+/// `limit_value` and `limit_period`: unlimited if any grants it without limit. (An add-on adds to the plan's quota;
+/// it never lowers an unlimited grant.) Quotas of one feature add up only over the same period: an add-on that
+/// counts a metric per DAY cannot add to a plan that counts it per MONTH, and is refused.
+pub fn entitlements(plan: &Plan, add_ons: &[Plan]) -> AppResult<Vec<Feature>> {
     let sources: Vec<&Plan> = std::iter::once(plan).chain(add_ons).collect();
     let mut by_id: BTreeMap<String, Feature> = BTreeMap::new();
-    let mut quotas: BTreeMap<String, Option<i64>> = BTreeMap::new(); // None: unlimited
+    // Absent: not granted yet; None: unlimited; Some((units, period, the plan that set the period)).
+    let mut quotas: BTreeMap<String, Option<(i64, LimitPeriod, &str)>> = BTreeMap::new();
     for p in &sources {
-        let lifetime: BTreeMap<&str, i64> = p
-            .limits
-            .iter()
-            .filter(|l| l.period == LimitPeriod::Lifetime)
-            .map(|l| (l.metric.as_str(), l.limit))
-            .collect();
-        let mut granted: BTreeMap<&str, Option<i64>> = BTreeMap::new();
+        let mut granted: BTreeMap<&str, Option<(i64, LimitPeriod)>> = BTreeMap::new();
         for f in &p.features {
             match by_id.get_mut(&f.id) {
                 None => {
@@ -180,36 +182,122 @@ pub fn entitlements(plan: &Plan, add_ons: &[Plan]) -> Vec<Feature> {
                     };
                 }
             }
-            granted.insert(f.id.as_str(), (!f.is_unlimited()).then_some(f.limit_value));
+            granted.insert(f.id.as_str(), (!f.is_unlimited()).then_some((f.limit_value, f.limit_period)));
         }
-        for (metric, limit) in &lifetime {
-            by_id.entry(metric.to_string()).or_insert_with(|| Feature::new(*metric));
-            granted.insert(metric, Some(*limit));
+        for l in &p.limits {
+            let f = by_id.entry(l.metric.clone()).or_insert_with(|| Feature::new(&l.metric));
+            f.limit_type = LimitType::Count;
+            granted.insert(l.metric.as_str(), Some((l.limit, l.period)));
         }
         for (id, q) in granted {
-            let total = quotas.entry(id.to_string()).or_insert(Some(0));
-            *total = match (*total, q) {
-                (Some(a), Some(b)) => Some(a.saturating_add(b)),
-                _ => None,
+            let next = match (quotas.get(id).copied(), q) {
+                (None, Some((b, period))) => Some((b, period, p.code.as_str())),
+                (None, None) | (Some(None), _) | (Some(Some(_)), None) => None,
+                (Some(Some((a, have, by))), Some((b, period))) if have == period => {
+                    Some((a.saturating_add(b), have, by))
+                }
+                (Some(Some((_, have, by))), Some((_, period))) => {
+                    return Err(AppError::invalid(format!(
+                        "{:?} counts {id:?} per {} and {by:?} per {}: quotas of one feature add up only over the \
+                         same period; give the add-on's limit the plan's period",
+                        p.code,
+                        period.as_str(),
+                        have.as_str()
+                    )))
+                }
             };
+            quotas.insert(id.to_string(), next);
         }
     }
     for (id, f) in by_id.iter_mut() {
         match quotas.get(id).copied().flatten() {
-            Some(q) => {
-                f.limit_value = q;
-                if lifetime_metric(&sources, id) {
-                    f.limit_type = LimitType::Count;
-                }
+            Some((units, period, _)) => {
+                f.limit_value = units;
+                f.limit_period = period;
             }
-            None => f.limit_value = UNLIMITED,
+            None => {
+                f.limit_value = UNLIMITED;
+                f.limit_period = LimitPeriod::Lifetime;
+            }
         }
     }
-    by_id.into_values().collect()
+    Ok(by_id.into_values().collect())
 }
 
-fn lifetime_metric(sources: &[&Plan], id: &str) -> bool {
-    sources.iter().flat_map(|p| &p.limits).any(|l| l.period == LimitPeriod::Lifetime && l.metric == id)
+/// The license metadata key of the upgrade offers ([`upgrade_offers`]), which the agent reads for its 402 answers.
+pub const UPGRADES_KEY: &str = "upgrades";
+
+/// A plan's price per month in `currency` for comparing plans: the MONTH price, or the YEAR price divided by 12
+/// and rounded up (to the minor unit); `None` without a price in that currency. Only ever compared, never charged.
+fn monthly_price(p: &Plan, currency: &str) -> Option<i64> {
+    p.prices
+        .iter()
+        .filter(|x| x.currency == currency)
+        .map(|x| match x.interval {
+            BillingInterval::Month => x.amount,
+            BillingInterval::Year => x.amount.div_euclid(12) + i64::from(x.amount.rem_euclid(12) != 0),
+        })
+        .min()
+}
+
+/// What a subscription's license offers for each feature the catalog sells and the license does not grant
+/// (enabled): the cheapest way to get it, among the product's current public plans above the subscription's rung
+/// and the public add-ons that attach to its plan. Cheapest by [`monthly_price`] in the currency of the plan's
+/// price for the subscription's interval; ones without a price in it come after, the lower rung first. With the
+/// offer's `upgrade_url`, its placeholders filled in (`{feature}`, `{license}`, `{plan}`). A JSON object by
+/// feature id, signed into the license's metadata under [`UPGRADES_KEY`], so the agent can answer offline.
+pub fn upgrade_offers(
+    license_id: Uuid,
+    granted: &[Feature],
+    plan: &Plan,
+    interval: BillingInterval,
+    catalog: &[Plan],
+) -> Value {
+    let currency =
+        plan.prices.iter().find(|p| p.interval == interval).or(plan.prices.first()).map(|p| p.currency.as_str());
+    let has = |id: &str| granted.iter().any(|f| f.id == id && f.enabled);
+    let sells = |p: &Plan, id: &str| {
+        p.features.iter().any(|f| f.id == id && f.enabled) || p.limits.iter().any(|l| l.metric == id)
+    };
+    let candidates: Vec<&Plan> = catalog
+        .iter()
+        .filter(|c| c.public && c.archived_at.is_none() && c.product_id == plan.product_id && c.id != plan.id)
+        .filter(|c| match c.kind {
+            PlanKind::Plan => c.rank > plan.rank,
+            PlanKind::AddOn => c.attaches_to.is_empty() || c.attaches_to.contains(&plan.code),
+        })
+        .collect();
+    let mut offers = serde_json::Map::new();
+    let ids: std::collections::BTreeSet<&str> = candidates
+        .iter()
+        .flat_map(|c| c.features.iter().map(|f| f.id.as_str()).chain(c.limits.iter().map(|l| l.metric.as_str())))
+        .collect();
+    for id in ids {
+        if has(id) {
+            continue;
+        }
+        let best = candidates.iter().filter(|c| sells(c, id)).min_by_key(|c| {
+            (currency.and_then(|cur| monthly_price(c, cur)).map_or((1, 0), |m| (0, m)), c.rank, c.code.as_str())
+        });
+        let Some(best) = best else { continue };
+        let mut offer = json!({"plan": best.code, "name": best.name, "kind": best.kind});
+        if let Some(u) = &best.upgrade_url {
+            let url =
+                u.replace("{feature}", id).replace("{license}", &license_id.to_string()).replace("{plan}", &best.code);
+            offer["upgrade_url"] = json!(url);
+        }
+        offers.insert(id.to_string(), offer);
+    }
+    Value::Object(offers)
+}
+
+/// The billing cycle a subscription's license carries, for its BILLING_PERIOD quotas.
+pub fn billing_cycle(sub: &Subscription) -> BillingCycle {
+    let months = match sub.interval {
+        BillingInterval::Month => 1,
+        BillingInterval::Year => 12,
+    };
+    BillingCycle { anchor: sub.anchor_at, months }
 }
 
 /// The end of period `n` (0 is the first period's start) counted from `anchor`.
@@ -371,7 +459,7 @@ impl Services {
         }
         let mut metadata = BTreeMap::new();
         metadata.insert("subscription_id".to_string(), json!(id));
-        let (license, key, license_audit) = self
+        let (mut license, key, license_audit) = self
             .new_license(
                 ctx,
                 CreateLicense {
@@ -379,13 +467,17 @@ impl Services {
                     customer_id: Some(customer.id),
                     license_type: Some(LicenseType::Subscription),
                     expires_at: Some(sub.current_period_end),
-                    features: Some(entitlements(&plan, &add_ons)),
+                    features: Some(entitlements(&plan, &add_ons)?),
                     metadata: Some(metadata),
                     ..CreateLicense::default()
                 },
             )
             .await?;
         sub.license_id = license.license.id;
+        license.license.billing_cycle = Some(billing_cycle(&sub));
+        let catalog = self.catalog_of(ctx, plan.product_id).await?;
+        let offers = upgrade_offers(sub.license_id, &license.license.features, &plan, interval, &catalog);
+        license.license.metadata.insert(UPGRADES_KEY.to_string(), offers);
         let event =
             Self::sub_event(ctx, &sub, now, "created", None, json!({"status": sub.status, "interval": interval}));
         let audit = ctx.audit(
@@ -436,16 +528,22 @@ impl Services {
         for a in &sub.add_ons {
             add_ons.push(self.store.get_plan(scope, *a).await.map_err(|e| AppError::store("plan", e))?);
         }
-        let used: BTreeMap<String, i64> = self.store.usage_totals(sub.license_id).await?.iter().cloned().collect();
-        let entitlements = entitlements(&plan, &add_ons)
-            .into_iter()
-            .map(|f| Entitlement {
-                used: used.get(&f.id).copied().unwrap_or(0),
+        let license = self.store.get_license(scope, sub.license_id).await.map_err(|e| AppError::store("license", e))?;
+        let now = self.now();
+        let mut granted = Vec::new();
+        for f in entitlements(&plan, &add_ons)? {
+            // The license as stored has the same grants (a subscription keeps it in line), and its billing cycle.
+            let window = license.license.quota_window(&f, now);
+            granted.push(Entitlement {
+                used: self.used_in_period(&license.license, &f.id, now).await? as i64,
                 limit: (f.limit_value != UNLIMITED).then_some(f.limit_value),
                 enabled: f.enabled,
+                period: if window.is_some() { f.limit_period } else { LimitPeriod::Lifetime },
+                period_ends_at: window.map(|w| w.end),
                 feature: f.id,
-            })
-            .collect();
+            });
+        }
+        let entitlements = granted;
         let mut limits: Vec<UsageLimit> =
             std::iter::once(&plan).chain(&add_ons).flat_map(|p| p.limits.iter().cloned()).collect();
         limits.sort_by(|a, b| (a.metric.as_str(), a.period).cmp(&(b.metric.as_str(), b.period)));
@@ -522,7 +620,11 @@ impl Services {
         let before = rec.license.clone();
         let now = self.now();
         let l = &mut rec.license;
-        l.features = entitlements(&plan, &add_ons);
+        l.features = entitlements(&plan, &add_ons)?;
+        l.billing_cycle = Some(billing_cycle(sub));
+        let catalog = self.catalog_of(ctx, plan.product_id).await?;
+        let offers = upgrade_offers(l.id, &l.features, &plan, sub.interval, &catalog);
+        l.metadata.insert(UPGRADES_KEY.to_string(), offers);
         match sub.status {
             SubscriptionStatus::Trialing | SubscriptionStatus::Active | SubscriptionStatus::Paused => {
                 l.expires_at = Some(sub.current_period_end);
@@ -556,6 +658,45 @@ impl Services {
         }
         super::licenses::validate_license(&mut rec.license)?;
         Ok(Some(rec))
+    }
+
+    /// The product's current public plans and add-ons, for upgrade offers.
+    async fn catalog_of(&self, ctx: &Ctx, product_id: Uuid) -> AppResult<Vec<Plan>> {
+        let filter = PlanFilter { product_id: Some(product_id), public_only: true, ..PlanFilter::default() };
+        Ok(self.store.list_plans(ctx.scope()?, filter).await?)
+    }
+
+    /// Before a plan's entitlements change: whether every current subscription on it (or with it as an add-on)
+    /// can still add up its quotas with `plan` as edited (see [`entitlements`]); the first that cannot is the error.
+    pub(crate) async fn check_plan_fits_subscriptions(&self, ctx: &Ctx, plan: &Plan) -> AppResult<()> {
+        let scope = ctx.scope()?;
+        let get = |id: Uuid| async move {
+            match id == plan.id {
+                true => Ok(plan.clone()),
+                false => self.store.get_plan(scope, id).await.map_err(|e| AppError::store("plan", e)),
+            }
+        };
+        let mut page = PageRequest { after: None, limit: 500 };
+        loop {
+            let filter = SubscriptionFilter { product_id: Some(plan.product_id), ..SubscriptionFilter::default() };
+            let found = self.store.list_subscriptions(scope, filter, page).await?;
+            for sub in found.items {
+                if sub.status.is_final() || (sub.plan_id != plan.id && !sub.add_ons.contains(&plan.id)) {
+                    continue;
+                }
+                let base = get(sub.plan_id).await?;
+                let mut add_ons = Vec::with_capacity(sub.add_ons.len());
+                for a in &sub.add_ons {
+                    add_ons.push(get(*a).await?);
+                }
+                entitlements(&base, &add_ons)
+                    .map_err(|e| AppError::invalid(format!("subscription {}: {}", sub.id, e.message)))?;
+            }
+            match found.next_cursor.and_then(|c| Uuid::parse_str(&c).ok()) {
+                Some(after) => page.after = Some(after),
+                None => return Ok(()),
+            }
+        }
     }
 
     /// After a plan's entitlements changed: every current subscription on it (or with it as an add-on) re-signs its
@@ -651,6 +792,7 @@ impl Services {
             }
         };
         let add_ons = self.add_ons_for(ctx, &plan, &add_on_ids).await?;
+        entitlements(&plan, &add_ons)?; // quotas that cannot add up are refused now, not at the period's end
         let action = match plan.rank.cmp(&current.rank) {
             std::cmp::Ordering::Greater => "upgraded",
             std::cmp::Ordering::Less => "downgraded",

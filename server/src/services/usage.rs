@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tessera_core::protocol::MAX_USAGE_AMOUNT;
-use tessera_core::{Feature, LicenseStatus};
+use tessera_core::{Feature, License, LicenseStatus};
 use uuid::Uuid;
 
 use super::licenses::effective_status;
@@ -46,10 +46,14 @@ pub struct IngestEvent {
     pub feature: String,
     /// 1 to 2^40 units.
     pub amount: u64,
-    /// When the use happened (default: when it arrives).
+    /// When the use happened (default: when it arrives); it counts in the quota period this falls in. At most
+    /// five minutes ahead of the server's clock.
     #[serde(default)]
     pub recorded_at: Option<DateTime<Utc>>,
 }
+
+/// How far ahead of the server's clock an event's `recorded_at` may be (clock skew between hosts).
+const MAX_FUTURE_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
 /// What became of one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -75,12 +79,16 @@ pub enum UsageOutcome {
 pub struct EventResult {
     pub id: Uuid,
     pub outcome: UsageOutcome,
-    /// The license's total of the feature after the event (recorded, duplicate and quota refusals).
+    /// The license's use of the feature after the event (recorded, duplicate and quota refusals): in the quota's
+    /// period for a quota per period, else the lifetime total.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,
     /// Units left of the quota after the event (absent: unlimited or unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remaining: Option<u64>,
+    /// A quota per period: when the period the event counted in ends (and a used-up quota starts afresh).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_ends_at: Option<DateTime<Utc>>,
 }
 
 /// The answer: one result per event, in order, and the counts.
@@ -110,6 +118,7 @@ impl Services {
             )));
         }
         // Shape first: a malformed event refuses the whole batch, before anything is read or written.
+        let now = self.now();
         let mut refs = Vec::with_capacity(req.events.len());
         for (i, e) in req.events.iter().enumerate() {
             let at = |m: String| {
@@ -124,11 +133,16 @@ impl Services {
             if e.amount == 0 || e.amount > MAX_USAGE_AMOUNT {
                 return Err(at(format!("amount must be 1 to {MAX_USAGE_AMOUNT} (2^40), not {}", e.amount)));
             }
+            if e.recorded_at.is_some_and(|t| t > now + MAX_FUTURE_SKEW) {
+                return Err(at(
+                    "recorded_at is more than 5 minutes ahead of the server's clock: send the time the use happened"
+                        .into(),
+                ));
+            }
             refs.push(r);
         }
 
         // Each license once; one of another tenant is as unknown as one that does not exist.
-        let now = self.now();
         let mut licenses: HashMap<LicenseRef, Option<Arc<LicenseRecord>>> = HashMap::new();
         for r in &refs {
             if licenses.contains_key(r) {
@@ -154,7 +168,8 @@ impl Services {
         let mut batch = Vec::new();
         let mut slots = Vec::new();
         for (i, (e, r)) in req.events.iter().zip(&refs).enumerate() {
-            let refuse = |outcome| Some(EventResult { id: e.id, outcome, total: None, remaining: None });
+            let refuse =
+                |outcome| Some(EventResult { id: e.id, outcome, total: None, remaining: None, period_ends_at: None });
             let Some(rec) = licenses.get(r).cloned().flatten() else {
                 results.push(refuse(UsageOutcome::LicenseNotFound));
                 continue;
@@ -170,16 +185,14 @@ impl Services {
             };
             results.push(None);
             let limit = (!f.is_unlimited()).then_some(f.limit_value);
-            slots.push((i, limit));
+            let recorded_at = e.recorded_at.unwrap_or(now);
+            let window = l.quota_window(f, recorded_at);
+            slots.push((i, limit, window.map(|w| w.end)));
             batch.push(BatchUsage {
                 license_id: l.id,
-                event: UsageEvent {
-                    id: e.id,
-                    feature: e.feature.clone(),
-                    amount: e.amount as i64,
-                    recorded_at: e.recorded_at.unwrap_or(now),
-                },
+                event: UsageEvent { id: e.id, feature: e.feature.clone(), amount: e.amount as i64, recorded_at },
                 limit,
+                window,
             });
         }
         // The batch's tenant (a vendor-admin batch across tenants is audited as the vendor's).
@@ -197,7 +210,7 @@ impl Services {
             );
             let outcomes =
                 self.store.record_usage_batch(batch, now, audit).await.map_err(|e| AppError::store("usage", e))?;
-            for ((i, limit), outcome) in slots.into_iter().zip(outcomes) {
+            for ((i, limit, period_ends_at), outcome) in slots.into_iter().zip(outcomes) {
                 let id = req.events[i].id;
                 let left = |total: i64| limit.map(|l| l.saturating_sub(total).max(0) as u64);
                 results[i] = Some(match outcome {
@@ -206,22 +219,29 @@ impl Services {
                         outcome: UsageOutcome::Recorded,
                         total: Some(total.max(0) as u64),
                         remaining: left(total),
+                        period_ends_at,
                     },
                     BatchOutcome::Duplicate { total } => EventResult {
                         id,
                         outcome: UsageOutcome::Duplicate,
                         total: Some(total.max(0) as u64),
                         remaining: left(total),
+                        period_ends_at,
                     },
                     BatchOutcome::QuotaExceeded { total } => EventResult {
                         id,
                         outcome: UsageOutcome::QuotaExceeded,
                         total: Some(total.max(0) as u64),
                         remaining: left(total),
+                        period_ends_at,
                     },
-                    BatchOutcome::IdConflict => {
-                        EventResult { id, outcome: UsageOutcome::IdConflict, total: None, remaining: None }
-                    }
+                    BatchOutcome::IdConflict => EventResult {
+                        id,
+                        outcome: UsageOutcome::IdConflict,
+                        total: None,
+                        remaining: None,
+                        period_ends_at,
+                    },
                 });
             }
         }
@@ -348,5 +368,46 @@ impl Services {
             .map(|(m, (total, events))| MetricTotal { metric: m.to_string(), total, events })
             .collect();
         Ok(UsageSummary { period, from, to, licenses, rows, totals })
+    }
+}
+
+impl Services {
+    /// Units of `feature` (the id asked about) the license has used in the period of its quota that holds `at`:
+    /// the lifetime total for a lifetime quota, 0 without a quota.
+    pub(crate) async fn used_in_period(&self, license: &License, feature: &str, at: DateTime<Utc>) -> AppResult<u64> {
+        let Some(f) = license.feature(feature).filter(|f| !f.is_unlimited()) else {
+            return Ok(0);
+        };
+        let n = match license.quota_window(f, at) {
+            Some(w) => self.store.usage_between(license.id, feature.to_string(), w.start, w.end).await?,
+            None => {
+                self.store.usage_totals(license.id).await?.iter().find(|(id, _)| id == feature).map_or(0, |(_, n)| *n)
+            }
+        };
+        Ok(n.max(0) as u64)
+    }
+
+    /// The usage totals a client is told (heartbeat answers, validation): the license's lifetime totals, each
+    /// feature under a quota per period replaced by its use in the period that holds `at` (the agent places them
+    /// by the answer's server time). A license without such quotas costs nothing more.
+    pub(crate) async fn reported_totals(
+        &self,
+        license: &License,
+        totals: Arc<Vec<(String, i64)>>,
+        at: DateTime<Utc>,
+    ) -> AppResult<Arc<Vec<(String, i64)>>> {
+        let periodic = |id: &str| license.feature(id).and_then(|f| license.quota_window(f, at));
+        if !license.features.iter().any(|f| !f.is_unlimited() && !f.limit_period.is_lifetime()) {
+            return Ok(totals);
+        }
+        let mut out = Vec::with_capacity(totals.len());
+        for (id, n) in totals.iter() {
+            let n = match periodic(id) {
+                Some(w) => self.store.usage_between(license.id, id.clone(), w.start, w.end).await?,
+                None => *n,
+            };
+            out.push((id.clone(), n));
+        }
+        Ok(Arc::new(out))
     }
 }

@@ -242,6 +242,15 @@ pub trait UsageStore: Send + Sync + 'static {
     /// Inserts the event unless the license has one with its id, adds it to the total (saturating) and appends the
     /// audit entry (outcome `OK`, `DUPLICATE` or `CONFLICT`), in one atomic step.
     fn record_usage(&self, op: RecordUsageOp) -> StoreFuture<'_, RecordUsageOutcome>;
+    /// Units of a license's `feature` recorded at `from <= recorded_at < to`, where both are UTC midnights (the
+    /// bounds of a quota period); not cached.
+    fn usage_between(
+        &self,
+        license_id: Uuid,
+        feature: String,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreFuture<'_, i64>;
     /// Records a batch in one atomic step, in order, each event as [`record_usage`](Self::record_usage) would
     /// (idempotent by id per license) and refused whole when it would take its feature's total past `limit`;
     /// appends one audit entry for the batch (outcome `OK`). Returns one outcome per event, in order.

@@ -168,15 +168,9 @@ pub struct Price {
     pub currency: String,
 }
 
-/// The span a usage limit counts over; it resets at each boundary (`LIFETIME`: never).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum LimitPeriod {
-    Day,
-    Month,
-    BillingPeriod,
-    Lifetime,
-}
+/// The span a usage limit counts over; it resets at each boundary (`LIFETIME`: never). The license model's, so a
+/// plan's limit becomes a feature's quota per period as it is.
+pub use tessera_core::model::LimitPeriod;
 
 /// How much of a metric a plan includes per period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -225,6 +219,9 @@ pub struct Plan {
     /// plan gives the entitlements. A subscription may name another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_id: Option<Uuid>,
+    /// Where a customer buys this plan (`{feature}`, `{license}`, `{plan}` filled in when a license offers it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -594,6 +591,9 @@ pub struct BatchUsage {
     /// The license's quota of the feature (`None`: unlimited): an event that would take the total past it is
     /// refused, and nothing of it recorded.
     pub limit: Option<i64>,
+    /// For a quota per period, the period the event's time falls in: the total checked against `limit` is the
+    /// use in it (`None`: the lifetime total).
+    pub window: Option<tessera_core::model::QuotaWindow>,
 }
 
 /// The span a usage summary adds up over (UTC).

@@ -35,9 +35,16 @@ async fn shop(h: &Harness, name: &str) -> Shop {
     let free =
         id(ok(h, Method::POST, "/v1/plans", &t, Some(plan(json!({"name": "Free", "features": [{"id": "view"}]}))))
             .await);
-    let basic = id(ok(h, Method::POST, "/v1/plans", &t, Some(plan(json!({"name": "Basic", "features": [{"id": "view"}, {"id": "export_pdf"}],
-        "limits": [{"metric": "api_calls", "limit": 100, "period": "LIFETIME"}, {"metric": "api_calls", "limit": 10, "period": "DAY"}],
-        "prices": [{"interval": "MONTH", "amount": 1000, "currency": "EUR"}]})))).await);
+    let basic = id(ok(
+        h,
+        Method::POST,
+        "/v1/plans",
+        &t,
+        Some(plan(json!({"name": "Basic", "features": [{"id": "view"}, {"id": "export_pdf"}],
+        "limits": [{"metric": "api_calls", "limit": 100, "period": "LIFETIME"}],
+        "prices": [{"interval": "MONTH", "amount": 1000, "currency": "EUR"}]}))),
+    )
+    .await);
     let premium = id(ok(h, Method::POST, "/v1/plans", &t, Some(plan(json!({"name": "Premium", "trial_days": 14,
         "features": [{"id": "view"}, {"id": "export_pdf"}, {"id": "crm"}],
         "limits": [{"metric": "api_calls", "limit": 1000, "period": "LIFETIME"}],
@@ -131,10 +138,10 @@ async fn a_trial_converts_upgrades_downgrades_at_period_end_and_renews() {
     assert_eq!(features(&lic), ["api_calls", "export_pdf", "reports", "view"]);
     assert_eq!(lic["expires_at"], renewed["current_period_end"]);
     assert_eq!(lic["status"], "ACTIVE");
-    // DAY limits are listed with the subscription, not made into lifetime quotas.
+    // The plan's and the add-on's lifetime quotas add up.
     let calls = lic["features"].as_array().unwrap().iter().find(|f| f["id"] == "api_calls").unwrap();
     assert_eq!(calls["limit_value"], 600);
-    assert!(renewed["limits"].as_array().unwrap().iter().any(|l| l["period"] == "DAY" && l["limit"] == 10));
+    assert!(calls.get("limit_period").is_none(), "a lifetime quota: {calls}");
 
     // Upgrade takes effect at once.
     let up = ok(&h, Method::POST, &format!("{sub_path}/change"), &t, Some(json!({"plan_id": s.premium}))).await;
@@ -461,4 +468,183 @@ async fn quotas_add_up_and_trials_of_the_lowest_or_a_paid_rung_end() {
         (st, v["error"]["message"].as_str().unwrap().contains("every feature")),
         (StatusCode::UNPROCESSABLE_ENTITY, true)
     );
+}
+
+/// The next UTC midnight after the harness clock's time.
+fn next_midnight(h: &Harness) -> chrono::DateTime<chrono::Utc> {
+    let now = *h.now.lock().unwrap();
+    (now.date_naive() + Duration::days(1)).and_hms_opt(0, 0, 0).unwrap().and_utc()
+}
+
+#[tokio::test]
+async fn quotas_per_day_add_up_reset_at_midnight_and_mismatched_periods_are_refused() {
+    let h = Harness::new().await;
+    let s = shop(&h, "sub-periods").await;
+    let t = s.f.token.clone();
+    let p = s.f.product.to_string();
+    let metered = ok(
+        &h,
+        Method::POST,
+        "/v1/plans",
+        &t,
+        Some(json!({"product_id": p, "name": "Metered",
+        "tier": "METERED", "template_id": s.f.template, "features": [{"id": "view"}],
+        "limits": [{"metric": "api_calls", "limit": 10, "period": "DAY"}],
+        "prices": [{"interval": "MONTH", "amount": 900, "currency": "EUR"}]})),
+    )
+    .await;
+    let boost = ok(
+        &h,
+        Method::POST,
+        "/v1/plans",
+        &t,
+        Some(json!({"product_id": p, "name": "Boost", "kind": "ADD_ON",
+        "category": "capacity", "limits": [{"metric": "api_calls", "limit": 5, "period": "DAY"}]})),
+    )
+    .await;
+
+    // Plan and add-on both count per DAY: the license's quota is 15 a day, with the subscription's billing cycle.
+    let sub = ok(
+        &h,
+        Method::POST,
+        "/v1/subscriptions",
+        &t,
+        Some(json!({"customer_id": s.f.customer,
+        "plan_id": metered["id"], "add_ons": [boost["id"]]})),
+    )
+    .await;
+    let lic = license(&h, &s, &sub).await;
+    let calls = lic["features"].as_array().unwrap().iter().find(|f| f["id"] == "api_calls").unwrap().clone();
+    assert_eq!((calls["limit_value"].as_i64(), calls["limit_period"].as_str()), (Some(15), Some("DAY")), "{calls}");
+    assert_eq!(lic["billing_cycle"]["months"], 1);
+    assert_eq!(lic["billing_cycle"]["anchor"], sub["anchor_at"]);
+
+    // A day's 15 are recorded; the 16th is refused and says when the day ends.
+    let license_id = sub["license_id"].as_str().unwrap().to_string();
+    let ev = || json!({"id": uuid::Uuid::now_v7(), "license_id": license_id, "feature": "api_calls", "amount": 1});
+    let (st, v) = h.post("/v1/usage", Some(&t), json!({"events": (0..16).map(|_| ev()).collect::<Vec<_>>()})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let results = v["results"].as_array().unwrap();
+    assert!(results[..15].iter().all(|r| r["outcome"] == "RECORDED"), "{v}");
+    assert_eq!(results[15]["outcome"], "QUOTA_EXCEEDED", "{v}");
+    assert_eq!(results[15]["total"], 15);
+    let midnight = next_midnight(&h);
+    let ends: chrono::DateTime<chrono::Utc> = serde_json::from_value(results[15]["period_ends_at"].clone()).unwrap();
+    assert_eq!(ends, midnight);
+    let view = ok(&h, Method::GET, &format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap()), &t, None).await;
+    let ent = view["entitlements"].as_array().unwrap().iter().find(|e| e["feature"] == "api_calls").unwrap().clone();
+    assert_eq!(
+        (ent["used"].as_i64(), ent["limit"].as_i64(), ent["period"].as_str()),
+        (Some(15), Some(15), Some("DAY"))
+    );
+
+    // Past midnight the day's quota starts afresh; the day before stays on record.
+    let now = *h.now.lock().unwrap();
+    h.advance(midnight - now + Duration::seconds(1));
+    let (_, v) = h.post("/v1/usage", Some(&t), json!({"events": [ev()]})).await;
+    assert_eq!(v["results"][0]["outcome"], "RECORDED", "{v}");
+    assert_eq!(v["results"][0]["total"], 1);
+    assert_eq!(v["results"][0]["remaining"], 14);
+    // An event dated yesterday counts against yesterday, which is full.
+    let mut late = ev();
+    late["recorded_at"] = json!(midnight - Duration::minutes(5));
+    let (_, v) = h.post("/v1/usage", Some(&t), json!({"events": [late]})).await;
+    assert_eq!(v["results"][0]["outcome"], "QUOTA_EXCEEDED", "{v}");
+    // One dated more than five minutes ahead of the server is refused, whole batch.
+    let mut ahead = ev();
+    ahead["recorded_at"] = json!(midnight + Duration::hours(1));
+    let (st, v) = h.post("/v1/usage", Some(&t), json!({"events": [ev(), ahead]})).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("ahead of the server's clock"), "{v}");
+    h.advance(Duration::seconds(1)); // a summary runs up to now, excluded
+    let day = ok(&h, Method::GET, &format!("/v1/usage/summary?license_id={license_id}&period=DAY"), &t, None).await;
+    let totals: Vec<i64> = day["rows"].as_array().unwrap().iter().map(|b| b["total"].as_i64().unwrap()).collect();
+    assert_eq!(totals, [15, 1], "{day}");
+
+    // An add-on counting the metric over another period cannot add to the plan's quota: refused, nothing made.
+    let before = ok(&h, Method::GET, "/v1/subscriptions", &t, None).await["items"].as_array().unwrap().len();
+    let (st, v) = h
+        .post(
+            "/v1/subscriptions",
+            Some(&t),
+            json!({"customer_id": s.f.customer, "plan_id": metered["id"], "add_ons": [s.reports]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("same period"), "{v}");
+    let after = ok(&h, Method::GET, "/v1/subscriptions", &t, None).await["items"].as_array().unwrap().len();
+    assert_eq!(before, after);
+    // Nor may a plan edit break a live subscription's sum: the edit is refused and the plan stays as it was.
+    let path = format!("/v1/plans/{}", boost["id"].as_str().unwrap());
+    let (st, v) = h
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&t),
+            Some(json!({"limits": [{"metric": "api_calls", "limit": 5, "period": "MONTH"}]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(ok(&h, Method::GET, &path, &t, None).await["limits"][0]["period"], "DAY");
+    // Two limits for one metric in one plan: a license carries one quota per feature.
+    let (st, v) = h
+        .post("/v1/plans", Some(&t), json!({"product_id": p, "name": "Two", "tier": "TWO",
+            "limits": [{"metric": "api_calls", "limit": 5, "period": "DAY"}, {"metric": "api_calls", "limit": 50, "period": "MONTH"}]}))
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+}
+
+#[tokio::test]
+async fn the_license_offers_the_cheapest_way_to_each_feature_it_lacks() {
+    let h = Harness::new().await;
+    let s = shop(&h, "sub-offers").await;
+    let t = s.f.token.clone();
+    let p = s.f.product.to_string();
+    // Premium (3000/month) sells crm; so does a CRM add-on at 2400/year (200/month): the add-on is cheaper.
+    let crm = ok(
+        &h,
+        Method::POST,
+        "/v1/plans",
+        &t,
+        Some(json!({"product_id": p, "name": "CRM connector",
+        "kind": "ADD_ON", "category": "crm", "features": [{"id": "crm"}],
+        "prices": [{"interval": "YEAR", "amount": 2400, "currency": "EUR"}],
+        "upgrade_url": "https://shop.example/buy/{plan}?feature={feature}&license={license}"})),
+    )
+    .await;
+    let sub =
+        ok(&h, Method::POST, "/v1/subscriptions", &t, Some(json!({"customer_id": s.f.customer, "plan_id": s.basic})))
+            .await;
+    let lic = license(&h, &s, &sub).await;
+    let offers = &lic["metadata"]["upgrades"];
+    let license_id = sub["license_id"].as_str().unwrap();
+    assert_eq!(offers["crm"]["plan"], crm["code"], "{offers}");
+    assert_eq!(offers["crm"]["kind"], "ADD_ON");
+    assert_eq!(
+        offers["crm"]["upgrade_url"],
+        format!("https://shop.example/buy/{}?feature=crm&license={license_id}", crm["code"].as_str().unwrap())
+    );
+    // Reports is sold only as an add-on; what the license grants is not offered.
+    assert_eq!(offers["reports"]["plan"], "reports", "{offers}");
+    assert!(offers.get("export_pdf").is_none() && offers.get("view").is_none(), "{offers}");
+
+    // With the add-on, crm is granted and no longer offered: the re-signed license says so.
+    let path = format!("/v1/subscriptions/{}/change", sub["id"].as_str().unwrap());
+    let changed = ok(&h, Method::POST, &path, &t, Some(json!({"add_ons": [crm["id"]]}))).await;
+    let lic = license(&h, &s, &changed).await;
+    assert!(lic["metadata"]["upgrades"].get("crm").is_none(), "{}", lic["metadata"]);
+
+    // A bad upgrade URL is refused with what to do.
+    for (url, why) in [
+        ("ftp://x.example/{plan}", "http(s)"),
+        ("https://x.example/{sku}", "unknown placeholder {sku}"),
+        ("https://x.example/a b", "spaces"),
+        ("https://x.example/{plan", "unclosed"),
+    ] {
+        let (st, v) = h
+            .post("/v1/plans", Some(&t), json!({"product_id": p, "name": "Bad", "tier": "BAD", "upgrade_url": url}))
+            .await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(why), "{url}: {v}");
+    }
 }

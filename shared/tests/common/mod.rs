@@ -78,6 +78,7 @@ pub fn sample_license() -> License {
         heartbeat_interval_secs: 3600,
         lease_secs: 7 * 24 * 3600,
         metadata: Default::default(),
+        billing_cycle: None,
     }
 }
 
@@ -163,6 +164,7 @@ pub fn sample_grant() -> OfflineGrant {
                 f
             })
             .collect(),
+        billing_cycle: None,
     }
 }
 

@@ -248,11 +248,8 @@ impl Services {
             inputs.fingerprint = best;
         }
         let mut query = Query { feature: q.feature, amount: 0, used: 0 };
-        if let Some(f) = q.feature.and_then(|f| license.feature(f)) {
-            if f.limit_value >= 0 {
-                let totals = self.store.usage_totals(license.id).await?;
-                query.used = totals.iter().find(|(id, _)| *id == f.id).map(|(_, n)| (*n).max(0) as u64).unwrap_or(0);
-            }
+        if let Some(f) = q.feature {
+            query.used = self.used_in_period(&license, f, now).await?;
         }
         let mut decision = decide(&inputs, &query);
         if not_activated {

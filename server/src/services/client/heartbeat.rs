@@ -169,6 +169,7 @@ impl Services {
             let lease = token.as_ref().map(|t| t.lease);
             (out.active, lease, out.accepted_usage, Arc::new(out.usage_totals))
         };
+        let totals = self.reported_totals(l, totals, now).await?;
         let activation_status = if active { ActivationStatus::Active } else { ActivationStatus::Deactivated };
         let outcome = match &token {
             _ if !active => "inactive",

@@ -48,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../migrations/sqlite/0010_console_users.sql"),
     include_str!("../../../../migrations/sqlite/0011_plans.sql"),
     include_str!("../../../../migrations/sqlite/0012_subscriptions.sql"),
+    include_str!("../../../../migrations/sqlite/0013_usage_daily.sql"),
 ];
 /// How often other processes' changes are picked up from the change feed.
 const FEED_POLL: Duration = Duration::from_millis(200);

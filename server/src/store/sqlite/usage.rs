@@ -1,6 +1,9 @@
 //! Usage totals and backend-recorded usage events ([`UsageStore`]).
 
+use std::collections::HashMap;
+
 use rusqlite::{params, Connection, OptionalExtension};
+use tessera_core::model::QuotaWindow;
 use uuid::Uuid;
 
 use super::audit::{append_audit_tx, with_outcome};
@@ -24,6 +27,48 @@ fn add_to_total_tx(c: &Connection, license_id: Uuid, feature: &str, amount: i64)
     )?
     .execute(params![license_id.to_string(), feature, amount])?;
     Ok(())
+}
+
+/// The UTC day of a stored time, as `usage_daily` keys it.
+fn day_of(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d").to_string()
+}
+
+/// Adds `amount` in `events` events to a license's use of `feature` on `day`, saturating like the totals.
+fn add_to_day_tx(
+    c: &Connection,
+    license_id: Uuid,
+    feature: &str,
+    day: &str,
+    amount: i64,
+    events: i64,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO usage_daily (license_id, feature, day, total, events) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (license_id, feature, day)
+         DO UPDATE SET total = CASE WHEN total > 9223372036854775807 - excluded.total
+                               THEN 9223372036854775807 ELSE total + excluded.total END,
+                       events = events + excluded.events",
+    )?
+    .execute(params![license_id.to_string(), feature, day, amount, events])?;
+    Ok(())
+}
+
+/// A license's use of `feature` on the UTC days `from <= day < to`.
+fn between_tx(
+    c: &Connection,
+    license_id: Uuid,
+    feature: &str,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<i64, StoreError> {
+    // TOTAL is a float that cannot overflow; totals saturate at i64::MAX, as the stored ones do.
+    let sum: f64 = c
+        .prepare_cached(
+            "SELECT TOTAL(total) FROM usage_daily WHERE license_id = ?1 AND feature = ?2 AND day >= ?3 AND day < ?4",
+        )?
+        .query_row(params![license_id.to_string(), feature, day_of(from), day_of(to)], |r| r.get(0))?;
+    Ok(if sum >= i64::MAX as f64 { i64::MAX } else { sum as i64 })
 }
 
 /// Stores a usage event unless the license has one with its id, and adds a stored one to the total; returns
@@ -51,6 +96,7 @@ pub(super) fn insert_usage_tx(
         ])?;
     if inserted > 0 {
         add_to_total_tx(c, license_id, &e.feature, e.amount)?;
+        add_to_day_tx(c, license_id, &e.feature, &day_of(e.recorded_at), e.amount, 1)?;
     }
     Ok(inserted > 0)
 }
@@ -62,22 +108,52 @@ fn total_tx(c: &Connection, license_id: Uuid, feature: &str) -> Result<i64, Stor
         .unwrap_or(0))
 }
 
-/// The running totals a batch works on: read once per license and feature, written once at the end.
+/// The running totals a batch checks quotas against, each read once per license, feature and quota period
+/// (`None`: lifetime) and kept as (stored, added in this batch); and what the batch adds, written once at the end.
+#[derive(Default)]
 struct BatchTotals {
-    totals: std::collections::HashMap<(Uuid, String), (i64, i64)>,
+    checked: HashMap<(Uuid, String, Option<QuotaWindow>), (i64, i64)>,
+    lifetime: HashMap<(Uuid, String), i64>,
+    daily: HashMap<(Uuid, String, String), (i64, i64)>,
 }
 
 impl BatchTotals {
-    /// The (stored, added in this batch) of a license's feature.
-    fn get(&mut self, c: &Connection, license_id: Uuid, feature: &str) -> Result<&mut (i64, i64), StoreError> {
+    /// The (stored, added in this batch) of a license's feature in `window`.
+    fn get(
+        &mut self,
+        c: &Connection,
+        license_id: Uuid,
+        feature: &str,
+        window: Option<QuotaWindow>,
+    ) -> Result<&mut (i64, i64), StoreError> {
         use std::collections::hash_map::Entry;
-        match self.totals.entry((license_id, feature.to_string())) {
+        match self.checked.entry((license_id, feature.to_string(), window)) {
             Entry::Occupied(o) => Ok(o.into_mut()),
             Entry::Vacant(v) => {
-                let stored = total_tx(c, license_id, feature)?;
+                let stored = match window {
+                    None => total_tx(c, license_id, feature)?,
+                    Some(w) => between_tx(c, license_id, feature, w.start, w.end)?,
+                };
                 Ok(v.insert((stored, 0)))
             }
         }
+    }
+
+    fn add(&mut self, license_id: Uuid, e: &UsageEvent) {
+        let lifetime = self.lifetime.entry((license_id, e.feature.clone())).or_default();
+        *lifetime = lifetime.saturating_add(e.amount);
+        let day = self.daily.entry((license_id, e.feature.clone(), day_of(e.recorded_at))).or_default();
+        *day = (day.0.saturating_add(e.amount), day.1 + 1);
+    }
+
+    fn write(self, c: &Connection) -> Result<(), StoreError> {
+        for ((license_id, feature), added) in self.lifetime {
+            add_to_total_tx(c, license_id, &feature, added)?;
+        }
+        for ((license_id, feature, day), (added, events)) in self.daily {
+            add_to_day_tx(c, license_id, &feature, &day, added, events)?;
+        }
+        Ok(())
     }
 }
 
@@ -86,7 +162,7 @@ fn record_batch_tx(
     items: &[BatchUsage],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<BatchOutcome>, StoreError> {
-    let mut totals = BatchTotals { totals: std::collections::HashMap::new() };
+    let mut totals = BatchTotals::default();
     let mut insert = c.prepare_cached(
         "INSERT OR IGNORE INTO usage_events (id, activation_id, license_id, feature, amount, recorded_at, received_at)
          VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?6)",
@@ -95,7 +171,7 @@ fn record_batch_tx(
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let e = &item.event;
-        let (stored, added) = *totals.get(c, item.license_id, &e.feature)?;
+        let (stored, added) = *totals.get(c, item.license_id, &e.feature, item.window)?;
         let total = stored.saturating_add(added);
         if let Some(limit) = item.limit {
             if total.saturating_add(e.amount) > limit {
@@ -117,20 +193,18 @@ fn record_batch_tx(
             received
         ])?;
         if inserted > 0 {
-            let slot = totals.get(c, item.license_id, &e.feature)?;
+            let slot = totals.get(c, item.license_id, &e.feature, item.window)?;
             slot.1 = slot.1.saturating_add(e.amount);
-            out.push(BatchOutcome::Recorded { total: slot.0.saturating_add(slot.1) });
+            let total = slot.0.saturating_add(slot.1);
+            totals.add(item.license_id, e);
+            out.push(BatchOutcome::Recorded { total });
         } else if existing_event(c, item)? == Some(true) {
             out.push(BatchOutcome::Duplicate { total });
         } else {
             out.push(BatchOutcome::IdConflict);
         }
     }
-    for ((license_id, feature), (_, added)) in totals.totals {
-        if added > 0 {
-            add_to_total_tx(c, license_id, &feature, added)?;
-        }
-    }
+    totals.write(c)?;
     Ok(out)
 }
 
@@ -206,6 +280,16 @@ impl UsageStore for SqliteStore {
             append_audit_tx(c, &audit)?;
             Ok(out)
         })
+    }
+
+    fn usage_between(
+        &self,
+        license_id: Uuid,
+        feature: String,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    ) -> StoreFuture<'_, i64> {
+        self.read(move |c| between_tx(c, license_id, &feature, from, to))
     }
 
     fn usage_totals(&self, license_id: Uuid) -> StoreFuture<'_, Arc<Vec<(String, i64)>>> {

@@ -163,6 +163,7 @@ pub fn license(fx: &Fx, license_type: LicenseType, max: u32) -> (LicenseRecord, 
         heartbeat_interval_secs: 60,
         lease_secs: 3600,
         metadata: [("plan".to_string(), json!("pro"))].into_iter().collect(),
+        billing_cycle: None,
     };
     let rec = LicenseRecord {
         license,

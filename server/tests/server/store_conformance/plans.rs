@@ -28,6 +28,7 @@ fn plan(fx: &Fx, code: &str, kind: PlanKind, rank: i32, tier: &str) -> Plan {
         attaches_to: Vec::new(),
         archived_at: None,
         template_id: None,
+        upgrade_url: None,
         created_at: t,
         updated_at: t,
     }

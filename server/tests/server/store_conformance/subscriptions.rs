@@ -39,6 +39,7 @@ async fn parts(s: &S, name: &str) -> Parts {
         attaches_to: vec![],
         archived_at: None,
         template_id: None,
+        upgrade_url: None,
         created_at: t,
         updated_at: t,
     };
