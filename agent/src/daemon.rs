@@ -3,9 +3,9 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `GET /v1/status` | [`crate::Status`] |
-//! | `GET /v1/check/{feature}` | a decision; 200 when allowed, 403 when denied |
+//! | `GET /v1/check/{feature}` | a decision; 200 when allowed, else 402 (not in the plan), 429 (quota per period used up, `Retry-After`) or 403, as [`crate::gate`] says |
 //! | `GET /v1/check/{feature}?challenge=<base64url>` | the same, plus `attestation` (the decision signed by the device key over the challenge) and `evidence` (the vendor-signed license file and activation token): see [`crate::AttestedCheck`] |
-//! | `POST /v1/usage` `{"feature": "...", "amount": 1}` | a decision; 200 when recorded, 403 when denied |
+//! | `POST /v1/usage` `{"feature": "...", "amount": 1}` | a decision; 200 when recorded, else as for a check |
 //! | `GET /healthz` | `ok` |
 //!
 //! Listen on loopback only: the API has no authentication of its own. An application that must not trust
@@ -45,15 +45,27 @@ fn decision_body(d: &Decision) -> serde_json::Value {
 }
 
 fn decision_status(d: &Decision) -> StatusCode {
-    if d.allowed {
-        StatusCode::OK
-    } else {
-        StatusCode::FORBIDDEN
-    }
+    crate::gate::status_of(d)
 }
 
-fn decision_response(d: Decision) -> Response {
-    (decision_status(&d), Json(decision_body(&d))).into_response()
+/// The decision as JSON, with the statuses of [`crate::gate`]: a 402 carries the license's upgrade offer, a 429
+/// its `Retry-After`.
+fn decision_response(agent: &Agent, feature: &str, d: Decision) -> Response {
+    let mut body = decision_body(&d);
+    let status = decision_status(&d);
+    if status == StatusCode::PAYMENT_REQUIRED {
+        if let Some(up) = agent.upgrade_for(feature) {
+            body["upgrade"] = serde_json::to_value(up).unwrap_or_default();
+        }
+    }
+    let mut r = (status, Json(body)).into_response();
+    if let (StatusCode::TOO_MANY_REQUESTS, Some(end)) = (status, d.facts.period_ends_at) {
+        let secs = crate::gate::retry_after(end, chrono::Utc::now());
+        if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+        }
+    }
+    r
 }
 
 fn bad_request(code: &str, message: &str) -> Response {
@@ -72,7 +84,8 @@ async fn status(State(agent): State<Agent>) -> Response {
 
 async fn check(State(agent): State<Agent>, Path(feature): Path<String>, Query(q): Query<CheckQuery>) -> Response {
     let Some(challenge) = q.challenge else {
-        return decision_response(agent.check(&feature));
+        let d = agent.check(&feature);
+        return decision_response(&agent, &feature, d);
     };
     let Some(bytes) = tessera_core::encoding::b64url_decode(&challenge).filter(|b| (16..=64).contains(&b.len())) else {
         return bad_request(
@@ -101,9 +114,11 @@ async fn usage(State(agent): State<Agent>, Json(body): Json<UsageBody>) -> Respo
         )
             .into_response();
     }
-    let result = tokio::task::spawn_blocking(move || agent.try_consume(&body.feature, body.amount)).await;
+    let a = agent.clone();
+    let feature = body.feature.clone();
+    let result = tokio::task::spawn_blocking(move || a.try_consume(&body.feature, body.amount)).await;
     match result {
-        Ok(Ok(d)) => decision_response(d),
+        Ok(Ok(d)) => decision_response(&agent, &feature, d),
         Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({"error": {"code": "STATE_UNAVAILABLE", "message": e.to_string()}})),

@@ -23,6 +23,7 @@ pub mod client;
 pub mod clock;
 pub mod daemon;
 mod error;
+pub mod gate;
 pub mod identity;
 pub mod state;
 pub mod vendor;

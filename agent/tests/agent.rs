@@ -602,11 +602,11 @@ async fn daemon_api_answers_from_memory() {
     let r = app.clone().oneshot(req("GET", "/v1/check/export_pdf", "")).await.unwrap();
     assert_eq!(r.status(), 200);
     let r = app.clone().oneshot(req("GET", "/v1/check/nope", "")).await.unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 402, "not in the plan");
     let r = app.clone().oneshot(req("POST", "/v1/usage", r#"{"feature":"api_calls","amount":3}"#)).await.unwrap();
     assert_eq!(r.status(), 200);
     let r = app.clone().oneshot(req("POST", "/v1/usage", r#"{"feature":"api_calls"}"#)).await.unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 402, "a used-up lifetime quota asks for an upgrade");
     let r = app.oneshot(req("GET", "/v1/status", "")).await.unwrap();
     assert_eq!(r.status(), 200);
     let _ = b64url(&[1]);

@@ -7,6 +7,7 @@ mod console;
 mod crash;
 mod customer;
 mod formats;
+mod gating;
 mod identity;
 mod isolation;
 mod keys;

@@ -208,6 +208,14 @@ impl Agent {
         self.inner.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The license's offer for a feature it does not grant (the cheapest plan or add-on that includes it), as the
+    /// server signed it into the license; `None` without one (offline activations carry none).
+    pub fn upgrade_for(&self, feature: &str) -> Option<crate::gate::Upgrade> {
+        let snap = self.snapshot();
+        let offer = snap.license.as_ref()?.metadata.get("upgrades")?.get(feature)?;
+        serde_json::from_value(offer.clone()).ok()
+    }
+
     /// Status for people and scripts.
     pub fn status(&self) -> Status {
         let snap = self.snapshot();
