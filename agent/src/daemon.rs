@@ -45,14 +45,14 @@ fn decision_body(d: &Decision) -> serde_json::Value {
 }
 
 fn decision_status(d: &Decision) -> StatusCode {
-    crate::gate::status_of(d)
+    crate::gate::status_of(d, 0)
 }
 
 /// The decision as JSON, with the statuses of [`crate::gate`]: a 402 carries the license's upgrade offer, a 429
 /// its `Retry-After`.
-fn decision_response(agent: &Agent, feature: &str, d: Decision) -> Response {
+fn decision_response(agent: &Agent, feature: &str, amount: u64, d: Decision) -> Response {
     let mut body = decision_body(&d);
-    let status = decision_status(&d);
+    let status = crate::gate::status_of(&d, amount);
     if status == StatusCode::PAYMENT_REQUIRED {
         if let Some(up) = agent.upgrade_for(feature) {
             body["upgrade"] = serde_json::to_value(up).unwrap_or_default();
@@ -85,7 +85,7 @@ async fn status(State(agent): State<Agent>) -> Response {
 async fn check(State(agent): State<Agent>, Path(feature): Path<String>, Query(q): Query<CheckQuery>) -> Response {
     let Some(challenge) = q.challenge else {
         let d = agent.check(&feature);
-        return decision_response(&agent, &feature, d);
+        return decision_response(&agent, &feature, 0, d);
     };
     let Some(bytes) = tessera_core::encoding::b64url_decode(&challenge).filter(|b| (16..=64).contains(&b.len())) else {
         return bad_request(
@@ -115,10 +115,10 @@ async fn usage(State(agent): State<Agent>, Json(body): Json<UsageBody>) -> Respo
             .into_response();
     }
     let a = agent.clone();
-    let feature = body.feature.clone();
+    let (feature, amount) = (body.feature.clone(), body.amount);
     let result = tokio::task::spawn_blocking(move || a.try_consume(&body.feature, body.amount)).await;
     match result {
-        Ok(Ok(d)) => decision_response(&agent, &feature, d),
+        Ok(Ok(d)) => decision_response(&agent, &feature, amount, d),
         Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({"error": {"code": "STATE_UNAVAILABLE", "message": e.to_string()}})),

@@ -5,7 +5,8 @@
 //! |---|---|---|
 //! | allowed | (the route answers) | |
 //! | `NOT_ENTITLED`, `FEATURE_DISABLED`, `FEATURE_EXPIRED`, a used-up lifetime quota | 402 Payment Required, with the license's upgrade offer for the feature when it has one | the reason |
-//! | `QUOTA_EXCEEDED` of a quota per period | 429 Too Many Requests, `Retry-After` the seconds until the period ends | `QUOTA_EXCEEDED` |
+//! | `QUOTA_EXCEEDED` of a quota per period | 429 Too Many Requests, `Retry-After` the seconds until the period ends (402 when one use needs more than a whole period's quota: waiting would not help) | `QUOTA_EXCEEDED` |
+//! | the state file cannot record a use | 503 Service Unavailable | `STATE_UNAVAILABLE` |
 //! | anything else (expired, suspended, not activated, tampering, ...) | 403 Forbidden | the reason |
 //!
 //! The body is `{"error": {"code", "message", "details": {"feature", "reason", "facts", "upgrade"?}}}`. The
@@ -50,14 +51,15 @@ pub struct Upgrade {
     pub upgrade_url: Option<String>,
 }
 
-/// The HTTP status of a decision (see the module's table).
-pub fn status_of(d: &Decision) -> StatusCode {
+/// The HTTP status of a decision on using `amount` units (0 for a plain check; see the module's table).
+pub fn status_of(d: &Decision, amount: u64) -> StatusCode {
     if d.allowed {
         return StatusCode::OK;
     }
+    let fits_a_period = d.facts.limit.is_none_or(|l| i64::try_from(amount).is_ok_and(|a| a <= l));
     match d.reason {
         Reason::NotEntitled | Reason::FeatureDisabled | Reason::FeatureExpired => StatusCode::PAYMENT_REQUIRED,
-        Reason::QuotaExceeded if d.facts.period_ends_at.is_some() => StatusCode::TOO_MANY_REQUESTS,
+        Reason::QuotaExceeded if d.facts.period_ends_at.is_some() && fits_a_period => StatusCode::TOO_MANY_REQUESTS,
         Reason::QuotaExceeded => StatusCode::PAYMENT_REQUIRED,
         _ => StatusCode::FORBIDDEN,
     }
@@ -69,9 +71,9 @@ pub fn retry_after(end: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
     ms.div_ceil(1000).max(1)
 }
 
-/// The answer to a denied `feature` (see the module's table).
-pub fn denied(agent: &Agent, feature: &str, d: &Decision) -> Response {
-    let status = status_of(d);
+/// The answer to a denied use of `amount` units of `feature` (see the module's table).
+pub fn denied(agent: &Agent, feature: &str, amount: u64, d: &Decision) -> Response {
+    let status = status_of(d, amount);
     let mut details = serde_json::json!({"feature": feature, "reason": d.reason, "facts": d.facts});
     let mut message = d.reason.explain().to_string();
     if status == StatusCode::PAYMENT_REQUIRED {
@@ -89,6 +91,18 @@ pub fn denied(agent: &Agent, feature: &str, d: &Decision) -> Response {
         }
     }
     r
+}
+
+/// 503: the use could not be recorded, so it is not allowed (the cause is in the message and the log).
+fn unavailable(cause: &str) -> Response {
+    tracing::error!(%cause, "usage could not be recorded; request refused");
+    let message =
+        format!("the license state could not record this use ({cause}); try again, and check the agent's state file");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({"error": {"code": "STATE_UNAVAILABLE", "message": message}})),
+    )
+        .into_response()
 }
 
 /// A tower layer that lets a request through only when the license allows `feature` (and, with
@@ -149,16 +163,30 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let g = &self.gate;
-        let decision = match g.amount {
-            0 => g.agent.check(&g.feature),
-            n => g.agent.consume(&g.feature, n),
-        };
-        if decision.allowed {
-            return Box::pin(self.inner.call(req));
+        let g = self.gate.clone();
+        if g.amount == 0 {
+            // A plain check is answered from memory, at once.
+            let d = g.agent.check(&g.feature);
+            if d.allowed {
+                return Box::pin(self.inner.call(req));
+            }
+            let r = denied(&g.agent, &g.feature, 0, &d);
+            return Box::pin(async move { Ok(r) });
         }
-        let r = denied(&g.agent, &g.feature, &decision);
-        Box::pin(async move { Ok(r) })
+        // Using quota writes the state file: off the async worker threads. The service that was polled ready is
+        // the one called (a fresh clone stays behind for the next request).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let (agent, feature, amount) = (g.agent.clone(), g.feature.clone(), g.amount);
+            let used = tokio::task::spawn_blocking(move || agent.try_consume(&feature, amount)).await;
+            match used {
+                Ok(Ok(d)) if d.allowed => inner.call(req).await,
+                Ok(Ok(d)) => Ok(denied(&g.agent, &g.feature, g.amount, &d)),
+                Ok(Err(e)) => Ok(unavailable(&e.to_string())),
+                Err(e) => Ok(unavailable(&e.to_string())),
+            }
+        })
     }
 }
 
@@ -182,12 +210,17 @@ mod tests {
             reason,
             facts: tessera_core::decision::Facts { period_ends_at: period.then(Utc::now), ..Default::default() },
         };
-        assert_eq!(status_of(&d(true, Reason::Valid, false)), StatusCode::OK);
-        assert_eq!(status_of(&d(false, Reason::NotEntitled, false)), StatusCode::PAYMENT_REQUIRED);
-        assert_eq!(status_of(&d(false, Reason::FeatureDisabled, false)), StatusCode::PAYMENT_REQUIRED);
-        assert_eq!(status_of(&d(false, Reason::QuotaExceeded, true)), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(status_of(&d(false, Reason::QuotaExceeded, false)), StatusCode::PAYMENT_REQUIRED);
-        assert_eq!(status_of(&d(false, Reason::Expired, false)), StatusCode::FORBIDDEN);
-        assert_eq!(status_of(&d(false, Reason::SignatureInvalid, false)), StatusCode::FORBIDDEN);
+        assert_eq!(status_of(&d(true, Reason::Valid, false), 0), StatusCode::OK);
+        assert_eq!(status_of(&d(false, Reason::NotEntitled, false), 0), StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(status_of(&d(false, Reason::FeatureDisabled, false), 0), StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(status_of(&d(false, Reason::QuotaExceeded, true), 1), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(status_of(&d(false, Reason::QuotaExceeded, false), 1), StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(status_of(&d(false, Reason::Expired, false), 0), StatusCode::FORBIDDEN);
+        assert_eq!(status_of(&d(false, Reason::SignatureInvalid, false), 0), StatusCode::FORBIDDEN);
+        // More than a whole period's quota in one use: waiting for the next period would not help.
+        let mut big = d(false, Reason::QuotaExceeded, true);
+        big.facts.limit = Some(10);
+        assert_eq!(status_of(&big, 10), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(status_of(&big, 11), StatusCode::PAYMENT_REQUIRED);
     }
 }

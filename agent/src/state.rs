@@ -83,9 +83,12 @@ ALTER TABLE clock ADD COLUMN boot_id TEXT;
 ALTER TABLE clock ADD COLUMN since_boot_us INTEGER;
 ";
 
-/// Version 3: a server total keeps the server time it was reported at, which places it in a quota's period.
+/// Version 3: a server total keeps the server time it was reported at, which places it in a quota's period; a
+/// queued event the server acknowledged but dated after the period its answer reported stays, marked `acked`, until
+/// an answer covers its period (so it counts somewhere meanwhile).
 const SCHEMA_V3: &str = "
 ALTER TABLE usage_totals ADD COLUMN as_of_us INTEGER;
+ALTER TABLE usage_queue ADD COLUMN acked INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// The activation as stored (unverified).
@@ -367,7 +370,9 @@ impl Store {
     pub fn usage_queue(&self, limit: usize) -> Result<Vec<UsageEvent>, AgentError> {
         let mut st = self
             .conn
-            .prepare("SELECT id, feature, amount, recorded_at FROM usage_queue ORDER BY recorded_at, id LIMIT ?1")
+            .prepare(
+                "SELECT id, feature, amount, recorded_at FROM usage_queue WHERE acked = 0 ORDER BY recorded_at, id LIMIT ?1",
+            )
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map([limit as i64], |r| {
@@ -401,26 +406,21 @@ impl Store {
         Ok(rows)
     }
 
-    /// Units of `feature` in events not yet acknowledged that were recorded at `from <= t < to`.
-    pub fn queued_usage_between(
-        &self,
-        feature: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<u64, AgentError> {
+    /// Units of `feature` in queued events (sent or not) recorded at `from` or later: a quota period's local use.
+    /// Events dated after the period count too: a clock set forward to use a later period's quota, then back, finds
+    /// that use still counted (it only ever moves quota later, never adds any).
+    pub fn queued_usage_since(&self, feature: &str, from: DateTime<Utc>) -> Result<u64, AgentError> {
         // Stored times are fixed-width RFC 3339 UTC text, so text order is time order.
         self.conn
-            .prepare_cached(
-                "SELECT COALESCE(SUM(amount), 0) FROM usage_queue WHERE feature = ?1 AND recorded_at >= ?2 AND recorded_at < ?3",
-            )
-            .and_then(|mut st| st.query_row(params![feature, ts(from), ts(to)], |r| r.get::<_, i64>(0)))
+            .prepare_cached("SELECT COALESCE(SUM(amount), 0) FROM usage_queue WHERE feature = ?1 AND recorded_at >= ?2")
+            .and_then(|mut st| st.query_row(params![feature, ts(from)], |r| r.get::<_, i64>(0)))
             .map(|n| n.max(0) as u64)
             .map_err(|e| self.err(e))
     }
 
     /// Units per feature in events not yet acknowledged by the server.
     pub fn queued_usage_by_feature(&self) -> Result<Vec<(String, u64)>, AgentError> {
-        self.sums_by_feature("SELECT feature, SUM(amount) FROM usage_queue GROUP BY feature")
+        self.sums_by_feature("SELECT feature, SUM(amount) FROM usage_queue WHERE acked = 0 GROUP BY feature")
     }
 
     /// Runs a `SELECT feature, <sum>` query; negative sums read as 0.
@@ -438,7 +438,7 @@ impl Store {
 
     pub fn pending_usage_count(&self) -> Result<u64, AgentError> {
         self.conn
-            .query_row("SELECT COUNT(*) FROM usage_queue", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT COUNT(*) FROM usage_queue WHERE acked = 0", [], |r| r.get::<_, i64>(0))
             .map(|n| n.max(0) as u64)
             .map_err(|e| self.err(e))
     }
@@ -573,11 +573,30 @@ pub fn enqueue_usage(tx: &Connection, e: &UsageEvent) -> rusqlite::Result<()> {
 /// Deletes acknowledged events; returns how many were in the queue.
 pub fn ack_usage(tx: &Connection, ids: &[Uuid]) -> rusqlite::Result<usize> {
     let mut n = 0;
-    let mut st = tx.prepare("DELETE FROM usage_queue WHERE id = ?1")?;
+    let mut st = tx.prepare("UPDATE usage_queue SET acked = 1 WHERE id = ?1 AND acked = 0")?;
     for id in ids {
         n += st.execute([id.to_string()])?;
     }
     Ok(n)
+}
+
+/// Drops the acknowledged events the server's totals now cover: for each feature, those recorded before
+/// `covered_until(feature)` (`None`: all of them, as a lifetime total covers every event).
+pub fn prune_acked(tx: &Connection, covered_until: impl Fn(&str) -> Option<DateTime<Utc>>) -> rusqlite::Result<()> {
+    let features: Vec<String> = tx
+        .prepare("SELECT DISTINCT feature FROM usage_queue WHERE acked = 1")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for f in features {
+        match covered_until(&f) {
+            None => tx.execute("DELETE FROM usage_queue WHERE acked = 1 AND feature = ?1", [&f])?,
+            Some(t) => tx.execute(
+                "DELETE FROM usage_queue WHERE acked = 1 AND feature = ?1 AND recorded_at < ?2",
+                params![f, ts(t)],
+            )?,
+        };
+    }
+    Ok(())
 }
 
 /// Stores the server's total of `feature` as reported at server time `as_of` (for a quota per period, the total
@@ -684,12 +703,18 @@ mod tests {
         assert_eq!(s.usage_queue(10).unwrap().len(), 1);
         assert_eq!(s.queued_usage_by_feature().unwrap(), vec![("f".to_string(), 2)]);
         let day = Utc::now() - chrono::Duration::days(1);
-        assert_eq!(s.queued_usage_between("f", day, day + chrono::Duration::days(2)).unwrap(), 2);
-        assert_eq!(s.queued_usage_between("f", day, day + chrono::Duration::hours(1)).unwrap(), 0);
-        assert_eq!(s.queued_usage_between("g", day, day + chrono::Duration::days(2)).unwrap(), 0);
+        assert_eq!(s.queued_usage_since("f", day).unwrap(), 2);
+        assert_eq!(s.queued_usage_since("f", day + chrono::Duration::days(2)).unwrap(), 0);
+        assert_eq!(s.queued_usage_since("g", day).unwrap(), 0);
         assert_eq!(s.tx(|tx| ack_usage(tx, &[id])).unwrap(), 1);
         assert_eq!(s.tx(|tx| ack_usage(tx, &[id])).unwrap(), 0);
-        assert!(s.usage_queue(10).unwrap().is_empty());
+        assert!(s.usage_queue(10).unwrap().is_empty(), "an acknowledged event is not sent again");
+        assert_eq!(s.pending_usage_count().unwrap(), 0);
+        // Kept while the server's answer covered a period before it; dropped once one covers it.
+        s.tx(|tx| prune_acked(tx, |_| Some(day))).unwrap();
+        assert_eq!(s.queued_usage_since("f", day).unwrap(), 2, "still counted locally");
+        s.tx(|tx| prune_acked(tx, |_| Some(Utc::now() + chrono::Duration::hours(1)))).unwrap();
+        assert_eq!(s.queued_usage_since("f", day).unwrap(), 0);
     }
 
     #[test]

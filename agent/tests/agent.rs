@@ -1104,3 +1104,56 @@ fn a_quota_per_day_is_enforced_offline_and_starts_afresh_at_utc_midnight() {
     f.clock.advance(Duration::hours(-1));
     assert_eq!(a.consume("api_calls", 1).reason, Reason::ClockTampered);
 }
+
+/// A daily-quota agent, activated offline at 12:00 UTC with 3 calls a day.
+fn daily_agent(f: &Fixture, name: &str) -> Agent {
+    use tessera_core::model::LimitPeriod;
+    let key = LicenseKey::generate();
+    let a = f.agent(name);
+    let grant = OfflineGrant {
+        features: vec![Feature::new("api_calls").with_limit(3, LimitType::Count).per(LimitPeriod::Day)],
+        ..f.grant()
+    };
+    let req = SignedRequest::decode(&a.request_code(&key.expose()).unwrap()).unwrap();
+    a.apply_code(&grant.sign(&f.server_key, &license_binding(&key.hash(), &PRODUCT), &req).unwrap()).unwrap();
+    a
+}
+
+#[test]
+fn a_clock_set_forward_to_borrow_tomorrows_quota_then_back_gains_nothing() {
+    let f = Fixture::new();
+    let a = daily_agent(&f, "borrow.db");
+    assert!(a.consume("api_calls", 3).allowed);
+    // Wall clock to tomorrow (the boot clock does not move): tomorrow's quota can be used...
+    f.clock.set(t0() + Duration::days(1));
+    assert!(a.consume("api_calls", 3).allowed);
+    // ...and back to today it is still counted: today stays used up, in this process and after a restart.
+    f.clock.set(t0() + Duration::minutes(1));
+    assert_eq!(a.consume("api_calls", 1).reason, Reason::QuotaExceeded);
+    drop(a);
+    let a = f.agent("borrow.db");
+    assert_eq!(a.consume("api_calls", 1).reason, Reason::QuotaExceeded);
+    // When tomorrow really comes, the uses made on it are counted in it.
+    f.clock.advance(Duration::days(1));
+    assert_eq!(a.consume("api_calls", 1).reason, Reason::QuotaExceeded);
+}
+
+#[test]
+fn a_clock_held_back_across_midnight_counts_the_first_use_in_the_new_day() {
+    let f = Fixture::new();
+    let a = daily_agent(&f, "held.db");
+    f.clock.advance(Duration::hours(11) + Duration::minutes(59)); // 23:59 UTC
+    a.touch_clock().unwrap(); // trusted time recorded at 23:59
+                              // The wall clock is set back 30 s, within the tolerance, and held there while two minutes pass: on the boot
+                              // clock, trusted time is past midnight.
+    f.clock.set(t0() + Duration::hours(11) + Duration::minutes(58) + Duration::seconds(30));
+    f.clock.pass_holding_wall(Duration::minutes(2));
+    let d = a.consume("api_calls", 3);
+    assert!(d.allowed);
+    assert_eq!(d.facts.period_ends_at, Some("2026-06-03T00:00:00Z".parse().unwrap()), "decided in the new day");
+    // The use is in the new day's count, so the quota cannot be taken twice.
+    assert_eq!(a.consume("api_calls", 3).reason, Reason::QuotaExceeded);
+    drop(a);
+    let a = f.agent("held.db");
+    assert_eq!(a.consume("api_calls", 1).reason, Reason::QuotaExceeded, "and after a restart");
+}

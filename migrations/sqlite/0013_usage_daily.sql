@@ -1,6 +1,6 @@
 -- Usage per license, feature and UTC day of the events' recorded time. Quota periods are whole UTC days (DAY,
 -- MONTH, BILLING_PERIOD: see tessera_core::model::LimitPeriod), so a period's use is the sum of at most 366 rows
--- whatever the number of events; usage summaries read it too.
+-- whatever the number of events.
 CREATE TABLE usage_daily (
     license_id TEXT NOT NULL,
     feature    TEXT NOT NULL,

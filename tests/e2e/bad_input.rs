@@ -820,6 +820,14 @@ async fn bad_input_is_refused_on_every_route_and_changes_nothing() {
             }
             "/v1/catalog" => queries.extend(["product_id=nope", "tier=no%20way", "category=a%20b", "colour=red"]),
             "/v1/subscriptions" => queries.extend(["customer_id=nope", "status=SLEEPING", "product_id=%FF"]),
+            "/v1/billing/report" => queries.extend([
+                "month=2026-13",
+                "month=%FF",
+                "month=2026-11&customer_id=nope",
+                "month=2026-11&product_id=%FF",
+                "month=11-2026",
+                "customer_id=%FF",
+            ]),
             "/v1/audit" => {
                 // The audit list clamps its limit instead of refusing 0.
                 queries.retain(|q| *q != "limit=0");
@@ -837,6 +845,7 @@ async fn bad_input_is_refused_on_every_route_and_changes_nothing() {
                 || path == "/v1/plans"
                 || path == "/v1/catalog"
                 || path == "/v1/subscriptions"
+                || path == "/v1/billing/report"
                 || (path == "/v1/audit" && !q.starts_with("cursor"));
             if takes || !resp.0.is_success() {
                 check_4xx(&mut problems, &what, &resp);

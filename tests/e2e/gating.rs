@@ -23,6 +23,7 @@ async fn call(app: &Router, path: &str) -> (StatusCode, Option<String>, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_answer_402_with_the_upgrade_429_at_the_quota_and_403_when_suspended() {
+    tessera_test_support::away_from_midnight(std::time::Duration::from_secs(30)).await;
     let server = TestServer::start().await;
     let fx = server.fixture("gated", json!({})).await;
     let t = &fx.token;

@@ -358,6 +358,15 @@ async fn tenant_b_cannot_reach_tenant_a_on_any_route() {
                     "/v1/events" => paths.push(format!("{path}?license_id={}", a.fx.license)),
                     "/v1/plans" | "/v1/catalog" => paths.push(format!("{path}?product_id={}", a.fx.product)),
                     "/v1/subscriptions" => paths.push(format!("{path}?customer_id={}", a.customer)),
+                    // A bill is of a month: B's own, and none of A's when B names A's customer.
+                    "/v1/billing/report" => {
+                        let month = chrono::Utc::now().format("%Y-%m");
+                        paths = vec![
+                            format!("{path}?month={month}"),
+                            format!("{path}?month={month}&customer_id={}", a.customer),
+                            format!("{path}?month={month}&product_id={}", a.fx.product),
+                        ]
+                    }
                     // A summary is always of a license or a customer: only A's, by id.
                     "/v1/usage/summary" => {
                         paths = vec![

@@ -64,6 +64,7 @@ async fn plan_changes_reach_the_agent_with_its_next_heartbeat() {
 async fn a_daily_quota_is_shared_through_the_server_and_starts_afresh_the_next_day() {
     use std::sync::Arc;
     use tessera_agent::TestClock;
+    tessera_test_support::away_from_midnight(std::time::Duration::from_secs(30)).await;
     let server = TestServer::start().await;
     let fx = server.fixture("daily", json!({"lease_secs": 3 * 86400})).await;
     let t = &fx.token;

@@ -459,3 +459,13 @@ pub fn assert_same_db(before: &DbSnapshot, after: &DbSnapshot, what: &str) {
     }
     assert!(diffs.is_empty(), "{what}: the database changed:\n{}", diffs.join("\n"));
 }
+
+/// Sleeps past UTC midnight when it is less than `margin` away, for tests that count a quota per day on the real
+/// clock and must not see the day change halfway.
+pub async fn away_from_midnight(margin: std::time::Duration) {
+    let now = chrono::Utc::now();
+    let next = (now.date_naive() + chrono::Duration::days(1)).and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    if let Some(left) = next.and_then(|n| (n - now).to_std().ok()).filter(|left| *left < margin) {
+        tokio::time::sleep(left + std::time::Duration::from_millis(100)).await;
+    }
+}

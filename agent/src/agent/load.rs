@@ -321,7 +321,8 @@ pub(super) fn load(
 
 /// Units used per feature id at `at`, each in its quota's current period: the server's total (the larger of the
 /// stored one and the one in the signed heartbeat answer, which a hand-edited state file cannot lower) where it was
-/// reported within the period, plus the queued events recorded in it. A lifetime total counts whenever reported.
+/// reported within the period, plus the queued events recorded in it or later (sent ones that no reported total
+/// covers yet included). A lifetime total counts whenever reported, plus the events not yet sent.
 fn usage_at(
     store: &Store,
     license: Option<&License>,
@@ -342,11 +343,12 @@ fn usage_at(
         };
         let server = reported(stored.get(id).copied().unwrap_or_default())
             .max(reported((signed.get(id).copied().unwrap_or(0), signed_at)));
-        let local = match window {
-            None => queued.get(id).copied().unwrap_or(0),
-            Some(w) => store.queued_usage_between(id, w.start, w.end)?,
+        let (local, ahead) = match window {
+            None => (queued.get(id).copied().unwrap_or(0), 0),
+            Some(w) => (store.queued_usage_since(id, w.start)?, store.queued_usage_since(id, w.end)?),
         };
-        usage.insert(id.clone(), Used { units: server.saturating_add(local), until: window.map(|w| w.end) });
+        let units = server.saturating_add(local);
+        usage.insert(id.clone(), Used { units, until: window.map(|w| w.end), ahead });
     }
     Ok(usage)
 }

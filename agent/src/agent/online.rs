@@ -194,6 +194,7 @@ impl Agent {
         let deactivated = r.activation_status == ActivationStatus::Deactivated;
         // Verify everything before storing anything.
         let mut new_license_file = None;
+        let mut new_license = None;
         let mut new_token = None;
         let interval = r.next_heartbeat_secs;
         let mut lease = None;
@@ -202,6 +203,7 @@ impl Agent {
                 let l = verify_license_file(lf, &cfg.keyset)
                     .map_err(|e| AgentError::UntrustedResponse(format!("license file: {e}")))?;
                 new_license_file = canonical_license_file(lf).map(|c| (c, l.license.id));
+                new_license = Some(l.license);
             }
             if let Some(tok) = &r.activation_token {
                 let t = verify_activation_token(tok, &cfg.keyset)
@@ -221,6 +223,14 @@ impl Agent {
             for (feature, total) in &r.usage_totals {
                 state::set_usage_total(tx, feature, *total, v.server_time)?;
             }
+            // The totals are of the quota periods that hold the server's time: an acknowledged event dated later
+            // (this machine's clock ahead of the server's) is in none of them yet, so it stays counted here.
+            let snap = self.snapshot();
+            let license = new_license.as_ref().or(snap.license.as_ref());
+            state::prune_acked(tx, |feature| {
+                let l = license?;
+                l.quota_window(l.feature(feature)?, v.server_time).map(|w| w.end)
+            })?;
             self.trust_server_time(tx, v.server_time)?;
             if deactivated {
                 state::delete_activation(tx)?;

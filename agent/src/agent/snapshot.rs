@@ -60,12 +60,14 @@ pub(super) struct Snapshot {
     pub(super) settled: Vec<Settled>,
 }
 
-/// Units of a feature's quota used in the period that holds trusted time as the snapshot was made, and when
-/// that period ends (`None`: a lifetime total). From `until` on, no use of the period counts any more.
+/// Units of a feature's quota used in the period that holds trusted time as the snapshot was made (uses dated
+/// later included), and when that period ends (`None`: a lifetime total). From `until` on, the period's own uses no
+/// longer count; those dated at or after `until` (`ahead`: made while the clock was set forward) still do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Used {
     pub(super) units: u64,
     pub(super) until: Option<DateTime<Utc>>,
+    pub(super) ahead: u64,
 }
 
 impl Used {
@@ -73,13 +75,14 @@ impl Used {
     #[inline]
     pub(super) fn at(&self, at: DateTime<Utc>) -> u64 {
         if self.until.is_some_and(|end| at >= end) {
-            0
+            self.ahead
         } else {
             self.units
         }
     }
 
-    /// Adds `amount` used at `at`, in the period that ends at `until` (a use past the old period starts anew).
+    /// Adds `amount` used at `at`, in the period that ends at `until` (a use past the old period starts anew, from
+    /// the uses already dated in it or later).
     pub(super) fn add(&mut self, amount: u64, at: DateTime<Utc>, until: Option<DateTime<Utc>>) {
         self.units = self.at(at).saturating_add(amount);
         self.until = until;
@@ -184,12 +187,29 @@ pub struct AttestedPayload {
 impl Snapshot {
     #[inline]
     pub(super) fn decide(&self, clock: &dyn Clock, now: DateTime<Utc>, feature: Option<&str>, amount: u64) -> Decision {
+        self.decide_with(self.guard(clock, now), now, feature, amount)
+    }
+
+    /// The clock guard a decision at `now` is taken with: trusted time as of the snapshot, and when the wall clock
+    /// is behind it (rare on an honest machine), the time that passed since on the boot clock, so a clock held back
+    /// cannot stop time within this process either. Decisions are taken at `now.max(guard.high_water)`.
+    #[inline]
+    pub(super) fn guard(&self, clock: &dyn Clock, now: DateTime<Utc>) -> ClockGuard {
         let mut guard = self.clock;
         if now < guard.high_water {
-            // The wall clock is behind trusted time (rare on an honest machine): count the time that passed since
-            // the snapshot on the boot clock, so a clock held back cannot stop time within this process either.
             guard.high_water = guard.high_water.max(self.trusted.observe(now, clock.boot()).trusted);
         }
+        guard
+    }
+
+    #[inline]
+    pub(super) fn decide_with(
+        &self,
+        guard: ClockGuard,
+        now: DateTime<Utc>,
+        feature: Option<&str>,
+        amount: u64,
+    ) -> Decision {
         let used = feature.map_or(0, |f| self.used(f, now.max(guard.high_water)));
         decide(&self.inputs(now, guard), &Query { feature, amount, used })
     }
@@ -406,13 +426,14 @@ impl Agent {
             // No quota is this large; a bigger single record is a caller bug, not something to store.
             return Ok(Decision { allowed: false, reason: Reason::QuotaExceeded, facts: Default::default() });
         }
-        let mut d = snap.decide(&*self.inner.config.clock, now, Some(feature), amount);
+        // One guard for the decision and the record: the use is recorded at the time it was decided at (the later
+        // of the clock and trusted time), so it counts in the quota period the decision counted it in.
+        let guard = snap.guard(&*self.inner.config.clock, now);
+        let at = now.max(guard.high_water);
+        let mut d = snap.decide_with(guard, now, Some(feature), amount);
         if !d.allowed || amount == 0 {
             return Ok(d);
         }
-        // The use is recorded at the time it was decided at (the later of the clock and trusted time), so it
-        // counts in the quota period the decision counted it in.
-        let at = now.max(snap.clock.high_water);
         let ev = UsageEvent { id: Uuid::now_v7(), feature: feature.to_string(), amount, recorded_at: at };
         let clock = &*self.inner.config.clock;
         let trusted = store.tx(|tx| {

@@ -113,6 +113,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/catalog", get(catalog))
         .route("/v1/usage", post(ingest_usage))
         .route("/v1/usage/summary", get(usage_summary))
+        .route("/v1/billing/report", get(billing_report))
         .route("/v1/subscriptions", post(create_subscription).get(list_subscriptions))
         .route("/v1/subscriptions/{id}", get(get_subscription))
         .route("/v1/subscriptions/{id}/history", get(subscription_history))
@@ -430,6 +431,14 @@ async fn usage_summary(
     ApiQuery(q): ApiQuery<crate::services::usage::SummaryQuery>,
 ) -> J {
     ok(s.services.usage_summary(&ctx, q).await?)
+}
+
+async fn billing_report(
+    State(s): State<AppState>,
+    Auth(ctx): Auth,
+    ApiQuery(q): ApiQuery<crate::services::billing::BillingQuery>,
+) -> J {
+    ok(s.services.billing_report(&ctx, q).await?)
 }
 
 // Subscriptions ---------------------------------------------------------------------------------------------

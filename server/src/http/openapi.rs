@@ -14,7 +14,9 @@ use tessera_core::protocol::{self as wire, ErrorCode};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
-use crate::services::{admin, audit, catalog, jobs, licenses, offline, security, subscriptions as subs, usage, users};
+use crate::services::{
+    admin, audit, billing, catalog, jobs, licenses, offline, security, subscriptions as subs, usage, users,
+};
 use crate::store;
 
 /// Who may call a route.
@@ -185,6 +187,8 @@ pub const ROUTES: &[Route] = &[
         e = &[E::InvalidLicenseKey, E::RateLimited]),
     route!("get" "/v1/usage/summary", "usage", "Use per license, metric and day or month (UTC) of a license or a customer's licenses", A::Token, B::None, One(ty::<usage::UsageSummary>()),
         q = &["license_id", "customer_id", "metric", "period", "from", "to"]),
+    route!("get" "/v1/billing/report", "billing", "The usage-based billing report of a month: per customer, base charges and use past included amounts, exact minor units", A::Token, B::None, One(ty::<billing::BillingReport>()),
+        q = &["month", "customer_id", "product_id"]),
     route!("post" "/v1/subscriptions", "subscriptions", "Subscribe a customer to a plan (and add-ons): makes the license, its key returned once", A::Token, B::Json(ty::<subs::CreateSubscription>()), Created(ty::<subs::CreatedSubscription>()),
         e = &[E::InvalidTransition]),
     route!("get" "/v1/subscriptions", "subscriptions", "List subscriptions, with what each grants and its use (customer_id: what a customer has)", A::Token, B::None, Page(ty::<subs::SubscriptionView>()),

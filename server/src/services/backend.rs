@@ -87,7 +87,8 @@ pub struct RecordUsage {
 pub struct UsageRecorded {
     /// `false`: the event was recorded before and not counted again.
     pub recorded: bool,
-    /// The license's total of the feature after the call.
+    /// The license's use of the feature after the call: in the quota's current period for a quota per period (the
+    /// period of the event's time), else the lifetime total.
     pub total: u64,
     pub license_id: Uuid,
 }
@@ -274,14 +275,24 @@ impl Services {
                 "activation_id": activation_id, "recorded_at": crate::time::ts(event.recorded_at),
             }),
         );
+        let window = l.feature(&req.feature).and_then(|f| l.quota_window(f, event.recorded_at));
         let op = RecordUsageOp { license_id: l.id, activation_id, event, now, audit };
-        let total = |t: i64| t.max(0) as u64;
-        match self.store.record_usage(op).await.map_err(|e| AppError::store("usage event", e))? {
+        let outcome = self.store.record_usage(op).await.map_err(|e| AppError::store("usage event", e))?;
+        // The store answers lifetime totals; a quota per period is told its period's.
+        let total = |t: i64| async move {
+            match window {
+                Some(w) => {
+                    self.store.usage_between(l.id, req.feature.clone(), w.start, w.end).await.map(|n| n.max(0) as u64)
+                }
+                None => Ok(t.max(0) as u64),
+            }
+        };
+        match outcome {
             RecordUsageOutcome::Recorded { total: t } => {
-                Ok(UsageRecorded { recorded: true, total: total(t), license_id: l.id })
+                Ok(UsageRecorded { recorded: true, total: total(t).await?, license_id: l.id })
             }
             RecordUsageOutcome::Duplicate { total: t } => {
-                Ok(UsageRecorded { recorded: false, total: total(t), license_id: l.id })
+                Ok(UsageRecorded { recorded: false, total: total(t).await?, license_id: l.id })
             }
             RecordUsageOutcome::IdConflict => Err(AppError::new(
                 ErrorCode::Conflict,

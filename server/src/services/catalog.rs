@@ -14,7 +14,9 @@ use uuid::Uuid;
 use super::terms::validate_features;
 use super::{check_code, check_name, slug, Ctx, Services};
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::store::{BillingInterval, Plan, PlanFilter, PlanKind, Price, Product, StoreError, UsageLimit};
+use crate::store::{
+    BillingInterval, LimitPeriod, Overage, Plan, PlanFilter, PlanKind, Price, Product, StoreError, UsageLimit,
+};
 
 /// The tiers of a ladder when the vendor names none: rank 0 to 3.
 pub const DEFAULT_TIERS: [&str; 4] = ["FREE", "BASIC", "PREMIUM", "ENTERPRISE"];
@@ -255,6 +257,78 @@ fn check_trial(days: u32) -> AppResult<u32> {
     Ok(days)
 }
 
+/// Largest number of tiers of a graduated price, and of units a `per` or a package may count.
+const MAX_TIERS: usize = 16;
+const MAX_PER: u64 = 1_000_000_000;
+
+/// Checks an overage price (and writes its currency in upper case): billed per DAY or MONTH, amounts 0 to
+/// [`MAX_AMOUNT`] minor units, `per` and package sizes 1 to 10^9, graduated tiers with rising `up_to` and a last
+/// tier without one.
+fn check_overage(metric: &str, period: LimitPeriod, o: &mut Overage) -> AppResult<()> {
+    let bad = |m: String| AppError::invalid(format!("the overage price of {metric:?}: {m}"));
+    if !matches!(period, LimitPeriod::Day | LimitPeriod::Month) {
+        return Err(bad(format!(
+            "overage is billed per DAY or MONTH, not per {}; make the limit per DAY or MONTH, or drop the overage to \
+             make it a hard quota",
+            period.as_str()
+        )));
+    }
+    let code = o.currency().trim().to_ascii_uppercase();
+    if currency_exponent(&code).is_none() {
+        return Err(bad(format!(
+            "currency {:?} is not an ISO 4217 currency: use a code such as EUR, USD, JPY",
+            o.currency()
+        )));
+    }
+    *o.currency_mut() = code;
+    let amount = |a: i64| {
+        if (0..=MAX_AMOUNT).contains(&a) {
+            Ok(())
+        } else {
+            Err(bad(format!("an amount is in minor units, 0 to {MAX_AMOUNT}, not {a}")))
+        }
+    };
+    let count = |what: &str, n: u64| {
+        if (1..=MAX_PER).contains(&n) {
+            Ok(())
+        } else {
+            Err(bad(format!("{what} must be 1 to {MAX_PER}, not {n}")))
+        }
+    };
+    match o {
+        Overage::PerUnit { unit_amount, per, .. } => {
+            amount(*unit_amount)?;
+            count("per", *per)?;
+        }
+        Overage::Package { package_size, package_amount, .. } => {
+            amount(*package_amount)?;
+            count("package_size", *package_size)?;
+        }
+        Overage::Graduated { tiers, per, .. } => {
+            count("per", *per)?;
+            if tiers.is_empty() || tiers.len() > MAX_TIERS {
+                return Err(bad(format!("a graduated price has 1 to {MAX_TIERS} tiers, not {}", tiers.len())));
+            }
+            let mut last = 0u64;
+            for (i, t) in tiers.iter().enumerate() {
+                amount(t.unit_amount)?;
+                match (t.up_to, i + 1 == tiers.len()) {
+                    (None, true) => {}
+                    (None, false) => {
+                        return Err(bad(format!("tier {i} has no up_to: only the last tier is open-ended")))
+                    }
+                    (Some(_), true) => return Err(bad("the last tier has no up_to (it has no end)".into())),
+                    (Some(u), false) if u <= last => {
+                        return Err(bad(format!("tier {i} ends at {u}, not after the tier before it ({last})")))
+                    }
+                    (Some(u), false) => last = u,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks prices and writes each currency in upper case; one price per interval and currency.
 fn check_prices(prices: &mut [Price]) -> AppResult<()> {
     if prices.len() > MAX_PRICES {
@@ -310,6 +384,9 @@ fn check_limits(limits: &mut [UsageLimit]) -> AppResult<()> {
                  DAY, MONTH, BILLING_PERIOD or LIFETIME)",
                 l.metric
             )));
+        }
+        if let Some(o) = &mut l.overage {
+            check_overage(&l.metric, l.period, o)?;
         }
     }
     limits.sort_by(|a, b| (a.metric.as_str(), a.period).cmp(&(b.metric.as_str(), b.period)));

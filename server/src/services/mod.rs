@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod backend;
+pub mod billing;
 pub mod catalog;
 pub mod client;
 pub mod geoip;

@@ -187,7 +187,8 @@ pub fn entitlements(plan: &Plan, add_ons: &[Plan]) -> AppResult<Vec<Feature>> {
         for l in &p.limits {
             let f = by_id.entry(l.metric.clone()).or_insert_with(|| Feature::new(&l.metric));
             f.limit_type = LimitType::Count;
-            granted.insert(l.metric.as_str(), Some((l.limit, l.period)));
+            // A limit with an overage price is an amount included in the price, not a cap: no quota.
+            granted.insert(l.metric.as_str(), l.overage.is_none().then_some((l.limit, l.period)));
         }
         for (id, q) in granted {
             let next = match (quotas.get(id).copied(), q) {
@@ -227,25 +228,20 @@ pub fn entitlements(plan: &Plan, add_ons: &[Plan]) -> AppResult<Vec<Feature>> {
 /// The license metadata key of the upgrade offers ([`upgrade_offers`]), which the agent reads for its 402 answers.
 pub const UPGRADES_KEY: &str = "upgrades";
 
-/// A plan's price per month in `currency` for comparing plans: the MONTH price, or the YEAR price divided by 12
-/// and rounded up (to the minor unit); `None` without a price in that currency. Only ever compared, never charged.
-fn monthly_price(p: &Plan, currency: &str) -> Option<i64> {
-    p.prices
-        .iter()
-        .filter(|x| x.currency == currency)
-        .map(|x| match x.interval {
-            BillingInterval::Month => x.amount,
-            BillingInterval::Year => x.amount.div_euclid(12) + i64::from(x.amount.rem_euclid(12) != 0),
-        })
-        .min()
+/// A plan's price for `interval` in `currency` (`None`: it has none).
+fn price_for(p: &Plan, interval: BillingInterval, currency: &str) -> Option<i64> {
+    p.prices.iter().find(|x| x.interval == interval && x.currency == currency).map(|x| x.amount)
 }
 
 /// What a subscription's license offers for each feature the catalog sells and the license does not grant
 /// (enabled): the cheapest way to get it, among the product's current public plans above the subscription's rung
-/// and the public add-ons that attach to its plan. Cheapest by [`monthly_price`] in the currency of the plan's
-/// price for the subscription's interval; ones without a price in it come after, the lower rung first. With the
-/// offer's `upgrade_url`, its placeholders filled in (`{feature}`, `{license}`, `{plan}`). A JSON object by
-/// feature id, signed into the license's metadata under [`UPGRADES_KEY`], so the agent can answer offline.
+/// and the public add-ons that attach to its plan. Cheapest by what the customer would pay more per billing
+/// interval, in the currency of the plan's price for the subscription's interval: for another plan the difference
+/// of the two plans' prices, for an add-on its price; ones without a price there come after, the lower rung first.
+/// With the offer's `upgrade_url`, its placeholders filled in (`{feature}`, `{license}`, `{plan}`). A JSON object by
+/// feature id, signed into the license's metadata under [`UPGRADES_KEY`], so the agent can answer offline. Offers
+/// are brought up to date whenever the subscription's license is (any change of the subscription or of its plans'
+/// grants, and each renewal).
 pub fn upgrade_offers(
     license_id: Uuid,
     granted: &[Feature],
@@ -253,8 +249,15 @@ pub fn upgrade_offers(
     interval: BillingInterval,
     catalog: &[Plan],
 ) -> Value {
-    let currency =
-        plan.prices.iter().find(|p| p.interval == interval).or(plan.prices.first()).map(|p| p.currency.as_str());
+    let currency = plan.prices.iter().find(|p| p.interval == interval).map(|p| p.currency.as_str());
+    let base = currency.and_then(|c| price_for(plan, interval, c)).unwrap_or(0);
+    let extra = |c: &Plan| {
+        let price = price_for(c, interval, currency?)?;
+        Some(match c.kind {
+            PlanKind::Plan => price.saturating_sub(base).max(0),
+            PlanKind::AddOn => price,
+        })
+    };
     let has = |id: &str| granted.iter().any(|f| f.id == id && f.enabled);
     let sells = |p: &Plan, id: &str| {
         p.features.iter().any(|f| f.id == id && f.enabled) || p.limits.iter().any(|l| l.metric == id)
@@ -276,9 +279,10 @@ pub fn upgrade_offers(
         if has(id) {
             continue;
         }
-        let best = candidates.iter().filter(|c| sells(c, id)).min_by_key(|c| {
-            (currency.and_then(|cur| monthly_price(c, cur)).map_or((1, 0), |m| (0, m)), c.rank, c.code.as_str())
-        });
+        let best = candidates
+            .iter()
+            .filter(|c| sells(c, id))
+            .min_by_key(|c| (extra(c).map_or((1, 0), |m| (0, m)), c.rank, c.code.as_str()));
         let Some(best) = best else { continue };
         let mut offer = json!({"plan": best.code, "name": best.name, "kind": best.kind});
         if let Some(u) = &best.upgrade_url {
@@ -450,6 +454,7 @@ impl Services {
             cancel_at_period_end: false,
             scheduled_change: None,
             ended_at: None,
+            paid_since: (!trial).then_some(now),
             created_at: now,
             updated_at: now,
         };
@@ -738,6 +743,7 @@ impl Services {
         let mut next = sub;
         next.status = SubscriptionStatus::Active;
         next.anchor_at = now;
+        next.paid_since = Some(now);
         next.periods = 0;
         next.current_period_start = now;
         next.current_period_end = period_boundary(now, 1, next.interval)?;
@@ -970,6 +976,7 @@ impl Services {
                 next.add_ons = kept;
                 next.status = SubscriptionStatus::Active;
                 next.anchor_at = end;
+                next.paid_since = Some(end);
                 next.periods = 0;
                 next.current_period_start = end;
                 next.current_period_end = period_boundary(end, 1, next.interval)?;

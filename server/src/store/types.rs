@@ -181,6 +181,68 @@ pub struct UsageLimit {
     /// Units included per period (0 or more).
     pub limit: i64,
     pub period: LimitPeriod,
+    /// Use past `limit` is allowed and billed at this price, instead of refused: the limit is then the amount
+    /// included in the base price, and the license grants the metric without a quota. DAY and MONTH limits only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overage: Option<Overage>,
+}
+
+/// How use past a limit's included amount is priced, in integer minor units of `currency` (the pricing models of
+/// usage-based billing systems). Amounts are worked out exactly and rounded once per period, half up (half a minor
+/// unit rounds up): see `services::billing::price_overage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "model", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
+pub enum Overage {
+    /// `unit_amount` minor units per `per` units (1 cent per 1,000 calls: `unit_amount` 1, `per` 1000).
+    PerUnit {
+        currency: String,
+        unit_amount: i64,
+        #[serde(default = "one_unit")]
+        per: u64,
+    },
+    /// `package_amount` per package of `package_size` units; a started package is charged whole.
+    Package { currency: String, package_size: u64, package_amount: i64 },
+    /// Units past the included amount priced tier by tier: up to the first tier's `up_to` at its price, the next
+    /// up to the second's `up_to` at its price, ...; the last tier has no `up_to`. Prices per `per` units.
+    Graduated {
+        currency: String,
+        tiers: Vec<GraduatedTier>,
+        #[serde(default = "one_unit")]
+        per: u64,
+    },
+}
+
+impl Overage {
+    pub fn currency(&self) -> &str {
+        match self {
+            Overage::PerUnit { currency, .. }
+            | Overage::Package { currency, .. }
+            | Overage::Graduated { currency, .. } => currency,
+        }
+    }
+
+    pub fn currency_mut(&mut self) -> &mut String {
+        match self {
+            Overage::PerUnit { currency, .. }
+            | Overage::Package { currency, .. }
+            | Overage::Graduated { currency, .. } => currency,
+        }
+    }
+}
+
+fn one_unit() -> u64 {
+    1
+}
+
+/// One tier of a graduated price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GraduatedTier {
+    /// The tier ends after this many billable units in the period (absent: the last tier, without end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_to: Option<u64>,
+    /// Minor units per `per` units in this tier.
+    pub unit_amount: i64,
 }
 
 /// A plan or add-on of a product's catalog.
@@ -310,8 +372,28 @@ pub struct Subscription {
     pub scheduled_change: Option<ScheduledChange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<DateTime<Utc>>,
+    /// When paid periods began (subscribed without a trial, converted, or moved to a free rung at the trial's end);
+    /// absent while in a trial, and for a trial that ended unpaid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Subscription {
+    /// When paid periods began: `paid_since`, or for a record kept before it was, what its fields imply (the anchor
+    /// of a subscription without a trial or one that left its trial for paid periods).
+    pub fn paid_from(&self) -> Option<DateTime<Utc>> {
+        if self.paid_since.is_some() {
+            return self.paid_since;
+        }
+        match self.trial_ends_at {
+            None => Some(self.anchor_at),
+            Some(_) if self.status == SubscriptionStatus::Trialing => None,
+            Some(t) if self.ended_at == Some(t) && self.anchor_at < t => None,
+            Some(_) => Some(self.anchor_at),
+        }
+    }
 }
 
 /// One change in a subscription's life (kept with it, written in the same step as the change).

@@ -4,6 +4,7 @@
 mod admin;
 mod answers;
 mod audit;
+mod billing;
 mod cache;
 mod catalog;
 mod cli;

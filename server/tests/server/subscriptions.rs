@@ -600,7 +600,8 @@ async fn the_license_offers_the_cheapest_way_to_each_feature_it_lacks() {
     let s = shop(&h, "sub-offers").await;
     let t = s.f.token.clone();
     let p = s.f.product.to_string();
-    // Premium (3000/month) sells crm; so does a CRM add-on at 2400/year (200/month): the add-on is cheaper.
+    // From Basic (1000/month), Premium (3000/month) sells crm for 2000 more a month; a CRM add-on for 1500, a
+    // deluxe one for 2500: the add-on at 1500 is the cheapest way.
     let crm = ok(
         &h,
         Method::POST,
@@ -608,8 +609,18 @@ async fn the_license_offers_the_cheapest_way_to_each_feature_it_lacks() {
         &t,
         Some(json!({"product_id": p, "name": "CRM connector",
         "kind": "ADD_ON", "category": "crm", "features": [{"id": "crm"}],
-        "prices": [{"interval": "YEAR", "amount": 2400, "currency": "EUR"}],
+        "prices": [{"interval": "MONTH", "amount": 1500, "currency": "EUR"}],
         "upgrade_url": "https://shop.example/buy/{plan}?feature={feature}&license={license}"})),
+    )
+    .await;
+    ok(
+        &h,
+        Method::POST,
+        "/v1/plans",
+        &t,
+        Some(json!({"product_id": p, "name": "CRM deluxe",
+        "kind": "ADD_ON", "category": "crm", "features": [{"id": "crm"}],
+        "prices": [{"interval": "MONTH", "amount": 2500, "currency": "EUR"}]})),
     )
     .await;
     let sub =
@@ -633,6 +644,11 @@ async fn the_license_offers_the_cheapest_way_to_each_feature_it_lacks() {
     let changed = ok(&h, Method::POST, &path, &t, Some(json!({"add_ons": [crm["id"]]}))).await;
     let lic = license(&h, &s, &changed).await;
     assert!(lic["metadata"]["upgrades"].get("crm").is_none(), "{}", lic["metadata"]);
+    // The cheap add-on archived and dropped: Premium's 2000 more now beats the deluxe add-on's 2500.
+    ok(&h, Method::DELETE, &format!("/v1/plans/{}", crm["id"].as_str().unwrap()), &t, None).await;
+    let dropped = ok(&h, Method::POST, &path, &t, Some(json!({"add_ons": []}))).await;
+    let lic = license(&h, &s, &dropped).await;
+    assert_eq!(lic["metadata"]["upgrades"]["crm"]["plan"], "premium", "{}", lic["metadata"]);
 
     // A bad upgrade URL is refused with what to do.
     for (url, why) in [

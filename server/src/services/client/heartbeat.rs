@@ -191,7 +191,7 @@ impl Services {
             accepted_usage,
             usage_totals: totals.iter().map(|(f, n)| (f.clone(), (*n).max(0) as u64)).collect(),
         };
-        self.sign_response(Endpoint::Heartbeat, Some(a.id), &req.nonce, result)
+        self.sign_response_at(Endpoint::Heartbeat, Some(a.id), &req.nonce, result, now)
     }
 
     /// Remembers which host (fingerprint digest) an activation's heartbeat came from; the second distinct host

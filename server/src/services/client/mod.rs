@@ -100,12 +100,25 @@ impl Services {
         nonce: &str,
         result: impl Serialize,
     ) -> AppResult<SignedAnswer> {
+        self.sign_response_at(endpoint, activation_id, nonce, result, self.now())
+    }
+
+    /// [`Services::sign_response`] with the `server_time` the result was worked out at (a heartbeat's usage totals
+    /// are of the quota periods that hold it, and the agent places them by it).
+    pub fn sign_response_at(
+        &self,
+        endpoint: Endpoint,
+        activation_id: Option<Uuid>,
+        nonce: &str,
+        result: impl Serialize,
+        server_time: chrono::DateTime<chrono::Utc>,
+    ) -> AppResult<SignedAnswer> {
         // Serialized straight from the result's type, without building a JSON value first.
         let payload = SignedPayload {
             nonce: std::borrow::Cow::Borrowed(nonce),
             endpoint: Some(endpoint),
             activation_id,
-            server_time: self.now(),
+            server_time,
             result,
         };
         let bytes = serde_json::to_vec(&payload).map_err(|e| AppError::internal("sign", e))?;

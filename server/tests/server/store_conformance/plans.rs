@@ -22,7 +22,7 @@ fn plan(fx: &Fx, code: &str, kind: PlanKind, rank: i32, tier: &str) -> Plan {
         public: true,
         trial_days: 14,
         features: vec![Feature::new("export_pdf")],
-        limits: vec![UsageLimit { metric: "api_calls".into(), limit: 1000, period: LimitPeriod::Month }],
+        limits: vec![UsageLimit { metric: "api_calls".into(), limit: 1000, period: LimitPeriod::Month, overage: None }],
         prices: vec![Price { interval: BillingInterval::Month, amount: 1999, currency: "EUR".into() }],
         category: (kind == PlanKind::AddOn).then(|| "crm".to_string()),
         attaches_to: Vec::new(),

@@ -76,6 +76,7 @@ fn subscription(
         cancel_at_period_end: false,
         scheduled_change: None,
         ended_at: None,
+        paid_since: None,
         created_at: t,
         updated_at: t,
     };
