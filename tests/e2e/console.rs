@@ -881,3 +881,121 @@ async fn console_users_sign_in_with_a_password_and_are_revoked() {
     }
     assert!(limited.is_some_and(|e| e.contains("too many")), "password guessing is rate limited");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_sees_the_ladder_adds_a_rung_upgrades_a_subscription_and_reads_the_bill() {
+    let server = TestServer::start().await;
+    let fx = server.fixture("console-commerce", json!({})).await;
+    let t = &fx.token;
+    let plan = |body: serde_json::Value| {
+        let mut b = json!({"product_id": fx.product, "template_id": fx.template});
+        b.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
+        b
+    };
+    server
+        .ok(
+            "/v1/plans",
+            t,
+            plan(json!({"name": "Basic", "features": [{"id": "export_pdf"}],
+            "limits": [{"metric": "api_calls", "limit": 5, "period": "DAY"}],
+            "prices": [{"interval": "MONTH", "amount": 1000, "currency": "EUR"}]})),
+        )
+        .await;
+    let basic = server.get("/v1/plans", t).await.1["items"][0].clone();
+    let premium = server
+        .ok(
+            "/v1/plans",
+            t,
+            plan(json!({"name": "Premium", "features": [{"id": "export_pdf"}, {"id": "crm"}],
+            "prices": [{"interval": "MONTH", "amount": 3000, "currency": "EUR"}]})),
+        )
+        .await;
+    let sub = server
+        .ok("/v1/subscriptions", t, json!({"customer_id": fx.customer, "plan_id": basic["id"], "trial": false}))
+        .await;
+    let license = sub["license_id"].as_str().unwrap();
+    let ev = json!({"id": uuid::Uuid::now_v7(), "license_id": license, "feature": "api_calls", "amount": 3});
+    server.ok("/v1/usage", t, json!({"events": [ev]})).await;
+
+    let b = browser().await;
+    let c = &b.client;
+    sign_in(c, &server, t).await;
+
+    // The ladder, lowest rung first, with prices shown from integer minor units.
+    follow(c, Locator::Css("nav a[href='/console/plans']")).await;
+    let ladder = text(c, "table.ladder").await;
+    let (bi, pi) = (ladder.find("Basic").unwrap(), ladder.find("Premium").unwrap());
+    assert!(bi < pi, "lowest rung first: {ladder}");
+    assert!(ladder.contains("10.00 EUR / month") && ladder.contains("5 api_calls per day"), "{ladder}");
+    // A malformed price is refused in the service's words and the form keeps what was typed; then a rung is added.
+    c.find(Locator::Css("#product_id")).await.unwrap().send_keys(&fx.product.to_string()).await.unwrap();
+    c.find(Locator::Css("#name")).await.unwrap().send_keys("Enterprise").await.unwrap();
+    c.find(Locator::Css("#price")).await.unwrap().send_keys("99.00").await.unwrap();
+    c.find(Locator::Css("#currency")).await.unwrap().send_keys("EUR").await.unwrap();
+    follow(c, Locator::Css("#plan-form button[type=submit]")).await;
+    assert!(text(c, "#form-error").await.contains("whole number"));
+    assert_eq!(
+        c.find(Locator::Css("#name")).await.unwrap().prop("value").await.unwrap().as_deref(),
+        Some("Enterprise")
+    );
+    let price = c.find(Locator::Css("#price")).await.unwrap();
+    price.clear().await.unwrap();
+    price.send_keys("9900").await.unwrap();
+    follow(c, Locator::Css("#plan-form button[type=submit]")).await;
+    let ladder = text(c, "table.ladder").await;
+    assert!(ladder.contains("Enterprise") && ladder.contains("99.00 EUR / month"), "{ladder}");
+    assert_eq!(server.get("/v1/plans", t).await.1["items"].as_array().unwrap().len(), 3);
+    screenshot(c, "plans").await;
+
+    // The subscription with its use against the day's limit; an upgrade from the browser re-signs the license.
+    follow(c, Locator::Css("nav a[href='/console/subscriptions']")).await;
+    let row = text(c, "table.subscriptions tbody").await;
+    assert!(row.contains("Basic") && row.contains("api_calls: 3 of 5 per day"), "{row}");
+    let select = format!("#plan-{} option[value='{}']", sub["id"].as_str().unwrap(), premium["id"].as_str().unwrap());
+    c.find(Locator::Css(&select)).await.unwrap().click().await.unwrap();
+    follow(c, Locator::Css("form.change button[type=submit]")).await;
+    assert!(text(c, "table.subscriptions td.plan").await.contains("Premium"));
+    let (_, lic) = server.get(&format!("/v1/licenses/{license}"), t).await;
+    assert!(lic["features"].as_array().unwrap().iter().any(|f| f["id"] == "crm"), "{lic}");
+    screenshot(c, "subscriptions").await;
+
+    // The month's bill, as the API reports it, with the rounding stated; a bad month is refused beside the field.
+    follow(c, Locator::Css("nav a[href='/console/billing']")).await;
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let (_, report) = server.get(&format!("/v1/billing/report?month={month}"), t).await;
+    let total = report["totals"][0]["amount"].as_i64().unwrap();
+    let shown = text(c, "section.bill tfoot").await;
+    assert!(shown.contains(&format!("{}.{:02} EUR", total / 100, total % 100)), "{shown} vs {report}");
+    assert!(text(c, "p.rounding").await.contains("half up"));
+    screenshot(c, "billing").await;
+    let field = c.find(Locator::Css("#month")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys("2026-13").await.unwrap();
+    follow(c, Locator::Css("form.filters button[type=submit]")).await;
+    assert!(text(c, "#month-error").await.contains("YYYY-MM"));
+
+    // A forged post (the session's cookie, not its form token) changes nothing.
+    let cookie = session_cookie(c).await;
+    let sub_id = sub["id"].as_str().unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/console/subscriptions/{sub_id}/cancel", server.url()))
+        .header("cookie", cookie)
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (_, now) = server.get(&format!("/v1/subscriptions/{sub_id}"), t).await;
+    assert_eq!(now["cancel_at_period_end"], false, "{now}");
+
+    // A read-only user sees the screens and no forms.
+    let read_only = token(&server, &fx, "read-only").await;
+    sign_out(c).await;
+    sign_in(c, &server, &read_only).await;
+    c.goto(&format!("{}/console/subscriptions", server.url())).await.unwrap();
+    c.wait().for_element(Locator::Css("table.subscriptions")).await.unwrap();
+    assert!(c.find(Locator::Css("form.change")).await.is_err(), "no change form for a read-only user");
+    c.goto(&format!("{}/console/plans", server.url())).await.unwrap();
+    c.wait().for_element(Locator::Css("table.ladder")).await.unwrap();
+    assert!(c.find(Locator::Css("#plan-form")).await.is_err());
+}

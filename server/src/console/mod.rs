@@ -16,6 +16,7 @@
 
 mod actions;
 mod catalog;
+mod commerce;
 mod emergency;
 mod pages;
 mod records;
@@ -162,6 +163,7 @@ pub fn router() -> Router<AppState> {
         .merge(pages::routes())
         .merge(actions::routes())
         .merge(catalog::routes())
+        .merge(commerce::routes())
         .merge(emergency::routes())
         .merge(records::routes())
 }
@@ -576,6 +578,9 @@ const NAV: &[Nav] = &[
     Nav { path: "/console/customers", label: "Customers", shown: |_| true },
     Nav { path: "/console/products", label: "Products", shown: |_| true },
     Nav { path: "/console/templates", label: "Templates", shown: |_| true },
+    Nav { path: "/console/plans", label: "Plans", shown: |_| true },
+    Nav { path: "/console/subscriptions", label: "Subscriptions", shown: |_| true },
+    Nav { path: "/console/billing", label: "Billing", shown: |_| true },
     Nav { path: "/console/security", label: "Security", shown: |_| true },
     Nav { path: "/console/audit", label: "Audit", shown: |_| true },
     Nav { path: "/console/tokens", label: "API tokens", shown: |_| true },
