@@ -44,22 +44,26 @@ fn decision_body(d: &Decision) -> serde_json::Value {
     })
 }
 
-fn decision_status(d: &Decision) -> StatusCode {
-    crate::gate::status_of(d, 0)
+fn decision_status(agent: &Agent, feature: &str, d: &Decision) -> StatusCode {
+    crate::gate::status_of(d, 0, agent.quota_period_end(feature))
 }
 
 /// The decision as JSON, with the statuses of [`crate::gate`]: a 402 carries the license's upgrade offer, a 429
 /// its `Retry-After`.
 fn decision_response(agent: &Agent, feature: &str, amount: u64, d: Decision) -> Response {
     let mut body = decision_body(&d);
-    let status = crate::gate::status_of(&d, amount);
+    let period_end = agent.quota_period_end(feature);
+    if let Some(end) = period_end {
+        body["period_ends_at"] = serde_json::json!(end);
+    }
+    let status = crate::gate::status_of(&d, amount, period_end);
     if status == StatusCode::PAYMENT_REQUIRED {
         if let Some(up) = agent.upgrade_for(feature) {
             body["upgrade"] = serde_json::to_value(up).unwrap_or_default();
         }
     }
     let mut r = (status, Json(body)).into_response();
-    if let (StatusCode::TOO_MANY_REQUESTS, Some(end)) = (status, d.facts.period_ends_at) {
+    if let (StatusCode::TOO_MANY_REQUESTS, Some(end)) = (status, period_end) {
         let secs = crate::gate::retry_after(end, chrono::Utc::now());
         if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
             r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
@@ -100,7 +104,7 @@ async fn check(State(agent): State<Agent>, Path(feature): Path<String>, Query(q)
             body["attestation"] = serde_json::Value::String(a.attestation);
             body["device_public_key"] = serde_json::Value::String(a.device_public_key);
             body["evidence"] = serde_json::to_value(&a.evidence).unwrap_or_default();
-            (decision_status(&a.decision), Json(body)).into_response()
+            (decision_status(&agent, &feature, &a.decision), Json(body)).into_response()
         }
         Err(e) => bad_request("INVALID_CHALLENGE", &e.to_string()),
     }

@@ -51,15 +51,16 @@ pub struct Upgrade {
     pub upgrade_url: Option<String>,
 }
 
-/// The HTTP status of a decision on using `amount` units (0 for a plain check; see the module's table).
-pub fn status_of(d: &Decision, amount: u64) -> StatusCode {
+/// The HTTP status of a decision on using `amount` units (0 for a plain check) of a feature whose quota period ends
+/// at `period_end` (`None`: no quota per period; see the module's table).
+pub fn status_of(d: &Decision, amount: u64, period_end: Option<DateTime<Utc>>) -> StatusCode {
     if d.allowed {
         return StatusCode::OK;
     }
     let fits_a_period = d.facts.limit.is_none_or(|l| i64::try_from(amount).is_ok_and(|a| a <= l));
     match d.reason {
         Reason::NotEntitled | Reason::FeatureDisabled | Reason::FeatureExpired => StatusCode::PAYMENT_REQUIRED,
-        Reason::QuotaExceeded if d.facts.period_ends_at.is_some() && fits_a_period => StatusCode::TOO_MANY_REQUESTS,
+        Reason::QuotaExceeded if period_end.is_some() && fits_a_period => StatusCode::TOO_MANY_REQUESTS,
         Reason::QuotaExceeded => StatusCode::PAYMENT_REQUIRED,
         _ => StatusCode::FORBIDDEN,
     }
@@ -73,8 +74,12 @@ pub fn retry_after(end: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
 
 /// The answer to a denied use of `amount` units of `feature` (see the module's table).
 pub fn denied(agent: &Agent, feature: &str, amount: u64, d: &Decision) -> Response {
-    let status = status_of(d, amount);
+    let period_end = agent.quota_period_end(feature);
+    let status = status_of(d, amount, period_end);
     let mut details = serde_json::json!({"feature": feature, "reason": d.reason, "facts": d.facts});
+    if let Some(end) = period_end {
+        details["period_ends_at"] = serde_json::json!(end);
+    }
     let mut message = d.reason.explain().to_string();
     if status == StatusCode::PAYMENT_REQUIRED {
         if let Some(up) = agent.upgrade_for(feature) {
@@ -84,7 +89,7 @@ pub fn denied(agent: &Agent, feature: &str, amount: u64, d: &Decision) -> Respon
     }
     let body = serde_json::json!({"error": {"code": d.reason, "message": message, "details": details}});
     let mut r = (status, Json(body)).into_response();
-    if let (StatusCode::TOO_MANY_REQUESTS, Some(end)) = (status, d.facts.period_ends_at) {
+    if let (StatusCode::TOO_MANY_REQUESTS, Some(end)) = (status, period_end) {
         let now = d.facts.trusted_time.map_or_else(Utc::now, |t| t.max(Utc::now()));
         if let Ok(v) = HeaderValue::from_str(&retry_after(end, now).to_string()) {
             r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -205,22 +210,19 @@ mod tests {
 
     #[test]
     fn statuses_follow_the_table() {
-        let d = |allowed, reason, period: bool| Decision {
-            allowed,
-            reason,
-            facts: tessera_core::decision::Facts { period_ends_at: period.then(Utc::now), ..Default::default() },
-        };
-        assert_eq!(status_of(&d(true, Reason::Valid, false), 0), StatusCode::OK);
-        assert_eq!(status_of(&d(false, Reason::NotEntitled, false), 0), StatusCode::PAYMENT_REQUIRED);
-        assert_eq!(status_of(&d(false, Reason::FeatureDisabled, false), 0), StatusCode::PAYMENT_REQUIRED);
-        assert_eq!(status_of(&d(false, Reason::QuotaExceeded, true), 1), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(status_of(&d(false, Reason::QuotaExceeded, false), 1), StatusCode::PAYMENT_REQUIRED);
-        assert_eq!(status_of(&d(false, Reason::Expired, false), 0), StatusCode::FORBIDDEN);
-        assert_eq!(status_of(&d(false, Reason::SignatureInvalid, false), 0), StatusCode::FORBIDDEN);
+        let d = |allowed, reason| Decision { allowed, reason, facts: Default::default() };
+        let end = Some(Utc::now());
+        assert_eq!(status_of(&d(true, Reason::Valid), 0, None), StatusCode::OK);
+        assert_eq!(status_of(&d(false, Reason::NotEntitled), 0, None), StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(status_of(&d(false, Reason::FeatureDisabled), 0, None), StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(status_of(&d(false, Reason::QuotaExceeded), 1, end), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(status_of(&d(false, Reason::QuotaExceeded), 1, None), StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(status_of(&d(false, Reason::Expired), 0, None), StatusCode::FORBIDDEN);
+        assert_eq!(status_of(&d(false, Reason::SignatureInvalid), 0, end), StatusCode::FORBIDDEN);
         // More than a whole period's quota in one use: waiting for the next period would not help.
-        let mut big = d(false, Reason::QuotaExceeded, true);
+        let mut big = d(false, Reason::QuotaExceeded);
         big.facts.limit = Some(10);
-        assert_eq!(status_of(&big, 10), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(status_of(&big, 11), StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(status_of(&big, 10, end), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(status_of(&big, 11, end), StatusCode::PAYMENT_REQUIRED);
     }
 }

@@ -14,13 +14,14 @@ use crate::error::AgentError;
 
 /// The schema version this agent writes: the number of migrations (`PRAGMA user_version`, kept by
 /// rusqlite_migration as on the server).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 fn migrations() -> rusqlite_migration::Migrations<'static> {
     rusqlite_migration::Migrations::new(vec![
         rusqlite_migration::M::up(SCHEMA_V1),
         rusqlite_migration::M::up(SCHEMA_V2),
         rusqlite_migration::M::up(SCHEMA_V3),
+        rusqlite_migration::M::up(SCHEMA_V4),
     ])
 }
 
@@ -83,11 +84,14 @@ ALTER TABLE clock ADD COLUMN boot_id TEXT;
 ALTER TABLE clock ADD COLUMN since_boot_us INTEGER;
 ";
 
-/// Version 3: a server total keeps the server time it was reported at, which places it in a quota's period; a
-/// queued event the server acknowledged but dated after the period its answer reported stays, marked `acked`, until
-/// an answer covers its period (so it counts somewhere meanwhile).
+/// Version 3: a server total keeps the server time it was reported at, which places it in a quota's period.
 const SCHEMA_V3: &str = "
 ALTER TABLE usage_totals ADD COLUMN as_of_us INTEGER;
+";
+
+/// Version 4: a queued event the server acknowledged but dated after the period its answer reported stays, marked
+/// `acked`, until an answer covers its period (so it counts somewhere meanwhile).
+const SCHEMA_V4: &str = "
 ALTER TABLE usage_queue ADD COLUMN acked INTEGER NOT NULL DEFAULT 0;
 ";
 
@@ -687,6 +691,30 @@ mod tests {
         let err = Store::open(&path).unwrap_err();
         assert!(matches!(err, AgentError::StateCorrupt { .. }), "{err}");
         assert!(err.to_string().contains("activate again"));
+    }
+
+    #[test]
+    fn a_version_3_state_file_keeps_its_queued_usage_through_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        {
+            let mut c = Connection::open(&path).unwrap();
+            let v3 = rusqlite_migration::Migrations::new(vec![
+                rusqlite_migration::M::up(SCHEMA_V1),
+                rusqlite_migration::M::up(SCHEMA_V2),
+                rusqlite_migration::M::up(SCHEMA_V3),
+            ]);
+            v3.to_latest(&mut c).unwrap();
+            c.execute(
+                "INSERT INTO usage_queue (id, feature, amount, recorded_at) VALUES (?1, 'f', 4, ?2)",
+                params![Uuid::new_v4().to_string(), ts(Utc::now())],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.usage_queue(10).unwrap().len(), 1, "still to be sent");
+        assert_eq!(s.pending_usage_count().unwrap(), 1);
+        assert_eq!(s.queued_usage_since("f", Utc::now() - chrono::Duration::days(1)).unwrap(), 4);
     }
 
     #[test]

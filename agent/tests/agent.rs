@@ -1077,7 +1077,7 @@ fn a_quota_per_day_is_enforced_offline_and_starts_afresh_at_utc_midnight() {
 
     assert!(a.consume("api_calls", 3).allowed);
     let d = a.consume("api_calls", 1);
-    assert_eq!((d.reason, d.facts.period_ends_at), (Reason::QuotaExceeded, Some(midnight)));
+    assert_eq!((d.reason, a.quota_period_end("api_calls")), (Reason::QuotaExceeded, Some(midnight)));
     assert_eq!(a.check("api_calls").facts.remaining, Some(0));
     // The day's use is in the state file: a restart the same day does not free it.
     drop(a);
@@ -1150,7 +1150,11 @@ fn a_clock_held_back_across_midnight_counts_the_first_use_in_the_new_day() {
     f.clock.pass_holding_wall(Duration::minutes(2));
     let d = a.consume("api_calls", 3);
     assert!(d.allowed);
-    assert_eq!(d.facts.period_ends_at, Some("2026-06-03T00:00:00Z".parse().unwrap()), "decided in the new day");
+    assert_eq!(
+        a.quota_period_end("api_calls"),
+        Some("2026-06-03T00:00:00Z".parse().unwrap()),
+        "decided in the new day"
+    );
     // The use is in the new day's count, so the quota cannot be taken twice.
     assert_eq!(a.consume("api_calls", 3).reason, Reason::QuotaExceeded);
     drop(a);

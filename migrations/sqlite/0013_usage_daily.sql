@@ -12,3 +12,7 @@ CREATE TABLE usage_daily (
 INSERT INTO usage_daily (license_id, feature, day, total, events)
     SELECT license_id, feature, substr(recorded_at, 1, 10), SUM(amount), COUNT(*) FROM usage_events
     GROUP BY license_id, feature, substr(recorded_at, 1, 10);
+-- Usage by license and metric in time order: what period sums and summaries over a window read (in place of the
+-- index on license and metric alone, which made them read a license's whole history).
+DROP INDEX usage_license_feature;
+CREATE INDEX usage_license_feature ON usage_events(license_id, feature, recorded_at);

@@ -148,10 +148,6 @@ pub struct Facts {
     pub limit_type: Option<LimitType>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub used: Option<u64>,
-    /// A quota per period: when the current period ends and the quota starts afresh (the `Retry-After` of a
-    /// used-up quota).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub period_ends_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remaining: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -376,9 +372,6 @@ pub fn decide(inputs: &Inputs<'_>, query: &Query<'_>) -> Decision {
         facts.limit_type = Some(feature.limit_type);
         facts.used = Some(used);
         facts.remaining = Some(limit.saturating_sub(i64::try_from(used).unwrap_or(i64::MAX)).max(0));
-        if !feature.limit_period.is_lifetime() {
-            facts.period_ends_at = license.quota_window(feature, now).map(|w| w.end);
-        }
         if after > limit as u64 {
             return deny(Reason::QuotaExceeded, facts);
         }

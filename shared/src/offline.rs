@@ -355,6 +355,10 @@ impl OfflineGrant {
                 if !(1..=BillingCycle::MAX_MONTHS).contains(&c.months) {
                     return Err(bad(format!("a billing cycle is 1 to 12 months, not {}", c.months)));
                 }
+                if !(0..=i64::from(u32::MAX)).contains(&(c.anchor.timestamp() - CODE_EPOCH)) {
+                    // Outside what 32 bits of seconds from the code epoch hold: clamping would move the periods.
+                    return Err(bad(format!("a billing cycle anchored at {} cannot be carried in a code", c.anchor)));
+                }
                 w.put(to_secs(c.anchor), 32);
                 w.put(u64::from(c.months - 1), 4);
             }
@@ -752,5 +756,8 @@ mod tests {
         bad.features = vec![Feature::new("billed").with_limit(1, LimitType::Count).per(LimitPeriod::BillingPeriod)];
         bad.billing_cycle = Some(BillingCycle { anchor: from_secs(1_795_000_000), months: 13 });
         assert!(bad.payload(1).is_err(), "a 13-month cycle cannot be carried");
+        bad.billing_cycle =
+            Some(BillingCycle { anchor: Utc.timestamp_opt(CODE_EPOCH - 86_400, 0).unwrap(), months: 1 });
+        assert!(bad.payload(1).is_err(), "an anchor before the code epoch would be clamped: refused");
     }
 }

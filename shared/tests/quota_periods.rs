@@ -75,19 +75,20 @@ fn a_used_up_period_denies_until_its_end_and_says_when_that_is() {
     let inputs = Inputs::new(now, Some(&l));
     let full = decide(&inputs, &Query { feature: Some("api_calls"), amount: 1, used: 100 });
     assert_eq!(full.reason, Reason::QuotaExceeded);
-    assert_eq!(full.facts.period_ends_at, Some(t(2026, 5, 5, 0, 0)), "the Retry-After of a used-up quota");
+    let window = |l: &License, at| l.quota_window(&l.features[0], at).map(|w| w.end);
+    assert_eq!(window(&l, now), Some(t(2026, 5, 5, 0, 0)), "the Retry-After of a used-up quota");
     assert_eq!(full.facts.remaining, Some(0));
     // The caller passes the use of the current period; in the next one nothing is used yet.
     let fresh =
         decide(&Inputs::new(t(2026, 5, 5, 0, 0), Some(&l)), &Query { feature: Some("api_calls"), amount: 1, used: 0 });
     assert!(fresh.allowed);
-    assert_eq!(fresh.facts.period_ends_at, Some(t(2026, 5, 6, 0, 0)));
+    assert_eq!(window(&l, t(2026, 5, 5, 0, 0)), Some(t(2026, 5, 6, 0, 0)));
     // A plain check's answer stands until the period ends at the latest.
     assert_eq!(decided_until(&inputs, &Query::feature("api_calls")), Some(t(2026, 5, 5, 0, 0)));
     // A lifetime quota has no period end.
     let lifetime = metered(LimitPeriod::Lifetime);
     let d = decide(&Inputs::new(now, Some(&lifetime)), &Query { feature: Some("api_calls"), amount: 1, used: 100 });
-    assert_eq!((d.reason, d.facts.period_ends_at), (Reason::QuotaExceeded, None));
+    assert_eq!((d.reason, window(&lifetime, now)), (Reason::QuotaExceeded, None));
     assert_eq!(decided_until(&Inputs::new(now, Some(&lifetime)), &Query::feature("api_calls")), None);
 }
 

@@ -98,7 +98,7 @@ async fn a_daily_quota_is_shared_through_the_server_and_starts_afresh_the_next_d
     let d = b.consume("api_calls", 1);
     assert_eq!(d.reason, Reason::QuotaExceeded);
     let next_day = (clock_now(&clock).date_naive() + chrono::Duration::days(1)).and_hms_opt(0, 0, 0).unwrap().and_utc();
-    assert_eq!(d.facts.period_ends_at, Some(next_day));
+    assert_eq!(b.quota_period_end("api_calls"), Some(next_day));
     b.heartbeat().await.unwrap();
     let (_, view) = server.get(&format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap()), t).await;
     let ent = view["entitlements"].as_array().unwrap().iter().find(|e| e["feature"] == "api_calls").unwrap().clone();

@@ -208,6 +208,16 @@ impl Agent {
         self.inner.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// When the current period of `feature`'s quota ends and the quota starts afresh (`None`: a lifetime quota, or
+    /// none): the `Retry-After` of a used-up quota per period. Taken at the time decisions are taken at.
+    pub fn quota_period_end(&self, feature: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        let clock = &*self.inner.config.clock;
+        let now = clock.now();
+        let snap = self.snapshot();
+        let at = now.max(snap.guard(clock, now).high_water);
+        snap.period_end(feature, at)
+    }
+
     /// The license's offer for a feature it does not grant (the cheapest plan or add-on that includes it), as the
     /// server signed it into the license; `None` without one (offline activations carry none).
     pub fn upgrade_for(&self, feature: &str) -> Option<crate::gate::Upgrade> {

@@ -355,7 +355,7 @@ async fn subscriptions_page(state: &AppState, user: &User, q: &SubscriptionsQuer
                                                 (csrf_field(user)) button type="submit" { "Convert to paid" }
                                             }
                                         }
-                                        @if !s.cancel_at_period_end {
+                                        @if !s.cancel_at_period_end && s.status.as_str() != "PAUSED" {
                                             form method="post" action={ "/console/subscriptions/" (s.id) "/cancel" } {
                                                 (csrf_field(user)) button.link type="submit" { "Cancel at period end" }
                                             }
@@ -366,7 +366,9 @@ async fn subscriptions_page(state: &AppState, user: &User, q: &SubscriptionsQuer
                         }
                     }
                 }
-                @if let Some(c) = &page.next_cursor { p { a href={ "/console/subscriptions?cursor=" (c) } { "Next page" } } }
+                @if let Some(c) = &page.next_cursor {
+                    p { a href={ "/console/subscriptions?cursor=" (c) @if let Some(id) = customer_id { "&customer_id=" (id) } } { "Next page" } }
+                }
             }
         }
     };

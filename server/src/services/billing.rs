@@ -134,7 +134,7 @@ pub fn price_overage(o: &Overage, units: u64) -> AppResult<i64> {
                 if units <= start {
                     break;
                 }
-                let in_tier = units.min(end) - start;
+                let in_tier = units.min(end).saturating_sub(start);
                 exact = exact.checked_add(in_tier * u128::from(t.unit_amount.unsigned_abs())).ok_or_else(overflow)?;
                 start = end;
             }
@@ -161,7 +161,8 @@ fn price_of(p: &Plan, interval: BillingInterval, currency: &str) -> Option<i64> 
     p.prices.iter().find(|x| x.interval == interval && x.currency == currency).map(|x| x.amount)
 }
 
-/// The paid periods of `sub` that start in `from..to` and no later than `now`.
+/// The paid periods of `sub` that start in `from..to` and no later than `now`: from the starts it kept, or for a
+/// record kept before them, counted from its anchor.
 fn periods_starting_in(
     sub: &Subscription,
     from: DateTime<Utc>,
@@ -169,13 +170,19 @@ fn periods_starting_in(
     now: DateTime<Utc>,
 ) -> AppResult<u64> {
     let Some(paid) = sub.paid_from() else { return Ok(0) };
+    let counts = |start: DateTime<Utc>| {
+        start >= from && start < to && start <= now && start >= paid && sub.ended_at.is_none_or(|e| start < e)
+    };
+    if !sub.period_starts.is_empty() {
+        return Ok(sub.period_starts.iter().filter(|s| counts(**s)).count() as u64);
+    }
     let mut n = 0;
     for k in 0..=sub.periods {
         let start = period_boundary(sub.anchor_at, k, sub.interval)?;
         if start >= to || start > now {
             break;
         }
-        if start >= from && start >= paid && sub.ended_at.is_none_or(|e| start < e) {
+        if counts(start) {
             n += 1;
         }
     }
@@ -287,22 +294,37 @@ impl Services {
                 });
             }
         }
-        // Metered metrics: the included amounts of the plan and add-ons add up (one period per metric: the catalog
-        // sees to it); the first overage price found (the plan's before an add-on's) prices what is past them.
-        let mut metered: BTreeMap<&str, (u64, LimitPeriod, &Overage, &str)> = BTreeMap::new();
+        // Metered metrics: every limit of the metric in the plan and its add-ons adds to the included amount (over
+        // one period: subscriptions refuse a mix); the first overage price (the plan's before an add-on's) prices
+        // what is past it. Only use while paid counts: not a trial's, nor any after the end.
+        let mut included: BTreeMap<&str, (u64, LimitPeriod)> = BTreeMap::new();
+        let mut priced: BTreeMap<&str, (&Overage, &str)> = BTreeMap::new();
         for p in std::iter::once(&plan).chain(&add_ons) {
             for l in &p.limits {
-                let Some(o) = &l.overage else { continue };
-                let e = metered.entry(l.metric.as_str()).or_insert((0, l.period, o, p.code.as_str()));
-                if e.1 == l.period {
-                    e.0 = e.0.saturating_add(l.limit.max(0) as u64);
+                let e = included.entry(l.metric.as_str()).or_insert((0, l.period));
+                e.0 = e.0.saturating_add(l.limit.max(0) as u64);
+                if let Some(o) = &l.overage {
+                    priced.entry(l.metric.as_str()).or_insert((o, p.code.as_str()));
                 }
             }
         }
-        for (metric, (included, period, overage, by)) in metered {
+        let Some(paid) = sub.paid_from() else { return Ok(lines) };
+        let (use_from, use_to) = (from.max(paid), sub.ended_at.map_or(to, |e| e.min(to)));
+        if use_from >= use_to {
+            return Ok(lines);
+        }
+        for (metric, (overage, by)) in priced {
+            let (included, period) = included.get(metric).copied().unwrap_or((0, LimitPeriod::Month));
             let rows = self
                 .store
-                .usage_summary(vec![sub.license_id], Some(metric.to_string()), from, to, SummaryPeriod::Day, 400)
+                .usage_summary(
+                    vec![sub.license_id],
+                    Some(metric.to_string()),
+                    use_from,
+                    use_to,
+                    SummaryPeriod::Day,
+                    400,
+                )
                 .await?;
             let days: Vec<u64> = rows.iter().map(|r| r.total.max(0) as u64).collect();
             let used: u64 = days.iter().fold(0u64, |a, d| a.saturating_add(*d));

@@ -165,6 +165,7 @@ pub struct CreatedSubscription {
 pub fn entitlements(plan: &Plan, add_ons: &[Plan]) -> AppResult<Vec<Feature>> {
     let sources: Vec<&Plan> = std::iter::once(plan).chain(add_ons).collect();
     let mut by_id: BTreeMap<String, Feature> = BTreeMap::new();
+    let mut limit_periods: BTreeMap<&str, (LimitPeriod, &str)> = BTreeMap::new();
     // Absent: not granted yet; None: unlimited; Some((units, period, the plan that set the period)).
     let mut quotas: BTreeMap<String, Option<(i64, LimitPeriod, &str)>> = BTreeMap::new();
     for p in &sources {
@@ -185,6 +186,23 @@ pub fn entitlements(plan: &Plan, add_ons: &[Plan]) -> AppResult<Vec<Feature>> {
             granted.insert(f.id.as_str(), (!f.is_unlimited()).then_some((f.limit_value, f.limit_period)));
         }
         for l in &p.limits {
+            // Limits of one metric (caps or included amounts) count over one period, whichever plan sets them.
+            match limit_periods.get(l.metric.as_str()) {
+                Some((have, by)) if *have != l.period => {
+                    return Err(AppError::invalid(format!(
+                        "{:?} limits {:?} per {} and {by:?} per {}: the limits of one metric add up only over the \
+                         same period; give the add-on's limit the plan's period",
+                        p.code,
+                        l.metric,
+                        l.period.as_str(),
+                        have.as_str()
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    limit_periods.insert(l.metric.as_str(), (l.period, p.code.as_str()));
+                }
+            }
             let f = by_id.entry(l.metric.clone()).or_insert_with(|| Feature::new(&l.metric));
             f.limit_type = LimitType::Count;
             // A limit with an overage price is an amount included in the price, not a cap: no quota.
@@ -455,6 +473,7 @@ impl Services {
             scheduled_change: None,
             ended_at: None,
             paid_since: (!trial).then_some(now),
+            period_starts: if trial { Vec::new() } else { vec![now] },
             created_at: now,
             updated_at: now,
         };
@@ -743,7 +762,7 @@ impl Services {
         let mut next = sub;
         next.status = SubscriptionStatus::Active;
         next.anchor_at = now;
-        next.paid_since = Some(now);
+        next.start_paid_period(now);
         next.periods = 0;
         next.current_period_start = now;
         next.current_period_end = period_boundary(now, 1, next.interval)?;
@@ -899,6 +918,7 @@ impl Services {
             next.periods = 0;
             next.current_period_start = now;
             next.current_period_end = period_boundary(now, 1, next.interval)?;
+            next.start_paid_period(now);
             details = json!({"new_period": true});
         }
         let next = self.save_subscription(ctx, next, read_at, action, None, details).await?;
@@ -976,7 +996,7 @@ impl Services {
                 next.add_ons = kept;
                 next.status = SubscriptionStatus::Active;
                 next.anchor_at = end;
-                next.paid_since = Some(end);
+                next.start_paid_period(end);
                 next.periods = 0;
                 next.current_period_start = end;
                 next.current_period_end = period_boundary(end, 1, next.interval)?;
@@ -1022,6 +1042,8 @@ impl Services {
             next.periods = next.periods.saturating_add(1);
             next.current_period_start = next.current_period_end;
             next.current_period_end = period_boundary(next.anchor_at, next.periods + 1, next.interval)?;
+            let start = next.current_period_start;
+            next.start_paid_period(start);
             skipped += 1;
         }
         details["periods"] = json!(skipped);

@@ -376,22 +376,26 @@ pub struct Subscription {
     /// absent while in a trial, and for a trial that ended unpaid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paid_since: Option<DateTime<Utc>>,
+    /// The start of every paid period, oldest first (what the billing report charges): kept as periods start, so
+    /// a new anchor (a resume after the period ran out) leaves the earlier ones in place.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub period_starts: Vec<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 impl Subscription {
-    /// When paid periods began: `paid_since`, or for a record kept before it was, what its fields imply (the anchor
-    /// of a subscription without a trial or one that left its trial for paid periods).
+    /// When paid periods began: `paid_since`; for a record kept before it was, the anchor of one made without a
+    /// trial (one made with a trial and no `paid_since` is taken as never paid).
     pub fn paid_from(&self) -> Option<DateTime<Utc>> {
-        if self.paid_since.is_some() {
-            return self.paid_since;
-        }
-        match self.trial_ends_at {
-            None => Some(self.anchor_at),
-            Some(_) if self.status == SubscriptionStatus::Trialing => None,
-            Some(t) if self.ended_at == Some(t) && self.anchor_at < t => None,
-            Some(_) => Some(self.anchor_at),
+        self.paid_since.or_else(|| self.trial_ends_at.is_none().then_some(self.anchor_at))
+    }
+
+    /// Notes that a paid period starts at `at` (from now on `paid_since` is set, if it was not).
+    pub fn start_paid_period(&mut self, at: DateTime<Utc>) {
+        self.paid_since.get_or_insert(at);
+        if self.period_starts.last().is_none_or(|last| *last < at) {
+            self.period_starts.push(at);
         }
     }
 }

@@ -47,7 +47,8 @@ async fn a_month_bills_base_prices_and_use_past_the_included_amounts_exactly() {
         "limits": [
             {"metric": "api_calls", "limit": 1000, "period": "MONTH", "overage": {"model": "GRADUATED", "currency": "eur", "per": 10,
               "tiers": [{"up_to": 100, "unit_amount": 50}, {"up_to": 1000, "unit_amount": 30}, {"unit_amount": 12}]}},
-            {"metric": "exports", "limit": 10, "period": "DAY", "overage": {"model": "PACKAGE", "currency": "EUR", "package_size": 5, "package_amount": 200}}
+            {"metric": "exports", "limit": 10, "period": "DAY", "overage": {"model": "PACKAGE", "currency": "EUR", "package_size": 5, "package_amount": 200}},
+            {"metric": "sms", "limit": 0, "period": "DAY", "overage": {"model": "PER_UNIT", "currency": "EUR", "unit_amount": 1, "per": 2}}
         ]}))))
     .await;
     // Extra: 5.00 EUR a month, 500 more calls included (its own overage price is not used: the plan's comes first).
@@ -76,9 +77,34 @@ async fn a_month_bills_base_prices_and_use_past_the_included_amounts_exactly() {
     let calls = lic["features"].as_array().unwrap().iter().find(|f| f["id"] == "api_calls").unwrap().clone();
     assert_eq!(calls["limit_value"], -1, "{calls}");
     // A trial in the same month is not billed.
+    // Trials are not billed, neither their use (metered metrics have no cap, so a trial can use them) nor a trial
+    // cancelled at once.
     let other = ok(&h, Method::POST, "/v1/customers", &t, Some(json!({"name": "Trialist"}))).await;
-    ok(&h, Method::POST, "/v1/subscriptions", &t, Some(json!({"customer_id": other["id"], "plan_id": pro["id"]})))
-        .await;
+    let trial =
+        ok(&h, Method::POST, "/v1/subscriptions", &t, Some(json!({"customer_id": other["id"], "plan_id": pro["id"]})))
+            .await;
+    assert_eq!(trial["status"], "TRIALING");
+    let quitter = ok(&h, Method::POST, "/v1/customers", &t, Some(json!({"name": "Quitter"}))).await;
+    let quit = ok(
+        &h,
+        Method::POST,
+        "/v1/subscriptions",
+        &t,
+        Some(json!({"customer_id": quitter["id"], "plan_id": pro["id"]})),
+    )
+    .await;
+    ok(
+        &h,
+        Method::POST,
+        &format!("/v1/subscriptions/{}/cancel", quit["id"].as_str().unwrap()),
+        &t,
+        Some(json!({"at": "NOW"})),
+    )
+    .await;
+    let trial_use = json!({"id": uuid::Uuid::now_v7(), "license_id": trial["license_id"], "feature": "api_calls",
+        "amount": 50_000, "recorded_at": "2026-11-20T12:00:00Z"});
+    let (st, v) = h.post("/v1/usage", Some(&t), json!({"events": [trial_use]})).await;
+    assert_eq!((st, v["recorded"].as_u64()), (StatusCode::OK, Some(1)), "{v}");
 
     h.advance(Duration::days(5));
     let license = sub["license_id"].as_str().unwrap();
@@ -88,9 +114,11 @@ async fn a_month_bills_base_prices_and_use_past_the_included_amounts_exactly() {
         ev("exports", 17, "2026-11-21T11:00:00Z"),
         ev("api_calls", 734, "2026-11-22T10:00:00Z"),
         ev("exports", 10, "2026-11-22T11:00:00Z"),
+        ev("sms", 1, "2026-11-21T12:00:00Z"),
+        ev("sms", 1, "2026-11-22T12:00:00Z"),
     ];
     let (st, v) = h.post("/v1/usage", Some(&t), json!({"events": events})).await;
-    assert_eq!((st, v["recorded"].as_u64()), (StatusCode::OK, Some(4)), "{v}");
+    assert_eq!((st, v["recorded"].as_u64()), (StatusCode::OK, Some(6)), "{v}");
 
     let report = ok(&h, Method::GET, "/v1/billing/report?month=2026-11", &t, None).await;
     let bills = report["customers"].as_array().unwrap();
@@ -113,7 +141,11 @@ async fn a_month_bills_base_prices_and_use_past_the_included_amounts_exactly() {
     // exports per day: 17 on the 21st (7 past 10: two started packages, 400), 10 on the 22nd (nothing past).
     let exports = line(bill, "USAGE", Some("exports"));
     assert_eq!((exports["quantity"].as_u64(), exports["amount"].as_i64()), (Some(7), Some(400)), "{exports}");
-    assert_eq!(bill["totals"], json!([{"currency": "EUR", "amount": 2900 + 500 + 4681 + 400}]));
+    // sms at half a cent each, one a day: each day's 0.5 rounds up to 1, so two days are 2 (rounded once per day,
+    // not 1 for the month's 1.0).
+    let sms = line(bill, "USAGE", Some("sms"));
+    assert_eq!((sms["quantity"].as_u64(), sms["amount"].as_i64()), (Some(2), Some(2)), "{sms}");
+    assert_eq!(bill["totals"], json!([{"currency": "EUR", "amount": 2900 + 500 + 4681 + 400 + 2}]));
     assert_eq!(report["totals"], bill["totals"]);
     assert!(report["rounding"].as_str().unwrap().contains("half up"));
 
@@ -121,6 +153,7 @@ async fn a_month_bills_base_prices_and_use_past_the_included_amounts_exactly() {
     h.advance(Duration::days(26));
     ok(&h, Method::POST, "/v1/jobs/run", &h.admin, None).await;
     let dec = ok(&h, Method::GET, "/v1/billing/report?month=2026-12", &t, None).await;
+    // (The trial has ended unconverted meanwhile; it is billed nothing either.)
     assert_eq!(dec["totals"], json!([{"currency": "EUR", "amount": 3400}]), "{dec}");
     assert_eq!(ok(&h, Method::GET, "/v1/billing/report?month=2026-11", &t, None).await["totals"], report["totals"]);
     // October: nothing yet.
@@ -133,6 +166,26 @@ async fn a_month_bills_base_prices_and_use_past_the_included_amounts_exactly() {
         ok(&h, Method::GET, &format!("/v1/billing/report?month=2026-11&customer_id={}", f.customer), &g.token, None)
             .await;
     assert_eq!(theirs["customers"], json!([]));
+
+    // An add-on whose limit of a metered metric counts over another period cannot be added: refused.
+    let pack = ok(
+        &h,
+        Method::POST,
+        "/v1/plans",
+        &t,
+        Some(json!({"product_id": p, "name": "Export pack",
+        "kind": "ADD_ON", "category": "capacity", "limits": [{"metric": "exports", "limit": 100, "period": "MONTH"}]})),
+    )
+    .await;
+    let (st, v) = h
+        .post(
+            "/v1/subscriptions",
+            Some(&t),
+            json!({"customer_id": f.customer, "plan_id": pro["id"], "add_ons": [pack["id"]], "trial": false}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("same period"), "{v}");
 
     // Bad months and bad overage prices are refused with what to do.
     for m in ["2026-13", "2026-1", "november", ""] {

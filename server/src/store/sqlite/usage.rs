@@ -108,50 +108,85 @@ fn total_tx(c: &Connection, license_id: Uuid, feature: &str) -> Result<i64, Stor
         .unwrap_or(0))
 }
 
-/// The running totals a batch checks quotas against, each read once per license, feature and quota period
-/// (`None`: lifetime) and kept as (stored, added in this batch); and what the batch adds, written once at the end.
+/// The running totals a batch checks quotas against, one slot per license, feature and quota period (`None`:
+/// lifetime), each read once and kept as (stored, added in this batch); and what the batch adds per UTC day, written
+/// once at the end. Consecutive events of one license and feature (the common batch) find their slot and day without
+/// hashing or allocating.
 #[derive(Default)]
 struct BatchTotals {
-    checked: HashMap<(Uuid, String, Option<QuotaWindow>), (i64, i64)>,
-    lifetime: HashMap<(Uuid, String), i64>,
-    daily: HashMap<(Uuid, String, String), (i64, i64)>,
+    index: HashMap<(Uuid, String, Option<QuotaWindow>), usize>,
+    slots: Vec<Slot>,
+    last: Option<usize>,
+    /// (slot, day as days from the common era, units, events), merged while consecutive.
+    daily: Vec<(usize, i32, i64, i64)>,
+}
+
+struct Slot {
+    license_id: Uuid,
+    feature: String,
+    window: Option<QuotaWindow>,
+    stored: i64,
+    added: i64,
 }
 
 impl BatchTotals {
-    /// The (stored, added in this batch) of a license's feature in `window`.
-    fn get(
+    /// The slot of a license's feature in `window`, read from the store the first time.
+    fn slot(
         &mut self,
         c: &Connection,
         license_id: Uuid,
         feature: &str,
         window: Option<QuotaWindow>,
-    ) -> Result<&mut (i64, i64), StoreError> {
-        use std::collections::hash_map::Entry;
-        match self.checked.entry((license_id, feature.to_string(), window)) {
-            Entry::Occupied(o) => Ok(o.into_mut()),
-            Entry::Vacant(v) => {
+    ) -> Result<usize, StoreError> {
+        if let Some(i) = self.last {
+            let s = &self.slots[i];
+            if s.license_id == license_id && s.window == window && s.feature == feature {
+                return Ok(i);
+            }
+        }
+        let key = (license_id, feature.to_string(), window);
+        let i = match self.index.get(&key) {
+            Some(i) => *i,
+            None => {
                 let stored = match window {
                     None => total_tx(c, license_id, feature)?,
                     Some(w) => between_tx(c, license_id, feature, w.start, w.end)?,
                 };
-                Ok(v.insert((stored, 0)))
+                self.slots.push(Slot { license_id, feature: key.1.clone(), window, stored, added: 0 });
+                self.index.insert(key, self.slots.len() - 1);
+                self.slots.len() - 1
             }
-        }
+        };
+        self.last = Some(i);
+        Ok(i)
     }
 
-    fn add(&mut self, license_id: Uuid, e: &UsageEvent) {
-        let lifetime = self.lifetime.entry((license_id, e.feature.clone())).or_default();
-        *lifetime = lifetime.saturating_add(e.amount);
-        let day = self.daily.entry((license_id, e.feature.clone(), day_of(e.recorded_at))).or_default();
-        *day = (day.0.saturating_add(e.amount), day.1 + 1);
+    /// Counts a recorded event in its slot and day; returns the slot's total after it.
+    fn add(&mut self, slot: usize, e: &UsageEvent) -> i64 {
+        use chrono::Datelike;
+        let s = &mut self.slots[slot];
+        s.added = s.added.saturating_add(e.amount);
+        let total = s.stored.saturating_add(s.added);
+        let day = e.recorded_at.date_naive().num_days_from_ce();
+        match self.daily.last_mut() {
+            Some(d) if d.0 == slot && d.1 == day => *d = (slot, day, d.2.saturating_add(e.amount), d.3 + 1),
+            _ => self.daily.push((slot, day, e.amount, 1)),
+        }
+        total
     }
 
     fn write(self, c: &Connection) -> Result<(), StoreError> {
-        for ((license_id, feature), added) in self.lifetime {
-            add_to_total_tx(c, license_id, &feature, added)?;
+        let mut lifetime: HashMap<(Uuid, &str), i64> = HashMap::new();
+        for (slot, day, added, events) in &self.daily {
+            let s = &self.slots[*slot];
+            let t = lifetime.entry((s.license_id, s.feature.as_str())).or_default();
+            *t = t.saturating_add(*added);
+            let date = chrono::NaiveDate::from_num_days_from_ce_opt(*day)
+                .ok_or_else(|| StoreError::Corrupt(format!("usage day {day}")))?;
+            add_to_day_tx(c, s.license_id, &s.feature, &date.format("%Y-%m-%d").to_string(), *added, *events)?;
         }
-        for ((license_id, feature, day), (added, events)) in self.daily {
-            add_to_day_tx(c, license_id, &feature, &day, added, events)?;
+        for ((license_id, feature), added) in lifetime {
+            add_to_total_tx(c, license_id, feature, added)?;
         }
         Ok(())
     }
@@ -171,8 +206,8 @@ fn record_batch_tx(
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let e = &item.event;
-        let (stored, added) = *totals.get(c, item.license_id, &e.feature, item.window)?;
-        let total = stored.saturating_add(added);
+        let slot = totals.slot(c, item.license_id, &e.feature, item.window)?;
+        let total = totals.slots[slot].stored.saturating_add(totals.slots[slot].added);
         if let Some(limit) = item.limit {
             if total.saturating_add(e.amount) > limit {
                 // A repeat of an event recorded before is still a duplicate, not a refusal.
@@ -193,10 +228,7 @@ fn record_batch_tx(
             received
         ])?;
         if inserted > 0 {
-            let slot = totals.get(c, item.license_id, &e.feature, item.window)?;
-            slot.1 = slot.1.saturating_add(e.amount);
-            let total = slot.0.saturating_add(slot.1);
-            totals.add(item.license_id, e);
+            let total = totals.add(slot, e);
             out.push(BatchOutcome::Recorded { total });
         } else if existing_event(c, item)? == Some(true) {
             out.push(BatchOutcome::Duplicate { total });

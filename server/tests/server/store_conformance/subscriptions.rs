@@ -77,6 +77,7 @@ fn subscription(
         scheduled_change: None,
         ended_at: None,
         paid_since: None,
+        period_starts: Vec::new(),
         created_at: t,
         updated_at: t,
     };
