@@ -260,17 +260,23 @@ async fn create_plan(State(state): State<AppState>, user: User, Form(f): Form<Pl
     }
 }
 
+/// An action's checks, in order: the form's CSRF token, then the id in the path (of a `what`).
+fn checked_id(user: &User, csrf: &str, id: &str, what: &str) -> Result<Uuid, Box<Response>> {
+    if let Some(r) = user.refuse_csrf(csrf) {
+        return Err(Box::new(r));
+    }
+    Uuid::parse_str(id).map_err(|_| Box::new(error_page(&AppError::not_found(what))))
+}
+
 async fn archive_plan(
     State(state): State<AppState>,
     user: User,
     Path(id): Path<String>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    if let Some(r) = user.refuse_csrf(&f.csrf) {
-        return r;
-    }
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return error_page(&AppError::not_found("plan"));
+    let id = match checked_id(&user, &f.csrf, &id, "plan") {
+        Ok(id) => id,
+        Err(refused) => return *refused,
     };
     match state.services.archive_plan(&user.ctx, id).await {
         Ok(_) => Redirect::to("/console/plans").into_response(),
@@ -400,11 +406,9 @@ async fn change(
     Path(id): Path<String>,
     Form(f): Form<ChangeForm>,
 ) -> Response {
-    if let Some(r) = user.refuse_csrf(&f.csrf) {
-        return r;
-    }
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return error_page(&AppError::not_found("subscription"));
+    let id = match checked_id(&user, &f.csrf, &id, "subscription") {
+        Ok(id) => id,
+        Err(refused) => return *refused,
     };
     let plan_id = match Uuid::parse_str(f.plan_id.trim()) {
         Ok(p) => p,
@@ -422,11 +426,9 @@ async fn convert(
     Path(id): Path<String>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    if let Some(r) = user.refuse_csrf(&f.csrf) {
-        return r;
-    }
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return error_page(&AppError::not_found("subscription"));
+    let id = match checked_id(&user, &f.csrf, &id, "subscription") {
+        Ok(id) => id,
+        Err(refused) => return *refused,
     };
     let r = state.services.convert_subscription(&user.ctx, id).await;
     after(&state, &user, r).await
@@ -438,11 +440,9 @@ async fn cancel(
     Path(id): Path<String>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    if let Some(r) = user.refuse_csrf(&f.csrf) {
-        return r;
-    }
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return error_page(&AppError::not_found("subscription"));
+    let id = match checked_id(&user, &f.csrf, &id, "subscription") {
+        Ok(id) => id,
+        Err(refused) => return *refused,
     };
     let req = CancelSubscription { at: Some(Effective::PeriodEnd), reason: Some("console".into()) };
     let r = state.services.cancel_subscription(&user.ctx, id, req).await;
