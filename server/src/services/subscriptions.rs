@@ -1022,6 +1022,16 @@ impl Services {
             self.save_subscription(ctx, next, read_at, "canceled", None, json!({"at": "PERIOD_END"})).await?;
             return Ok(false);
         }
+        // A revoked license is never sold again: its subscription ends with the period instead of renewing (and
+        // billing) a license nobody can use.
+        let license = self.store.get_license(Some(next.tenant_id), next.license_id).await;
+        if license.as_ref().is_ok_and(|l| l.license.status == LicenseStatus::Revoked) {
+            next.status = SubscriptionStatus::Canceled;
+            next.ended_at = Some(next.current_period_end);
+            let details = json!({"at": "PERIOD_END", "why": "the license was revoked"});
+            self.save_subscription(ctx, next, read_at, "canceled", None, details).await?;
+            return Ok(false);
+        }
         let from = next.plan_id;
         let mut details = json!({});
         if let Some(change) = next.scheduled_change.take() {

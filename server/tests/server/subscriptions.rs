@@ -664,3 +664,31 @@ async fn the_license_offers_the_cheapest_way_to_each_feature_it_lacks() {
         assert!(v["error"]["message"].as_str().unwrap().contains(why), "{url}: {v}");
     }
 }
+
+#[tokio::test]
+async fn a_revoked_license_ends_its_subscription_at_the_period_end_and_is_billed_no_more() {
+    let h = Harness::new().await;
+    *h.now.lock().unwrap() = "2026-11-10T12:00:00Z".parse().unwrap();
+    let s = shop(&h, "sub-revoked").await;
+    let t = s.f.token.clone();
+    let sub =
+        ok(&h, Method::POST, "/v1/subscriptions", &t, Some(json!({"customer_id": s.f.customer, "plan_id": s.basic})))
+            .await;
+    let license = sub["license_id"].as_str().unwrap();
+    ok(&h, Method::POST, &format!("/v1/licenses/{license}/revoke"), &t, Some(json!({"reason": "chargeback"}))).await;
+
+    h.advance(Duration::days(31));
+    let report = run_jobs(&h).await;
+    assert_eq!((report["subscriptions_renewed"].as_u64(), report["subscriptions_ended"].as_u64()), (Some(0), Some(1)));
+    let ended = ok(&h, Method::GET, &format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap()), &t, None).await;
+    assert_eq!(ended["status"], "CANCELED");
+    assert_eq!(ended["ended_at"], sub["current_period_end"]);
+    let history =
+        ok(&h, Method::GET, &format!("/v1/subscriptions/{}/history", sub["id"].as_str().unwrap()), &t, None).await;
+    assert!(history.to_string().contains("the license was revoked"), "{history}");
+    // November's period is billed; December's is not, as there is none.
+    let nov = ok(&h, Method::GET, "/v1/billing/report?month=2026-11", &t, None).await;
+    assert_eq!(nov["totals"], json!([{"currency": "EUR", "amount": 1000}]), "{nov}");
+    let dec = ok(&h, Method::GET, "/v1/billing/report?month=2026-12", &t, None).await;
+    assert_eq!(dec["totals"], json!([]), "{dec}");
+}
