@@ -62,14 +62,7 @@ fn decision_response(agent: &Agent, feature: &str, amount: u64, d: Decision) -> 
             body["upgrade"] = serde_json::to_value(up).unwrap_or_default();
         }
     }
-    let mut r = (status, Json(body)).into_response();
-    if let (StatusCode::TOO_MANY_REQUESTS, Some(end)) = (status, period_end) {
-        let secs = crate::gate::retry_after(end, chrono::Utc::now());
-        if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
-            r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
-        }
-    }
-    r
+    crate::gate::with_retry_after((status, Json(body)).into_response(), &d, period_end)
 }
 
 fn bad_request(code: &str, message: &str) -> Response {

@@ -88,8 +88,12 @@ pub fn denied(agent: &Agent, feature: &str, amount: u64, d: &Decision) -> Respon
         }
     }
     let body = serde_json::json!({"error": {"code": d.reason, "message": message, "details": details}});
-    let mut r = (status, Json(body)).into_response();
-    if let (StatusCode::TOO_MANY_REQUESTS, Some(end)) = (status, period_end) {
+    with_retry_after((status, Json(body)).into_response(), d, period_end)
+}
+
+/// `r` with `Retry-After` (the seconds until the quota's period ends) when it is a 429.
+pub(crate) fn with_retry_after(mut r: Response, d: &Decision, period_end: Option<DateTime<Utc>>) -> Response {
+    if let (StatusCode::TOO_MANY_REQUESTS, Some(end)) = (r.status(), period_end) {
         let now = d.facts.trusted_time.map_or_else(Utc::now, |t| t.max(Utc::now()));
         if let Ok(v) = HeaderValue::from_str(&retry_after(end, now).to_string()) {
             r.headers_mut().insert(header::RETRY_AFTER, v);

@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use super::pages::date;
 use super::{
-    csrf_field, error_page, layout, page_response, role_refusal, show_once, status_of, CsrfOnly, Form, Once, Query,
-    User,
+    csrf_field, error_page, layout, page, page_response, role_refusal, show_once, status_of, CsrfOnly, Form, Once,
+    Query, User,
 };
 use crate::error::AppError;
 use crate::http::AppState;
@@ -112,10 +112,6 @@ fn opt_uuid(field: &str, v: &str) -> Result<Option<Uuid>, AppError> {
 
 fn opt_text(v: &str) -> Option<String> {
     Some(v.trim().to_string()).filter(|v| !v.is_empty())
-}
-
-fn page(user: &User, title: &str, nav: &str, body: Markup, err: Option<&AppError>) -> Response {
-    page_response(err.map_or(StatusCode::OK, status_of), layout(user, title, nav, body))
 }
 
 // Tenants ------------------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -15,7 +14,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::pages::date;
-use super::{csrf_field, error_page, layout, page_response, role_refusal, status_of, CsrfOnly, Form, Query, User};
+use super::{csrf_field, error_page, page, role_refusal, CsrfOnly, Form, Query, User};
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::services::billing::{BillingQuery, BillingReport};
@@ -54,10 +53,6 @@ fn limit_text(l: &UsageLimit) -> String {
     };
     let extra = if l.overage.is_some() { " included, then billed" } else { "" };
     format!("{} {} {per}{extra}", l.limit, l.metric)
-}
-
-fn page(user: &User, title: &str, nav: &str, body: Markup, err: Option<&AppError>) -> Response {
-    page_response(err.map_or(StatusCode::OK, status_of), layout(user, title, nav, body))
 }
 
 // Plans --------------------------------------------------------------------------------------------------------

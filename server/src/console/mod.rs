@@ -173,6 +173,11 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
 }
 
 /// Headers every console page carries: no framing, no script or style from elsewhere, nothing cached.
+/// A screen with the navigation: 200, or the status of the refusal shown on it.
+fn page(user: &User, title: &str, nav: &str, body: Markup, err: Option<&crate::error::AppError>) -> Response {
+    page_response(err.map_or(StatusCode::OK, status_of), layout(user, title, nav, body))
+}
+
 fn page_response(status: StatusCode, body: Markup) -> Response {
     let mut r = (status, body.into_string()).into_response();
     let h = r.headers_mut();

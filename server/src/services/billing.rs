@@ -20,7 +20,7 @@ use super::subscriptions::period_boundary;
 use super::{Ctx, Services};
 use crate::error::{AppError, AppResult};
 use crate::store::{
-    BillingInterval, LimitPeriod, Overage, PageRequest, Plan, Subscription, SubscriptionFilter, SummaryPeriod,
+    BillingInterval, LimitPeriod, Overage, PageRequest, Subscription, SubscriptionFilter, SummaryPeriod,
 };
 
 /// The rounding rule, as the report states it.
@@ -156,11 +156,6 @@ fn month_bounds(month: &str) -> AppResult<(DateTime<Utc>, DateTime<Utc>)> {
     Ok((at(first)?, at(next)?))
 }
 
-/// A plan's price for `interval` in `currency` (`None`: it has none).
-fn price_of(p: &Plan, interval: BillingInterval, currency: &str) -> Option<i64> {
-    p.prices.iter().find(|x| x.interval == interval && x.currency == currency).map(|x| x.amount)
-}
-
 /// The paid periods of `sub` that start in `from..to` and no later than `now`: from the starts it kept, or for a
 /// record kept before them, counted from its anchor.
 fn periods_starting_in(
@@ -277,7 +272,7 @@ impl Services {
                 std::iter::once((LineKind::Base, &plan)).chain(add_ons.iter().map(|a| (LineKind::AddOn, a)))
             {
                 // An add-on without a price in the subscription's currency is not charged (it is free with it).
-                let Some(price) = price_of(p, sub.interval, currency) else { continue };
+                let Some(price) = p.price(sub.interval, currency) else { continue };
                 let amount = price.checked_mul(periods as i64).ok_or_else(overflow)?;
                 lines.push(BillLine {
                     subscription_id: sub.id,

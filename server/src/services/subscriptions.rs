@@ -246,11 +246,6 @@ pub fn entitlements(plan: &Plan, add_ons: &[Plan]) -> AppResult<Vec<Feature>> {
 /// The license metadata key of the upgrade offers ([`upgrade_offers`]), which the agent reads for its 402 answers.
 pub const UPGRADES_KEY: &str = "upgrades";
 
-/// A plan's price for `interval` in `currency` (`None`: it has none).
-fn price_for(p: &Plan, interval: BillingInterval, currency: &str) -> Option<i64> {
-    p.prices.iter().find(|x| x.interval == interval && x.currency == currency).map(|x| x.amount)
-}
-
 /// What a subscription's license offers for each feature the catalog sells and the license does not grant
 /// (enabled): the cheapest way to get it, among the product's current public plans above the subscription's rung
 /// and the public add-ons that attach to its plan. Cheapest by what the customer would pay more per billing
@@ -268,9 +263,9 @@ pub fn upgrade_offers(
     catalog: &[Plan],
 ) -> Value {
     let currency = plan.prices.iter().find(|p| p.interval == interval).map(|p| p.currency.as_str());
-    let base = currency.and_then(|c| price_for(plan, interval, c)).unwrap_or(0);
+    let base = currency.and_then(|c| plan.price(interval, c)).unwrap_or(0);
     let extra = |c: &Plan| {
-        let price = price_for(c, interval, currency?)?;
+        let price = c.price(interval, currency?)?;
         Some(match c.kind {
             PlanKind::Plan => price.saturating_sub(base).max(0),
             PlanKind::AddOn => price,

@@ -384,6 +384,13 @@ pub struct Subscription {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Plan {
+    /// The price for `interval` in `currency` (`None`: the plan has none).
+    pub fn price(&self, interval: BillingInterval, currency: &str) -> Option<i64> {
+        self.prices.iter().find(|x| x.interval == interval && x.currency == currency).map(|x| x.amount)
+    }
+}
+
 impl Subscription {
     /// When paid periods began: `paid_since`; for a record kept before it was, the anchor of one made without a
     /// trial (one made with a trial and no `paid_since` is taken as never paid).
